@@ -1,0 +1,8 @@
+//! `http` probe. (Not yet implemented: returns a refusal.)
+
+use super::{ProbeContext, ProbeOutput};
+
+pub async fn run(_input: &vantage_proto::v1::HttpInput, _ctx: &ProbeContext) -> ProbeOutput {
+    ProbeOutput::refused("unsupported: the http probe is not implemented yet")
+}
+

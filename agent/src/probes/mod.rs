@@ -1,0 +1,127 @@
+//! Probes: one module per measurement kind, all behind [`run`].
+//!
+//! A probe takes its typed input, obeys the context's deadline, target policy
+//! and byte caps, and returns a typed result plus per-step timings. What it
+//! observes (a reset, a forged DNS answer, a timeout) is data in the result,
+//! never a Rust error, and never a panic.
+//!
+//! This module knows nothing about sessions, signing or the outbox.
+
+use std::time::{Duration, Instant};
+
+use vantage_proto::v1::{measurement, probe_input::Kind, Failure, ProbeInput, Refusal, Step};
+
+pub mod policy;
+
+pub mod dns;
+pub mod encrypted;
+pub mod http;
+pub mod openvpn;
+pub mod quic;
+pub mod tcp;
+pub mod tls;
+pub mod tor;
+pub mod web;
+pub mod wireguard;
+
+pub use policy::TargetPolicy;
+
+/// What every probe gets besides its input.
+#[derive(Clone, Debug)]
+pub struct ProbeContext {
+    /// Which addresses may be probed.
+    pub policy: TargetPolicy,
+    /// Hard deadline: the probe returns by then, whatever the network does.
+    pub deadline: Instant,
+    /// Cap on bytes read from any one peer (HTTP bodies and the like).
+    pub max_read_bytes: u64,
+}
+
+impl ProbeContext {
+    /// A context with `budget` from now and default caps.
+    pub fn with_budget(policy: TargetPolicy, budget: Duration) -> Self {
+        ProbeContext {
+            policy,
+            deadline: Instant::now() + budget,
+            max_read_bytes: 1 << 20,
+        }
+    }
+
+    /// Time left before the deadline (zero when past it).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Records per-step timings relative to the probe's start.
+#[derive(Debug)]
+pub struct Steps {
+    origin: Instant,
+    steps: Vec<Step>,
+}
+
+impl Default for Steps {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Steps {
+    pub fn new() -> Self {
+        Steps {
+            origin: Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Records a step that began at `started` and ends now.
+    pub fn record(&mut self, name: &str, started: Instant, failure: Option<Failure>) {
+        self.steps.push(Step {
+            name: name.to_string(),
+            start_us: started.saturating_duration_since(self.origin).as_micros() as i64,
+            duration_us: started.elapsed().as_micros() as i64,
+            failure,
+        });
+    }
+
+    pub fn into_vec(self) -> Vec<Step> {
+        self.steps
+    }
+}
+
+/// What a probe run produced.
+#[derive(Debug)]
+pub struct ProbeOutput {
+    pub result: measurement::Result,
+    pub steps: Vec<Step>,
+}
+
+impl ProbeOutput {
+    /// A refusal (forbidden target, missing consent, malformed input).
+    pub fn refused(reason: impl Into<String>) -> Self {
+        ProbeOutput {
+            result: measurement::Result::Refused(Refusal {
+                reason: reason.into(),
+            }),
+            steps: Vec::new(),
+        }
+    }
+}
+
+/// Runs the probe named by `input` under `ctx`.
+pub async fn run(input: &ProbeInput, ctx: &ProbeContext) -> ProbeOutput {
+    match &input.kind {
+        Some(Kind::Dns(i)) => dns::run(i, ctx).await,
+        Some(Kind::DnsInjection(i)) => dns::run_injection(i, ctx).await,
+        Some(Kind::Tcp(i)) => tcp::run(i, ctx).await,
+        Some(Kind::Tls(i)) => tls::run(i, ctx).await,
+        Some(Kind::Http(i)) => http::run(i, ctx).await,
+        Some(Kind::Web(i)) => web::run(i, ctx).await,
+        Some(Kind::Quic(i)) => quic::run(i, ctx).await,
+        Some(Kind::Openvpn(i)) => openvpn::run(i, ctx).await,
+        Some(Kind::Tor(i)) => tor::run(i, ctx).await,
+        Some(Kind::Encrypted(i)) => encrypted::run(i, ctx).await,
+        Some(Kind::Wireguard(i)) => wireguard::run(i, ctx).await,
+        None => ProbeOutput::refused("malformed_input: task carries no probe input"),
+    }
+}

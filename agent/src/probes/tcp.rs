@@ -1,0 +1,8 @@
+//! `tcp` probe. (Not yet implemented: returns a refusal.)
+
+use super::{ProbeContext, ProbeOutput};
+
+pub async fn run(_input: &vantage_proto::v1::TcpInput, _ctx: &ProbeContext) -> ProbeOutput {
+    ProbeOutput::refused("unsupported: the tcp probe is not implemented yet")
+}
+

@@ -1,0 +1,8 @@
+//! `tor` probe. (Not yet implemented: returns a refusal.)
+
+use super::{ProbeContext, ProbeOutput};
+
+pub async fn run(_input: &vantage_proto::v1::TorInput, _ctx: &ProbeContext) -> ProbeOutput {
+    ProbeOutput::refused("unsupported: the tor probe is not implemented yet")
+}
+

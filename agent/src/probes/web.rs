@@ -1,0 +1,8 @@
+//! `web` probe. (Not yet implemented: returns a refusal.)
+
+use super::{ProbeContext, ProbeOutput};
+
+pub async fn run(_input: &vantage_proto::v1::WebInput, _ctx: &ProbeContext) -> ProbeOutput {
+    ProbeOutput::refused("unsupported: the web probe is not implemented yet")
+}
+

@@ -1,0 +1,1 @@
+//! Verdicts: pure functions from a run's inside and control results to verdicts.

@@ -1,0 +1,1 @@
+//! Campaign specs, run expansion and dispatch planning.

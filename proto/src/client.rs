@@ -1,0 +1,220 @@
+//! A gRPC channel to the coordinator over our own rustls stream, so the agent
+//! trusts exactly one CA, pinned by its SHA-256 fingerprint (the
+//! `kubeadm join --discovery-token-ca-cert-hash` pattern), and can present its
+//! client certificate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tonic::transport::{Channel, Endpoint};
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("bad coordinator address {0:?}: expected host:port")]
+    BadAddress(String),
+    #[error("bad TLS material: {0}")]
+    Tls(String),
+    #[error("could not connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// Client certificate chain and key (PEM).
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Connection settings.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// Lower-case hex SHA-256 of the coordinator CA certificate (DER).
+    pub ca_sha256: String,
+    pub identity: Option<ClientIdentity>,
+    pub connect_timeout: Duration,
+}
+
+/// Accepts a server chain only if it carries the pinned CA and the end
+/// certificate verifies against that CA for the name dialled.
+#[derive(Debug)]
+struct PinnedCa {
+    pin: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| crate::cert_fingerprint(c) == self.pin)
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "coordinator CA does not match the pinned fingerprint".into(),
+                )
+            })?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(ca.clone().into_owned())
+            .map_err(|e| rustls::Error::General(format!("pinned CA unusable: {e}")))?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn tls_config(opts: &ConnectOptions) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(PinnedCa {
+        pin: opts.ca_sha256.to_ascii_lowercase(),
+        provider: provider.clone(),
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut cfg = match &opts.identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let chain = parse_certs(&id.cert_pem)?;
+            let key = parse_key(&id.key_pem)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ClientError::Tls(e.to_string()))?
+        }
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// Parses every certificate in a PEM bundle.
+pub fn parse_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    let certs = certs.map_err(|e| ClientError::Tls(format!("certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(ClientError::Tls("no certificate in PEM".into()));
+    }
+    Ok(certs)
+}
+
+fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| ClientError::Tls(format!("private key PEM: {e}")))
+}
+
+fn server_name(addr: &str) -> Result<ServerName<'static>, ClientError> {
+    let host = match addr.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h.trim_start_matches('[').trim_end_matches(']'),
+        _ => return Err(ClientError::BadAddress(addr.to_string())),
+    };
+    ServerName::try_from(host.to_string()).map_err(|_| ClientError::BadAddress(addr.to_string()))
+}
+
+/// Opens an HTTP/2 channel to `addr` ("host:port") over TLS 1.3 with the
+/// pinned CA. The connection is made lazily on first use and re-made after
+/// failures, always through the same verifier.
+pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Channel, ClientError> {
+    let name = server_name(addr)?;
+    let cfg = Arc::new(tls_config(opts)?);
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|_| ClientError::BadAddress(addr.to_string()))?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let dial = addr.to_string();
+    let timeout = opts.connect_timeout;
+    let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
+        let cfg = cfg.clone();
+        let name = name.clone();
+        let dial = dial.clone();
+        async move {
+            let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&dial))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            tcp.set_nodelay(true)?;
+            let tls = tokio::time::timeout(
+                timeout,
+                tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    });
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Tries each address in turn and returns the first channel that connects.
+pub async fn connect_any(addrs: &[String], opts: &ConnectOptions) -> Result<Channel, ClientError> {
+    let mut last = ClientError::BadAddress("no coordinator address".into());
+    for a in addrs {
+        match connect(a, opts).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
