@@ -60,6 +60,18 @@ impl v1::ProbeInput {
     }
 }
 
+impl From<v1::probe_input::Kind> for v1::ProbeInput {
+    fn from(k: v1::probe_input::Kind) -> Self {
+        v1::ProbeInput { kind: Some(k) }
+    }
+}
+
+impl From<v1::ProbeInput> for Option<v1::probe_input::Kind> {
+    fn from(p: v1::ProbeInput) -> Self {
+        p.kind
+    }
+}
+
 /// Every probe kind, in the order of DESIGN.md's table.
 pub const PROBE_KINDS: &[&str] = &[
     "dns",
@@ -74,3 +86,23 @@ pub const PROBE_KINDS: &[&str] = &[
     "encrypted",
     "wireguard",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::v1::{probe_input::Kind, ProbeInput, TcpInput};
+
+    #[test]
+    fn probe_input_json_is_flat() {
+        let i = ProbeInput {
+            kind: Some(Kind::Tcp(TcpInput {
+                host: "192.0.2.1".into(),
+                port: 443,
+            })),
+        };
+        let j = serde_json::to_string(&i).unwrap();
+        assert_eq!(j, r#"{"tcp":{"host":"192.0.2.1","port":443}}"#);
+        let back: ProbeInput = serde_json::from_str(r#"{"tcp":{"host":"h"}}"#).unwrap();
+        assert_eq!(back.kind_name(), "tcp");
+        assert!(serde_json::from_str::<ProbeInput>(r#"{"tcp":{"hots":"h"}}"#).is_err());
+    }
+}
