@@ -3,4 +3,15 @@
 //! control results into verdicts.
 
 pub mod analysis;
+pub mod api;
+pub mod config;
+pub mod dispatch;
+pub mod errors;
+pub mod hub;
+pub mod ingest;
+pub mod logging;
+pub mod pki;
 pub mod scheduler;
+pub mod server;
+pub mod state;
+pub mod store;

@@ -9,6 +9,7 @@ pub mod client;
 pub mod envelope;
 pub mod failure;
 pub mod ranges;
+pub mod token;
 
 /// Generated prost/tonic code for `package vantage.v1`.
 #[allow(unreachable_pub, clippy::all, missing_docs)]

@@ -1,1 +1,327 @@
-fn main() {}
+//! `vantagectl`: the researcher's and operator's command line. Talks to the
+//! coordinator over gRPC with the admin certificate.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use vantage_coordinator::config::Config;
+use vantage_coordinator::pki::files;
+use vantage_proto::client::{connect_any, ClientIdentity, ConnectOptions};
+use vantage_proto::v1::admin_service_client::AdminServiceClient;
+use vantage_proto::v1::query_service_client::QueryServiceClient;
+use vantage_proto::v1::*;
+
+#[derive(Parser)]
+#[command(name = "vantagectl", version, about = "Control a Vantage coordinator")]
+struct Cli {
+    /// Coordinator data directory holding admin.pem, admin.key, ca.pem and coordinator.toml.
+    #[arg(long, global = true, env = "VANTAGE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Coordinator address (default: the first advertised address in coordinator.toml).
+    #[arg(long, global = true, env = "VANTAGE_COORDINATOR")]
+    coordinator: Option<String>,
+    /// Output format for read commands.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Enrollment tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// List agents with labels and last-seen times.
+    Agents,
+    /// Act on one agent.
+    Agent {
+        #[command(subcommand)]
+        cmd: AgentCmd,
+    },
+    /// Push one ad-hoc probe to connected agents (all, or those named).
+    Dispatch {
+        /// Probe input as JSON, e.g. '{"tcp":{"host":"192.0.2.1","port":443}}'.
+        input: String,
+        #[arg(long, value_delimiter = ',')]
+        agents: Vec<String>,
+        /// Per-task deadline in seconds.
+        #[arg(long, default_value_t = 60)]
+        deadline: u32,
+    },
+    /// Stored results (signed envelopes), oldest first.
+    Results {
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// Coordinator counters.
+    Stats,
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an enrollment token.
+    Create {
+        /// How many agents may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        expires: humantime::Duration,
+        /// Tags given to agents enrolled with it.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    /// Revoke an agent: its next connection is refused.
+    Revoke { agent_id: String },
+}
+
+struct Conn {
+    channel: tonic::transport::Channel,
+}
+
+async fn connect(cli: &Cli) -> Result<Conn> {
+    let dir = cli
+        .data_dir
+        .clone()
+        .ok_or_else(|| anyhow!("no coordinator data directory: pass --data-dir or set VANTAGE_DATA_DIR"))?;
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f)).with_context(|| format!("reading {}", dir.join(f).display()))
+    };
+    let ca = vantage_proto::client::parse_certs(&read(files::CA_CERT)?)?;
+    let addrs = match &cli.coordinator {
+        Some(a) => vec![a.clone()],
+        None => Config::load(&dir)?.advertise,
+    };
+    let opts = ConnectOptions {
+        ca_sha256: vantage_proto::cert_fingerprint(&ca[0]),
+        identity: Some(ClientIdentity {
+            cert_pem: read(files::ADMIN_CERT)?,
+            key_pem: read(files::ADMIN_KEY)?,
+        }),
+        connect_timeout: Duration::from_secs(5),
+    };
+    let channel = connect_any(&addrs, &opts)
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {}", addrs.join(", ")))?;
+    Ok(Conn { channel })
+}
+
+/// Turns a gRPC status into a sentence.
+fn human(s: tonic::Status) -> anyhow::Error {
+    let what = match s.code() {
+        tonic::Code::Unavailable => "the coordinator is unavailable",
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::Unauthenticated => "not authenticated",
+        tonic::Code::InvalidArgument => "invalid request",
+        tonic::Code::NotFound => "not found",
+        _ => "request failed",
+    };
+    anyhow!("{what}: {}", s.message())
+}
+
+fn when(us: i64) -> String {
+    if us <= 0 {
+        return "never".into();
+    }
+    let ago = (vantage_proto::now_us() - us).max(0) / 1_000_000;
+    match ago {
+        0..=59 => format!("{ago}s ago"),
+        60..=3599 => format!("{}m ago", ago / 60),
+        3600..=86399 => format!("{}h ago", ago / 3600),
+        _ => format!("{}d ago", ago / 86400),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    vantage_proto::install_crypto_provider();
+    vantage_coordinator::logging::init(Default::default(), "warn");
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let conn = connect(&cli).await?;
+    let mut admin = AdminServiceClient::new(conn.channel.clone());
+    match &cli.cmd {
+        Cmd::Token {
+            cmd: TokenCmd::Create { uses, expires, tags },
+        } => {
+            let r = admin
+                .create_token(CreateTokenRequest {
+                    uses: *uses,
+                    ttl_s: expires.as_secs(),
+                    tags: tags.clone(),
+                })
+                .await
+                .map_err(human)?
+                .into_inner();
+            if cli.output == Output::Table {
+                println!("{}", r.token);
+                eprintln!("valid for {uses} enrollment(s), until {expires} from now");
+            } else {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        Cmd::Agents => {
+            let r = admin
+                .list_agents(ListAgentsRequest {})
+                .await
+                .map_err(human)?
+                .into_inner();
+            match cli.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&r.agents)?),
+                Output::Jsonl => {
+                    for a in &r.agents {
+                        println!("{}", serde_json::to_string(a)?);
+                    }
+                }
+                Output::Table => {
+                    println!(
+                        "{:<36}  {:<7}  {:<9}  {:<2}  {:>8}  {:>8}  {:<14}  TAGS",
+                        "AGENT", "STATE", "CONNECTED", "CC", "ASN", "RESULTS", "LAST SEEN"
+                    );
+                    for a in &r.agents {
+                        let l = a.labels.clone().unwrap_or_default();
+                        println!(
+                            "{:<36}  {:<7}  {:<9}  {:<2}  {:>8}  {:>8}  {:<14}  {}",
+                            a.agent_id,
+                            if a.revoked { "revoked" } else { "active" },
+                            if a.connected { "yes" } else { "no" },
+                            if l.country.is_empty() { "-" } else { &l.country },
+                            if l.asn == 0 { "-".to_string() } else { format!("AS{}", l.asn) },
+                            a.results,
+                            if a.connected { "now".into() } else { when(a.last_seen_us) },
+                            l.tags.join(",")
+                        );
+                    }
+                }
+            }
+        }
+        Cmd::Agent {
+            cmd: AgentCmd::Revoke { agent_id },
+        } => {
+            admin
+                .revoke_agent(RevokeAgentRequest {
+                    agent_id: agent_id.clone(),
+                })
+                .await
+                .map_err(human)?;
+            println!("revoked {agent_id}");
+        }
+        Cmd::Dispatch {
+            input,
+            agents,
+            deadline,
+        } => {
+            let input: ProbeInput =
+                serde_json::from_str(input).context("the probe input is not valid")?;
+            let r = admin
+                .dispatch(DispatchRequest {
+                    input: Some(input),
+                    agent_ids: agents.clone(),
+                    deadline_s: *deadline,
+                })
+                .await
+                .map_err(human)?
+                .into_inner();
+            if cli.output == Output::Table {
+                println!("{}", r.task_id);
+                eprintln!("sent to {} agent(s)", r.sent_to.len());
+                for s in &r.skipped {
+                    eprintln!("skipped {s}");
+                }
+            } else {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        Cmd::Results { task, agent, limit } => {
+            let mut q = QueryServiceClient::new(conn.channel.clone());
+            let mut stream = q
+                .list_results(ListResultsRequest {
+                    task_id: task.clone().unwrap_or_default(),
+                    agent_id: agent.clone().unwrap_or_default(),
+                    campaign_id: String::new(),
+                    limit: *limit,
+                })
+                .await
+                .map_err(human)?
+                .into_inner();
+            while let Some(item) = stream.next().await {
+                let sr = item.map_err(human)?;
+                let env = sr.envelope.clone().unwrap_or_default();
+                let m = vantage_proto::envelope::decode(&env)?;
+                match cli.output {
+                    Output::Table => {
+                        let v = serde_json::to_value(&m)?;
+                        let obs = v
+                            .as_object()
+                            .and_then(|o| {
+                                vantage_proto::PROBE_KINDS
+                                    .iter()
+                                    .chain(["refused"].iter())
+                                    .find_map(|k| o.get(*k).map(|x| format!("{k} {x}")))
+                            })
+                            .unwrap_or_default();
+                        println!("{}  {}  {}", m.id, m.agent_id, obs);
+                    }
+                    _ => println!(
+                        "{}",
+                        serde_json::json!({
+                            "agent_id": sr.agent_id,
+                            "received_us": sr.received_us,
+                            "measurement": m,
+                            "envelope": {
+                                "measurement_b64": base64_std(&env.measurement),
+                                "signature_b64": base64_std(&env.signature),
+                            }
+                        })
+                    ),
+                }
+            }
+        }
+        Cmd::Stats => {
+            let r = admin.stats(StatsRequest {}).await.map_err(human)?.into_inner();
+            if cli.output == Output::Table {
+                println!("results stored    {}", r.results_stored);
+                println!("agents            {}", r.agents);
+                println!("agents connected  {}", r.agents_connected);
+                for c in &r.counters {
+                    println!("{:<40} {}", c.name, c.value);
+                }
+            } else {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn base64_std(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

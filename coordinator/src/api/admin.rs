@@ -1,0 +1,151 @@
+//! `AdminService`: tokens, agents, revocation, ad-hoc dispatch, stats. Every
+//! call needs the admin client certificate.
+
+use rand::RngCore;
+use tonic::{Request, Response, Status};
+use vantage_proto::token::EnrollToken;
+use vantage_proto::v1::admin_service_server::AdminService;
+use vantage_proto::v1::*;
+
+use super::require_admin;
+use crate::errors::ServiceError;
+use crate::state::Shared;
+use crate::store::TokenRecord;
+
+pub struct AdminApi {
+    pub shared: Shared,
+}
+
+/// Longest token lifetime: 30 days.
+const MAX_TTL_S: u64 = 30 * 86400;
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn create_token(
+        &self,
+        req: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let r = req.into_inner();
+        let ttl = if r.ttl_s == 0 { 86400 } else { r.ttl_s };
+        if ttl > MAX_TTL_S {
+            return Err(ServiceError::InvalidArgument(format!(
+                "token lifetime {ttl}s is longer than the 30-day maximum"
+            ))
+            .into());
+        }
+        let uses = if r.uses == 0 { 1 } else { r.uses };
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let token = EnrollToken {
+            addrs: self.shared.config.advertise.clone(),
+            ca: self.shared.ca.fingerprint.clone(),
+            secret: hex::encode(secret),
+        };
+        let now = vantage_proto::now_us();
+        let expires_us = now + ttl as i64 * 1_000_000;
+        self.shared
+            .store
+            .put_token(
+                &EnrollToken::secret_hash(&token.secret),
+                &TokenRecord {
+                    created_us: now,
+                    expires_us,
+                    uses_left: uses,
+                    tags: r.tags,
+                },
+            )
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(CreateTokenResponse {
+            token: token.encode(),
+            expires_us,
+        }))
+    }
+
+    async fn list_agents(
+        &self,
+        req: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let s = &self.shared;
+        let agents = s.store.agents().map_err(ServiceError::from)?;
+        let agents = agents
+            .into_iter()
+            .map(|a| AgentInfo {
+                connected: s.hub.is_connected(&a.agent_id),
+                results: crate::store::uuid_key(&a.agent_id)
+                    .map(|k| s.store.results(Some((b'a', k))).count() as u64)
+                    .unwrap_or(0),
+                labels: Some(Labels {
+                    country: a.country,
+                    asn: a.asn,
+                    tags: a.tags,
+                }),
+                enrolled_us: a.enrolled_us,
+                last_seen_us: a.last_seen_us,
+                revoked: a.revoked,
+                software_version: a.software_version,
+                public_key: hex::decode(&a.public_key).unwrap_or_default(),
+                agent_id: a.agent_id,
+            })
+            .collect();
+        Ok(Response::new(ListAgentsResponse { agents }))
+    }
+
+    async fn revoke_agent(
+        &self,
+        req: Request<RevokeAgentRequest>,
+    ) -> Result<Response<RevokeAgentResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let id = req.into_inner().agent_id;
+        let s = &self.shared;
+        let found = s
+            .store
+            .update_agent(&id, |r| r.revoked = true)
+            .map_err(ServiceError::from)?;
+        if found.is_none() {
+            return Err(ServiceError::NotFound(format!("no agent with id {id}")).into());
+        }
+        s.store.sync().map_err(ServiceError::from)?;
+        s.hub.kick(&id, Status::permission_denied("agent revoked"));
+        tracing::info!(agent = %id, "agent revoked");
+        Ok(Response::new(RevokeAgentResponse {}))
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<DispatchRequest>,
+    ) -> Result<Response<DispatchResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let r = req.into_inner();
+        let input = r
+            .input
+            .ok_or_else(|| ServiceError::InvalidArgument("dispatch needs a probe input".into()))?;
+        let o = crate::dispatch::dispatch(&self.shared, input, r.agent_ids, r.deadline_s).await?;
+        Ok(Response::new(DispatchResponse {
+            task_id: o.task_id,
+            sent_to: o.sent_to,
+            skipped: o.skipped.into_iter().map(|(a, r)| format!("{a}: {r}")).collect(),
+        }))
+    }
+
+    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let s = &self.shared;
+        let counters = s.store.counters().map_err(ServiceError::from)?;
+        let stored = counters
+            .iter()
+            .find(|(n, _)| n == "results_stored")
+            .map(|(_, v)| *v)
+            .unwrap_or(0);
+        Ok(Response::new(StatsResponse {
+            results_stored: stored,
+            agents: s.store.agents().map(|a| a.len() as u64).unwrap_or(0),
+            agents_connected: s.hub.connected().len() as u64,
+            counters: counters
+                .into_iter()
+                .map(|(name, value)| Counter { name, value })
+                .collect(),
+        }))
+    }
+}

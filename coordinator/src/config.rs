@@ -1,0 +1,108 @@
+//! The coordinator's configuration file (`coordinator.toml` in the data
+//! directory), written by `init` and read by `serve`. Unknown fields are an
+//! error that names the line.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const FILE: &str = "coordinator.toml";
+
+/// Coordinator settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Format version of this file.
+    pub version: u32,
+    /// gRPC listen address ("ip:port").
+    pub listen: String,
+    /// Addresses agents dial, carried in enrollment tokens.
+    pub advertise: Vec<String>,
+    /// Largest accepted gRPC message, bytes.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// Seconds a TLS handshake may take before the connection is dropped.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_s: u64,
+}
+
+fn default_max_message() -> usize {
+    8 << 20
+}
+
+fn default_handshake_timeout() -> u64 {
+    10
+}
+
+/// Config errors, naming the file and line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn new(listen: String, advertise: Vec<String>) -> Config {
+        Config {
+            version: 1,
+            listen,
+            advertise,
+            max_message_bytes: default_max_message(),
+            handshake_timeout_s: default_handshake_timeout(),
+        }
+    }
+
+    pub fn load(dir: &Path) -> Result<Config, ConfigError> {
+        let path = dir.join(FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse { path, message })
+    }
+
+    /// Parses the TOML text; errors carry line and column.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    format!("line {line}: ")
+                })
+                .unwrap_or_default();
+            format!("{at}{}", e.message())
+        })?;
+        if c.version != 1 {
+            return Err(format!("unsupported config version {} (expected 1)", c.version));
+        }
+        Ok(c)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), ConfigError> {
+        let path = dir.join(FILE);
+        let text = toml::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(&path, text).map_err(|source| ConfigError::Io { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_names_the_line() {
+        let e = Config::parse("version = 1\nlisten = \"127.0.0.1:1\"\nadvertise = []\nlisten_port = 3\n")
+            .unwrap_err();
+        assert!(e.contains("line 4") && e.contains("listen_port"), "{e}");
+        let ok = Config::new("127.0.0.1:7443".into(), vec!["127.0.0.1:7443".into()]);
+        let text = toml::to_string(&ok).unwrap();
+        assert_eq!(Config::parse(&text).unwrap(), ok);
+    }
+}

@@ -1,0 +1,80 @@
+//! Live agent sessions: who is connected and the channel that pushes
+//! messages down their stream. Knows nothing about storage.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+use vantage_proto::v1::CoordinatorMessage;
+
+/// The sending half of one agent's stream.
+pub type Outbound = mpsc::Sender<Result<CoordinatorMessage, Status>>;
+
+#[derive(Default)]
+pub struct Hub {
+    sessions: Mutex<HashMap<String, (u64, Outbound)>>,
+    serial: AtomicU64,
+}
+
+impl Hub {
+    /// Registers a session; an older session of the same agent is replaced
+    /// (and told so). Returns the session's serial.
+    pub fn register(&self, agent_id: &str, tx: Outbound) -> u64 {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
+        let old = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent_id.to_string(), (serial, tx));
+        if let Some((_, old)) = old {
+            let _ = old.try_send(Err(Status::aborted("replaced by a newer session")));
+        }
+        serial
+    }
+
+    /// Removes the session if it is still the one registered under `serial`.
+    pub fn unregister(&self, agent_id: &str, serial: u64) {
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if s.get(agent_id).is_some_and(|(n, _)| *n == serial) {
+            s.remove(agent_id);
+        }
+    }
+
+    pub fn sender(&self, agent_id: &str) -> Option<Outbound> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(agent_id)
+            .map(|(_, tx)| tx.clone())
+    }
+
+    pub fn is_connected(&self, agent_id: &str) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(agent_id)
+    }
+
+    pub fn connected(&self) -> Vec<String> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Ends an agent's session with `status` (used on revocation).
+    pub fn kick(&self, agent_id: &str, status: Status) {
+        let removed = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(agent_id);
+        if let Some((_, tx)) = removed {
+            let _ = tx.try_send(Err(status));
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The ingest path: decode -> check identity and time -> batch Ed25519
+//! verification against the session's cached key (one-by-one fallback) ->
+//! group commit -> ack. Bad results are rejected with a reason and counted,
+//! never stored; their batch neighbours are unaffected.
+
+use ed25519_dalek::VerifyingKey;
+use prost::Message;
+use vantage_proto::envelope;
+use vantage_proto::v1::{Rejection, ResultAck, SignedResult, StoredResult};
+
+use crate::state::Shared;
+use crate::store::{uuid_key, PendingResult};
+
+/// Largest accepted encoded measurement.
+pub const MAX_MEASUREMENT_BYTES: usize = 256 << 10;
+/// How far in the future a measurement's start may lie (clock skew).
+pub const MAX_FUTURE_US: i64 = 10 * 60 * 1_000_000;
+
+/// The authenticated agent a session speaks for.
+#[derive(Clone)]
+pub struct AgentIdentity {
+    pub agent_id: String,
+    pub key16: [u8; 16],
+    pub key: VerifyingKey,
+}
+
+struct Candidate {
+    env: SignedResult,
+    id: String,
+    pending: PendingResult,
+}
+
+/// Ingests one batch from `agent`; the returned ack is sent only after every
+/// accepted result is durable. `Err` means the store failed: nothing is acked
+/// and the agent will resend.
+pub async fn ingest(
+    shared: &Shared,
+    agent: &AgentIdentity,
+    batch: Vec<SignedResult>,
+) -> Result<ResultAck, crate::store::StoreError> {
+    let now = vantage_proto::now_us();
+    let mut rejected = Vec::new();
+    let mut candidates = Vec::with_capacity(batch.len());
+    for env in batch {
+        match precheck(agent, env, now) {
+            Ok(c) => candidates.push(c),
+            Err((id, reason)) => rejected.push(Rejection {
+                id,
+                reason: reason.to_string(),
+            }),
+        }
+    }
+
+    let verdicts = if candidates.len() > 16 {
+        let key = agent.key;
+        let envs: Vec<SignedResult> = candidates.iter().map(|c| c.env.clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            let items: Vec<_> = envs.iter().map(|e| (&key, e)).collect();
+            envelope::verify_batch(&items)
+        })
+        .await
+        .unwrap_or_default()
+    } else {
+        let items: Vec<_> = candidates.iter().map(|c| (&agent.key, &c.env)).collect();
+        envelope::verify_batch(&items)
+    };
+
+    let mut accepted_ids = Vec::with_capacity(candidates.len());
+    let mut pending = Vec::with_capacity(candidates.len());
+    for (i, c) in candidates.into_iter().enumerate() {
+        match verdicts.get(i) {
+            Some(Ok(())) => {
+                accepted_ids.push(c.id);
+                pending.push(c.pending);
+            }
+            _ => rejected.push(Rejection {
+                id: c.id,
+                reason: "bad_signature".into(),
+            }),
+        }
+    }
+
+    for r in &rejected {
+        tracing::warn!(agent = %agent.agent_id, id = %r.id, reason = %r.reason, "result rejected");
+        shared.count(&format!("rejected/{}", r.reason));
+    }
+    if !pending.is_empty() {
+        shared.commit.commit(pending).await?;
+    }
+    Ok(ResultAck {
+        accepted: accepted_ids,
+        rejected,
+    })
+}
+
+fn precheck(
+    agent: &AgentIdentity,
+    env: SignedResult,
+    now: i64,
+) -> Result<Candidate, (String, &'static str)> {
+    if env.measurement.len() > MAX_MEASUREMENT_BYTES {
+        return Err((String::new(), "too_large"));
+    }
+    let m = envelope::decode(&env).map_err(|_| (String::new(), "malformed"))?;
+    let id = m.id.clone();
+    let Some(id16) = uuid_key(&m.id) else {
+        return Err((id, "bad_id"));
+    };
+    if m.agent_id != agent.agent_id {
+        return Err((id, "agent_mismatch"));
+    }
+    if m.start_us > now + MAX_FUTURE_US || m.end_us > now + MAX_FUTURE_US {
+        return Err((id, "future_timestamp"));
+    }
+    let stored = StoredResult {
+        envelope: Some(env.clone()),
+        agent_id: agent.agent_id.clone(),
+        received_us: now,
+    };
+    Ok(Candidate {
+        pending: PendingResult {
+            id: id16,
+            agent: agent.key16,
+            task: uuid_key(&m.task_id),
+            campaign: uuid_key(&m.campaign_id),
+            value: stored.encode_to_vec(),
+        },
+        env,
+        id,
+    })
+}

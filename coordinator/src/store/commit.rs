@@ -1,0 +1,149 @@
+//! Group commit: one thread owns result writes. It drains every pending
+//! batch, applies them as one sled batch, flushes, fdatasyncs the log file,
+//! and only then answers each waiting session. Duplicate ids (already stored,
+//! or twice in the same group) are accepted and written once.
+
+use std::collections::HashSet;
+use std::sync::mpsc as std_mpsc;
+
+use tokio::sync::oneshot;
+
+use super::{result_key, Store, StoreError};
+
+/// One verified result waiting to be made durable.
+pub struct PendingResult {
+    pub id: [u8; 16],
+    pub agent: [u8; 16],
+    pub task: Option<[u8; 16]>,
+    pub campaign: Option<[u8; 16]>,
+    /// prost-encoded `StoredResult`.
+    pub value: Vec<u8>,
+}
+
+/// Outcome of one submission: how many were new (the rest were duplicates).
+type CommitOutcome = Result<usize, String>;
+
+struct Job {
+    results: Vec<PendingResult>,
+    done: oneshot::Sender<CommitOutcome>,
+}
+
+/// Sends batches to the commit thread.
+#[derive(Clone)]
+pub struct CommitHandle {
+    tx: std_mpsc::Sender<Job>,
+}
+
+/// Stats of one group commit, for metrics and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GroupStats {
+    pub jobs: usize,
+    pub results: usize,
+    pub new: usize,
+}
+
+impl CommitHandle {
+    /// Starts the commit thread for `store`.
+    pub fn start(store: Store, on_group: impl Fn(GroupStats) + Send + 'static) -> CommitHandle {
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("vantage-commit".into())
+            .spawn(move || run(store, rx, on_group))
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!("cannot start the commit thread: {e}"));
+        CommitHandle { tx }
+    }
+
+    /// Makes `results` durable; resolves when they are on disk.
+    pub async fn commit(&self, results: Vec<PendingResult>) -> Result<usize, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Job { results, done })
+            .map_err(|_| StoreError::CommitterGone)?;
+        match rx.await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(StoreError::Corrupt {
+                tree: "results",
+                detail: e,
+            }),
+            Err(_) => Err(StoreError::CommitterGone),
+        }
+    }
+}
+
+/// Upper bound of results per group: keeps one sync's latency bounded.
+const MAX_GROUP: usize = 16_384;
+
+fn run(store: Store, rx: std_mpsc::Receiver<Job>, on_group: impl Fn(GroupStats)) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut n = jobs[0].results.len();
+        while n < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.results.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let outcome = write_group(&store, &jobs);
+        match outcome {
+            Ok(per_job) => {
+                on_group(GroupStats {
+                    jobs: jobs.len(),
+                    results: n,
+                    new: per_job.iter().sum(),
+                });
+                for (job, new) in jobs.into_iter().zip(per_job) {
+                    let _ = job.done.send(Ok(new));
+                }
+            }
+            Err(e) => {
+                tracing::error!("group commit failed: {e}");
+                for job in jobs {
+                    let _ = job.done.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<usize>, StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut seen: HashSet<[u8; 16]> = HashSet::new();
+    let mut per_job = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut new = 0;
+        for r in &job.results {
+            if !seen.insert(r.id) || store.has_result(&r.id)? {
+                continue;
+            }
+            new += 1;
+            batch.insert(&result_key(&r.id)[..], r.value.as_slice());
+            batch.insert(index_key(b'a', &r.agent, &r.id), &[][..]);
+            if let Some(t) = &r.task {
+                batch.insert(index_key(b't', t, &r.id), &[][..]);
+            }
+            if let Some(c) = &r.campaign {
+                batch.insert(index_key(b'c', c, &r.id), &[][..]);
+            }
+        }
+        per_job.push(new);
+    }
+    let total: usize = per_job.iter().sum();
+    if total > 0 {
+        store.results.apply_batch(batch)?;
+        store.sync()?;
+        store.add_counter("results_stored", total as u64)?;
+    }
+    Ok(per_job)
+}
+
+fn index_key(tag: u8, owner: &[u8; 16], id: &[u8; 16]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(tag);
+    k.extend_from_slice(owner);
+    k.extend_from_slice(id);
+    k
+}

@@ -1,0 +1,294 @@
+//! The only module that knows sled: trees, key layouts and the durability
+//! rule. Keys are big-endian and time-ordered (UUIDv7 ids), so scans come out
+//! oldest first.
+//!
+//! Trees (kept few on purpose, see sled #1484):
+//! - `meta`:    counters and settings.
+//! - `tokens`:  SHA-256(token secret) -> [`TokenRecord`] (JSON).
+//! - `agents`:  agent id (16 bytes) -> [`AgentRecord`] (JSON).
+//! - `certs`:   client-certificate SHA-256 (hex) -> agent id (16 bytes).
+//! - `results`: one tree so that a result and its index entries land in one
+//!   atomic batch:
+//!     `r` id16                 -> prost `StoredResult` (the envelope as received)
+//!     `a` agent16 id16         -> ()
+//!     `t` task16 id16          -> ()
+//!     `c` campaign16 id16      -> ()
+//! - `tasks`:   task id (16 bytes) -> [`TaskRecord`] (JSON).
+//!
+//! Durability: a result is acknowledged only after the batch holding it was
+//! applied, `flush`ed, and sled's log file `fdatasync`ed (sled's own flush uses
+//! `sync_file_range`, which does not reach the drive's cache; sled #1452).
+
+mod commit;
+mod records;
+
+use std::path::{Path, PathBuf};
+
+pub use commit::{CommitHandle, GroupStats, PendingResult};
+pub use records::{AgentRecord, TaskAssignment, TaskRecord, TokenRecord};
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("corrupt record in {tree}: {detail}")]
+    Corrupt { tree: &'static str, detail: String },
+    #[error("the commit thread has stopped")]
+    CommitterGone,
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+/// The coordinator's embedded database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    meta: sled::Tree,
+    tokens: sled::Tree,
+    agents: sled::Tree,
+    certs: sled::Tree,
+    results: sled::Tree,
+    tasks: sled::Tree,
+}
+
+/// 16-byte key of a UUID string; `None` when it is not a UUID.
+pub fn uuid_key(id: &str) -> Option<[u8; 16]> {
+    vantage_proto::envelope::parse_id(id)
+}
+
+fn id_string(b: &[u8]) -> String {
+    match <[u8; 16]>::try_from(b) {
+        Ok(a) => uuid::Uuid::from_bytes(a).to_string(),
+        Err(_) => hex::encode(b),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.to_path_buf();
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(256 << 20)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Ok(Store {
+            meta: db.open_tree("meta")?,
+            tokens: db.open_tree("tokens")?,
+            agents: db.open_tree("agents")?,
+            certs: db.open_tree("certs")?,
+            results: db.open_tree("results")?,
+            tasks: db.open_tree("tasks")?,
+            db,
+            path,
+        })
+    }
+
+    /// Where sled keeps its data.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes and fdatasyncs: after this returns, everything written is on disk.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        let log = self.path.join("db");
+        let f = std::fs::File::open(&log).map_err(|source| StoreError::Io {
+            path: log.clone(),
+            source,
+        })?;
+        f.sync_data()
+            .map_err(|source| StoreError::Io { path: log, source })
+    }
+
+    /// Approximate on-disk size in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    // ------------------------------------------------------------ tokens
+
+    pub fn put_token(&self, hash: &[u8; 32], rec: &TokenRecord) -> Result<(), StoreError> {
+        self.tokens.insert(hash, records::to_json(rec))?;
+        self.sync()
+    }
+
+    /// Consumes one use of the token with this hash, atomically. Returns the
+    /// record as it was before, or why it cannot be used.
+    pub fn consume_token(&self, hash: &[u8; 32], now_us: i64) -> Result<Result<TokenRecord, &'static str>, StoreError> {
+        loop {
+            let Some(old) = self.tokens.get(hash)? else {
+                return Ok(Err("unknown token"));
+            };
+            let rec: TokenRecord = records::from_json("tokens", &old)?;
+            if rec.expires_us <= now_us {
+                return Ok(Err("token expired"));
+            }
+            if rec.uses_left == 0 {
+                return Ok(Err("token used up"));
+            }
+            let mut next = rec.clone();
+            next.uses_left -= 1;
+            if self
+                .tokens
+                .compare_and_swap(hash, Some(old), Some(records::to_json(&next)))?
+                .is_ok()
+            {
+                self.sync()?;
+                return Ok(Ok(rec));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ agents
+
+    pub fn put_agent(&self, rec: &AgentRecord) -> Result<(), StoreError> {
+        let key = uuid_key(&rec.agent_id).ok_or_else(|| StoreError::NotFound(rec.agent_id.clone()))?;
+        self.agents.insert(key, records::to_json(rec))?;
+        self.certs.insert(rec.cert_fingerprint.as_bytes(), &key)?;
+        self.sync()
+    }
+
+    pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let Some(key) = uuid_key(agent_id) else {
+            return Ok(None);
+        };
+        match self.agents.get(key)? {
+            Some(v) => Ok(Some(records::from_json("agents", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn agent_by_cert(&self, fingerprint: &str) -> Result<Option<AgentRecord>, StoreError> {
+        match self.certs.get(fingerprint.as_bytes())? {
+            Some(k) => self.agent(&id_string(&k)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.agents
+            .iter()
+            .values()
+            .map(|v| records::from_json("agents", &v?))
+            .collect()
+    }
+
+    /// Applies `f` to the agent's record and stores it (no fsync: used for
+    /// last-seen and similar soft state).
+    pub fn update_agent(&self, agent_id: &str, f: impl Fn(&mut AgentRecord)) -> Result<Option<AgentRecord>, StoreError> {
+        let Some(mut rec) = self.agent(agent_id)? else {
+            return Ok(None);
+        };
+        f(&mut rec);
+        if let Some(key) = uuid_key(agent_id) {
+            self.agents.insert(key, records::to_json(&rec))?;
+        }
+        Ok(Some(rec))
+    }
+
+    // ------------------------------------------------------------ tasks
+
+    pub fn put_task(&self, rec: &TaskRecord) -> Result<(), StoreError> {
+        let key = uuid_key(&rec.task_id).ok_or_else(|| StoreError::NotFound(rec.task_id.clone()))?;
+        self.tasks.insert(key, records::to_json(rec))?;
+        self.sync()
+    }
+
+    pub fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let Some(key) = uuid_key(task_id) else {
+            return Ok(None);
+        };
+        match self.tasks.get(key)? {
+            Some(v) => Ok(Some(records::from_json("tasks", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    // ------------------------------------------------------------ results
+
+    /// Whether a result with this id is stored.
+    pub fn has_result(&self, id: &[u8; 16]) -> Result<bool, StoreError> {
+        Ok(self.results.contains_key(result_key(id))?)
+    }
+
+    /// Number of stored results.
+    pub fn result_count(&self) -> usize {
+        self.results.scan_prefix(b"r").count()
+    }
+
+    /// Stored results (prost `StoredResult` bytes), oldest first, optionally
+    /// restricted to one index (`b'a'` agent, `b't'` task, `b'c'` campaign).
+    pub fn results(
+        &self,
+        index: Option<(u8, [u8; 16])>,
+    ) -> impl Iterator<Item = Result<sled::IVec, StoreError>> + '_ {
+        let (prefix, via_index): (Vec<u8>, bool) = match index {
+            None => (b"r".to_vec(), false),
+            Some((tag, id)) => {
+                let mut p = vec![tag];
+                p.extend_from_slice(&id);
+                (p, true)
+            }
+        };
+        let plen = prefix.len();
+        self.results.scan_prefix(prefix).map(move |kv| {
+            let (k, v) = kv?;
+            if !via_index {
+                return Ok(v);
+            }
+            let id: [u8; 16] = k[plen..].try_into().map_err(|_| StoreError::Corrupt {
+                tree: "results",
+                detail: "short index key".into(),
+            })?;
+            self.results
+                .get(result_key(&id))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    tree: "results",
+                    detail: format!("index points at missing result {}", id_string(&id)),
+                })
+        })
+    }
+
+    /// Counter persisted in `meta`.
+    pub fn add_counter(&self, name: &str, by: u64) -> Result<u64, StoreError> {
+        let key = format!("counter/{name}");
+        let v = self.meta.update_and_fetch(key.as_bytes(), |old| {
+            let n = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some((n + by).to_be_bytes().to_vec())
+        })?;
+        Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// All persisted counters.
+    pub fn counters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.meta.scan_prefix(b"counter/") {
+            let (k, v) = kv?;
+            let name = String::from_utf8_lossy(&k["counter/".len()..]).into_owned();
+            let n = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
+            out.push((name, n));
+        }
+        Ok(out)
+    }
+}
+
+fn result_key(id: &[u8; 16]) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = b'r';
+    k[1..].copy_from_slice(id);
+    k
+}

@@ -1,0 +1,72 @@
+//! Records kept as JSON in sled (small, rarely written, easy to inspect).
+//! Results are not here: they stay prost bytes exactly as received.
+
+use std::collections::BTreeMap;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::StoreError;
+
+/// An enrollment token, stored under the SHA-256 of its secret.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub created_us: i64,
+    pub expires_us: i64,
+    pub uses_left: u32,
+    pub tags: Vec<String>,
+}
+
+/// An enrolled agent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    /// Ed25519 public key, hex.
+    pub public_key: String,
+    pub country: String,
+    pub asn: u32,
+    pub tags: Vec<String>,
+    pub cert_fingerprint: String,
+    pub enrolled_us: i64,
+    pub last_seen_us: i64,
+    pub revoked: bool,
+    pub software_version: String,
+    /// Probe kinds the volunteer consented to (from the last hello).
+    pub consent_kinds: Vec<String>,
+    pub max_concurrency: u32,
+    pub max_tasks_per_hour: u32,
+}
+
+/// Where a task stands for one agent.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskAssignment {
+    Sent,
+    Accepted,
+    Refused,
+    Done,
+}
+
+/// A task pushed to agents.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TaskRecord {
+    pub task_id: String,
+    pub campaign_id: String,
+    pub run_id: String,
+    pub created_us: i64,
+    pub deadline_us: i64,
+    /// The probe input, as JSON.
+    pub input: serde_json::Value,
+    pub assignments: BTreeMap<String, TaskAssignment>,
+}
+
+pub(super) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub(super) fn from_json<T: DeserializeOwned>(tree: &'static str, b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt {
+        tree,
+        detail: e.to_string(),
+    })
+}
