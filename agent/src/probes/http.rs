@@ -1,8 +1,538 @@
-//! `http` probe. (Not yet implemented: returns a refusal.)
+//! `http` probe: a GET over the probe's own TCP (and TLS for https) stream,
+//! with the IP to connect to, the Host header and the SNI chosen
+//! independently. Records every hop of the redirect chain: status, headers,
+//! body length, body SHA-256, `<title>` and whether the body was truncated at
+//! the byte cap.
+//!
+//! Target policy (same rule as `tcp.rs`): a forbidden literal `ip` in the
+//! input, or a forbidden literal host in the first URL, is a refusal. An
+//! address found by resolving a name, or a redirect target, that the policy
+//! forbids ends the chain with `unknown_failure: forbidden_target: ...`
+//! (operation `connect`); the hops fetched so far are kept.
 
-use super::{ProbeContext, ProbeOutput};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
-pub async fn run(_input: &vantage_proto::v1::HttpInput, _ctx: &ProbeContext) -> ProbeOutput {
-    ProbeOutput::refused("unsupported: the http probe is not implemented yet")
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper::{header, Request, Uri};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use vantage_proto::failure::{self, classify_io, failure, op};
+use vantage_proto::v1::{measurement, Failure, HttpHeader, HttpInput, HttpResponse, HttpResult};
+
+use super::{tcp, tls, ProbeContext, ProbeOutput, Steps};
+
+/// Redirects followed when the input says 0.
+const DEFAULT_MAX_REDIRECTS: u32 = 5;
+/// How much of the body is searched for a `<title>`.
+const TITLE_SCAN_BYTES: usize = 64 * 1024;
+/// Longest title kept.
+const TITLE_MAX_CHARS: usize = 256;
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Runs the `http` probe.
+pub async fn run(input: &HttpInput, ctx: &ProbeContext) -> ProbeOutput {
+    let mut steps = Steps::new();
+    match fetch(input, None, ctx, &mut steps).await {
+        Ok(r) => ProbeOutput {
+            result: measurement::Result::Http(r),
+            steps: steps.into_vec(),
+        },
+        Err(reason) => ProbeOutput::refused(reason),
+    }
 }
 
+/// One hop's target, parsed from a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    https: bool,
+    /// The URL host without IPv6 brackets.
+    host: String,
+    port: u16,
+    /// Path and query, at least "/".
+    path: String,
+    url: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("malformed_input: bad url {url:?}: {e}"))?;
+        let https = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("http") => false,
+            Some(s) if s.eq_ignore_ascii_case("https") => true,
+            _ => return Err(format!("malformed_input: url {url:?} is not http(s)")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("malformed_input: url {url:?} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/".into());
+        Ok(Target {
+            https,
+            host,
+            port,
+            path,
+            url: url.to_string(),
+        })
+    }
+
+    fn default_port(&self) -> bool {
+        self.port == if self.https { 443 } else { 80 }
+    }
+
+    /// The Host header value for this target.
+    fn authority(&self) -> String {
+        let h = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.default_port() {
+            h
+        } else {
+            format!("{h}:{}", self.port)
+        }
+    }
+
+    fn origin(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.https { "https" } else { "http" },
+            self.authority()
+        )
+    }
+
+    /// Resolves a `Location` header against this target.
+    fn redirect(&self, location: &str) -> Result<Target, String> {
+        let loc = location.trim();
+        let lower = loc.to_ascii_lowercase();
+        let abs = if lower.starts_with("http://") || lower.starts_with("https://") {
+            loc.to_string()
+        } else if let Some(rest) = loc.strip_prefix("//") {
+            format!("{}://{rest}", if self.https { "https" } else { "http" })
+        } else if loc.starts_with('/') {
+            format!("{}{loc}", self.origin())
+        } else {
+            let path_only = self.path.split('?').next().unwrap_or("/");
+            let dir = match path_only.rfind('/') {
+                Some(i) => &path_only[..=i],
+                None => "/",
+            };
+            format!("{}{dir}{loc}", self.origin())
+        };
+        Target::parse(&abs)
+    }
+}
+
+/// Fetches `input.url` and follows redirects. `first` is an already connected
+/// stream for the first hop (used by `web`). `Err` is a refusal reason.
+pub(crate) async fn fetch(
+    input: &HttpInput,
+    first: Option<(IpAddr, TcpStream)>,
+    ctx: &ProbeContext,
+    steps: &mut Steps,
+) -> Result<HttpResult, String> {
+    let mut target = Target::parse(&input.url)?;
+    if !input.ip.is_empty() {
+        let ip = tcp::parse_ip(&input.ip).ok_or_else(|| {
+            format!(
+                "malformed_input: http ip {:?} is not an IP address",
+                input.ip
+            )
+        })?;
+        ctx.policy.check(ip)?;
+    } else if let Some(ip) = tcp::parse_ip(&target.host) {
+        ctx.policy.check(ip)?;
+    }
+    if input.port != 0 {
+        target.port = u16::try_from(input.port)
+            .map_err(|_| "malformed_input: http port must be 1-65535".to_string())?;
+    }
+    let max_redirects = if input.max_redirects == 0 {
+        DEFAULT_MAX_REDIRECTS
+    } else {
+        input.max_redirects
+    };
+    let max_body = if input.max_body_bytes == 0 {
+        ctx.max_read_bytes
+    } else {
+        input.max_body_bytes.min(ctx.max_read_bytes)
+    };
+
+    let mut result = HttpResult::default();
+    let mut first = first;
+    let mut hop = 0u32;
+    loop {
+        let is_first = hop == 0;
+        let host_header = if is_first && !input.host_header.is_empty() {
+            input.host_header.clone()
+        } else {
+            target.authority()
+        };
+        let sni = if is_first && !input.sni.is_empty() {
+            input.sni.clone()
+        } else if tcp::parse_ip(&target.host).is_some() {
+            String::new()
+        } else {
+            target.host.clone()
+        };
+        // Connect.
+        let (ip, stream) = match first.take() {
+            Some(pre) => pre,
+            None => {
+                let fixed = if is_first && !input.ip.is_empty() {
+                    tcp::parse_ip(&input.ip)
+                } else {
+                    None
+                };
+                match connect_hop(&target, fixed, ctx, steps).await {
+                    Ok(c) => c,
+                    Err(f) => {
+                        result.failure = Some(f);
+                        return Ok(result);
+                    }
+                }
+            }
+        };
+        // TLS.
+        let io: Box<dyn Io> = if target.https {
+            let started = Instant::now();
+            let alpn = vec!["http/1.1".to_string()];
+            let (hs, tls_stream) =
+                tls::handshake(stream, ip, &sni, &alpn, ctx.remaining(), false).await;
+            steps.record("tls_handshake", started, hs.failure.clone());
+            let hs_failure = hs.failure.clone();
+            if result.tls.is_none() {
+                result.tls = Some(hs);
+            }
+            match tls_stream {
+                Some(s) => Box::new(s),
+                None => {
+                    result.failure = hs_failure;
+                    return Ok(result);
+                }
+            }
+        } else {
+            Box::new(stream)
+        };
+        // Round trip.
+        let (resp, next) = match round_trip(io, &target, &host_header, max_body, ctx, steps).await {
+            Ok(r) => r,
+            Err(f) => {
+                result.failure = Some(f);
+                return Ok(result);
+            }
+        };
+        let read_failure = resp.1.clone();
+        result.chain.push(resp.0);
+        if let Some(f) = read_failure {
+            result.failure = Some(f);
+            return Ok(result);
+        }
+        match next {
+            Some(location) if hop < max_redirects => match target.redirect(&location) {
+                Ok(t) => {
+                    target = t;
+                    hop += 1;
+                }
+                Err(reason) => {
+                    result.failure = Some(failure(
+                        &format!("unknown_failure: bad redirect: {reason}"),
+                        op::HTTP_ROUND_TRIP,
+                    ));
+                    return Ok(result);
+                }
+            },
+            _ => return Ok(result),
+        }
+    }
+}
+
+/// Finds the addresses for a hop (the fixed IP, the literal host, or the
+/// system resolver), applies the policy to each and connects to the first
+/// that answers.
+async fn connect_hop(
+    target: &Target,
+    fixed: Option<IpAddr>,
+    ctx: &ProbeContext,
+    steps: &mut Steps,
+) -> Result<(IpAddr, TcpStream), Failure> {
+    let addrs = match fixed.or_else(|| tcp::parse_ip(&target.host)) {
+        Some(ip) => vec![ip],
+        None => {
+            let started = Instant::now();
+            let r = tcp::resolve_system(&target.host, ctx).await;
+            steps.record("resolve", started, r.as_ref().err().cloned());
+            r?
+        }
+    };
+    let mut last = failure(failure::GENERIC_TIMEOUT, op::CONNECT);
+    for ip in addrs {
+        if let Err(reason) = ctx.policy.check(ip) {
+            last = tcp::forbidden(&reason);
+            steps.record("connect", Instant::now(), Some(last.clone()));
+            continue;
+        }
+        let started = Instant::now();
+        match tcp::connect(SocketAddr::new(ip, target.port), ctx.remaining()).await {
+            Ok((s, _)) => {
+                steps.record("connect", started, None);
+                return Ok((ip, s));
+            }
+            Err(f) => {
+                steps.record("connect", started, Some(f.clone()));
+                last = f;
+            }
+        }
+        if ctx.remaining().is_zero() {
+            break;
+        }
+    }
+    Err(last)
+}
+
+/// Maps a hyper error to the vocabulary with the given operation.
+fn classify_hyper(e: &hyper::Error, operation: &str) -> Failure {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return failure(&classify_io(io), operation);
+        }
+        src = s.source();
+    }
+    if e.is_incomplete_message() {
+        failure(failure::EOF, operation)
+    } else if e.is_timeout() {
+        failure(failure::GENERIC_TIMEOUT, operation)
+    } else {
+        failure(&format!("unknown_failure: {e}"), operation)
+    }
+}
+
+/// A recorded response, the failure while reading its body (if any), and the
+/// redirect location to follow (if any).
+type HopOutcome = ((HttpResponse, Option<Failure>), Option<String>);
+
+async fn round_trip(
+    io: Box<dyn Io>,
+    target: &Target,
+    host_header: &str,
+    max_body: u64,
+    ctx: &ProbeContext,
+    steps: &mut Steps,
+) -> Result<HopOutcome, Failure> {
+    let started = Instant::now();
+    let timeout_rt = || failure(failure::GENERIC_TIMEOUT, op::HTTP_ROUND_TRIP);
+    let (mut sender, conn) =
+        match tokio::time::timeout(ctx.remaining(), http1::handshake(TokioIo::new(io))).await {
+            Err(_) => return Err(timeout_rt()),
+            Ok(Err(e)) => return Err(classify_hyper(&e, op::HTTP_ROUND_TRIP)),
+            Ok(Ok(x)) => x,
+        };
+    let driver = tokio::spawn(conn);
+    let req = Request::get(target.path.as_str())
+        .header(header::HOST, host_header)
+        .header(header::USER_AGENT, vantage_proto::SOFTWARE_VERSION)
+        .header(header::ACCEPT, "*/*")
+        .body(Empty::<Bytes>::new());
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => {
+            driver.abort();
+            let f = failure(
+                &format!("unknown_failure: request: {e}"),
+                op::HTTP_ROUND_TRIP,
+            );
+            steps.record("http_round_trip", started, Some(f.clone()));
+            return Err(f);
+        }
+    };
+    let resp = match tokio::time::timeout(ctx.remaining(), sender.send_request(req)).await {
+        Err(_) => Err(timeout_rt()),
+        Ok(Err(e)) => Err(classify_hyper(&e, op::HTTP_ROUND_TRIP)),
+        Ok(Ok(r)) => Ok(r),
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(f) => {
+            driver.abort();
+            steps.record("http_round_trip", started, Some(f.clone()));
+            return Err(f);
+        }
+    };
+    steps.record("http_round_trip", started, None);
+
+    let mut rec = HttpResponse {
+        url: target.url.clone(),
+        status: resp.status().as_u16().into(),
+        headers: resp
+            .headers()
+            .iter()
+            .map(|(n, v)| HttpHeader {
+                name: n.as_str().to_string(),
+                value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let location = if resp.status().is_redirection() {
+        resp.headers()
+            .get(header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    } else {
+        None
+    };
+
+    // Body, capped.
+    let started = Instant::now();
+    let mut body = resp.into_body();
+    let mut hasher = Sha256::new();
+    let mut kept: Vec<u8> = Vec::new();
+    let mut total: u64 = 0;
+    let mut read_failure = None;
+    loop {
+        let frame = match tokio::time::timeout(ctx.remaining(), body.frame()).await {
+            Err(_) => {
+                read_failure = Some(failure(failure::GENERIC_TIMEOUT, op::READ));
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                read_failure = Some(classify_hyper(&e, op::READ));
+                break;
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let room = max_body.saturating_sub(total);
+        let take = (data.len() as u64).min(room) as usize;
+        hasher.update(&data[..take]);
+        if kept.len() < TITLE_SCAN_BYTES {
+            let k = take.min(TITLE_SCAN_BYTES - kept.len());
+            kept.extend_from_slice(&data[..k]);
+        }
+        total += take as u64;
+        if take < data.len() {
+            rec.body_truncated = true;
+            break;
+        }
+    }
+    driver.abort();
+    steps.record("read", started, read_failure.clone());
+    rec.body_length = total;
+    rec.body_sha256 = hex::encode(hasher.finalize());
+    rec.title = extract_title(&kept);
+    Ok(((rec, read_failure), location))
+}
+
+/// The text of the first `<title>` element, whitespace-collapsed.
+fn extract_title(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let lower = text.to_ascii_lowercase();
+    let Some(open) = lower.find("<title") else {
+        return String::new();
+    };
+    let Some(gt) = lower[open..].find('>') else {
+        return String::new();
+    };
+    let start = open + gt + 1;
+    let end = lower[start..]
+        .find("</title")
+        .map(|e| start + e)
+        .unwrap_or(lower.len());
+    text.get(start..end)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(TITLE_MAX_CHARS)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::TargetPolicy;
+    use std::time::Duration;
+
+    #[test]
+    fn redirects_resolve_against_the_current_url() {
+        let t = Target::parse("http://example.org/a/b?x=1").unwrap();
+        assert_eq!(t.redirect("/c").unwrap().url, "http://example.org/c");
+        assert_eq!(t.redirect("d").unwrap().url, "http://example.org/a/d");
+        assert_eq!(
+            t.redirect("//other.org/e").unwrap().url,
+            "http://other.org/e"
+        );
+        let abs = t.redirect("https://x.org:8443/").unwrap();
+        assert!(abs.https);
+        assert_eq!(abs.port, 8443);
+        assert_eq!(abs.authority(), "x.org:8443");
+    }
+
+    #[test]
+    fn titles_are_extracted() {
+        assert_eq!(
+            extract_title(b"<html><TITLE>\n Blocked  page </title>"),
+            "Blocked page"
+        );
+        assert_eq!(extract_title(b"no title here"), "");
+        assert_eq!(extract_title(b"<title>unterminated"), "unterminated");
+    }
+
+    #[tokio::test]
+    async fn forbidden_first_hop_is_refused() {
+        let ctx = ProbeContext::with_budget(TargetPolicy::default(), Duration::from_secs(2));
+        let out = run(
+            &HttpInput {
+                url: "http://127.0.0.1/".into(),
+                ..Default::default()
+            },
+            &ctx,
+        )
+        .await;
+        match out.result {
+            measurement::Result::Refused(r) => {
+                assert!(r.reason.starts_with("forbidden_target: "), "{}", r.reason)
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn forbidden_redirect_target_fails_without_connecting() {
+        let ctx = ProbeContext::with_budget(TargetPolicy::default(), Duration::from_secs(2));
+        let first = Target::parse("http://example.org/").unwrap();
+        let next = first.redirect("http://10.0.0.1/admin").unwrap();
+        let mut steps = Steps::new();
+        let err = connect_hop(&next, None, &ctx, &mut steps)
+            .await
+            .expect_err("10.0.0.1 must be refused");
+        assert_eq!(err.operation, "connect");
+        assert!(
+            err.failure
+                .starts_with("unknown_failure: forbidden_target: 10.0.0.1"),
+            "{}",
+            err.failure
+        );
+    }
+}

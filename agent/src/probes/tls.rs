@@ -1,8 +1,388 @@
-//! `tls` probe. (Not yet implemented: returns a refusal.)
+//! `tls` probe: TCP connect, then a TLS handshake with a chosen SNI (and an
+//! optional second handshake with an innocuous control SNI), recording the
+//! certificate chain fingerprints, what WebPKI would have decided, the
+//! negotiated version, cipher suite and ALPN, and the handshake time.
+//!
+//! Also owns the TLS machinery the http, web and DoH code share: the ring
+//! crypto provider, the system root store, and [`RecordingVerifier`], a
+//! `ServerCertVerifier` that wraps the WebPKI verifier, records the chain and
+//! its verdict, and then accepts (so an invalid certificate is data, not an
+//! abort) unless it was built `strict`.
+//!
+//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
 
-use super::{ProbeContext, ProbeOutput};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-pub async fn run(_input: &vantage_proto::v1::TlsInput, _ctx: &ProbeContext) -> ProbeOutput {
-    ProbeOutput::refused("unsupported: the tls probe is not implemented yet")
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use vantage_proto::failure::{self, classify_io, failure, op};
+use vantage_proto::v1::{measurement, Failure, TlsHandshake, TlsInput, TlsResult};
+
+use super::{tcp, ProbeContext, ProbeOutput, Steps};
+
+/// Where Debian keeps the system trust store as one PEM bundle.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Runs the `tls` probe.
+pub async fn run(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
+    let mut steps = Steps::new();
+    let Some(ip) = tcp::parse_ip(&input.ip) else {
+        return ProbeOutput::refused("malformed_input: tls ip is not an IP address");
+    };
+    if let Err(reason) = ctx.policy.check(ip) {
+        return ProbeOutput::refused(reason);
+    }
+    let port = match u16::try_from(if input.port == 0 { 443 } else { input.port }) {
+        Ok(p) => p,
+        Err(_) => return ProbeOutput::refused("malformed_input: tls port must be 1-65535"),
+    };
+    let addr = SocketAddr::new(ip, port);
+    let has_control = !input.control_sni.is_empty();
+    // With a control handshake to do, the sensitive one may use at most half
+    // of the remaining time, so a blackholed handshake leaves room for the control.
+    let first_budget = if has_control {
+        ctx.remaining() / 2
+    } else {
+        ctx.remaining()
+    };
+    let handshake = attempt(addr, &input.sni, &input.alpn, first_budget, &mut steps, "").await;
+    let control = if has_control {
+        Some(
+            attempt(
+                addr,
+                &input.control_sni,
+                &input.alpn,
+                ctx.remaining(),
+                &mut steps,
+                "control_",
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    ProbeOutput {
+        result: measurement::Result::Tls(TlsResult {
+            ip: ip.to_string(),
+            port: port.into(),
+            handshake: Some(handshake),
+            control,
+            ..Default::default()
+        }),
+        steps: steps.into_vec(),
+    }
 }
 
+/// One connect + handshake within `budget`, with steps named
+/// `<prefix>connect` and `<prefix>tls_handshake`.
+async fn attempt(
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[String],
+    budget: Duration,
+    steps: &mut Steps,
+    prefix: &str,
+) -> TlsHandshake {
+    let deadline = Instant::now() + budget;
+    let started = Instant::now();
+    let tcp = match tcp::connect(addr, budget).await {
+        Ok((s, _)) => {
+            steps.record(&format!("{prefix}connect"), started, None);
+            s
+        }
+        Err(f) => {
+            steps.record(&format!("{prefix}connect"), started, Some(f.clone()));
+            return TlsHandshake {
+                sni: sni.to_string(),
+                failure: Some(f),
+                ..Default::default()
+            };
+        }
+    };
+    let started = Instant::now();
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let (hs, _stream) = handshake(tcp, addr.ip(), sni, alpn, remaining, false).await;
+    steps.record(
+        &format!("{prefix}tls_handshake"),
+        started,
+        hs.failure.clone(),
+    );
+    hs
+}
+
+/// What the recording verifier saw.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    chain_sha256: Vec<String>,
+    webpki: String,
+}
+
+/// Wraps the WebPKI verifier: records the chain and the verdict, then accepts
+/// (or, when `strict`, fails the way WebPKI would).
+#[derive(Debug)]
+pub(crate) struct RecordingVerifier {
+    inner: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+    seen: Arc<Mutex<Seen>>,
+    strict: bool,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = match &self.inner {
+            Some(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        };
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.chain_sha256 = std::iter::once(end_entity)
+                .chain(intermediates.iter())
+                .map(|c| hex::encode(Sha256::digest(c.as_ref())))
+                .collect();
+            seen.webpki = match &verdict {
+                Ok(_) => "valid".to_string(),
+                Err(e) => classify_webpki(e),
+            };
+        }
+        match verdict {
+            Err(e) if self.strict => Err(e),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Maps what WebPKI said to the failure vocabulary.
+fn classify_webpki(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => failure::SSL_UNKNOWN_AUTHORITY.into(),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                failure::SSL_INVALID_HOSTNAME.into()
+            }
+            _ => failure::SSL_INVALID_CERTIFICATE.into(),
+        },
+        _ => failure::SSL_INVALID_CERTIFICATE.into(),
+    }
+}
+
+/// The ring provider, never aws-lc.
+fn provider() -> Arc<CryptoProvider> {
+    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The system roots from [`SYSTEM_ROOTS`], or an empty store when absent.
+fn roots() -> Arc<RootCertStore> {
+    static R: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    R.get_or_init(|| {
+        use rustls::pki_types::pem::PemObject;
+        let mut store = RootCertStore::empty();
+        if let Ok(iter) = CertificateDer::pem_file_iter(SYSTEM_ROOTS) {
+            let certs: Vec<CertificateDer<'static>> = iter.filter_map(Result::ok).collect();
+            let _ = store.add_parsable_certificates(certs);
+        }
+        Arc::new(store)
+    })
+    .clone()
+}
+
+/// A fresh client config whose verifier records into `seen`.
+fn client_config(
+    alpn: &[String],
+    enable_sni: bool,
+    strict: bool,
+    seen: Arc<Mutex<Seen>>,
+) -> Result<ClientConfig, rustls::Error> {
+    let provider = provider();
+    let inner = WebPkiServerVerifier::builder_with_provider(roots(), provider.clone())
+        .build()
+        .ok();
+    let verifier = RecordingVerifier {
+        inner,
+        provider: provider.clone(),
+        seen,
+        strict,
+    };
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    cfg.enable_sni = enable_sni;
+    cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    Ok(cfg)
+}
+
+/// Maps a handshake error (as tokio-rustls reports it) to the vocabulary.
+fn classify_handshake(e: &std::io::Error) -> String {
+    if let Some(inner) = e.get_ref() {
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(_) => classify_webpki(tls),
+                _ => failure::SSL_FAILED_HANDSHAKE.into(),
+            };
+        }
+    }
+    classify_io(e)
+}
+
+fn version_name(v: rustls::ProtocolVersion) -> String {
+    match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Runs a TLS handshake over `tcp` within `budget`. An empty `sni` sends no
+/// SNI (the certificate is then checked against `ip`). With `strict`, an
+/// invalid certificate aborts the handshake (used by DoH); otherwise it is
+/// recorded and accepted. Returns the record and, on success, the stream.
+pub(crate) async fn handshake(
+    tcp: TcpStream,
+    ip: IpAddr,
+    sni: &str,
+    alpn: &[String],
+    budget: Duration,
+    strict: bool,
+) -> (TlsHandshake, Option<TlsStream<TcpStream>>) {
+    let mut hs = TlsHandshake {
+        sni: sni.to_string(),
+        ..Default::default()
+    };
+    let fail = |mut hs: TlsHandshake, f: Failure| {
+        hs.failure = Some(f);
+        (hs, None)
+    };
+    let server_name: ServerName<'static> = if sni.is_empty() {
+        ServerName::IpAddress(ip.into())
+    } else {
+        match ServerName::try_from(sni.to_string()) {
+            Ok(n) => n,
+            Err(_) => {
+                return fail(
+                    hs,
+                    failure(
+                        &format!("unknown_failure: invalid sni {sni:?}"),
+                        op::TLS_HANDSHAKE,
+                    ),
+                )
+            }
+        }
+    };
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let cfg = match client_config(alpn, !sni.is_empty(), strict, seen.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                hs,
+                failure(
+                    &format!("unknown_failure: tls config: {e}"),
+                    op::TLS_HANDSHAKE,
+                ),
+            )
+        }
+    };
+    let connector = TlsConnector::from(Arc::new(cfg));
+    let started = Instant::now();
+    let res = tokio::time::timeout(budget, connector.connect(server_name, tcp)).await;
+    hs.handshake_us = started.elapsed().as_micros() as i64;
+    if let Ok(seen) = seen.lock() {
+        hs.chain_sha256 = seen.chain_sha256.clone();
+        hs.webpki = seen.webpki.clone();
+    }
+    match res {
+        Err(_) => fail(hs, failure(failure::GENERIC_TIMEOUT, op::TLS_HANDSHAKE)),
+        Ok(Err(e)) => {
+            let f = classify_handshake(&e);
+            fail(hs, failure(&f, op::TLS_HANDSHAKE))
+        }
+        Ok(Ok(stream)) => {
+            let (_, conn) = stream.get_ref();
+            hs.version = conn
+                .protocol_version()
+                .map(version_name)
+                .unwrap_or_default();
+            hs.cipher = conn
+                .negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()))
+                .unwrap_or_default();
+            hs.alpn = conn
+                .alpn_protocol()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .unwrap_or_default();
+            (hs, Some(stream))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webpki_errors_map_into_the_vocabulary() {
+        let e = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert_eq!(classify_webpki(&e), "ssl_unknown_authority");
+        let e = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        assert_eq!(classify_webpki(&e), "ssl_invalid_hostname");
+        let e = rustls::Error::InvalidCertificate(CertificateError::Expired);
+        assert_eq!(classify_webpki(&e), "ssl_invalid_certificate");
+    }
+}
