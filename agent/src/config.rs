@@ -101,7 +101,9 @@ impl AgentConfig {
     pub fn load(dir: &Path) -> Result<AgentConfig, ConfigError> {
         let path = dir.join(FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&text).map_err(|m| ConfigError::Parse(path.display().to_string(), m)),
+            Ok(text) => {
+                Self::parse(&text).map_err(|m| ConfigError::Parse(path.display().to_string(), m))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AgentConfig::default()),
             Err(e) => Err(ConfigError::Io(path.display().to_string(), e)),
         }
@@ -117,7 +119,10 @@ impl AgentConfig {
             format!("{line}{}", e.message())
         })?;
         if c.version != 1 {
-            return Err(format!("unsupported config version {} (expected 1)", c.version));
+            return Err(format!(
+                "unsupported config version {} (expected 1)",
+                c.version
+            ));
         }
         for k in &c.consent.kinds {
             if !vantage_proto::PROBE_KINDS.contains(&k.as_str()) {

@@ -75,7 +75,8 @@ pub fn load_key(dir: &Path) -> Result<SigningKey, IdentityError> {
         std::io::ErrorKind::NotFound => IdentityError::NotEnrolled(path.display().to_string()),
         _ => IdentityError::Io(path.display().to_string(), e),
     })?;
-    SigningKey::from_pkcs8_pem(&pem).map_err(|e| IdentityError::Format(path.display().to_string(), e.to_string()))
+    SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| IdentityError::Format(path.display().to_string(), e.to_string()))
 }
 
 /// PKCS#8 PEM of the key, for the TLS client certificate.
@@ -92,7 +93,8 @@ impl Identity {
             std::io::ErrorKind::NotFound => IdentityError::NotEnrolled(path.display().to_string()),
             _ => IdentityError::Io(path.display().to_string(), e),
         })?;
-        serde_json::from_str(&text).map_err(|e| IdentityError::Format(path.display().to_string(), e.to_string()))
+        serde_json::from_str(&text)
+            .map_err(|e| IdentityError::Format(path.display().to_string(), e.to_string()))
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {

@@ -30,7 +30,11 @@ enum Cmd {
     Enroll {
         #[arg(long, env = "VANTAGE_TOKEN")]
         token: String,
-        #[arg(long, env = "VANTAGE_AGENT_DIR", default_value = "/var/lib/vantage-agent")]
+        #[arg(
+            long,
+            env = "VANTAGE_AGENT_DIR",
+            default_value = "/var/lib/vantage-agent"
+        )]
         data_dir: PathBuf,
         /// ISO country code to attach to results (optional).
         #[arg(long, default_value = "")]
@@ -43,12 +47,32 @@ enum Cmd {
     },
     /// Connect to the coordinator and run tasks until stopped.
     Run {
-        #[arg(long, env = "VANTAGE_AGENT_DIR", default_value = "/var/lib/vantage-agent")]
+        #[arg(
+            long,
+            env = "VANTAGE_AGENT_DIR",
+            default_value = "/var/lib/vantage-agent"
+        )]
         data_dir: PathBuf,
+    },
+    /// Testing and benchmarks: sign COUNT synthetic measurements (about
+    /// SIZE bytes each) into the outbox and print their ids, one a line.
+    /// `run` then delivers them like real results.
+    #[command(hide = true)]
+    FillOutbox {
+        #[arg(long, env = "VANTAGE_AGENT_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
     },
     /// Show enrollment and outbox state.
     Status {
-        #[arg(long, env = "VANTAGE_AGENT_DIR", default_value = "/var/lib/vantage-agent")]
+        #[arg(
+            long,
+            env = "VANTAGE_AGENT_DIR",
+            default_value = "/var/lib/vantage-agent"
+        )]
         data_dir: PathBuf,
     },
     /// Run one probe locally and print the (unsigned) measurement as JSON.
@@ -101,6 +125,7 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match cli.log_format {
         LogFormat::Text => fmt.try_init(),
@@ -119,13 +144,32 @@ async fn main() -> Result<()> {
             println!("  coordinator:    {}", id.coordinators.join(", "));
             println!("  CA fingerprint: sha256:{}", id.ca_sha256);
             println!("  data dir:       {}", data_dir.display());
-            println!("Review {}/agent.toml, then start: vantage-agent run --data-dir {}", data_dir.display(), data_dir.display());
+            println!(
+                "Review {}/agent.toml, then start: vantage-agent run --data-dir {}",
+                data_dir.display(),
+                data_dir.display()
+            );
         }
         Cmd::Run { data_dir } => {
             let agent = Agent::open(data_dir)?;
             tracing::info!(agent = %agent.identity.agent_id, outbox = agent.outbox.len(), "agent starting");
             agent.run(shutdown_signal()).await;
             tracing::info!("agent stopped");
+        }
+        Cmd::FillOutbox {
+            data_dir,
+            count,
+            size,
+        } => {
+            let agent = Agent::open(data_dir)?;
+            let items = agent.synthetic(count, size);
+            agent.outbox.push_many(&items)?;
+            let mut out = String::with_capacity(count * 37);
+            for (id, _) in &items {
+                out.push_str(id);
+                out.push('\n');
+            }
+            print!("{out}");
         }
         Cmd::Status { data_dir } => match Identity::load(&data_dir) {
             Err(e) => {
@@ -138,7 +182,8 @@ async fn main() -> Result<()> {
                 let cfg = vantage_agent::config::AgentConfig::load(&data_dir)?;
                 println!("consent kinds:  {}", cfg.consent.kinds.join(", "));
                 println!("share labels:   {}", cfg.consent.share_network_labels);
-                match vantage_agent::outbox::Outbox::open(&data_dir, cfg.limits.outbox_max_entries) {
+                match vantage_agent::outbox::Outbox::open(&data_dir, cfg.limits.outbox_max_entries)
+                {
                     Ok(o) => {
                         println!("running:        no");
                         println!("outbox depth:   {}", o.len());
@@ -153,8 +198,8 @@ async fn main() -> Result<()> {
             allow_private_targets,
             timeout,
         } => {
-            let input: ProbeInput =
-                serde_json::from_str(&input).context("probe input is not valid JSON for a probe")?;
+            let input: ProbeInput = serde_json::from_str(&input)
+                .context("probe input is not valid JSON for a probe")?;
             let ctx = ProbeContext::with_budget(
                 TargetPolicy {
                     allow_private_targets,

@@ -42,7 +42,10 @@ pub struct Outbox {
 impl Outbox {
     pub fn open(dir: &Path, max_entries: u64) -> Result<Outbox, OutboxError> {
         let path = dir.join("outbox");
-        let db = sled::Config::new().path(&path).cache_capacity(8 << 20).open()?;
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(8 << 20)
+            .open()?;
         let items = db.open_tree("items")?;
         let meta = db.open_tree("meta")?;
         let len = Arc::new(AtomicU64::new(items.len() as u64));
@@ -67,7 +70,8 @@ impl Outbox {
     /// Persists a signed result durably. Drops the oldest entries first if
     /// the bound is reached.
     pub fn push(&self, id: &str, env: &SignedResult) -> Result<(), OutboxError> {
-        let key = vantage_proto::envelope::parse_id(id).ok_or_else(|| OutboxError::BadId(id.into()))?;
+        let key =
+            vantage_proto::envelope::parse_id(id).ok_or_else(|| OutboxError::BadId(id.into()))?;
         let mut dropped = 0u64;
         while self.len.load(Ordering::Relaxed) >= self.max_entries {
             match self.items.pop_min()? {
@@ -87,6 +91,33 @@ impl Outbox {
         }
         if self.items.insert(key, env.encode_to_vec())?.is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sync()
+    }
+
+    /// Persists many results with one sync (used by `fill-outbox` for tests
+    /// and benchmarks). The bound applies as for [`Outbox::push`].
+    pub fn push_many(&self, items: &[(String, SignedResult)]) -> Result<(), OutboxError> {
+        for chunk in items.chunks(1024) {
+            let mut dropped = 0;
+            for (id, env) in chunk {
+                let key = vantage_proto::envelope::parse_id(id)
+                    .ok_or_else(|| OutboxError::BadId(id.clone()))?;
+                while self.len.load(Ordering::Relaxed) >= self.max_entries {
+                    if self.items.pop_min()?.is_none() {
+                        break;
+                    }
+                    dropped += 1;
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                }
+                if self.items.insert(key, env.encode_to_vec())?.is_none() {
+                    self.len.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if dropped > 0 {
+                tracing::warn!(dropped, "outbox full: dropped the oldest results");
+                self.add_dropped(dropped)?;
+            }
         }
         self.sync()
     }

@@ -86,7 +86,10 @@ impl Agent {
         AgentMessage {
             msg: Some(agent_message::Msg::Hello(Hello {
                 software_version: vantage_proto::SOFTWARE_VERSION.into(),
-                capabilities: vantage_proto::PROBE_KINDS.iter().map(|s| s.to_string()).collect(),
+                capabilities: vantage_proto::PROBE_KINDS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 consent: Some(Consent {
                     kinds: self.config.consent.kinds.clone(),
                     max_concurrency: self.config.limits.max_concurrency,
@@ -239,7 +242,9 @@ impl Agent {
             }
         };
         if !self.config.consent.kinds.iter().any(|k| k == kind) {
-            return refuse(format!("consent: the volunteer has not enabled {kind} probes"));
+            return refuse(format!(
+                "consent: the volunteer has not enabled {kind} probes"
+            ));
         }
         {
             let mut recent = self.recent_tasks.lock().unwrap_or_else(|p| p.into_inner());
@@ -300,6 +305,46 @@ impl Agent {
             result: Some(out.result),
         };
         self.record(&m)
+    }
+
+    /// `count` signed synthetic `tcp` measurements of about `size` bytes
+    /// (the padding sits in the step name), for tests and benchmarks.
+    pub fn synthetic(
+        &self,
+        count: usize,
+        size: usize,
+    ) -> Vec<(String, vantage_proto::v1::SignedResult)> {
+        use vantage_proto::v1::{measurement, probe_input, ProbeInput, Step, TcpInput, TcpResult};
+        let pad = "x".repeat(size.saturating_sub(200));
+        (0..count)
+            .map(|i| {
+                let now = vantage_proto::now_us();
+                let m = Measurement {
+                    id: vantage_proto::envelope::new_id(),
+                    agent_id: self.identity.agent_id.clone(),
+                    start_us: now,
+                    end_us: now,
+                    software_version: vantage_proto::SOFTWARE_VERSION.into(),
+                    input: Some(ProbeInput {
+                        kind: Some(probe_input::Kind::Tcp(TcpInput {
+                            host: "192.0.2.1".into(),
+                            port: 443,
+                        })),
+                    }),
+                    steps: vec![Step {
+                        name: format!("synthetic-{i}-{pad}"),
+                        ..Default::default()
+                    }],
+                    result: Some(measurement::Result::Tcp(TcpResult {
+                        ip: "192.0.2.1".into(),
+                        port: 443,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                };
+                (m.id.clone(), vantage_proto::envelope::sign(&self.key, &m))
+            })
+            .collect()
     }
 
     /// Signs a measurement and stores it in the outbox; the session sends it.

@@ -80,7 +80,10 @@ impl Config {
             format!("{at}{}", e.message())
         })?;
         if c.version != 1 {
-            return Err(format!("unsupported config version {} (expected 1)", c.version));
+            return Err(format!(
+                "unsupported config version {} (expected 1)",
+                c.version
+            ));
         }
         Ok(c)
     }
@@ -98,8 +101,10 @@ mod tests {
 
     #[test]
     fn unknown_field_names_the_line() {
-        let e = Config::parse("version = 1\nlisten = \"127.0.0.1:1\"\nadvertise = []\nlisten_port = 3\n")
-            .unwrap_err();
+        let e = Config::parse(
+            "version = 1\nlisten = \"127.0.0.1:1\"\nadvertise = []\nlisten_port = 3\n",
+        )
+        .unwrap_err();
         assert!(e.contains("line 4") && e.contains("listen_port"), "{e}");
         let ok = Config::new("127.0.0.1:7443".into(), vec!["127.0.0.1:7443".into()]);
         let text = toml::to_string(&ok).unwrap();

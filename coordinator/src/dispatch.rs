@@ -28,10 +28,16 @@ pub async fn dispatch(
 ) -> Result<DispatchOutcome, ServiceError> {
     let kind = input.kind_name();
     if input.kind.is_none() {
-        return Err(ServiceError::InvalidArgument("dispatch needs a probe input".into()));
+        return Err(ServiceError::InvalidArgument(
+            "dispatch needs a probe input".into(),
+        ));
     }
     let now = vantage_proto::now_us();
-    let deadline_s = if deadline_s == 0 { 60 } else { deadline_s.min(3600) };
+    let deadline_s = if deadline_s == 0 {
+        60
+    } else {
+        deadline_s.min(3600)
+    };
     let task_id = vantage_proto::envelope::new_id();
     let targets = if agents.is_empty() {
         shared.hub.connected()
@@ -96,7 +102,12 @@ pub async fn dispatch(
 }
 
 /// Records an agent's answer to a task.
-pub fn mark(shared: &Shared, task_id: &str, agent_id: &str, state: TaskAssignment) -> Result<(), StoreError> {
+pub fn mark(
+    shared: &Shared,
+    task_id: &str,
+    agent_id: &str,
+    state: TaskAssignment,
+) -> Result<(), StoreError> {
     if let Some(mut t) = shared.store.task(task_id)? {
         if t.assignments.contains_key(agent_id) {
             t.assignments.insert(agent_id.to_string(), state);

@@ -85,7 +85,10 @@ async fn main() -> Result<()> {
             println!("  advertised:     {}", advertise.join(", "));
             println!("  certificate:    {}", report.sans.join(", "));
             println!("  CA fingerprint: sha256:{}", report.fingerprint);
-            println!("  admin creds:    {}/admin.pem, admin.key", data_dir.display());
+            println!(
+                "  admin creds:    {}/admin.pem, admin.key",
+                data_dir.display()
+            );
         }
         Cmd::Serve { data_dir, listen } => {
             let mut config = Config::load(&data_dir)?;

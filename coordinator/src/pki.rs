@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SignatureAlgorithm,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SignatureAlgorithm,
 };
 
 /// PKI failures.
@@ -81,7 +81,9 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true).mode(if private { 0o600 } else { 0o644 });
+    o.write(true)
+        .create_new(true)
+        .mode(if private { 0o600 } else { 0o644 });
     let mut f = o.open(path).map_err(|source| PkiError::Io {
         path: path.into(),
         source,
@@ -137,7 +139,8 @@ pub fn init(dir: &Path, sans: &[String]) -> Result<InitReport, PkiError> {
     let server = sp.signed_by(&server_key, &issuer)?;
 
     let mut ap = CertificateParams::default();
-    ap.distinguished_name.push(DnType::CommonName, "vantage-admin");
+    ap.distinguished_name
+        .push(DnType::CommonName, "vantage-admin");
     ap.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     validity(&mut ap, LEAF_DAYS);
     let admin_key = KeyPair::generate()?;
@@ -146,9 +149,17 @@ pub fn init(dir: &Path, sans: &[String]) -> Result<InitReport, PkiError> {
     // Write the keys first and the CA certificate last: a crash halfway
     // leaves no ca.pem, so a rerun is not mistaken for an initialised dir.
     write(&dir.join(files::CA_KEY), &issuer_key_pem(&issuer), true)?;
-    write(&dir.join(files::SERVER_KEY), &server_key.serialize_pem(), true)?;
+    write(
+        &dir.join(files::SERVER_KEY),
+        &server_key.serialize_pem(),
+        true,
+    )?;
     write(&dir.join(files::SERVER_CERT), &server.pem(), false)?;
-    write(&dir.join(files::ADMIN_KEY), &admin_key.serialize_pem(), true)?;
+    write(
+        &dir.join(files::ADMIN_KEY),
+        &admin_key.serialize_pem(),
+        true,
+    )?;
     write(&dir.join(files::ADMIN_CERT), &admin.pem(), false)?;
     write(&ca_cert_path, &ca_cert.pem(), false)?;
     Ok(InitReport {
@@ -177,7 +188,11 @@ impl Ca {
 
     /// Signs a client certificate binding `agent_id` to the agent's Ed25519
     /// public key. Returns the PEM and the DER's SHA-256 fingerprint.
-    pub fn sign_agent(&self, agent_id: &str, public_key: &[u8; 32]) -> Result<(String, String), PkiError> {
+    pub fn sign_agent(
+        &self,
+        agent_id: &str,
+        public_key: &[u8; 32],
+    ) -> Result<(String, String), PkiError> {
         let mut p = CertificateParams::default();
         p.distinguished_name.push(DnType::CommonName, agent_id);
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -207,7 +222,8 @@ pub fn admin_paths(dir: &Path) -> (PathBuf, PathBuf) {
 /// Fingerprint of the admin certificate (how the server recognises it).
 pub fn admin_fingerprint(dir: &Path) -> Result<String, PkiError> {
     let pem = read(&dir.join(files::ADMIN_CERT))?;
-    let der = vantage_proto::client::parse_certs(&pem).map_err(|e| PkiError::BadSan(e.to_string()))?;
+    let der =
+        vantage_proto::client::parse_certs(&pem).map_err(|e| PkiError::BadSan(e.to_string()))?;
     Ok(vantage_proto::cert_fingerprint(&der[0]))
 }
 
@@ -222,14 +238,20 @@ mod tests {
         let before = std::fs::read(d.path().join(files::CA_CERT)).unwrap();
         let e = init(d.path(), &["127.0.0.1".into()]).unwrap_err();
         assert!(matches!(e, PkiError::AlreadyInitialised(_)), "{e}");
-        assert_eq!(before, std::fs::read(d.path().join(files::CA_CERT)).unwrap());
+        assert_eq!(
+            before,
+            std::fs::read(d.path().join(files::CA_CERT)).unwrap()
+        );
         let ca = Ca::load(d.path()).unwrap();
         assert_eq!(ca.fingerprint, r.fingerprint);
         let (pem, fp) = ca.sign_agent("agent-1", &[7u8; 32]).unwrap();
         assert!(pem.contains("BEGIN CERTIFICATE"));
         assert_eq!(fp.len(), 64);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(d.path().join(files::CA_KEY)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.path().join(files::CA_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

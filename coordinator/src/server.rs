@@ -92,10 +92,12 @@ fn tls_config(dir: &Path) -> Result<rustls::ServerConfig, ServeError> {
 
 /// Binds the listener (so callers learn the port before serving).
 pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
-        addr: addr.into(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.into(),
+            source,
+        })
 }
 
 /// Serves gRPC over TLS on `listener` until `shutdown` resolves.

@@ -57,4 +57,3 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return None;
     })
 }
-

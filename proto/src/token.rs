@@ -98,9 +98,15 @@ mod tests {
         assert_eq!(EnrollToken::decode("vantage1.!!"), Err(TokenError::Base64));
         let mut bad = t.clone();
         bad.ca = "zz".into();
-        assert_eq!(EnrollToken::decode(&bad.encode()), Err(TokenError::BadFingerprint));
+        assert_eq!(
+            EnrollToken::decode(&bad.encode()),
+            Err(TokenError::BadFingerprint)
+        );
         bad = t;
         bad.addrs.clear();
-        assert_eq!(EnrollToken::decode(&bad.encode()), Err(TokenError::NoAddress));
+        assert_eq!(
+            EnrollToken::decode(&bad.encode()),
+            Err(TokenError::NoAddress)
+        );
     }
 }

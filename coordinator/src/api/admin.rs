@@ -125,7 +125,11 @@ impl AdminService for AdminApi {
         Ok(Response::new(DispatchResponse {
             task_id: o.task_id,
             sent_to: o.sent_to,
-            skipped: o.skipped.into_iter().map(|(a, r)| format!("{a}: {r}")).collect(),
+            skipped: o
+                .skipped
+                .into_iter()
+                .map(|(a, r)| format!("{a}: {r}"))
+                .collect(),
         }))
     }
 
@@ -133,11 +137,7 @@ impl AdminService for AdminApi {
         require_admin(&self.shared, &req)?;
         let s = &self.shared;
         let counters = s.store.counters().map_err(ServiceError::from)?;
-        let stored = counters
-            .iter()
-            .find(|(n, _)| n == "results_stored")
-            .map(|(_, v)| *v)
-            .unwrap_or(0);
+        let stored = s.store.result_count().map_err(ServiceError::from)?;
         Ok(Response::new(StatsResponse {
             results_stored: stored,
             agents: s.store.agents().map(|a| a.len() as u64).unwrap_or(0),

@@ -30,7 +30,7 @@ pub struct AgentApi {
 }
 
 fn refuse(shared: &Shared, what: &str, reason: &str) -> ServiceError {
-    tracing::warn!(reason, "{what} refused");
+    tracing::warn!("{what} refused: {reason}");
     shared.count(&format!("{what}_refused/{}", reason.replace(' ', "_")));
     ServiceError::PermissionDenied(format!("{what} refused: {reason}"))
 }
@@ -43,38 +43,51 @@ impl AgentApi {
             ServiceError::InvalidArgument(format!("enrollment refused: {e}"))
         })?;
         if token.ca != s.ca.fingerprint {
-            return Err(refuse(s, "enrollment", "token was issued by another coordinator"));
+            return Err(refuse(
+                s,
+                "enrollment",
+                "token was issued by another coordinator",
+            ));
         }
         let pk: [u8; 32] = req
             .public_key
             .as_slice()
             .try_into()
             .map_err(|_| ServiceError::InvalidArgument("public key must be 32 bytes".into()))?;
-        let key = VerifyingKey::from_bytes(&pk)
-            .map_err(|_| ServiceError::InvalidArgument("public key is not an Ed25519 point".into()))?;
+        let key = VerifyingKey::from_bytes(&pk).map_err(|_| {
+            ServiceError::InvalidArgument("public key is not an Ed25519 point".into())
+        })?;
         if key.is_weak() {
             return Err(refuse(s, "enrollment", "weak public key"));
         }
         if !envelope::verify_enroll_proof(&key, &req.token, &req.proof) {
-            return Err(refuse(s, "enrollment", "proof of key possession does not verify"));
+            return Err(refuse(
+                s,
+                "enrollment",
+                "proof of key possession does not verify",
+            ));
         }
         let now = vantage_proto::now_us();
-        let rec = match s.store.consume_token(&EnrollToken::secret_hash(&token.secret), now)? {
+        let rec = match s
+            .store
+            .consume_token(&EnrollToken::secret_hash(&token.secret), now)?
+        {
             Ok(r) => r,
             Err(reason) => return Err(refuse(s, "enrollment", reason)),
         };
         let agent_id = envelope::new_id();
-        let (cert_pem, fp) = s
-            .ca
-            .sign_agent(&agent_id, &pk)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let (cert_pem, fp) =
+            s.ca.sign_agent(&agent_id, &pk)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let labels = req.labels.unwrap_or_default();
         let mut tags = labels.tags;
         tags.extend(rec.tags);
         tags.sort();
         tags.dedup();
         let country = labels.country.to_ascii_uppercase();
-        if !(country.is_empty() || (country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic()))) {
+        if !(country.is_empty()
+            || (country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic())))
+        {
             return Err(ServiceError::InvalidArgument(format!(
                 "country {country:?} is not an ISO 3166-1 alpha-2 code"
             )));
@@ -98,7 +111,10 @@ impl AgentApi {
         })
     }
 
-    fn authenticate<T>(&self, req: &Request<T>) -> Result<(AgentRecord, AgentIdentity), ServiceError> {
+    fn authenticate<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(AgentRecord, AgentIdentity), ServiceError> {
         let s = &self.shared;
         let Some(fp) = peer_fingerprint(req) else {
             return Err({
@@ -133,7 +149,10 @@ type SessionStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status
 
 #[tonic::async_trait]
 impl AgentService for AgentApi {
-    async fn enroll(&self, req: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        req: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
         let shared = self.shared.clone();
         let inner = req.into_inner();
         let api = AgentApi { shared };
@@ -190,7 +209,9 @@ impl AgentService for AgentApi {
                 }
             }
             shared.hub.unregister(&id.agent_id, serial);
-            let _ = shared.store.update_agent(&id.agent_id, |r| r.last_seen_us = vantage_proto::now_us());
+            let _ = shared
+                .store
+                .update_agent(&id.agent_id, |r| r.last_seen_us = vantage_proto::now_us());
             tracing::info!(agent = %id.agent_id, "session closed");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -44,7 +44,11 @@ impl QueryService for QueryApi {
             .or(filter_key(b'c', &r.campaign_id)?)
             .or(filter_key(b'a', &r.agent_id)?);
         let agent_filter = r.agent_id.clone();
-        let limit = if r.limit == 0 { usize::MAX } else { r.limit as usize };
+        let limit = if r.limit == 0 {
+            usize::MAX
+        } else {
+            r.limit as usize
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || {
@@ -56,7 +60,8 @@ impl QueryService for QueryApi {
                 let out = item
                     .map_err(|e| Status::internal(e.to_string()))
                     .and_then(|v| {
-                        StoredResult::decode(v.as_ref()).map_err(|e| Status::internal(e.to_string()))
+                        StoredResult::decode(v.as_ref())
+                            .map_err(|e| Status::internal(e.to_string()))
                     });
                 if let Ok(sr) = &out {
                     if !agent_filter.is_empty() && sr.agent_id != agent_filter {

@@ -101,12 +101,12 @@ struct Conn {
 }
 
 async fn connect(cli: &Cli) -> Result<Conn> {
-    let dir = cli
-        .data_dir
-        .clone()
-        .ok_or_else(|| anyhow!("no coordinator data directory: pass --data-dir or set VANTAGE_DATA_DIR"))?;
+    let dir = cli.data_dir.clone().ok_or_else(|| {
+        anyhow!("no coordinator data directory: pass --data-dir or set VANTAGE_DATA_DIR")
+    })?;
     let read = |f: &str| {
-        std::fs::read_to_string(dir.join(f)).with_context(|| format!("reading {}", dir.join(f).display()))
+        std::fs::read_to_string(dir.join(f))
+            .with_context(|| format!("reading {}", dir.join(f).display()))
     };
     let ca = vantage_proto::client::parse_certs(&read(files::CA_CERT)?)?;
     let addrs = match &cli.coordinator {
@@ -169,7 +169,12 @@ async fn run(cli: Cli) -> Result<()> {
     let mut admin = AdminServiceClient::new(conn.channel.clone());
     match &cli.cmd {
         Cmd::Token {
-            cmd: TokenCmd::Create { uses, expires, tags },
+            cmd:
+                TokenCmd::Create {
+                    uses,
+                    expires,
+                    tags,
+                },
         } => {
             let r = admin
                 .create_token(CreateTokenRequest {
@@ -212,10 +217,22 @@ async fn run(cli: Cli) -> Result<()> {
                             a.agent_id,
                             if a.revoked { "revoked" } else { "active" },
                             if a.connected { "yes" } else { "no" },
-                            if l.country.is_empty() { "-" } else { &l.country },
-                            if l.asn == 0 { "-".to_string() } else { format!("AS{}", l.asn) },
+                            if l.country.is_empty() {
+                                "-"
+                            } else {
+                                &l.country
+                            },
+                            if l.asn == 0 {
+                                "-".to_string()
+                            } else {
+                                format!("AS{}", l.asn)
+                            },
                             a.results,
-                            if a.connected { "now".into() } else { when(a.last_seen_us) },
+                            if a.connected {
+                                "now".into()
+                            } else {
+                                when(a.last_seen_us)
+                            },
                             l.tags.join(",")
                         );
                     }
@@ -305,7 +322,11 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Stats => {
-            let r = admin.stats(StatsRequest {}).await.map_err(human)?.into_inner();
+            let r = admin
+                .stats(StatsRequest {})
+                .await
+                .map_err(human)?
+                .into_inner();
             if cli.output == Output::Table {
                 println!("results stored    {}", r.results_stored);
                 println!("agents            {}", r.agents);

@@ -133,9 +133,12 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<usize>, StoreError> {
     }
     let total: usize = per_job.iter().sum();
     if total > 0 {
+        // The count travels in the same atomic batch as the results, so it
+        // survives a kill -9 exactly as they do.
+        let count = store.result_count()? + total as u64;
+        batch.insert(&super::COUNT_KEY[..], &count.to_be_bytes()[..]);
         store.results.apply_batch(batch)?;
         store.sync()?;
-        store.add_counter("results_stored", total as u64)?;
     }
     Ok(per_job)
 }

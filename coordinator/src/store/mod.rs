@@ -13,6 +13,7 @@
 //!     `a` agent16 id16         -> ()
 //!     `t` task16 id16          -> ()
 //!     `c` campaign16 id16      -> ()
+//!     `m/count`                -> number of results (u64, big-endian)
 //! - `tasks`:   task id (16 bytes) -> [`TaskRecord`] (JSON).
 //!
 //! Durability: a result is acknowledged only after the batch holding it was
@@ -123,7 +124,11 @@ impl Store {
 
     /// Consumes one use of the token with this hash, atomically. Returns the
     /// record as it was before, or why it cannot be used.
-    pub fn consume_token(&self, hash: &[u8; 32], now_us: i64) -> Result<Result<TokenRecord, &'static str>, StoreError> {
+    pub fn consume_token(
+        &self,
+        hash: &[u8; 32],
+        now_us: i64,
+    ) -> Result<Result<TokenRecord, &'static str>, StoreError> {
         loop {
             let Some(old) = self.tokens.get(hash)? else {
                 return Ok(Err("unknown token"));
@@ -151,7 +156,8 @@ impl Store {
     // ------------------------------------------------------------ agents
 
     pub fn put_agent(&self, rec: &AgentRecord) -> Result<(), StoreError> {
-        let key = uuid_key(&rec.agent_id).ok_or_else(|| StoreError::NotFound(rec.agent_id.clone()))?;
+        let key =
+            uuid_key(&rec.agent_id).ok_or_else(|| StoreError::NotFound(rec.agent_id.clone()))?;
         self.agents.insert(key, records::to_json(rec))?;
         self.certs.insert(rec.cert_fingerprint.as_bytes(), &key)?;
         self.sync()
@@ -184,7 +190,11 @@ impl Store {
 
     /// Applies `f` to the agent's record and stores it (no fsync: used for
     /// last-seen and similar soft state).
-    pub fn update_agent(&self, agent_id: &str, f: impl Fn(&mut AgentRecord)) -> Result<Option<AgentRecord>, StoreError> {
+    pub fn update_agent(
+        &self,
+        agent_id: &str,
+        f: impl Fn(&mut AgentRecord),
+    ) -> Result<Option<AgentRecord>, StoreError> {
         let Some(mut rec) = self.agent(agent_id)? else {
             return Ok(None);
         };
@@ -198,7 +208,8 @@ impl Store {
     // ------------------------------------------------------------ tasks
 
     pub fn put_task(&self, rec: &TaskRecord) -> Result<(), StoreError> {
-        let key = uuid_key(&rec.task_id).ok_or_else(|| StoreError::NotFound(rec.task_id.clone()))?;
+        let key =
+            uuid_key(&rec.task_id).ok_or_else(|| StoreError::NotFound(rec.task_id.clone()))?;
         self.tasks.insert(key, records::to_json(rec))?;
         self.sync()
     }
@@ -220,9 +231,14 @@ impl Store {
         Ok(self.results.contains_key(result_key(id))?)
     }
 
-    /// Number of stored results.
-    pub fn result_count(&self) -> usize {
-        self.results.scan_prefix(b"r").count()
+    /// Number of stored results (kept in the results tree itself).
+    pub fn result_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .results
+            .get(COUNT_KEY)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
     }
 
     /// Stored results (prost `StoredResult` bytes), oldest first, optionally
@@ -279,12 +295,18 @@ impl Store {
         for kv in self.meta.scan_prefix(b"counter/") {
             let (k, v) = kv?;
             let name = String::from_utf8_lossy(&k["counter/".len()..]).into_owned();
-            let n = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
+            let n = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
             out.push((name, n));
         }
         Ok(out)
     }
 }
+
+/// Key of the result count inside the results tree (`m` sorts apart from
+/// the `r`, `a`, `t` and `c` families).
+const COUNT_KEY: &[u8] = b"m/count";
 
 fn result_key(id: &[u8; 16]) -> [u8; 17] {
     let mut k = [0u8; 17];

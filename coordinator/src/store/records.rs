@@ -64,7 +64,10 @@ pub(super) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-pub(super) fn from_json<T: DeserializeOwned>(tree: &'static str, b: &[u8]) -> Result<T, StoreError> {
+pub(super) fn from_json<T: DeserializeOwned>(
+    tree: &'static str,
+    b: &[u8],
+) -> Result<T, StoreError> {
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt {
         tree,
         detail: e.to_string(),

@@ -1,0 +1,7 @@
+//! End-to-end tests, built as one binary to link once: real coordinator and
+//! agent processes on loopback, real TLS, a real sled store in temp dirs.
+
+#![allow(unreachable_pub)]
+
+mod harness;
+mod spine;
