@@ -178,8 +178,12 @@ pub(crate) async fn fetch(
     let mut result = HttpResult::default();
     let mut first = first;
     let mut hop = 0u32;
+    let first_host = target.host.to_ascii_lowercase();
     loop {
-        let is_first = hop == 0;
+        // The input's overrides (ip, Host header, SNI) apply to the first hop
+        // and to redirects that stay on the same host name; a redirect to
+        // another host is resolved afresh and checked by the policy.
+        let is_first = hop == 0 || target.host.eq_ignore_ascii_case(&first_host);
         let host_header = if is_first && !input.host_header.is_empty() {
             input.host_header.clone()
         } else {
@@ -339,12 +343,18 @@ async fn round_trip(
 ) -> Result<HopOutcome, Failure> {
     let started = Instant::now();
     let timeout_rt = || failure(failure::GENERIC_TIMEOUT, op::HTTP_ROUND_TRIP);
-    let (mut sender, conn) =
-        match tokio::time::timeout(ctx.remaining(), http1::handshake(TokioIo::new(io))).await {
-            Err(_) => return Err(timeout_rt()),
-            Ok(Err(e)) => return Err(classify_hyper(&e, op::HTTP_ROUND_TRIP)),
-            Ok(Ok(x)) => x,
-        };
+    let (mut sender, conn) = match tokio::time::timeout(
+        ctx.remaining(),
+        http1::Builder::new()
+            .title_case_headers(true)
+            .handshake(TokioIo::new(io)),
+    )
+    .await
+    {
+        Err(_) => return Err(timeout_rt()),
+        Ok(Err(e)) => return Err(classify_hyper(&e, op::HTTP_ROUND_TRIP)),
+        Ok(Ok(x)) => x,
+    };
     let driver = tokio::spawn(conn);
     let req = Request::get(target.path.as_str())
         .header(header::HOST, host_header)
