@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs: real servers used as
+# probe targets in the network-namespace lab, and the tools that build it.
+# Safe to re-run; does nothing when everything is present.
+set -euo pipefail
+
+PACKAGES=(iproute2 iptables nginx-light unbound dnsmasq-base openvpn tor openssl procps)
+BINARIES=(ip iptables nginx unbound dnsmasq openvpn tor openssl pkill)
+
+missing=()
+for b in "${BINARIES[@]}"; do
+  command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || missing+=("$b")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "test dependencies: all present"
+  exit 0
+fi
+echo "test dependencies: missing ${missing[*]}; installing ${PACKAGES[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: installing Debian packages needs root (or run with VANTAGE_SKIP_LAB=1 to skip lab tests)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+# Debian starts some of these as services on install; the lab runs its own.
+for s in nginx unbound tor openvpn; do
+  (systemctl stop "$s" || service "$s" stop) >/dev/null 2>&1 || true
+done
+echo "test dependencies: installed"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The one command that installs what the tests need and runs every test:
+# formatting, lints, unit tests, end-to-end tests with real processes, and the
+# network-namespace lab tests (root). Set VANTAGE_SKIP_LAB=1 to skip the lab
+# tests explicitly; they are then counted and reported, never silently passed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ "${VANTAGE_SKIP_LAB:-0}" != "1" ]; then
+  bash deploy/scripts/install-test-deps.sh
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== build binaries (the end-to-end tests run them)"
+cargo build --workspace --bins --locked
+echo "== cargo test"
+log=$(mktemp)
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+skipped=$(grep -c 'SKIPPED (VANTAGE_SKIP_LAB=1)' "$log" || true)
+if [ "$skipped" -gt 0 ]; then
+  echo "== lab tests skipped because VANTAGE_SKIP_LAB=1: $skipped"
+fi
+rm -f "$log"
+exit "$rc"
