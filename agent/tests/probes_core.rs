@@ -191,6 +191,16 @@ fn tls_records_chain_and_resets_only_the_sensitive_sni() {
     assert_eq!(control.sni, "www.example.lab");
     assert_eq!(control.chain_sha256, vec![fp]);
 
+    // DoH insists on a valid certificate: the self-signed server is reported
+    // in the vocabulary, not queried.
+    let doh = dns(lab.probe(
+        &format!(r#"{{"dns":{{"domain":"www.example.lab","transport":"doh","doh_url":"https://{srv}/dns-query"}}}}"#),
+        "5s",
+    ));
+    assert_eq!(doh.transport, "doh");
+    assert!(doh.replies.is_empty());
+    assert_failure(&doh.failure, "ssl_unknown_authority", "tls_handshake");
+
     let dropped = tls(lab.probe(
         &format!(r#"{{"tls":{{"ip":"{srv}","port":443,"sni":"www.dropped.lab"}}}}"#),
         "2s",

@@ -45,6 +45,18 @@ const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Runs the `dns` probe.
 pub async fn run(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
+    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
+        f.operation = op::RESOLVE.into();
+        measurement::Result::Dns(DnsResult {
+            resolver: input.resolver.clone(),
+            failure: Some(f),
+            ..Default::default()
+        })
+    })
+    .await
+}
+
+async fn run_inner(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
     match query(input, ctx, &mut steps).await {
         Ok(r) => ProbeOutput {
@@ -57,6 +69,19 @@ pub async fn run(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
 
 /// Runs the `dns_injection` probe: UDP only, to an explicit address.
 pub async fn run_injection(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
+    tcp::within_deadline(ctx, run_injection_inner(input, ctx), |mut f| {
+        f.operation = op::RESOLVE.into();
+        measurement::Result::DnsInjection(DnsResult {
+            resolver: input.resolver.clone(),
+            transport: "udp".into(),
+            failure: Some(f),
+            ..Default::default()
+        })
+    })
+    .await
+}
+
+async fn run_injection_inner(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
     if input.resolver.trim().is_empty() {
         return ProbeOutput::refused(
             "malformed_input: dns_injection needs the address of a host that runs no DNS server",

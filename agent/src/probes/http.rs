@@ -38,6 +38,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Runs the `http` probe.
 pub async fn run(input: &HttpInput, ctx: &ProbeContext) -> ProbeOutput {
+    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
+        f.operation = op::HTTP_ROUND_TRIP.into();
+        measurement::Result::Http(HttpResult {
+            failure: Some(f),
+            ..Default::default()
+        })
+    })
+    .await
+}
+
+async fn run_inner(input: &HttpInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
     match fetch(input, None, ctx, &mut steps).await {
         Ok(r) => ProbeOutput {

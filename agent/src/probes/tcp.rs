@@ -25,6 +25,18 @@ use super::{ProbeContext, ProbeOutput, Steps};
 
 /// Runs the `tcp` probe.
 pub async fn run(input: &TcpInput, ctx: &ProbeContext) -> ProbeOutput {
+    within_deadline(ctx, run_inner(input, ctx), |f| {
+        measurement::Result::Tcp(TcpResult {
+            ip: input.host.clone(),
+            port: input.port,
+            failure: Some(f),
+            ..Default::default()
+        })
+    })
+    .await
+}
+
+async fn run_inner(input: &TcpInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
     let port = match u16::try_from(input.port) {
         Ok(p) if p != 0 => p,
@@ -88,6 +100,27 @@ pub async fn run(input: &TcpInput, ctx: &ProbeContext) -> ProbeOutput {
         }
     }
     finish(result, steps)
+}
+
+/// The safety net every core probe runs under: the whole probe is cut at
+/// `ctx.deadline`, whatever the per-operation timeouts did. (Per-operation
+/// timeouts use the same deadline and are polled first, so normally they fire
+/// and keep the partial data; this only guards against a missed one.)
+pub(crate) async fn within_deadline<F>(
+    ctx: &ProbeContext,
+    fut: F,
+    on_timeout: impl FnOnce(Failure) -> measurement::Result,
+) -> ProbeOutput
+where
+    F: std::future::Future<Output = ProbeOutput>,
+{
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(ctx.deadline), fut).await {
+        Ok(out) => out,
+        Err(_) => ProbeOutput {
+            result: on_timeout(failure(failure::GENERIC_TIMEOUT, op::CONNECT)),
+            steps: Vec::new(),
+        },
+    }
 }
 
 fn finish(result: TcpResult, steps: Steps) -> ProbeOutput {

@@ -40,6 +40,23 @@ const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Runs the `tls` probe.
 pub async fn run(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
+    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
+        f.operation = op::TLS_HANDSHAKE.into();
+        measurement::Result::Tls(TlsResult {
+            ip: input.ip.clone(),
+            port: input.port,
+            handshake: Some(TlsHandshake {
+                sni: input.sni.clone(),
+                failure: Some(f),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    })
+    .await
+}
+
+async fn run_inner(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
     let Some(ip) = tcp::parse_ip(&input.ip) else {
         return ProbeOutput::refused("malformed_input: tls ip is not an IP address");

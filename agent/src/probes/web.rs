@@ -23,6 +23,16 @@ const WEB_DNS_LISTEN_MS: u32 = 500;
 
 /// Runs the `web` probe.
 pub async fn run(input: &WebInput, ctx: &ProbeContext) -> ProbeOutput {
+    tcp::within_deadline(ctx, run_inner(input, ctx), |f| {
+        measurement::Result::Web(WebResult {
+            failure: Some(f),
+            ..Default::default()
+        })
+    })
+    .await
+}
+
+async fn run_inner(input: &WebInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
     match measure(input, ctx, &mut steps).await {
         Ok(r) => ProbeOutput {
