@@ -3,6 +3,7 @@
 //! control results into verdicts.
 
 pub mod analysis;
+pub mod campaigns;
 pub mod api;
 pub mod config;
 pub mod dispatch;

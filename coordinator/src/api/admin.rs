@@ -148,4 +148,42 @@ impl AdminService for AdminApi {
                 .collect(),
         }))
     }
+
+    async fn create_campaign(
+        &self,
+        req: Request<CreateCampaignRequest>,
+    ) -> Result<Response<CreateCampaignResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let r = crate::campaigns::create(&self.shared, req.into_inner()).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_campaigns(
+        &self,
+        req: Request<ListCampaignsRequest>,
+    ) -> Result<Response<ListCampaignsResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        Ok(Response::new(crate::campaigns::list(&self.shared)?))
+    }
+
+    async fn campaign_status(
+        &self,
+        req: Request<CampaignStatusRequest>,
+    ) -> Result<Response<CampaignStatusResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        Ok(Response::new(crate::campaigns::status(
+            &self.shared,
+            &req.into_inner().campaign_id,
+        )?))
+    }
+
+    async fn set_campaign_state(
+        &self,
+        req: Request<SetCampaignStateRequest>,
+    ) -> Result<Response<SetCampaignStateResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let r = req.into_inner();
+        let state = crate::campaigns::set_state(&self.shared, &r.campaign_id, &r.action)?;
+        Ok(Response::new(SetCampaignStateResponse { state }))
+    }
 }

@@ -8,7 +8,7 @@ use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use vantage_proto::v1::query_service_server::QueryService;
-use vantage_proto::v1::{ListResultsRequest, StoredResult};
+use vantage_proto::v1::{ListResultsRequest, StoredResult, VerdictsRequest, VerdictsResponse};
 
 use super::require_admin;
 use crate::errors::ServiceError;
@@ -75,5 +75,14 @@ impl QueryService for QueryApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn verdicts(
+        &self,
+        req: Request<VerdictsRequest>,
+    ) -> Result<Response<VerdictsResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let id = req.into_inner().campaign_id;
+        Ok(Response::new(crate::campaigns::verdicts(&self.shared, &id)?))
     }
 }
