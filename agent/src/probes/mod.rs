@@ -5,6 +5,12 @@
 //! observes (a reset, a forged DNS answer, a timeout) is data in the result,
 //! never a Rust error, and never a panic.
 //!
+//! Target policy rule (all probes): a forbidden address written literally in
+//! the input yields `ProbeOutput::refused(reason)` before any packet is sent;
+//! a forbidden address discovered while probing (a resolved name, a redirect
+//! target) yields the failure `unknown_failure: forbidden_target: ...` with
+//! the operation that would have used it, keeping the data gathered so far.
+//!
 //! This module knows nothing about sessions, signing or the outbox.
 
 use std::time::{Duration, Instant};
