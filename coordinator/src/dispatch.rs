@@ -111,7 +111,7 @@ pub fn mark(
     if let Some(mut t) = shared.store.task(task_id)? {
         if t.assignments.contains_key(agent_id) {
             t.assignments.insert(agent_id.to_string(), state);
-            shared.store.put_task(&t)?;
+            shared.store.update_task(&t)?;
         }
     }
     Ok(())

@@ -27,7 +27,16 @@ pub struct AgentIdentity {
 struct Candidate {
     env: SignedResult,
     id: String,
+    task_id: String,
     pending: PendingResult,
+}
+
+/// What one ingested batch produced.
+pub struct Ingested {
+    /// Sent to the agent once durable.
+    pub ack: ResultAck,
+    /// Task ids of the accepted results (for progress tracking).
+    pub tasks: Vec<String>,
 }
 
 /// Ingests one batch from `agent`; the returned ack is sent only after every
@@ -37,7 +46,7 @@ pub async fn ingest(
     shared: &Shared,
     agent: &AgentIdentity,
     batch: Vec<SignedResult>,
-) -> Result<ResultAck, crate::store::StoreError> {
+) -> Result<Ingested, crate::store::StoreError> {
     let now = vantage_proto::now_us();
     let mut rejected = Vec::new();
     let mut candidates = Vec::with_capacity(batch.len());
@@ -66,11 +75,15 @@ pub async fn ingest(
     };
 
     let mut accepted_ids = Vec::with_capacity(candidates.len());
+    let mut tasks = Vec::new();
     let mut pending = Vec::with_capacity(candidates.len());
     for (i, c) in candidates.into_iter().enumerate() {
         match verdicts.get(i) {
             Some(Ok(())) => {
                 accepted_ids.push(c.id);
+                if !c.task_id.is_empty() {
+                    tasks.push(c.task_id);
+                }
                 pending.push(c.pending);
             }
             _ => rejected.push(Rejection {
@@ -87,9 +100,12 @@ pub async fn ingest(
     if !pending.is_empty() {
         shared.commit.commit(pending).await?;
     }
-    Ok(ResultAck {
-        accepted: accepted_ids,
-        rejected,
+    Ok(Ingested {
+        ack: ResultAck {
+            accepted: accepted_ids,
+            rejected,
+        },
+        tasks,
     })
 }
 
@@ -127,5 +143,6 @@ fn precheck(
         },
         env,
         id,
+        task_id: m.task_id,
     })
 }

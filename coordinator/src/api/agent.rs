@@ -261,8 +261,13 @@ async fn handle(
             crate::dispatch::mark(shared, &a.task_id, &id.agent_id, state)?;
         }
         Some(agent_message::Msg::Results(batch)) => {
-            let ack = ingest(shared, id, batch.results).await?;
-            let _ = tx.send(Ok(msg(coordinator_message::Msg::Ack(ack)))).await;
+            let done = ingest(shared, id, batch.results).await?;
+            let _ = tx
+                .send(Ok(msg(coordinator_message::Msg::Ack(done.ack))))
+                .await;
+            for t in done.tasks {
+                crate::dispatch::mark(shared, &t, &id.agent_id, TaskAssignment::Done)?;
+            }
         }
         None => {
             shared.count("rejected/empty_message");

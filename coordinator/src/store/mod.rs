@@ -9,11 +9,11 @@
 //! - `certs`:   client-certificate SHA-256 (hex) -> agent id (16 bytes).
 //! - `results`: one tree so that a result and its index entries land in one
 //!   atomic batch:
-//!     `r` id16                 -> prost `StoredResult` (the envelope as received)
-//!     `a` agent16 id16         -> ()
-//!     `t` task16 id16          -> ()
-//!     `c` campaign16 id16      -> ()
-//!     `m/count`                -> number of results (u64, big-endian)
+//!   - `r` id16            -> prost `StoredResult` (the envelope as received)
+//!   - `a` agent16 id16    -> ()
+//!   - `t` task16 id16     -> ()
+//!   - `c` campaign16 id16 -> ()
+//!   - `m/count`           -> number of results (u64, big-endian)
 //! - `tasks`:   task id (16 bytes) -> [`TaskRecord`] (JSON).
 //!
 //! Durability: a result is acknowledged only after the batch holding it was
@@ -212,6 +212,14 @@ impl Store {
             uuid_key(&rec.task_id).ok_or_else(|| StoreError::NotFound(rec.task_id.clone()))?;
         self.tasks.insert(key, records::to_json(rec))?;
         self.sync()
+    }
+
+    /// Stores a task without syncing: assignment progress is soft state
+    /// (the results themselves are durable and say what was done).
+    pub fn update_task(&self, rec: &TaskRecord) -> Result<(), StoreError> {
+        let key = uuid_key(&rec.task_id).ok_or_else(|| StoreError::NotFound(rec.task_id.clone()))?;
+        self.tasks.insert(key, records::to_json(rec))?;
+        Ok(())
     }
 
     pub fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
