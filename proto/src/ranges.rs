@@ -31,7 +31,7 @@ fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
         [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _] => "documentation",
         [192, 168, ..] => "private",
         [198, b, ..] if b == 18 || b == 19 => "benchmarking",
-        [a, ..] if a >= 224 && a < 240 => "multicast",
+        [a, ..] if (224..240).contains(&a) => "multicast",
         [a, ..] if a >= 240 => "reserved",
         _ => return None,
     })

@@ -136,7 +136,7 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<usize>, StoreError> {
         // The count travels in the same atomic batch as the results, so it
         // survives a kill -9 exactly as they do.
         let count = store.result_count()? + total as u64;
-        batch.insert(&super::COUNT_KEY[..], &count.to_be_bytes()[..]);
+        batch.insert(super::COUNT_KEY, &count.to_be_bytes()[..]);
         store.results.apply_batch(batch)?;
         store.sync()?;
     }
