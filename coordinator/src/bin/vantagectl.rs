@@ -72,6 +72,37 @@ enum Cmd {
     },
     /// Coordinator counters.
     Stats,
+    /// Campaigns: create from a spec, list, watch, pause, resume, cancel.
+    Campaign {
+        #[command(subcommand)]
+        cmd: CampaignCmd,
+    },
+    /// Verdicts of a campaign: target x group x status x mechanism.
+    Verdicts { campaign_id: String },
+}
+
+#[derive(Subcommand)]
+enum CampaignCmd {
+    /// Validate a spec (TOML or JSON) and create the campaign; prints its id.
+    Create {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// List campaigns.
+    List,
+    /// Per-run and per-group progress, and failures by reason.
+    Status {
+        campaign_id: String,
+        /// Show a live progress bar until the latest run completes.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Pause a campaign (no new runs are dispatched).
+    Pause { campaign_id: String },
+    /// Resume a paused campaign.
+    Resume { campaign_id: String },
+    /// Cancel a campaign for good.
+    Cancel { campaign_id: String },
 }
 
 #[derive(Subcommand)]
@@ -321,6 +352,26 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Cmd::Campaign { cmd } => campaign(&cli, &mut admin, cmd).await?,
+        Cmd::Verdicts { campaign_id } => {
+            let mut q = QueryServiceClient::new(conn.channel.clone());
+            let r = q
+                .verdicts(VerdictsRequest {
+                    campaign_id: campaign_id.clone(),
+                })
+                .await
+                .map_err(human)?
+                .into_inner();
+            match cli.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&r.verdicts)?),
+                Output::Jsonl => {
+                    for v in &r.verdicts {
+                        println!("{}", serde_json::to_string(v)?);
+                    }
+                }
+                Output::Table => print_verdicts(&r.verdicts),
+            }
+        }
         Cmd::Stats => {
             let r = admin
                 .stats(StatsRequest {})
@@ -337,6 +388,166 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }
+        }
+    }
+    Ok(())
+}
+
+fn print_verdicts(rows: &[VerdictRow]) {
+    let w = rows.iter().map(|r| r.target.len()).max().unwrap_or(6).clamp(6, 60);
+    println!(
+        "{:<w$}  {:<7}  {:<12}  {:<16}  {:>4}  REASON",
+        "TARGET", "GROUP", "STATUS", "MECHANISM", "CONF"
+    );
+    for r in rows {
+        let group = if r.country.is_empty() {
+            "-".to_string()
+        } else {
+            r.country.clone()
+        };
+        println!(
+            "{:<w$}  {:<7}  {:<12}  {:<16}  {:>4.2}  {}",
+            r.target,
+            group,
+            r.status,
+            if r.mechanism.is_empty() { "-" } else { &r.mechanism },
+            r.confidence,
+            r.reason
+        );
+    }
+}
+
+fn print_status(s: &CampaignStatusResponse) {
+    let c = s.campaign.clone().unwrap_or_default();
+    println!(
+        "{}  {}  {}  runs {}/{}  targets {}",
+        c.campaign_id, c.name, c.state, c.runs_done, c.runs_total, c.targets
+    );
+    for r in &s.runs {
+        println!("  run {} ({}) {}", r.index, r.run_id, r.state);
+        for g in &r.groups {
+            println!(
+                "    {:<7} agents {:>3}  tasks {:>4}  done {:>4}  pending {:>4}  refused {:>3}  expired {:>3}",
+                g.group, g.agents, g.tasks, g.done, g.pending, g.refused, g.expired
+            );
+        }
+        for f in &r.failures {
+            println!("    failure {:<40} {}", f.name, f.value);
+        }
+        for k in &r.skipped {
+            println!("    skipped {k}");
+        }
+    }
+}
+
+async fn campaign(
+    cli: &Cli,
+    admin: &mut AdminServiceClient<tonic::transport::Channel>,
+    cmd: &CampaignCmd,
+) -> Result<()> {
+    let set = |id: &str, action: &str| SetCampaignStateRequest {
+        campaign_id: id.to_string(),
+        action: action.to_string(),
+    };
+    match cmd {
+        CampaignCmd::Create { file } => {
+            let spec = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let format = match file.extension().and_then(|e| e.to_str()) {
+                Some("json") => "json",
+                _ => "toml",
+            };
+            let r = admin
+                .create_campaign(CreateCampaignRequest {
+                    spec,
+                    format: format.into(),
+                })
+                .await
+                .map_err(|s| anyhow!("{}: {}", file.display(), s.message()))?
+                .into_inner();
+            if cli.output == Output::Table {
+                println!("{}", r.campaign_id);
+                eprintln!("{} run(s) scheduled", r.runs);
+            } else {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        CampaignCmd::List => {
+            let r = admin
+                .list_campaigns(ListCampaignsRequest {})
+                .await
+                .map_err(human)?
+                .into_inner();
+            if cli.output == Output::Table {
+                println!("{:<36}  {:<9}  {:>9}  {:>7}  NAME", "CAMPAIGN", "STATE", "RUNS", "TARGETS");
+                for c in &r.campaigns {
+                    println!(
+                        "{:<36}  {:<9}  {:>4}/{:<4}  {:>7}  {}",
+                        c.campaign_id, c.state, c.runs_done, c.runs_total, c.targets, c.name
+                    );
+                }
+            } else {
+                println!("{}", serde_json::to_string_pretty(&r.campaigns)?);
+            }
+        }
+        CampaignCmd::Status { campaign_id, watch } => {
+            let req = || CampaignStatusRequest {
+                campaign_id: campaign_id.clone(),
+            };
+            if !watch {
+                let r = admin.campaign_status(req()).await.map_err(human)?.into_inner();
+                if cli.output == Output::Table {
+                    print_status(&r);
+                } else {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                }
+                return Ok(());
+            }
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} run {prefix} [{bar:40}] {pos}/{len} tasks {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            loop {
+                let r = admin.campaign_status(req()).await.map_err(human)?.into_inner();
+                let c = r.campaign.clone().unwrap_or_default();
+                let current = r
+                    .runs
+                    .iter()
+                    .rev()
+                    .find(|x| x.state != "scheduled")
+                    .or(r.runs.first());
+                if let Some(run) = current {
+                    let total: u32 = run.groups.iter().map(|g| g.tasks).sum();
+                    let done: u32 = run.groups.iter().map(|g| g.done + g.refused + g.expired).sum();
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                    bar.set_prefix(run.index.to_string());
+                    bar.set_message(format!("{} ({})", run.state, c.state));
+                    let finished = run.state == "complete" || run.state == "cancelled";
+                    if finished || c.state == "cancelled" || c.state == "done" {
+                        bar.finish();
+                        print_status(&r);
+                        return Ok(());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        CampaignCmd::Pause { campaign_id } => {
+            let r = admin.set_campaign_state(set(campaign_id, "pause")).await.map_err(human)?;
+            println!("{}", r.into_inner().state);
+        }
+        CampaignCmd::Resume { campaign_id } => {
+            let r = admin.set_campaign_state(set(campaign_id, "resume")).await.map_err(human)?;
+            println!("{}", r.into_inner().state);
+        }
+        CampaignCmd::Cancel { campaign_id } => {
+            let r = admin.set_campaign_state(set(campaign_id, "cancel")).await.map_err(human)?;
+            println!("{}", r.into_inner().state);
         }
     }
     Ok(())
