@@ -28,9 +28,113 @@ pub enum EnrollError {
     Refused(String),
     #[error("writing {0}: {1}")]
     Io(String, std::io::Error),
+    #[error("consent was not given: {0}")]
+    NoConsent(String),
 }
 
-/// Enrolls the agent in `dir` with `token`.
+/// Where the volunteer's acceptance of [`CONSENT_NOTICE`] is recorded.
+pub const CONSENT_FILE: &str = "consent.json";
+
+/// Version of [`CONSENT_NOTICE`]; bump it when the notice changes meaning.
+pub const CONSENT_VERSION: u32 = 1;
+
+/// The plain-language notice a volunteer must accept before enrolling.
+pub const CONSENT_NOTICE: &str = "\
+Before you enroll: what running a Vantage agent means
+======================================================
+
+What the agent does
+  It connects to the coordinator named in your token and, when asked, tests
+  whether websites and internet services can be reached from your network:
+  DNS lookups, TCP connections, TLS and HTTP requests, QUIC, and - only if
+  you enable them in agent.toml - VPN (OpenVPN, WireGuard), Tor and
+  fully-encrypted-proxy probes. It never probes your own local network
+  unless you set allow_private_targets = true.
+
+What others on your network can see
+  Your internet provider, your employer or school network, and your
+  government can see that this computer connects to the tested sites and,
+  if enabled, to VPN servers and Tor relays, and that it talks to the
+  Vantage coordinator. In some countries visiting or testing blocked
+  services can draw attention or carry legal risk. Only run the agent if
+  you accept that risk.
+
+What data leaves this computer
+  - Measurement results (which address was tested, what happened, timings),
+    signed with this agent's own key; the key never leaves this computer.
+  - Your country and network (ASN), only if you give them and only while
+    share_network_labels = true in agent.toml.
+  - Never your browsing history, files, passwords or other traffic.
+
+You can stop at any time: stop the agent (systemctl stop vantage-agent) and
+delete its data directory. Change what it may test in agent.toml.
+";
+
+/// A recorded acceptance of the consent notice.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ConsentRecord {
+    /// Version of the notice that was accepted.
+    pub version: u32,
+    /// When (microseconds since the epoch).
+    pub accepted_us: i64,
+    /// How: "prompt" (typed yes) or "flag" (--accept-consent).
+    pub method: String,
+    /// SHA-256 of the notice text accepted.
+    pub notice_sha256: String,
+}
+
+/// The recorded acceptance in `dir`, if any (and of the current version).
+pub fn consent(dir: &Path) -> Option<ConsentRecord> {
+    let text = std::fs::read(dir.join(CONSENT_FILE)).ok()?;
+    let rec: ConsentRecord = serde_json::from_slice(&text).ok()?;
+    (rec.version == CONSENT_VERSION).then_some(rec)
+}
+
+/// Records that the volunteer accepted the notice (`method`: "prompt" or
+/// "flag"), creating `dir` if needed.
+pub fn record_consent(dir: &Path, method: &str) -> Result<ConsentRecord, EnrollError> {
+    use sha2::Digest;
+    let io = |e| EnrollError::Io(dir.join(CONSENT_FILE).display().to_string(), e);
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let rec = ConsentRecord {
+        version: CONSENT_VERSION,
+        accepted_us: vantage_proto::now_us(),
+        method: method.to_string(),
+        notice_sha256: hex::encode(sha2::Sha256::digest(CONSENT_NOTICE.as_bytes())),
+    };
+    let json = serde_json::to_vec_pretty(&rec).unwrap_or_default();
+    let tmp = dir.join(format!(".{CONSENT_FILE}.tmp"));
+    std::fs::write(&tmp, json)
+        .and_then(|_| std::fs::rename(&tmp, dir.join(CONSENT_FILE)))
+        .map_err(io)?;
+    Ok(rec)
+}
+
+/// Reads the volunteer's answer to the notice: `Ok(())` only for `yes`
+/// (case-insensitive, surrounding blanks ignored).
+pub fn check_answer(answer: &str) -> Result<(), EnrollError> {
+    if answer.trim().eq_ignore_ascii_case("yes") {
+        Ok(())
+    } else {
+        Err(EnrollError::NoConsent(format!(
+            "you answered {:?}; enrollment needs the answer \"yes\"",
+            answer.trim()
+        )))
+    }
+}
+
+/// Checks the token and that `dir` is not enrolled yet, before asking for
+/// consent or touching the network.
+pub fn precheck(dir: &Path, token: &str) -> Result<(), EnrollError> {
+    EnrollToken::decode(token)?;
+    if let Ok(existing) = Identity::load(dir) {
+        return Err(EnrollError::AlreadyEnrolled(existing.agent_id));
+    }
+    Ok(())
+}
+
+/// Enrolls the agent in `dir` with `token`. Consent is the caller's job
+/// (see [`consent`] and [`record_consent`]).
 pub async fn enroll(dir: &Path, token: &str, labels: Labels) -> Result<Identity, EnrollError> {
     let parsed = EnrollToken::decode(token)?;
     if let Ok(existing) = Identity::load(dir) {

@@ -7,3 +7,4 @@ pub mod identity;
 pub mod outbox;
 pub mod probes;
 pub mod session;
+pub mod status;

@@ -2,9 +2,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use vantage_agent::probes::{self, ProbeContext, TargetPolicy};
-use vantage_agent::{enroll, identity::Identity, session::Agent};
+use vantage_agent::{enroll, identity::Identity, session::Agent, status};
 use vantage_proto::v1::{Labels, Measurement, ProbeInput};
 
 #[derive(Parser)]
@@ -44,6 +44,10 @@ enum Cmd {
         asn: u32,
         #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
+        /// Accept the consent notice without the interactive prompt (for
+        /// automated installs: read it first with `vantage-agent consent-notice`).
+        #[arg(long)]
+        accept_consent: bool,
     },
     /// Connect to the coordinator and run tasks until stopped.
     Run {
@@ -66,7 +70,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1024)]
         size: usize,
     },
-    /// Show enrollment and outbox state.
+    /// Show enrollment, connection and outbox state, results sent in the
+    /// last 24 hours and the consent settings.
     Status {
         #[arg(
             long,
@@ -74,7 +79,21 @@ enum Cmd {
             default_value = "/var/lib/vantage-agent"
         )]
         data_dir: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
+    /// Print the consent notice that `enroll` asks the volunteer to accept.
+    ConsentNotice,
+    /// Print a shell completion script on stdout.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Manpage,
     /// Run one probe locally and print the (unsigned) measurement as JSON.
     /// Nothing is sent anywhere.
     Probe {
@@ -117,6 +136,165 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// Shows the consent notice and asks for `yes`, unless consent is already
+/// recorded in `dir` or `--accept-consent` was given. Records the acceptance.
+fn obtain_consent(dir: &std::path::Path, accept_flag: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if let Some(rec) = enroll::consent(dir) {
+        eprintln!(
+            "Consent already given on {} ({}).",
+            status::format_utc(rec.accepted_us),
+            rec.method
+        );
+        return Ok(());
+    }
+    if accept_flag {
+        enroll::record_consent(dir, "flag")?;
+        return Ok(());
+    }
+    let mut err = std::io::stderr();
+    writeln!(err, "{}", enroll::CONSENT_NOTICE)?;
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "consent was not given: standard input is not a terminal, so the notice above \
+             cannot be answered; read it and re-run with --accept-consent to accept it"
+        );
+    }
+    write!(
+        err,
+        "Type \"yes\" to accept and enroll, anything else to stop: "
+    )?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    enroll::check_answer(&answer)?;
+    enroll::record_consent(dir, "prompt")?;
+    Ok(())
+}
+
+/// Effective uid of this process (Linux), from /proc.
+fn euid() -> Option<u32> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// `vantage-agent status`.
+fn show_status(data_dir: &std::path::Path, json: bool) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let now = vantage_proto::now_us();
+    let id = match Identity::load(data_dir) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"enrolled": false, "error": e.to_string()})
+                );
+            } else {
+                println!("enrolled:        no ({e})");
+            }
+            std::process::exit(3);
+        }
+    };
+    let id = id.context("identity")?;
+    let cfg = vantage_agent::config::AgentConfig::load(data_dir)?;
+    let consent = enroll::consent(data_dir);
+    let file = status::read(data_dir).unwrap_or_else(|e| {
+        eprintln!("warning: {e}");
+        None
+    });
+    let running = file.as_ref().is_some_and(|s| s.writer_alive());
+    // Read the outbox directly only when no agent holds it and the data dir
+    // is ours (opening sled as another user, e.g. root against the
+    // service's directory, could leave files the service cannot write).
+    let owner_ok = std::fs::metadata(data_dir)
+        .map(|m| euid().is_none_or(|u| u == m.uid()))
+        .unwrap_or(false);
+    let direct = if running || !owner_ok {
+        None
+    } else {
+        vantage_agent::outbox::Outbox::open(data_dir, cfg.limits.outbox_max_entries)
+            .ok()
+            .map(|o| (o.len(), o.dropped()))
+    };
+    let (depth, dropped, figures_from) = match (&direct, &file) {
+        (Some((d, x)), _) => (Some(*d), Some(*x), "outbox".to_string()),
+        (None, Some(s)) => (
+            Some(s.outbox_depth),
+            Some(s.outbox_dropped),
+            format!("status.json, {}", status::format_utc(s.updated_us)),
+        ),
+        (None, None) => (None, None, "unavailable".to_string()),
+    };
+    let connected = running && file.as_ref().is_some_and(|s| s.connected);
+    let sent_24h = file.as_ref().map(|s| s.delivered_24h(now)).unwrap_or(0);
+    let rejected = file.as_ref().map(|s| s.rejected_total).unwrap_or(0);
+    if json {
+        let v = serde_json::json!({
+            "enrolled": true,
+            "agent_id": id.agent_id,
+            "coordinators": id.coordinators,
+            "running": running,
+            "pid": file.as_ref().filter(|_| running).map(|s| s.pid),
+            "connected": connected,
+            "since_us": file.as_ref().map(|s| s.since_us),
+            "outbox_depth": depth,
+            "outbox_dropped": dropped,
+            "figures_from": figures_from,
+            "sent_24h": sent_24h,
+            "delivered_total": file.as_ref().map(|s| s.delivered_total).unwrap_or(0),
+            "rejected_total": rejected,
+            "consent": {
+                "accepted_us": consent.as_ref().map(|c| c.accepted_us),
+                "method": consent.as_ref().map(|c| c.method.clone()),
+                "kinds": cfg.consent.kinds,
+                "share_network_labels": cfg.consent.share_network_labels,
+                "allow_private_targets": cfg.allow_private_targets,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into());
+    println!("enrolled:        yes, agent {}", id.agent_id);
+    println!("coordinator:     {}", id.coordinators.join(", "));
+    match (&file, running) {
+        (Some(s), true) => println!("agent running:   yes (pid {})", s.pid),
+        _ => println!("agent running:   no"),
+    }
+    match (&file, connected) {
+        (Some(s), true) => println!(
+            "connected:       yes, since {}",
+            status::format_utc(s.since_us)
+        ),
+        (Some(s), false) if running => println!(
+            "connected:       no (reconnecting since {})",
+            status::format_utc(s.since_us)
+        ),
+        _ => println!("connected:       no"),
+    }
+    println!("outbox depth:    {}  (from {figures_from})", opt(depth));
+    println!(
+        "outbox dropped:  {}  (oldest results dropped when full)",
+        opt(dropped)
+    );
+    println!("sent, last 24 h: {sent_24h}");
+    println!("rejected:        {rejected}  (results the coordinator refused)");
+    match &consent {
+        Some(c) => println!(
+            "consent:         accepted {} ({})",
+            status::format_utc(c.accepted_us),
+            c.method
+        ),
+        None => println!("consent:         not recorded (enrolled before consent was asked)"),
+    }
+    println!("consent kinds:   {}", cfg.consent.kinds.join(", "));
+    println!("share labels:    {}", cfg.consent.share_network_labels);
+    println!("private targets: {}", cfg.allow_private_targets);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     vantage_proto::install_crypto_provider();
@@ -138,7 +316,10 @@ async fn main() -> Result<()> {
             country,
             asn,
             tags,
+            accept_consent,
         } => {
+            enroll::precheck(&data_dir, &token)?;
+            obtain_consent(&data_dir, accept_consent)?;
             let id = enroll::enroll(&data_dir, &token, Labels { country, asn, tags }).await?;
             println!("Enrolled as agent {}", id.agent_id);
             println!("  coordinator:    {}", id.coordinators.join(", "));
@@ -153,7 +334,8 @@ async fn main() -> Result<()> {
         Cmd::Run { data_dir } => {
             let agent = Agent::open(data_dir)?;
             tracing::info!(agent = %agent.identity.agent_id, outbox = agent.outbox.len(), "agent starting");
-            agent.run(shutdown_signal()).await;
+            agent.clone().run(shutdown_signal()).await;
+            status::record(&agent.dir, &agent.outbox, status::Event::Disconnected);
             tracing::info!("agent stopped");
         }
         Cmd::FillOutbox {
@@ -171,28 +353,17 @@ async fn main() -> Result<()> {
             }
             print!("{out}");
         }
-        Cmd::Status { data_dir } => match Identity::load(&data_dir) {
-            Err(e) => {
-                println!("enrolled: no ({e})");
-                std::process::exit(3);
-            }
-            Ok(id) => {
-                println!("enrolled:       yes, agent {}", id.agent_id);
-                println!("coordinator:    {}", id.coordinators.join(", "));
-                let cfg = vantage_agent::config::AgentConfig::load(&data_dir)?;
-                println!("consent kinds:  {}", cfg.consent.kinds.join(", "));
-                println!("share labels:   {}", cfg.consent.share_network_labels);
-                match vantage_agent::outbox::Outbox::open(&data_dir, cfg.limits.outbox_max_entries)
-                {
-                    Ok(o) => {
-                        println!("running:        no");
-                        println!("outbox depth:   {}", o.len());
-                        println!("outbox dropped: {}", o.dropped());
-                    }
-                    Err(_) => println!("running:        yes (outbox in use by the running agent)"),
-                }
-            }
-        },
+        Cmd::Status { data_dir, json } => show_status(&data_dir, json)?,
+        Cmd::ConsentNotice => print!("{}", enroll::CONSENT_NOTICE),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "vantage-agent",
+                &mut std::io::stdout(),
+            );
+        }
+        Cmd::Manpage => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
         Cmd::Probe {
             input,
             allow_private_targets,

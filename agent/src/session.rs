@@ -112,6 +112,7 @@ impl Agent {
                 _ = &mut stop => return,
                 r = self.clone().session() => r,
             };
+            crate::status::record(&self.dir, &self.outbox, crate::status::Event::Disconnected);
             match outcome {
                 Ok(()) => tracing::info!("session ended by the coordinator"),
                 Err(e) => tracing::warn!("session failed: {e}"),
@@ -145,6 +146,7 @@ impl Agent {
             .map_err(|s| format!("{}: {}", s.code(), s.message()))?
             .into_inner();
         tracing::info!("session open");
+        crate::status::record(&self.dir, &self.outbox, crate::status::Event::Connected);
 
         let mut in_flight: HashSet<[u8; 16]> = HashSet::new();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(30));
@@ -200,6 +202,8 @@ impl Agent {
                             }
                             self.outbox.remove(&done).map_err(|e| e.to_string())?;
                             self.outbox.note_delivered(a.accepted.len() as u64);
+                            let (accepted, rejected) = (a.accepted.len() as u64, a.rejected.len() as u64);
+                            crate::status::record(&self.dir, &self.outbox, crate::status::Event::Acked { accepted, rejected });
                             for k in &done {
                                 in_flight.remove(k);
                             }
@@ -214,6 +218,7 @@ impl Agent {
                     // the coordinator acks every batch it accepted.
                 }
                 _ = heartbeat.tick() => {
+                    crate::status::record(&self.dir, &self.outbox, crate::status::Event::Heartbeat);
                     seq += 1;
                     tx.send(AgentMessage {
                         msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
