@@ -267,6 +267,7 @@ impl Agent {
                 "CN",
                 "--asn",
                 "4134",
+                "--accept-consent",
                 "--data-dir",
             ])
             .arg(&dir)
