@@ -1,11 +1,17 @@
-//! `vantage-coordinator`: init a data directory, serve.
+//! `vantage-coordinator`: init a data directory, serve, back up and restore.
+//!
+//! Settings come from `coordinator.toml` in the data directory; each can be
+//! overridden by an environment variable, and a flag overrides both
+//! (flag > environment > file > default).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{CommandFactory, Parser, Subcommand};
 use vantage_coordinator::config::Config;
 use vantage_coordinator::logging::{self, LogFormat};
+use vantage_coordinator::store::backup::{self, STORE_DIR};
+use vantage_coordinator::store::Store;
 use vantage_coordinator::{pki, server};
 
 #[derive(Parser)]
@@ -26,24 +32,185 @@ enum Cmd {
         #[arg(long, env = "VANTAGE_DATA_DIR")]
         data_dir: PathBuf,
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:7443")]
+        #[arg(long, env = "VANTAGE_LISTEN", default_value = "127.0.0.1:7443")]
         listen: String,
         /// Address(es) agents dial (default: the listen address); each host
         /// goes into the server certificate.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, env = "VANTAGE_ADVERTISE", value_delimiter = ',')]
         advertise: Vec<String>,
         /// Extra DNS names or IPs for the server certificate.
         #[arg(long, value_delimiter = ',')]
         san: Vec<String>,
     },
-    /// Serve gRPC over TLS.
+    /// Serve gRPC over TLS until SIGINT or SIGTERM.
     Serve {
         #[arg(long, env = "VANTAGE_DATA_DIR")]
         data_dir: PathBuf,
-        /// Override the listen address from coordinator.toml.
-        #[arg(long)]
+        /// Read settings from this file instead of DATA_DIR/coordinator.toml.
+        #[arg(long, env = "VANTAGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Override the listen address ("ip:port").
+        #[arg(long, env = "VANTAGE_LISTEN")]
         listen: Option<String>,
+        /// Override the addresses carried in new enrollment tokens
+        /// (comma-separated).
+        #[arg(long, env = "VANTAGE_ADVERTISE", value_delimiter = ',')]
+        advertise: Vec<String>,
+        /// Override the largest accepted gRPC message, bytes.
+        #[arg(long, env = "VANTAGE_MAX_MESSAGE_BYTES")]
+        max_message_bytes: Option<usize>,
+        /// Override the TLS handshake timeout, seconds.
+        #[arg(long, env = "VANTAGE_HANDSHAKE_TIMEOUT_S")]
+        handshake_timeout_s: Option<u64>,
+        /// Print the effective settings (after overrides) and exit.
+        #[arg(long)]
+        print_config: bool,
     },
+    /// Back up the store (every tree) and the data directory's config and
+    /// credentials into one checksummed file. The coordinator must be
+    /// stopped: a serving coordinator holds an exclusive lock on the store.
+    Backup {
+        #[arg(long, env = "VANTAGE_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The backup file to write (refused if it exists, unless --force).
+        #[arg(long)]
+        to: PathBuf,
+        /// Overwrite an existing backup file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore a backup into a new, empty data directory. A corrupt or
+    /// truncated backup is refused before anything is written.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to create (must not exist, or be empty).
+        #[arg(long, env = "VANTAGE_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Check a backup file (structure, counts and checksum) and summarise it.
+    VerifyBackup {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// Print a shell completion script on stdout.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Manpage,
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn summary_line(s: &backup::Summary) -> String {
+    format!(
+        "{} files, {} trees, {} entries",
+        s.files, s.trees, s.entries
+    )
+}
+
+/// `vantage-coordinator backup`: offline, the store opened by this process.
+fn backup_offline(data_dir: &Path, to: &Path, force: bool) -> Result<()> {
+    if to.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", to.display());
+    }
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(&parent, data_dir) {
+        bail!("write the backup outside the data directory it backs up");
+    }
+    if !data_dir.join(vantage_coordinator::config::FILE).exists() {
+        bail!(
+            "{} is not a coordinator data directory (no {})",
+            data_dir.display(),
+            vantage_coordinator::config::FILE
+        );
+    }
+    let store = Store::open(&data_dir.join(STORE_DIR)).with_context(|| {
+        format!(
+            "cannot open the store in {}. If the coordinator is running, stop it first \
+             (systemctl stop vantage-coordinator): a serving coordinator holds an exclusive \
+             lock on its store",
+            data_dir.display()
+        )
+    })?;
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "backup".into());
+    let tmp = parent.join(format!(".{name}.partial"));
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let result = store
+        .export(Some(data_dir), &file)
+        .map_err(anyhow::Error::from)
+        .and_then(|s| {
+            file.sync_all().context("syncing the backup")?;
+            Ok(s)
+        });
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.context("writing the backup"));
+        }
+    };
+    std::fs::rename(&tmp, to).with_context(|| format!("renaming to {}", to.display()))?;
+    if let Ok(d) = std::fs::File::open(&parent) {
+        let _ = d.sync_all();
+    }
+    let check = backup::verify(std::fs::File::open(to)?)
+        .with_context(|| format!("re-reading {}", to.display()))?;
+    if check.entries != summary.entries {
+        bail!("the backup read back differs from what was written");
+    }
+    println!("Backed up {} to {}", data_dir.display(), to.display());
+    println!("  {}", summary_line(&summary));
+    Ok(())
+}
+
+fn restore(from: &Path, data_dir: &Path) -> Result<()> {
+    if std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "refusing to restore into {}: the directory is not empty",
+            data_dir.display()
+        );
+    }
+    let open = || std::fs::File::open(from).with_context(|| format!("opening {}", from.display()));
+    backup::verify(open()?).with_context(|| format!("{} cannot be restored", from.display()))?;
+    let summary = Store::import(data_dir, open()?)
+        .with_context(|| format!("restoring {}", from.display()))?;
+    println!("Restored {} into {}", from.display(), data_dir.display());
+    println!("  {}", summary_line(&summary));
+    println!(
+        "  start it with: vantage-coordinator serve --data-dir {}",
+        data_dir.display()
+    );
+    Ok(())
 }
 
 fn host_of(addr: &str) -> String {
@@ -90,10 +257,38 @@ async fn main() -> Result<()> {
                 data_dir.display()
             );
         }
-        Cmd::Serve { data_dir, listen } => {
-            let mut config = Config::load(&data_dir)?;
+        Cmd::Serve {
+            data_dir,
+            config: config_file,
+            listen,
+            advertise,
+            max_message_bytes,
+            handshake_timeout_s,
+            print_config,
+        } => {
+            let mut config = match &config_file {
+                None => Config::load(&data_dir)?,
+                Some(f) => {
+                    let text = std::fs::read_to_string(f)
+                        .with_context(|| format!("reading {}", f.display()))?;
+                    Config::parse(&text).map_err(|m| anyhow::anyhow!("{}: {m}", f.display()))?
+                }
+            };
             if let Some(l) = listen {
                 config.listen = l;
+            }
+            if !advertise.is_empty() {
+                config.advertise = advertise;
+            }
+            if let Some(n) = max_message_bytes {
+                config.max_message_bytes = n;
+            }
+            if let Some(n) = handshake_timeout_s {
+                config.handshake_timeout_s = n;
+            }
+            if print_config {
+                print!("{}", toml::to_string_pretty(&config)?);
+                return Ok(());
             }
             let listener = server::bind(&config.listen).await?;
             let addr = server::local_addr(&listener)
@@ -102,11 +297,38 @@ async fn main() -> Result<()> {
             let shared = server::open_state(&data_dir, config)?;
             tracing::info!(%addr, ca = %shared.ca.fingerprint, "coordinator serving");
             let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
+                shutdown_signal().await;
                 tracing::info!("shutting down");
             };
             server::serve(shared, listener, shutdown).await?;
         }
+        Cmd::Backup {
+            data_dir,
+            to,
+            force,
+        } => backup_offline(&data_dir, &to, force)?,
+        Cmd::Restore { from, data_dir } => restore(&from, &data_dir)?,
+        Cmd::VerifyBackup { file } => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let s = backup::verify(f).with_context(|| format!("{}", file.display()))?;
+            println!("{}: valid backup", file.display());
+            println!(
+                "  created {}; {}",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_micros(s.created_us.max(0) as u64)
+                ),
+                summary_line(&s)
+            );
+        }
+        Cmd::Completions { shell } => clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "vantage-coordinator",
+            &mut std::io::stdout(),
+        ),
+        Cmd::Manpage => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
     }
     Ok(())
 }

@@ -20,6 +20,7 @@
 //! applied, `flush`ed, and sled's log file `fdatasync`ed (sled's own flush uses
 //! `sync_file_range`, which does not reach the drive's cache; sled #1452).
 
+pub mod backup;
 mod commit;
 mod records;
 
