@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the two Debian packages: vantage-agent and vantage-coordinator
+# (with vantagectl). Release binaries, then shell completions and man pages
+# generated from the binaries' own clap definitions, then `cargo deb`.
+#
+#   bash deploy/scripts/build-debs.sh            # .debs in target/debian/
+#   VANTAGE_DEB_PROFILE=dev-deb ...              # (not needed normally)
+#
+# Needs cargo-deb (`cargo install --locked cargo-deb`; the test-deps script
+# installs it when missing) and dpkg-dev for dependency detection.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if ! command -v cargo-deb >/dev/null 2>&1 && ! [ -x "$HOME/.cargo/bin/cargo-deb" ]; then
+  echo "error: cargo-deb is missing: cargo install --locked cargo-deb" >&2
+  exit 1
+fi
+
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+echo "== release build"
+cargo build --release --locked -p vantage-agent -p vantage-coordinator --bins
+
+gen="$target_dir/release/gen"
+rm -rf "$gen"
+mkdir -p "$gen"
+echo "== completions and man pages -> $gen"
+for bin in vantage-agent vantage-coordinator; do
+  exe="$target_dir/release/$bin"
+  "$exe" completions bash >"$gen/$bin.bash"
+  "$exe" completions zsh >"$gen/_$bin"
+  "$exe" completions fish >"$gen/$bin.fish"
+  "$exe" manpage >"$gen/$bin.1"
+  for f in "$gen/$bin.bash" "$gen/_$bin" "$gen/$bin.fish" "$gen/$bin.1"; do
+    [ -s "$f" ] || { echo "error: $f is empty" >&2; exit 1; }
+  done
+done
+
+out="$target_dir/debian"
+mkdir -p "$out"
+echo "== cargo deb"
+# The release profile already strips; --no-build keeps the binaries just built.
+for pkg in vantage-agent vantage-coordinator; do
+  cargo deb --locked --no-build --no-strip -p "$pkg" --output "$out" >/dev/null
+done
+ls -1 "$out"/*.deb
