@@ -1,31 +1,562 @@
-//! Campaign runtime (work in progress): stores campaigns, runs the schedule,
-//! dispatches inside and control tasks together, and computes verdicts.
+//! Campaign runtime: turns a validated spec into runs stored in sled,
+//! dispatches each run's inside and control tasks together over live
+//! sessions, expires and re-offers leases, tracks progress, and computes
+//! verdicts from the stored results (recomputed when late results arrive).
+//!
+//! Pure parts live elsewhere: spec parsing, run expansion and agent
+//! selection in `scheduler/`, verdict rules in `analysis/`.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use prost::Message;
 use vantage_proto::v1::*;
 
+use crate::analysis;
 use crate::errors::ServiceError;
+use crate::scheduler::{self, AgentView, CampaignSpec, SpecFormat};
 use crate::state::Shared;
+use crate::store::{CampaignRecord, RunRecord, StoreError, TaskAssignment, TaskRecord};
 
-fn not_yet() -> ServiceError {
-    ServiceError::Internal("campaigns are not available in this build yet".into())
+/// How often the scheduler looks at the clock.
+pub const TICK: Duration = Duration::from_millis(250);
+
+fn spec_of(rec: &CampaignRecord) -> Result<CampaignSpec, ServiceError> {
+    serde_json::from_value(rec.spec.clone()).map_err(|e| {
+        ServiceError::Internal(format!(
+            "stored spec of {} unreadable: {e}",
+            rec.campaign_id
+        ))
+    })
 }
 
-pub async fn create(_s: &Shared, _r: CreateCampaignRequest) -> Result<CreateCampaignResponse, ServiceError> {
-    Err(not_yet())
+/// Validates and stores a campaign; its runs are dispatched by [`tick`].
+pub async fn create(
+    s: &Shared,
+    r: CreateCampaignRequest,
+) -> Result<CreateCampaignResponse, ServiceError> {
+    let format = match r.format.as_str() {
+        "" | "toml" => SpecFormat::Toml,
+        "json" => SpecFormat::Json,
+        other => {
+            return Err(ServiceError::InvalidArgument(format!(
+                "unknown spec format {other:?} (toml or json)"
+            )))
+        }
+    };
+    let spec = scheduler::parse_spec(&r.spec, format)
+        .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+    let now = vantage_proto::now_us();
+    let plans = scheduler::expand_runs(&spec, now, rand::random())
+        .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+    let campaign_id = vantage_proto::envelope::new_id();
+    let rec = CampaignRecord {
+        campaign_id: campaign_id.clone(),
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        state: "active".into(),
+        created_us: now,
+        spec: serde_json::to_value(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        runs: plans
+            .iter()
+            .map(|p| RunRecord {
+                run_id: vantage_proto::envelope::new_id(),
+                index: p.index,
+                dispatch_at_us: p.dispatch_us,
+                state: "scheduled".into(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    s.store.put_campaign(&rec)?;
+    tracing::info!(campaign = %campaign_id, runs = rec.runs.len(), name = %rec.name, "campaign created");
+    Ok(CreateCampaignResponse {
+        campaign_id,
+        runs: rec.runs.len() as u32,
+    })
 }
 
-pub fn list(_s: &Shared) -> Result<ListCampaignsResponse, ServiceError> {
-    Err(not_yet())
+fn info(rec: &CampaignRecord) -> CampaignInfo {
+    CampaignInfo {
+        campaign_id: rec.campaign_id.clone(),
+        name: rec.name.clone(),
+        description: rec.description.clone(),
+        state: rec.state.clone(),
+        created_us: rec.created_us,
+        runs_total: rec.runs.len() as u32,
+        runs_done: rec.runs.iter().filter(|r| r.state == "complete").count() as u32,
+        targets: rec
+            .spec
+            .get("targets")
+            .and_then(|t| t.as_array())
+            .map(|a| a.len() as u32)
+            .unwrap_or(0),
+    }
 }
 
-pub fn status(_s: &Shared, _id: &str) -> Result<CampaignStatusResponse, ServiceError> {
-    Err(not_yet())
+pub fn list(s: &Shared) -> Result<ListCampaignsResponse, ServiceError> {
+    Ok(ListCampaignsResponse {
+        campaigns: s.store.campaigns()?.iter().map(info).collect(),
+    })
 }
 
-pub fn set_state(_s: &Shared, _id: &str, _action: &str) -> Result<String, ServiceError> {
-    Err(not_yet())
+fn load(s: &Shared, id: &str) -> Result<CampaignRecord, ServiceError> {
+    s.store
+        .campaign(id)?
+        .ok_or_else(|| ServiceError::NotFound(format!("no campaign with id {id}")))
 }
 
-pub fn verdicts(_s: &Shared, _id: &str) -> Result<VerdictsResponse, ServiceError> {
-    Err(not_yet())
+pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceError> {
+    let rec = load(s, id)?;
+    let mut runs = Vec::with_capacity(rec.runs.len());
+    for run in &rec.runs {
+        let mut groups = vec![
+            progress("inside", &run.inside),
+            progress("control", &run.control),
+        ];
+        let inside: HashSet<&String> = run.inside.iter().collect();
+        let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+        for t in &run.tasks {
+            let Some(task) = s.store.task(t)? else {
+                continue;
+            };
+            for (agent, st) in &task.assignments {
+                let g = if inside.contains(agent) {
+                    &mut groups[0]
+                } else {
+                    &mut groups[1]
+                };
+                g.tasks += 1;
+                match st {
+                    TaskAssignment::Done => g.done += 1,
+                    TaskAssignment::Refused => {
+                        g.refused += 1;
+                        *failures.entry("refused_by_agent".into()).or_default() += 1;
+                    }
+                    TaskAssignment::Expired => {
+                        g.expired += 1;
+                        *failures.entry("lease_expired".into()).or_default() += 1;
+                    }
+                    TaskAssignment::Sent | TaskAssignment::Accepted => g.pending += 1,
+                }
+            }
+        }
+        for r in results_of(s, &rec.campaign_id)?
+            .iter()
+            .filter(|m| m.run_id == run.run_id)
+        {
+            if let Some(f) = first_failure(r) {
+                *failures.entry(f).or_default() += 1;
+            }
+        }
+        runs.push(RunStatus {
+            run_id: run.run_id.clone(),
+            index: run.index,
+            dispatch_at_us: run.dispatch_at_us,
+            state: run.state.clone(),
+            groups,
+            failures: failures
+                .into_iter()
+                .map(|(name, value)| Counter { name, value })
+                .collect(),
+            skipped: run.skipped.clone(),
+        });
+    }
+    Ok(CampaignStatusResponse {
+        campaign: Some(info(&rec)),
+        runs,
+    })
+}
+
+fn progress(group: &str, agents: &[String]) -> GroupProgress {
+    GroupProgress {
+        group: group.into(),
+        agents: agents.len() as u32,
+        ..Default::default()
+    }
+}
+
+/// The first failure string found in a measurement's result, if any.
+fn first_failure(m: &Measurement) -> Option<String> {
+    let v = serde_json::to_value(m).ok()?;
+    fn walk(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let Some(serde_json::Value::Object(f)) = o.get("failure") {
+                    if let Some(serde_json::Value::String(s)) = f.get("failure") {
+                        if !s.is_empty() {
+                            return Some(s.clone());
+                        }
+                    }
+                }
+                o.values().find_map(walk)
+            }
+            serde_json::Value::Array(a) => a.iter().find_map(walk),
+            _ => None,
+        }
+    }
+    if let Some(measurement::Result::Refused(r)) = &m.result {
+        return Some(format!("refused: {}", r.reason));
+    }
+    walk(&v)
+}
+
+pub fn set_state(s: &Shared, id: &str, action: &str) -> Result<String, ServiceError> {
+    let mut rec = load(s, id)?;
+    let next = match (action, rec.state.as_str()) {
+        (_, "cancelled") => {
+            return Err(ServiceError::InvalidArgument(format!(
+                "campaign {id} is cancelled"
+            )));
+        }
+        ("pause", "active") => "paused",
+        ("resume", "paused") => "active",
+        ("cancel", _) => "cancelled",
+        ("pause" | "resume", st) => {
+            return Err(ServiceError::InvalidArgument(format!(
+                "cannot {action} a campaign that is {st}"
+            )));
+        }
+        _ => {
+            return Err(ServiceError::InvalidArgument(format!(
+                "unknown action {action:?} (pause, resume or cancel)"
+            )))
+        }
+    };
+    rec.state = next.into();
+    if next == "cancelled" {
+        for r in rec
+            .runs
+            .iter_mut()
+            .filter(|r| r.state == "scheduled" || r.state == "dispatched")
+        {
+            r.state = "cancelled".into();
+        }
+    }
+    s.store.put_campaign(&rec)?;
+    tracing::info!(campaign = %id, state = next, "campaign state changed");
+    Ok(next.into())
+}
+
+fn results_of(s: &Shared, campaign_id: &str) -> Result<Vec<Measurement>, StoreError> {
+    let Some(key) = crate::store::uuid_key(campaign_id) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for v in s.store.results(Some((b'c', key))) {
+        let v = v?;
+        let Ok(sr) = StoredResult::decode(v.as_ref()) else {
+            continue;
+        };
+        if let Some(Ok(m)) = sr.envelope.as_ref().map(vantage_proto::envelope::decode) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// Verdicts of every run, from the stored results (so a late control result
+/// changes them the next time they are read).
+pub fn verdicts(s: &Shared, id: &str) -> Result<VerdictsResponse, ServiceError> {
+    let rec = load(s, id)?;
+    let results = results_of(s, id)?;
+    let agents: HashMap<String, (String, u32)> = s
+        .store
+        .agents()?
+        .into_iter()
+        .map(|a| (a.agent_id, (a.country, a.asn)))
+        .collect();
+    let mut rows = Vec::new();
+    for run in &rec.runs {
+        let control_set: HashSet<&String> = run.control.iter().collect();
+        let (control, inside): (Vec<Measurement>, Vec<Measurement>) = results
+            .iter()
+            .filter(|m| m.run_id == run.run_id)
+            .cloned()
+            .partition(|m| control_set.contains(&m.agent_id));
+        let by_id: HashMap<&str, &Measurement> =
+            inside.iter().map(|m| (m.id.as_str(), m)).collect();
+        for (mid, target, v) in analysis::analyze_run(&inside, &control) {
+            let m = by_id.get(mid.as_str());
+            let agent_id = m.map(|m| m.agent_id.clone()).unwrap_or_default();
+            let (country, asn) = agents.get(&agent_id).cloned().unwrap_or_default();
+            rows.push(VerdictRow {
+                run_id: run.run_id.clone(),
+                target,
+                agent_id,
+                country,
+                asn,
+                status: v.status.to_string(),
+                mechanism: v.mechanism.map(|m| m.to_string()).unwrap_or_default(),
+                confidence: v.confidence,
+                evidence: v.evidence,
+                reason: v.reason,
+                kind: m
+                    .and_then(|m| m.input.as_ref())
+                    .map(|i| i.kind_name().to_string())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    Ok(VerdictsResponse { verdicts: rows })
+}
+
+/// Starts the scheduler loop: resumes every campaign where the store says
+/// it was.
+pub fn spawn(s: Shared) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = step(&s).await {
+                tracing::error!("scheduler: {e}");
+            }
+        }
+    });
+}
+
+/// One scheduler pass: dispatch due runs, expire leases, complete runs.
+pub async fn step(s: &Shared) -> Result<(), ServiceError> {
+    let now = vantage_proto::now_us();
+    for mut rec in s.store.campaigns()? {
+        if rec.state != "active" {
+            continue;
+        }
+        let spec = spec_of(&rec)?;
+        let mut changed = false;
+        for i in 0..rec.runs.len() {
+            match rec.runs[i].state.as_str() {
+                "scheduled" if rec.runs[i].dispatch_at_us <= now => {
+                    dispatch_run(s, &rec.campaign_id, &spec, &mut rec.runs[i], now).await?;
+                    changed = true;
+                }
+                "dispatched" => {
+                    changed |= supervise_run(s, &spec, &mut rec.runs[i], now).await?;
+                }
+                _ => {}
+            }
+        }
+        if rec
+            .runs
+            .iter()
+            .all(|r| r.state == "complete" || r.state == "cancelled")
+        {
+            rec.state = "done".into();
+            changed = true;
+            tracing::info!(campaign = %rec.campaign_id, "campaign done");
+        }
+        if changed {
+            s.store.put_campaign(&rec)?;
+        }
+    }
+    Ok(())
+}
+
+fn views(s: &Shared) -> Result<Vec<AgentView>, ServiceError> {
+    Ok(s.store
+        .agents()?
+        .into_iter()
+        .map(|a| AgentView {
+            online: s.hub.is_connected(&a.agent_id),
+            agent_id: a.agent_id,
+            country: a.country,
+            asn: a.asn,
+            tags: a.tags,
+            revoked: a.revoked,
+            consent_kinds: a.consent_kinds,
+        })
+        .collect())
+}
+
+fn send(s: &Shared, agent: &str, task: &Task) -> bool {
+    match s.hub.sender(agent) {
+        Some(tx) => tx
+            .try_send(Ok(CoordinatorMessage {
+                msg: Some(coordinator_message::Msg::Task(task.clone())),
+            }))
+            .is_ok(),
+        None => false,
+    }
+}
+
+fn wire_task(t: &TaskRecord, group: &str) -> Task {
+    Task {
+        task_id: t.task_id.clone(),
+        campaign_id: t.campaign_id.clone(),
+        run_id: t.run_id.clone(),
+        deadline_us: t.deadline_us,
+        input: serde_json::from_value(t.input.clone()).ok(),
+        group: group.into(),
+    }
+}
+
+/// Dispatches one run: selects inside and control agents, creates one task
+/// per target, and pushes all of them in one pass so inside and control
+/// measure the same moment.
+async fn dispatch_run(
+    s: &Shared,
+    campaign_id: &str,
+    spec: &CampaignSpec,
+    run: &mut RunRecord,
+    now: i64,
+) -> Result<(), ServiceError> {
+    let views = views(s)?;
+    let inside = scheduler::select_agents(&spec.inside, &views);
+    let taken: HashSet<&String> = inside.chosen.iter().collect();
+    let rest: Vec<AgentView> = views
+        .iter()
+        .filter(|v| !taken.contains(&v.agent_id))
+        .cloned()
+        .collect();
+    let control = scheduler::select_agents(&spec.control, &rest);
+    run.inside = inside.chosen.clone();
+    run.control = control.chosen.clone();
+    run.skipped = inside
+        .skipped
+        .iter()
+        .map(|(a, r)| format!("inside {a}: {r}"))
+        .chain(
+            control
+                .skipped
+                .iter()
+                .map(|(a, r)| format!("control {a}: {r}")),
+        )
+        .collect();
+    run.deadline_us = now + spec.deadline_us();
+    let mut sends = Vec::new();
+    for input in &spec.targets {
+        let kind = input.kind_name();
+        let mut t = TaskRecord {
+            task_id: vantage_proto::envelope::new_id(),
+            campaign_id: campaign_id.into(),
+            run_id: run.run_id.clone(),
+            created_us: now,
+            deadline_us: run.deadline_us,
+            input: serde_json::to_value(input).unwrap_or_default(),
+            assignments: BTreeMap::new(),
+        };
+        for (group, agents) in [("inside", &run.inside), ("control", &run.control)] {
+            for a in agents {
+                let consents = views
+                    .iter()
+                    .any(|v| &v.agent_id == a && v.consent_kinds.iter().any(|k| k == kind));
+                if !consents {
+                    run.skipped
+                        .push(format!("{group} {a}: has not consented to {kind} probes"));
+                    continue;
+                }
+                t.assignments.insert(a.clone(), TaskAssignment::Sent);
+                sends.push((a.clone(), group, t.task_id.clone()));
+            }
+        }
+        s.store.put_task(&t)?;
+        run.tasks.push(t.task_id.clone());
+    }
+    // All tasks are stored first, then pushed back to back.
+    let mut tasks: HashMap<String, TaskRecord> = HashMap::new();
+    for (agent, group, task_id) in sends {
+        if !tasks.contains_key(&task_id) {
+            if let Some(t) = s.store.task(&task_id)? {
+                tasks.insert(task_id.clone(), t);
+            }
+        }
+        if let Some(t) = tasks.get(&task_id) {
+            if !send(s, &agent, &wire_task(t, group)) {
+                run.skipped.push(format!(
+                    "{group} {agent}: session closed before the task was sent"
+                ));
+            }
+        }
+    }
+    run.state = "dispatched".into();
+    tracing::info!(
+        campaign = %campaign_id, run = run.index, inside = run.inside.len(), control = run.control.len(),
+        tasks = run.tasks.len(), "run dispatched"
+    );
+    Ok(())
+}
+
+/// Expires leases past the run deadline, re-offers them to another
+/// matching online agent of the same group, and completes the run when no
+/// task is outstanding. Returns whether the run record changed.
+async fn supervise_run(
+    s: &Shared,
+    spec: &CampaignSpec,
+    run: &mut RunRecord,
+    now: i64,
+) -> Result<bool, ServiceError> {
+    let mut changed = false;
+    let mut outstanding = 0;
+    let lease = spec.deadline_us();
+    for task_id in run.tasks.clone() {
+        let Some(mut t) = s.store.task(&task_id)? else {
+            continue;
+        };
+        let mut task_changed = false;
+        let expired: Vec<String> = t
+            .assignments
+            .iter()
+            .filter(|(_, st)| matches!(st, TaskAssignment::Sent | TaskAssignment::Accepted))
+            .map(|(a, _)| a.clone())
+            .collect();
+        if now <= t.deadline_us {
+            outstanding += expired.len();
+            continue;
+        }
+        for agent in expired {
+            t.assignments.insert(agent.clone(), TaskAssignment::Expired);
+            task_changed = true;
+            let group = if run.inside.contains(&agent) {
+                "inside"
+            } else {
+                "control"
+            };
+            tracing::info!(task = %task_id, %agent, "lease expired");
+            // Re-offer to another matching agent that has not had this task.
+            let selector = if group == "inside" {
+                &spec.inside
+            } else {
+                &spec.control
+            };
+            let views = views(s)?;
+            let kind = serde_json::from_value::<ProbeInput>(t.input.clone())
+                .map(|i| i.kind_name())
+                .unwrap_or("none");
+            let used: HashSet<&String> = run.inside.iter().chain(run.control.iter()).collect();
+            let candidates: Vec<AgentView> = views
+                .into_iter()
+                .filter(|v| !used.contains(&v.agent_id) && !t.assignments.contains_key(&v.agent_id))
+                .filter(|v| v.consent_kinds.iter().any(|k| k == kind))
+                .collect();
+            let pick = scheduler::select_agents(selector, &candidates)
+                .chosen
+                .into_iter()
+                .next();
+            if let Some(new_agent) = pick {
+                t.assignments
+                    .insert(new_agent.clone(), TaskAssignment::Sent);
+                if group == "inside" {
+                    run.inside.push(new_agent.clone());
+                } else {
+                    run.control.push(new_agent.clone());
+                }
+                t.deadline_us = now + lease;
+                if send(s, &new_agent, &wire_task(&t, group)) {
+                    outstanding += 1;
+                    tracing::info!(task = %task_id, agent = %new_agent, "lease re-offered");
+                }
+                changed = true;
+            }
+        }
+        if task_changed {
+            s.store.update_task(&t)?;
+        }
+    }
+    if outstanding == 0 {
+        run.state = "complete".into();
+        changed = true;
+        tracing::info!(run = %run.run_id, "run complete");
+    }
+    Ok(changed)
 }

@@ -72,6 +72,7 @@ pub struct Ca {
 }
 
 /// What `init` produced.
+#[derive(Debug)]
 pub struct InitReport {
     pub fingerprint: String,
     pub sans: Vec<String>,

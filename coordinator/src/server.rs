@@ -142,6 +142,7 @@ pub async fn serve(
             });
         }
     });
+    crate::campaigns::spawn(shared.clone());
     let max = shared.config.max_message_bytes;
     let agent = AgentServiceServer::new(AgentApi {
         shared: shared.clone(),

@@ -15,6 +15,8 @@
 //!   - `c` campaign16 id16 -> ()
 //!   - `m/count`           -> number of results (u64, big-endian)
 //! - `tasks`:   task id (16 bytes) -> [`TaskRecord`] (JSON).
+//! - `campaigns`: campaign id (16 bytes) -> [`CampaignRecord`] (JSON), with
+//!   its runs and their schedule state, so a restart resumes every campaign.
 //!
 //! Durability: a result is acknowledged only after the batch holding it was
 //! applied, `flush`ed, and sled's log file `fdatasync`ed (sled's own flush uses
@@ -27,7 +29,9 @@ mod records;
 use std::path::{Path, PathBuf};
 
 pub use commit::{CommitHandle, GroupStats, PendingResult};
-pub use records::{AgentRecord, TaskAssignment, TaskRecord, TokenRecord};
+pub use records::{
+    AgentRecord, CampaignRecord, RunRecord, TaskAssignment, TaskRecord, TokenRecord,
+};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +63,7 @@ pub struct Store {
     certs: sled::Tree,
     results: sled::Tree,
     tasks: sled::Tree,
+    campaigns: sled::Tree,
 }
 
 /// 16-byte key of a UUID string; `None` when it is not a UUID.
@@ -89,6 +94,7 @@ impl Store {
             certs: db.open_tree("certs")?,
             results: db.open_tree("results")?,
             tasks: db.open_tree("tasks")?,
+            campaigns: db.open_tree("campaigns")?,
             db,
             path,
         })
@@ -218,7 +224,8 @@ impl Store {
     /// Stores a task without syncing: assignment progress is soft state
     /// (the results themselves are durable and say what was done).
     pub fn update_task(&self, rec: &TaskRecord) -> Result<(), StoreError> {
-        let key = uuid_key(&rec.task_id).ok_or_else(|| StoreError::NotFound(rec.task_id.clone()))?;
+        let key =
+            uuid_key(&rec.task_id).ok_or_else(|| StoreError::NotFound(rec.task_id.clone()))?;
         self.tasks.insert(key, records::to_json(rec))?;
         Ok(())
     }
@@ -231,6 +238,34 @@ impl Store {
             Some(v) => Ok(Some(records::from_json("tasks", &v)?)),
             None => Ok(None),
         }
+    }
+
+    // ------------------------------------------------------------ campaigns
+
+    /// Stores a campaign durably.
+    pub fn put_campaign(&self, rec: &CampaignRecord) -> Result<(), StoreError> {
+        let key = uuid_key(&rec.campaign_id)
+            .ok_or_else(|| StoreError::NotFound(rec.campaign_id.clone()))?;
+        self.campaigns.insert(key, records::to_json(rec))?;
+        self.sync()
+    }
+
+    pub fn campaign(&self, id: &str) -> Result<Option<CampaignRecord>, StoreError> {
+        let Some(key) = uuid_key(id) else {
+            return Ok(None);
+        };
+        match self.campaigns.get(key)? {
+            Some(v) => Ok(Some(records::from_json("campaigns", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError> {
+        self.campaigns
+            .iter()
+            .values()
+            .map(|v| records::from_json("campaigns", &v?))
+            .collect()
     }
 
     // ------------------------------------------------------------ results

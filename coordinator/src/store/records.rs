@@ -44,6 +44,7 @@ pub enum TaskAssignment {
     Accepted,
     Refused,
     Done,
+    Expired,
 }
 
 /// A task pushed to agents.
@@ -57,6 +58,37 @@ pub struct TaskRecord {
     /// The probe input, as JSON.
     pub input: serde_json::Value,
     pub assignments: BTreeMap<String, TaskAssignment>,
+}
+
+/// A campaign: its validated spec, state and runs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CampaignRecord {
+    pub campaign_id: String,
+    pub name: String,
+    pub description: String,
+    /// "active", "paused", "cancelled" or "done".
+    pub state: String,
+    pub created_us: i64,
+    /// The spec as accepted (JSON form).
+    pub spec: serde_json::Value,
+    pub runs: Vec<RunRecord>,
+}
+
+/// One run of a campaign.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub index: u32,
+    pub dispatch_at_us: i64,
+    pub deadline_us: i64,
+    /// "scheduled", "dispatched", "complete" or "cancelled".
+    pub state: String,
+    pub inside: Vec<String>,
+    pub control: Vec<String>,
+    /// One task per target, in target order.
+    pub tasks: Vec<String>,
+    /// "agent: reason" for agents not used.
+    pub skipped: Vec<String>,
 }
 
 pub(super) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
