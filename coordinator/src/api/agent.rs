@@ -82,6 +82,7 @@ impl AgentApi {
         let labels = req.labels.unwrap_or_default();
         let mut tags = labels.tags;
         tags.extend(rec.tags);
+        tags.retain(|t| !t.trim().is_empty());
         tags.sort();
         tags.dedup();
         let country = labels.country.to_ascii_uppercase();

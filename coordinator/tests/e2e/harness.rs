@@ -257,14 +257,27 @@ pub const LAB_CONFIG: &str =
 impl Agent {
     /// Enrolls an agent under the coordinator's temp root.
     pub fn enroll(c: &Coordinator, name: &str, token: &str) -> Result<Agent, String> {
+        Self::enroll_as(c, name, token, "CN", "")
+    }
+
+    /// Enrolls with a given country and comma-separated tags.
+    pub fn enroll_as(
+        c: &Coordinator,
+        name: &str,
+        token: &str,
+        country: &str,
+        tags: &str,
+    ) -> Result<Agent, String> {
         let dir = c.root.path().join(name);
         let out = Command::new(agent_bin())
             .args([
                 "enroll",
+                "--tags",
+                tags,
                 "--token",
                 token,
                 "--country",
-                "CN",
+                country,
                 "--asn",
                 "4134",
                 "--accept-consent",

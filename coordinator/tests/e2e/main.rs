@@ -3,5 +3,6 @@
 
 #![allow(unreachable_pub)]
 
+mod campaigns;
 mod harness;
 mod spine;

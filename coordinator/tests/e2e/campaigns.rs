@@ -1,0 +1,274 @@
+//! Campaigns end to end: spec -> runs -> inside and control tasks over live
+//! sessions -> results -> verdicts; leases, pause/resume/cancel, restart.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn ctl_json(c: &Coordinator, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--output", "json"];
+    a.extend_from_slice(args);
+    let out = c.ctl(&a);
+    assert!(
+        out.status.success(),
+        "vantagectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json output")
+}
+
+fn create(c: &Coordinator, spec: &str) -> String {
+    let path = c.root.path().join(format!("spec-{}.toml", free_port()));
+    std::fs::write(&path, spec).unwrap();
+    let out = c.ctl(&["campaign", "create", "-f", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn state(c: &Coordinator, id: &str) -> String {
+    ctl_json(c, &["campaign", "status", id])["campaign"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn wait_state(c: &Coordinator, id: &str, want: &str, limit: Duration) {
+    wait_until(limit, &format!("campaign {id} to be {want}"), || {
+        state(c, id) == want
+    });
+}
+
+fn spec(targets: &str, extra: &str) -> String {
+    format!(
+        "version = 1\nname = \"e2e\"\ndeadline = \"4s\"\nallow_private_targets = true\n{extra}\n\
+         [inside]\ncountries = [\"CN\"]\n\n[control]\ntags = [\"control\"]\n\n{targets}"
+    )
+}
+
+/// Three agents: two inside (CN), one control (DE, tagged), all running.
+fn fleet(c: &Coordinator) -> Vec<Agent> {
+    let token = c.token(4, "1h");
+    let mut v = vec![
+        Agent::enroll(c, "in1", &token).unwrap(),
+        Agent::enroll(c, "in2", &token).unwrap(),
+        Agent::enroll_as(c, "ctl", &token, "DE", "control").unwrap(),
+    ];
+    for a in &mut v {
+        a.start();
+    }
+    let ids: Vec<String> = v.iter().map(|a| a.id.clone()).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "three agents connected", || {
+        rt.block_on(c.agents())
+            .iter()
+            .filter(|a| a.connected && ids.contains(&a.agent_id))
+            .count()
+            == 3
+    });
+    v
+}
+
+#[test]
+fn campaign_dispatches_inside_and_control_together_and_yields_verdicts() {
+    let c = Coordinator::init().start();
+    let _fleet = fleet(&c);
+    // An agent that matches the inside group but is offline.
+    let t = c.token(1, "1h");
+    let _offline = Agent::enroll(&c, "offline", &t).unwrap();
+
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let closed = free_port();
+    let targets = format!(
+        "[[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {port} }}\n\n[[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {closed} }}\n"
+    );
+    let id = create(&c, &spec(&targets, ""));
+    wait_state(&c, &id, "done", Duration::from_secs(30));
+
+    let status = ctl_json(&c, &["campaign", "status", &id]);
+    let run = &status["runs"][0];
+    assert_eq!(run["state"], "complete");
+    let groups = run["groups"].as_array().unwrap();
+    let inside = groups.iter().find(|g| g["group"] == "inside").unwrap();
+    let control = groups.iter().find(|g| g["group"] == "control").unwrap();
+    assert_eq!(
+        (inside["agents"].as_u64(), inside["done"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_eq!(
+        (control["agents"].as_u64(), control["done"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let skipped: Vec<String> = run["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    assert!(skipped.iter().any(|s| s.contains("offline")), "{skipped:?}");
+    let failures = run["failures"].as_array().unwrap();
+    assert!(
+        failures.iter().any(|f| f["name"] == "connection_refused"),
+        "{failures:?}"
+    );
+
+    let verdicts = ctl_json(&c, &["verdicts", &id]);
+    let rows = verdicts.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in rows {
+        let target = r["target"].as_str().unwrap();
+        let want = if target.ends_with(&format!(":{port}")) {
+            "ok"
+        } else {
+            "down"
+        };
+        assert_eq!(r["status"], want, "{r}");
+        assert_eq!(r["country"], "CN");
+        assert_eq!(
+            r["evidence"].as_array().unwrap().len(),
+            2,
+            "inside + control evidence"
+        );
+    }
+    let table = String::from_utf8_lossy(&c.ctl(&["verdicts", &id]).stdout).to_string();
+    assert!(
+        table.contains("STATUS") && table.contains("down"),
+        "{table}"
+    );
+}
+
+#[test]
+fn an_expired_lease_is_reoffered_to_another_matching_agent() {
+    let c = Coordinator::init().start();
+    let mut fleet = fleet(&c);
+    // A listener that accepts and never answers: the TLS probe waits out its deadline.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let targets = format!(
+        "[[targets]]\ntls = {{ ip = \"127.0.0.1\", port = {port}, sni = \"x.example\" }}\n"
+    );
+    let id = create(
+        &c,
+        &spec(&targets, "").replace(
+            "countries = [\"CN\"]",
+            "countries = [\"CN\"]\nmax_agents = 1",
+        ),
+    );
+    // Which inside agent got it? Kill it before it can report.
+    wait_until(Duration::from_secs(10), "the run to be dispatched", || {
+        ctl_json(&c, &["campaign", "status", &id])["runs"][0]["state"] == "dispatched"
+    });
+    let first = ctl_json(&c, &["campaign", "status", &id]);
+    assert_eq!(first["runs"][0]["groups"][0]["agents"], 1);
+    let chosen_is_in1 = {
+        let mut ids = [fleet[0].id.clone(), fleet[1].id.clone()];
+        ids.sort();
+        ids[0] == fleet[0].id
+    };
+    let victim = if chosen_is_in1 { 0 } else { 1 };
+    fleet[victim].kill9();
+    wait_state(&c, &id, "done", Duration::from_secs(40));
+    let st = ctl_json(&c, &["campaign", "status", &id]);
+    let inside = &st["runs"][0]["groups"][0];
+    assert_eq!(inside["group"], "inside");
+    assert_eq!(
+        inside["agents"], 2,
+        "re-offered to the second inside agent: {st}"
+    );
+    assert_eq!(
+        (inside["expired"].as_u64(), inside["done"].as_u64()),
+        (Some(1), Some(1)),
+        "{st}"
+    );
+    let verdicts = ctl_json(&c, &["verdicts", &id]);
+    let rows = verdicts.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["agent_id"].as_str().unwrap(), fleet[1 - victim].id);
+    assert_eq!(
+        rows[0]["status"], "down",
+        "silent for inside and control alike: {}",
+        rows[0]
+    );
+    drop(silent);
+}
+
+#[test]
+fn pause_resume_cancel_and_restart_resume_where_they_were() {
+    let mut c = Coordinator::init().start();
+    let _fleet = fleet(&c);
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let targets = format!("[[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {port} }}\n");
+    let start =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(4));
+    let later = spec(&targets, &format!("[schedule]\nstart = \"{start}\"\n"));
+
+    let paused = create(&c, &later);
+    assert_eq!(
+        String::from_utf8_lossy(&c.ctl(&["campaign", "pause", &paused]).stdout).trim(),
+        "paused"
+    );
+    let cancelled = create(&c, &later);
+    assert_eq!(
+        String::from_utf8_lossy(&c.ctl(&["campaign", "cancel", &cancelled]).stdout).trim(),
+        "cancelled"
+    );
+    let resumed = create(&c, &later);
+
+    // The coordinator dies before the runs are due and comes back.
+    c.kill9();
+    c.restart();
+    wait_state(&c, &resumed, "done", Duration::from_secs(30));
+    assert_eq!(state(&c, &paused), "paused");
+    assert_eq!(
+        ctl_json(&c, &["campaign", "status", &paused])["runs"][0]["state"],
+        "scheduled"
+    );
+    assert_eq!(state(&c, &cancelled), "cancelled");
+    let out = c.ctl(&["campaign", "resume", &cancelled]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"));
+
+    assert_eq!(
+        String::from_utf8_lossy(&c.ctl(&["campaign", "resume", &paused]).stdout).trim(),
+        "active"
+    );
+    wait_state(&c, &paused, "done", Duration::from_secs(30));
+    let list = ctl_json(&c, &["campaign", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_bad_spec_is_refused_with_line_and_field_and_nothing_is_stored() {
+    let c = Coordinator::init().start();
+    let path = c.root.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        spec(
+            "[[targets]]\ntcp = { host = \"10.0.0.1\", port = 80 }\n",
+            "",
+        )
+        .replace("deadline = \"4s\"", "deadline = \"soon\""),
+    )
+    .unwrap();
+    let out = c.ctl(&["campaign", "create", "-f", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3") && err.contains("deadline") && err.contains("soon"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Status {"),
+        "errors are sentences, not debug dumps: {err}"
+    );
+    assert!(ctl_json(&c, &["campaign", "list"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
