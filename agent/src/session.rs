@@ -151,8 +151,6 @@ impl Agent {
         let mut in_flight: HashSet<[u8; 16]> = HashSet::new();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(30));
         let mut seq = 0u64;
-        // A resend sweep in case a wake-up was missed.
-        let mut sweep = tokio::time::interval(Duration::from_secs(5));
         loop {
             if in_flight.len() < IN_FLIGHT {
                 let batch = self
@@ -212,11 +210,6 @@ impl Agent {
                     }
                 }
                 _ = self.wake.notified() => {}
-                _ = sweep.tick() => {
-                    // Anything still unacknowledged after a sweep interval
-                    // with no progress is retried on the next session only:
-                    // the coordinator acks every batch it accepted.
-                }
                 _ = heartbeat.tick() => {
                     crate::status::record(&self.dir, &self.outbox, crate::status::Event::Heartbeat);
                     seq += 1;

@@ -424,6 +424,12 @@ async fn dispatch_run(
         )
         .collect();
     run.deadline_us = now + spec.deadline_us();
+    let agents_by_id: HashMap<String, crate::store::AgentRecord> = s
+        .store
+        .agents()?
+        .into_iter()
+        .map(|a| (a.agent_id.clone(), a))
+        .collect();
     let mut sends = Vec::new();
     for input in &spec.targets {
         let kind = input.kind_name();
@@ -444,6 +450,16 @@ async fn dispatch_run(
                 if !consents {
                     run.skipped
                         .push(format!("{group} {a}: has not consented to {kind} probes"));
+                    continue;
+                }
+                let per_hour = agents_by_id
+                    .get(a)
+                    .map(|r| r.max_tasks_per_hour)
+                    .unwrap_or(0);
+                if !s.take_task_slot(a, per_hour, now) {
+                    run.skipped.push(format!(
+                        "{group} {a}: at the volunteer's limit of {per_hour} tasks per hour"
+                    ));
                     continue;
                 }
                 t.assignments.insert(a.clone(), TaskAssignment::Sent);

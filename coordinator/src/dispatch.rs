@@ -73,6 +73,16 @@ pub async fn dispatch(
             skipped.push((a, "offline".into()));
             continue;
         };
+        if !shared.take_task_slot(&a, agent.max_tasks_per_hour, now) {
+            skipped.push((
+                a,
+                format!(
+                    "at the volunteer's limit of {} tasks per hour",
+                    agent.max_tasks_per_hour
+                ),
+            ));
+            continue;
+        }
         rec.assignments.insert(a.clone(), TaskAssignment::Sent);
         senders.push((a, tx));
     }

@@ -55,6 +55,7 @@ pub fn open_state(data_dir: &Path, config: Config) -> Result<Shared, ServeError>
         commit,
         config,
         data_dir: data_dir.to_path_buf(),
+        sent_log: Default::default(),
     }))
 }
 

@@ -18,11 +18,30 @@ pub struct State {
     pub hub: Hub,
     pub config: Config,
     pub data_dir: PathBuf,
+    /// When tasks were sent to each agent in the last hour, to honour the
+    /// volunteer's `max_tasks_per_hour` before the agent has to refuse.
+    pub sent_log:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<i64>>>,
 }
 
 pub type Shared = Arc<State>;
 
 impl State {
+    /// Records a task sent to `agent` if it is within `per_hour` (0: no
+    /// limit); returns false, recording nothing, when the agent is at its cap.
+    pub fn take_task_slot(&self, agent: &str, per_hour: u32, now_us: i64) -> bool {
+        let mut log = self.sent_log.lock().unwrap_or_else(|p| p.into_inner());
+        let q = log.entry(agent.to_string()).or_default();
+        while q.front().is_some_and(|t| *t < now_us - 3_600_000_000) {
+            q.pop_front();
+        }
+        if per_hour > 0 && q.len() as u32 >= per_hour {
+            return false;
+        }
+        q.push_back(now_us);
+        true
+    }
+
     /// Increments a persisted counter (rejections, refusals); failures to
     /// count are logged, never fatal.
     pub fn count(&self, name: &str) {

@@ -272,3 +272,51 @@ fn a_bad_spec_is_refused_with_line_and_field_and_nothing_is_stored() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn the_volunteers_hourly_task_cap_is_honoured_by_the_coordinator() {
+    let c = Coordinator::init().start();
+    let token = c.token(1, "1h");
+    let mut a = Agent::enroll(&c, "capped", &token).unwrap();
+    std::fs::write(
+        a.dir.join("agent.toml"),
+        "version = 1\nallow_private_targets = true\n[consent]\nkinds = [\"tcp\"]\n[limits]\nmax_tasks_per_hour = 2\n",
+    )
+    .unwrap();
+    a.start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the agent to connect", || {
+        rt.block_on(c.agents()).iter().any(|x| x.connected)
+    });
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let input = format!(r#"{{"tcp":{{"host":"127.0.0.1","port":{port}}}}}"#);
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let out = c.ctl(&["--output", "json", "dispatch", &input]);
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        outcomes.push((
+            v["sent_to"].as_array().unwrap().len(),
+            v["skipped"].to_string(),
+        ));
+    }
+    assert_eq!(outcomes[0].0, 1);
+    assert_eq!(outcomes[1].0, 1);
+    assert_eq!(outcomes[2].0, 0, "{outcomes:?}");
+    assert!(outcomes[2].1.contains("2 tasks per hour"), "{outcomes:?}");
+    // A kind the volunteer did not consent to is skipped with its reason.
+    let out = c.ctl(&[
+        "--output",
+        "json",
+        "dispatch",
+        r#"{"tor":{"ip":"127.0.0.1","port":9001}}"#,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["skipped"].to_string().contains("not consented to tor"),
+        "{v}"
+    );
+}
