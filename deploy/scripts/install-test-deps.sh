@@ -4,8 +4,14 @@
 # Safe to re-run; does nothing when everything is present.
 set -euo pipefail
 
-PACKAGES=(iproute2 iptables nginx-light unbound dnsmasq-base openvpn tor openssl procps)
-BINARIES=(ip iptables nginx unbound dnsmasq openvpn tor openssl pkill)
+PACKAGES=(iproute2 iptables nginx-light unbound dnsmasq-base openvpn tor openssl procps systemd dpkg-dev fakeroot bsdutils)
+BINARIES=(ip iptables nginx unbound dnsmasq openvpn tor openssl pkill systemd-analyze dpkg-shlibdeps fakeroot script)
+
+# cargo-deb builds the .deb packages (deploy/scripts/build-debs.sh).
+if ! command -v cargo-deb >/dev/null 2>&1 && ! [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then
+  echo "test dependencies: installing cargo-deb"
+  cargo install --locked cargo-deb
+fi
 
 missing=()
 for b in "${BINARIES[@]}"; do

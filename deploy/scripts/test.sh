@@ -27,4 +27,19 @@ if [ "$skipped" -gt 0 ]; then
   echo "== lab tests skipped because VANTAGE_SKIP_LAB=1: $skipped"
 fi
 rm -f "$log"
+
+echo "== Debian packages: build, check contents file by file, install/enroll/status/remove"
+if command -v cargo-deb >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then
+  set +e
+  bash deploy/scripts/build-debs.sh &&
+    cargo test -p vantage-coordinator --test e2e --locked deploy::deb -- --ignored
+  deb_rc=$?
+  set -e
+  [ "$deb_rc" -eq 0 ] || rc=$deb_rc
+elif [ "${VANTAGE_SKIP_LAB:-0}" = "1" ]; then
+  echo "SKIPPED (VANTAGE_SKIP_LAB=1): Debian packages (cargo-deb missing)"
+else
+  echo "error: cargo-deb is missing (deploy/scripts/install-test-deps.sh installs it)" >&2
+  rc=1
+fi
 exit "$rc"

@@ -4,5 +4,6 @@
 #![allow(unreachable_pub)]
 
 mod campaigns;
+mod deploy;
 mod harness;
 mod spine;
