@@ -83,6 +83,9 @@ impl QueryService for QueryApi {
     ) -> Result<Response<VerdictsResponse>, Status> {
         require_admin(&self.shared, &req)?;
         let id = req.into_inner().campaign_id;
-        Ok(Response::new(crate::campaigns::verdicts(&self.shared, &id)?))
+        Ok(Response::new(crate::campaigns::verdicts(
+            &self.shared,
+            &id,
+        )?))
     }
 }

@@ -394,7 +394,12 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn print_verdicts(rows: &[VerdictRow]) {
-    let w = rows.iter().map(|r| r.target.len()).max().unwrap_or(6).clamp(6, 60);
+    let w = rows
+        .iter()
+        .map(|r| r.target.len())
+        .max()
+        .unwrap_or(6)
+        .clamp(6, 60);
     println!(
         "{:<w$}  {:<7}  {:<12}  {:<16}  {:>4}  REASON",
         "TARGET", "GROUP", "STATUS", "MECHANISM", "CONF"
@@ -410,7 +415,11 @@ fn print_verdicts(rows: &[VerdictRow]) {
             r.target,
             group,
             r.status,
-            if r.mechanism.is_empty() { "-" } else { &r.mechanism },
+            if r.mechanism.is_empty() {
+                "-"
+            } else {
+                &r.mechanism
+            },
             r.confidence,
             r.reason
         );
@@ -479,7 +488,10 @@ async fn campaign(
                 .map_err(human)?
                 .into_inner();
             if cli.output == Output::Table {
-                println!("{:<36}  {:<9}  {:>9}  {:>7}  NAME", "CAMPAIGN", "STATE", "RUNS", "TARGETS");
+                println!(
+                    "{:<36}  {:<9}  {:>9}  {:>7}  NAME",
+                    "CAMPAIGN", "STATE", "RUNS", "TARGETS"
+                );
                 for c in &r.campaigns {
                     println!(
                         "{:<36}  {:<9}  {:>4}/{:<4}  {:>7}  {}",
@@ -495,7 +507,11 @@ async fn campaign(
                 campaign_id: campaign_id.clone(),
             };
             if !watch {
-                let r = admin.campaign_status(req()).await.map_err(human)?.into_inner();
+                let r = admin
+                    .campaign_status(req())
+                    .await
+                    .map_err(human)?
+                    .into_inner();
                 if cli.output == Output::Table {
                     print_status(&r);
                 } else {
@@ -512,7 +528,11 @@ async fn campaign(
                 .progress_chars("=> "),
             );
             loop {
-                let r = admin.campaign_status(req()).await.map_err(human)?.into_inner();
+                let r = admin
+                    .campaign_status(req())
+                    .await
+                    .map_err(human)?
+                    .into_inner();
                 let c = r.campaign.clone().unwrap_or_default();
                 let current = r
                     .runs
@@ -522,7 +542,11 @@ async fn campaign(
                     .or(r.runs.first());
                 if let Some(run) = current {
                     let total: u32 = run.groups.iter().map(|g| g.tasks).sum();
-                    let done: u32 = run.groups.iter().map(|g| g.done + g.refused + g.expired).sum();
+                    let done: u32 = run
+                        .groups
+                        .iter()
+                        .map(|g| g.done + g.refused + g.expired)
+                        .sum();
                     bar.set_length(total as u64);
                     bar.set_position(done as u64);
                     bar.set_prefix(run.index.to_string());
@@ -538,15 +562,24 @@ async fn campaign(
             }
         }
         CampaignCmd::Pause { campaign_id } => {
-            let r = admin.set_campaign_state(set(campaign_id, "pause")).await.map_err(human)?;
+            let r = admin
+                .set_campaign_state(set(campaign_id, "pause"))
+                .await
+                .map_err(human)?;
             println!("{}", r.into_inner().state);
         }
         CampaignCmd::Resume { campaign_id } => {
-            let r = admin.set_campaign_state(set(campaign_id, "resume")).await.map_err(human)?;
+            let r = admin
+                .set_campaign_state(set(campaign_id, "resume"))
+                .await
+                .map_err(human)?;
             println!("{}", r.into_inner().state);
         }
         CampaignCmd::Cancel { campaign_id } => {
-            let r = admin.set_campaign_state(set(campaign_id, "cancel")).await.map_err(human)?;
+            let r = admin
+                .set_campaign_state(set(campaign_id, "cancel"))
+                .await
+                .map_err(human)?;
             println!("{}", r.into_inner().state);
         }
     }

@@ -132,22 +132,22 @@ async fn refusals_are_logged_with_their_reason() {
     let once = c.token(1, "1h");
     let mut a1 = Agent::enroll(&c, "a1", &once).expect("first use works");
     let e = Agent::enroll(&c, "a2", &once)
-        .err()
-        .expect("second use refused");
+        .map(|_| ())
+        .expect_err("second use refused");
     assert!(e.contains("token used up"), "{e}");
 
     // Expired token.
     let short = c.token(1, "1s");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let e = Agent::enroll(&c, "a3", &short)
-        .err()
-        .expect("expired token refused");
+        .map(|_| ())
+        .expect_err("expired token refused");
     assert!(e.contains("token expired"), "{e}");
 
     // Garbage token.
     let e = Agent::enroll(&c, "a4", "vantage1.nonsense")
-        .err()
-        .expect("garbage token refused");
+        .map(|_| ())
+        .expect_err("garbage token refused");
     assert!(e.contains("token is not valid"), "{e}");
 
     // No client certificate on the session.
@@ -155,11 +155,13 @@ async fn refusals_are_logged_with_their_reason() {
         .await
         .expect("channel without cert");
     let (_tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(1);
-    let err = AgentServiceClient::new(ch)
+    let err = match AgentServiceClient::new(ch)
         .session(ReceiverStream::new(rx))
         .await
-        .err()
-        .expect("session without certificate refused");
+    {
+        Ok(_) => panic!("a session without a certificate must be refused"),
+        Err(e) => e,
+    };
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
 
     // A certificate from another CA: the TLS handshake is refused.
