@@ -519,13 +519,18 @@ tls = { ip = "1.1.1.1", port = 443, sni = "blocked.example" }
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
-            if !matches!(p.extension().and_then(|x| x.to_str()), Some("toml" | "json")) {
+            if !matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("toml" | "json")
+            ) {
                 continue;
             }
             let text = std::fs::read_to_string(&p).unwrap();
             let spec = parse_spec(&text, SpecFormat::from_path(&p))
                 .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            assert!(!expand_runs(&spec, 1_790_000_000_000_000, 7).unwrap().is_empty());
+            assert!(!expand_runs(&spec, 1_790_000_000_000_000, 7)
+                .unwrap()
+                .is_empty());
             n += 1;
         }
         assert!(n >= 4, "expected the example specs in {}", dir.display());
