@@ -3,8 +3,8 @@
 //! control results into verdicts.
 
 pub mod analysis;
-pub mod campaigns;
 pub mod api;
+pub mod campaigns;
 pub mod config;
 pub mod dispatch;
 pub mod errors;
