@@ -33,6 +33,8 @@ for bin in vantage-agent vantage-coordinator; do
   for f in "$gen/$bin.bash" "$gen/_$bin" "$gen/$bin.fish" "$gen/$bin.1"; do
     [ -s "$f" ] || { echo "error: $f is empty" >&2; exit 1; }
   done
+  # Debian policy: man pages compressed, reproducibly (no name or time).
+  gzip -9n -f "$gen/$bin.1"
 done
 
 out="$target_dir/debian"
