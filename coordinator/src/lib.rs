@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod bench;
 pub mod campaigns;
 pub mod config;
 pub mod dispatch;

@@ -79,6 +79,37 @@ enum Cmd {
     },
     /// Verdicts of a campaign: target x group x status x mechanism.
     Verdicts { campaign_id: String },
+    /// Benchmarks against a fresh coordinator started for the purpose (its
+    /// own temp data dir, loopback only). Needs no --data-dir.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Signed ~1 KiB results from N concurrent mTLS sessions, durable before
+    /// ack; reported against the verify and group-commit limits of this
+    /// machine measured in the same run.
+    Ingest {
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        #[arg(long, default_value_t = 2000)]
+        per_agent: usize,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// N concurrent sessions with heartbeats: memory and idle CPU; then a
+    /// campaign for all of them and the time until each has its task.
+    Sessions {
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        #[arg(long, default_value_t = 30.0)]
+        idle_seconds: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +227,9 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Cmd::Bench { cmd } = &cli.cmd {
+        return bench(&cli, cmd).await;
+    }
     let conn = connect(&cli).await?;
     let mut admin = AdminServiceClient::new(conn.channel.clone());
     match &cli.cmd {
@@ -352,6 +386,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Cmd::Bench { .. } => unreachable!("handled above"),
         Cmd::Campaign { cmd } => campaign(&cli, &mut admin, cmd).await?,
         Cmd::Verdicts { campaign_id } => {
             let mut q = QueryServiceClient::new(conn.channel.clone());
@@ -388,6 +423,93 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }
+        }
+    }
+    Ok(())
+}
+
+async fn bench(cli: &Cli, cmd: &BenchCmd) -> Result<()> {
+    use vantage_coordinator::bench;
+    match cmd {
+        BenchCmd::Ingest {
+            agents,
+            per_agent,
+            size,
+            runs,
+        } => {
+            let r = bench::ingest(*agents, *per_agent, *size, *runs).await?;
+            if cli.output != Output::Table {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "ingest: {} agents x {} results of ~{} B, {} runs",
+                r.agents, per_agent, size, runs
+            );
+            println!(
+                "  results/s per run        {:?}",
+                r.runs_results_per_s
+                    .iter()
+                    .map(|x| x.round())
+                    .collect::<Vec<_>>()
+            );
+            println!(
+                "  median results/s         {:.0}   (budget >= 50000: {:.2}x)",
+                r.median_results_per_s,
+                r.median_results_per_s / 50_000.0
+            );
+            println!(
+                "  ack latency p50 / p99    {:.1} ms / {:.1} ms",
+                r.ack_p50_ms, r.ack_p99_ms
+            );
+            println!(
+                "  coordinator CPU          {:.2} cores",
+                r.coordinator_cpu_cores
+            );
+            println!(
+                "  coordinator RSS          {:.0} MiB (peak {:.0} MiB)",
+                r.coordinator_rss_mib, r.coordinator_peak_rss_mib
+            );
+            println!(
+                "  limit: Ed25519 verify    {:.0}/s per core, {:.0}/s machine",
+                r.verify_per_core_per_s, r.verify_limit_per_s
+            );
+            println!("  limit: sled group commit {:.0}/s", r.commit_limit_per_s);
+            println!(
+                "  ingest / smaller limit   {:.2}   (budget >= 0.5)",
+                r.fraction_of_smaller_limit
+            );
+        }
+        BenchCmd::Sessions {
+            agents,
+            idle_seconds,
+        } => {
+            let r = bench::sessions(*agents, *idle_seconds).await?;
+            if cli.output != Output::Table {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "sessions: {} concurrent (fd limit {})",
+                r.sessions, r.fd_limit
+            );
+            println!("  connected in             {:.1} s", r.connect_seconds);
+            println!(
+                "  coordinator RSS          {:.0} MiB (peak {:.0} MiB; budget <= 1024 MiB: {:.2}x)",
+                r.coordinator_rss_mib,
+                r.coordinator_peak_rss_mib,
+                r.coordinator_peak_rss_mib / 1024.0
+            );
+            println!(
+                "  idle CPU                 {:.3} cores over {:.0} s",
+                r.idle_cpu_cores, r.idle_window_s
+            );
+            println!(
+                "dispatch: campaign -> task received by {}/{} agents",
+                r.dispatch_received,
+                r.sessions + 1
+            );
+            println!("  p50 / p99 / max          {:.0} / {:.0} / {:.0} ms   (budget p99 <= 1000 ms: {:.2}x)", r.dispatch_p50_ms, r.dispatch_p99_ms, r.dispatch_max_ms, r.dispatch_p99_ms / 1000.0);
         }
     }
     Ok(())
