@@ -633,7 +633,16 @@ fn install_sh_checks_inputs_is_idempotent_and_uninstalls() {
 fn deb_dir() -> PathBuf {
     std::env::var_os("VANTAGE_DEB_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/debian"))
+        .unwrap_or_else(|| {
+            // <target dir>/debug/vantage-coordinator -> <target dir>/debian,
+            // where build-debs.sh puts them.
+            let bin = coordinator_bin();
+            let target = bin
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("target"));
+            target.join("debian")
+        })
 }
 
 fn find_deb(name: &str) -> PathBuf {
