@@ -12,6 +12,12 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== one TLS crypto provider (ring) in the dependency graph"
+if cargo tree --workspace --locked -e normal,build -i aws-lc-rs >/dev/null 2>&1; then
+  echo "error: aws-lc-rs is in the dependency graph next to ring; tonic's server would panic" >&2
+  cargo tree --workspace -e normal,build -i aws-lc-rs >&2 || true
+  exit 1
+fi
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build binaries (the end-to-end tests run them)"
