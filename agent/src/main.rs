@@ -211,13 +211,20 @@ fn show_status(data_dir: &std::path::Path, json: bool) -> Result<()> {
     let owner_ok = std::fs::metadata(data_dir)
         .map(|m| euid().is_none_or(|u| u == m.uid()))
         .unwrap_or(false);
+    let mut locked = false;
     let direct = if running || !owner_ok {
         None
     } else {
-        vantage_agent::outbox::Outbox::open(data_dir, cfg.limits.outbox_max_entries)
-            .ok()
-            .map(|o| (o.len(), o.dropped()))
+        match vantage_agent::outbox::Outbox::open(data_dir, cfg.limits.outbox_max_entries) {
+            Ok(o) => Some((o.len(), o.dropped())),
+            Err(_) => {
+                // Held by an agent that has not written its status yet.
+                locked = true;
+                None
+            }
+        }
     };
+    let running = running || locked;
     let (depth, dropped, figures_from) = match (&direct, &file) {
         (Some((d, x)), _) => (Some(*d), Some(*x), "outbox".to_string()),
         (None, Some(s)) => (
@@ -236,7 +243,7 @@ fn show_status(data_dir: &std::path::Path, json: bool) -> Result<()> {
             "agent_id": id.agent_id,
             "coordinators": id.coordinators,
             "running": running,
-            "pid": file.as_ref().filter(|_| running).map(|s| s.pid),
+            "pid": file.as_ref().filter(|s| s.writer_alive()).map(|s| s.pid),
             "connected": connected,
             "since_us": file.as_ref().map(|s| s.since_us),
             "outbox_depth": depth,
@@ -260,7 +267,8 @@ fn show_status(data_dir: &std::path::Path, json: bool) -> Result<()> {
     println!("enrolled:        yes, agent {}", id.agent_id);
     println!("coordinator:     {}", id.coordinators.join(", "));
     match (&file, running) {
-        (Some(s), true) => println!("agent running:   yes (pid {})", s.pid),
+        (Some(s), true) if s.writer_alive() => println!("agent running:   yes (pid {})", s.pid),
+        (_, true) => println!("agent running:   yes (the outbox is in use)"),
         _ => println!("agent running:   no"),
     }
     match (&file, connected) {
@@ -334,6 +342,8 @@ async fn main() -> Result<()> {
         Cmd::Run { data_dir } => {
             let agent = Agent::open(data_dir)?;
             tracing::info!(agent = %agent.identity.agent_id, outbox = agent.outbox.len(), "agent starting");
+            // Tell `status` at once that an agent runs, before any session.
+            status::record(&agent.dir, &agent.outbox, status::Event::Disconnected);
             agent.clone().run(shutdown_signal()).await;
             status::record(&agent.dir, &agent.outbox, status::Event::Disconnected);
             tracing::info!("agent stopped");
