@@ -46,6 +46,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for o in ONEOFS {
         b = b.field_attribute(o, "#[serde(flatten)]");
     }
+    // The descriptor set, for gRPC server reflection.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("vantage_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     b.compile_fds(fds)?;
 
     // prost applies a field attribute to the oneof's variants too (they share

@@ -24,6 +24,21 @@ pub struct Config {
     /// Seconds a TLS handshake may take before the connection is dropped.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_s: u64,
+    /// Read-only HTTP API, dashboard and `/metrics` listen address
+    /// ("ip:port"); none: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    /// SHA-256 (hex) of the bearer tokens that may read the HTTP API. Empty:
+    /// no token needed, but then only a loopback `http_listen` is served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_tokens: Vec<String>,
+    /// Requests per minute per read token (token bucket; 0: unlimited).
+    #[serde(default = "default_http_rate")]
+    pub http_rate_per_minute: u32,
+}
+
+fn default_http_rate() -> u32 {
+    600
 }
 
 fn default_max_message() -> usize {
@@ -55,6 +70,9 @@ impl Config {
             advertise,
             max_message_bytes: default_max_message(),
             handshake_timeout_s: default_handshake_timeout(),
+            http_listen: None,
+            read_tokens: Vec::new(),
+            http_rate_per_minute: default_http_rate(),
         }
     }
 
@@ -109,5 +127,24 @@ mod tests {
         let ok = Config::new("127.0.0.1:7443".into(), vec!["127.0.0.1:7443".into()]);
         let text = toml::to_string(&ok).unwrap();
         assert_eq!(Config::parse(&text).unwrap(), ok);
+    }
+
+    #[test]
+    fn http_settings_default_and_round_trip() {
+        let c = Config::parse("version = 1\nlisten = \"127.0.0.1:1\"\nadvertise = []\n").unwrap();
+        assert_eq!(
+            (
+                c.http_listen.as_deref(),
+                c.read_tokens.len(),
+                c.http_rate_per_minute
+            ),
+            (None, 0, 600)
+        );
+        let mut c = c;
+        c.http_listen = Some("127.0.0.1:9090".into());
+        c.read_tokens = vec!["ab".repeat(32)];
+        c.http_rate_per_minute = 5;
+        let text = toml::to_string_pretty(&c).unwrap();
+        assert_eq!(Config::parse(&text).unwrap(), c);
     }
 }

@@ -62,13 +62,17 @@ enum Cmd {
         /// Override the TLS handshake timeout, seconds.
         #[arg(long, env = "VANTAGE_HANDSHAKE_TIMEOUT_S")]
         handshake_timeout_s: Option<u64>,
+        /// Serve the read-only HTTP API, dashboard and /metrics here ("ip:port").
+        #[arg(long, env = "VANTAGE_HTTP_LISTEN")]
+        http_listen: Option<String>,
         /// Print the effective settings (after overrides) and exit.
         #[arg(long)]
         print_config: bool,
     },
     /// Back up the store (every tree) and the data directory's config and
-    /// credentials into one checksummed file. The coordinator must be
-    /// stopped: a serving coordinator holds an exclusive lock on the store.
+    /// credentials into one checksummed file. While the coordinator serves,
+    /// the snapshot is streamed from it (result commits pause meanwhile);
+    /// when it is stopped, the store is read directly.
     Backup {
         #[arg(long, env = "VANTAGE_DATA_DIR")]
         data_dir: PathBuf,
@@ -264,6 +268,7 @@ async fn main() -> Result<()> {
             advertise,
             max_message_bytes,
             handshake_timeout_s,
+            http_listen,
             print_config,
         } => {
             let mut config = match &config_file {
@@ -285,6 +290,9 @@ async fn main() -> Result<()> {
             }
             if let Some(n) = handshake_timeout_s {
                 config.handshake_timeout_s = n;
+            }
+            if let Some(h) = http_listen {
+                config.http_listen = Some(h);
             }
             if print_config {
                 print!("{}", toml::to_string_pretty(&config)?);

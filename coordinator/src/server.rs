@@ -144,6 +144,7 @@ pub async fn serve(
         }
     });
     crate::campaigns::spawn(shared.clone());
+    crate::http::spawn(shared.clone()).await?;
     let max = shared.config.max_message_bytes;
     let agent = AgentServiceServer::new(AgentApi {
         shared: shared.clone(),

@@ -17,6 +17,10 @@ pub mod v1 {
     tonic::include_proto!("vantage.v1");
 }
 
+/// The encoded `FileDescriptorSet` of `vantage.v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/vantage_descriptor.bin"));
+
 /// Version string carried in hellos and measurements.
 pub const SOFTWARE_VERSION: &str = concat!("vantage/", env!("CARGO_PKG_VERSION"));
 

@@ -24,6 +24,7 @@
 
 pub mod backup;
 mod commit;
+mod query;
 mod records;
 
 use std::path::{Path, PathBuf};

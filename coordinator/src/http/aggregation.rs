@@ -1,0 +1,249 @@
+//! `/api/v1/aggregation`: verdict counts (ok, blocked, down, inconclusive)
+//! over one or two axes, as JSON or CSV, in the spirit of OONI's
+//! `/api/v1/aggregation`. Accepts the verdict filters too.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::api::{VerdictFilter, VERDICT_FILTERS};
+use super::params::{day_hour, Params, RawQuery};
+use super::views::VerdictView;
+use super::{blocking, App, HttpError};
+
+/// Axes a count can be split by.
+pub(crate) const AXES: &[&str] = &[
+    "country",
+    "asn",
+    "target",
+    "mechanism",
+    "day",
+    "hour",
+    "kind",
+    "campaign",
+];
+
+fn axis_value(axis: &str, v: &VerdictView) -> String {
+    match axis {
+        "country" => v.country.clone(),
+        "asn" => v.asn.to_string(),
+        "target" => v.target.clone(),
+        "mechanism" if v.mechanism.is_empty() => "none".into(),
+        "mechanism" => v.mechanism.clone(),
+        "day" => day_hour(v.dispatch_at_us).0,
+        "hour" => day_hour(v.dispatch_at_us).1,
+        "kind" => v.kind.clone(),
+        "campaign" => v.campaign_id.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Counts for one cell.
+#[derive(Serialize, ToSchema, Default, Clone, PartialEq, Debug)]
+pub(crate) struct Counts {
+    pub ok_count: u64,
+    pub blocked_count: u64,
+    pub down_count: u64,
+    pub inconclusive_count: u64,
+    pub measurement_count: u64,
+}
+
+/// One cell: the axis values and the counts.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Cell {
+    /// Value on `axis_x` (empty string when a label is withheld).
+    pub x: String,
+    /// Value on `axis_y`; absent with one axis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Aggregation {
+    pub axis_x: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub axis_y: Option<String>,
+    pub result: Vec<Cell>,
+}
+
+/// Groups verdicts by the axes (cells sorted by x, then y).
+pub(crate) fn aggregate(verdicts: &[VerdictView], x: &str, y: Option<&str>) -> Vec<Cell> {
+    let mut cells: BTreeMap<(String, Option<String>), Counts> = BTreeMap::new();
+    for v in verdicts {
+        let key = (axis_value(x, v), y.map(|y| axis_value(y, v)));
+        let c = cells.entry(key).or_default();
+        c.measurement_count += 1;
+        match v.status.as_str() {
+            "ok" => c.ok_count += 1,
+            "blocked" => c.blocked_count += 1,
+            "down" => c.down_count += 1,
+            _ => c.inconclusive_count += 1,
+        }
+    }
+    cells
+        .into_iter()
+        .map(|((x, y), counts)| Cell { x, y, counts })
+        .collect()
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// CSV with a header naming the axes.
+pub(crate) fn to_csv(a: &Aggregation) -> String {
+    let mut out = csv_field(&a.axis_x);
+    if let Some(y) = &a.axis_y {
+        out.push(',');
+        out.push_str(&csv_field(y));
+    }
+    out.push_str(",ok_count,blocked_count,down_count,inconclusive_count,measurement_count\n");
+    for c in &a.result {
+        out.push_str(&csv_field(&c.x));
+        if let Some(y) = &c.y {
+            out.push(',');
+            out.push_str(&csv_field(y));
+        }
+        let n = &c.counts;
+        out.push_str(&format!(
+            ",{},{},{},{},{}\n",
+            n.ok_count, n.blocked_count, n.down_count, n.inconclusive_count, n.measurement_count
+        ));
+    }
+    out
+}
+
+fn axis_param(p: &Params, name: &str) -> Result<Option<String>, HttpError> {
+    match p.get(name) {
+        None => Ok(None),
+        Some(a) if AXES.contains(&a) => Ok(Some(a.to_string())),
+        Some(a) => Err(HttpError::bad(format!(
+            "{name} must be one of {}, not {a:?}",
+            AXES.join(", ")
+        ))),
+    }
+}
+
+/// Verdict counts by one or two axes.
+#[utoipa::path(get, path = "/api/v1/aggregation", tag = "verdicts",
+    params(
+        ("axis_x" = String, Query, description = "country, asn, target, mechanism, day, hour, kind or campaign"),
+        ("axis_y" = Option<String>, Query, description = "a second axis"),
+        ("format" = Option<String>, Query, description = "json (default) or csv"),
+        ("campaign" = Option<String>, Query, description = "and every /verdicts filter"),
+    ),
+    responses((status = 200, body = Aggregation, description = "JSON, or text/csv with format=csv"),
+        (status = 400, description = "bad parameter")))]
+pub(crate) async fn aggregation(
+    State(app): State<App>,
+    q: RawQuery,
+) -> Result<Response, HttpError> {
+    let mut known = VERDICT_FILTERS.to_vec();
+    known.extend(["axis_x", "axis_y", "format"]);
+    let p = Params::parse(q, &known)?;
+    let x = axis_param(&p, "axis_x")?.ok_or_else(|| {
+        HttpError::bad(
+            "axis_x is required (country, asn, target, mechanism, day, hour, kind or campaign)",
+        )
+    })?;
+    let y = axis_param(&p, "axis_y")?;
+    if y.as_ref() == Some(&x) {
+        return Err(HttpError::bad("axis_x and axis_y must differ"));
+    }
+    let csv = match p.get("format") {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => {
+            return Err(HttpError::bad(format!(
+                "format must be json or csv, not {f:?}"
+            )))
+        }
+    };
+    let f = VerdictFilter::parse(&p)?;
+    let shared = app.shared.clone();
+    let a = blocking(move || {
+        let verdicts = f.collect(&shared)?;
+        Ok(Aggregation {
+            result: aggregate(&verdicts, &x, y.as_deref()),
+            axis_x: x,
+            axis_y: y,
+        })
+    })
+    .await?;
+    Ok(if csv {
+        (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            to_csv(&a),
+        )
+            .into_response()
+    } else {
+        axum::Json(a).into_response()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(country: &str, mech: &str, status: &str) -> VerdictView {
+        VerdictView {
+            campaign_id: "c".into(),
+            run_id: "r".into(),
+            dispatch_at_us: 86_400_000_000,
+            target: "tcp 1.2.3.4:443".into(),
+            kind: "tcp".into(),
+            agent_id: "a".into(),
+            country: country.into(),
+            asn: 1,
+            status: status.into(),
+            mechanism: mech.into(),
+            confidence: 1.0,
+            evidence: vec![],
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn counts_by_two_axes_and_csv_agrees() {
+        let vs = vec![
+            v("CN", "tcp.reset", "blocked"),
+            v("CN", "tcp.reset", "blocked"),
+            v("CN", "", "ok"),
+            v("DE", "", "down"),
+            v("DE", "", "inconclusive"),
+        ];
+        let cells = aggregate(&vs, "country", Some("mechanism"));
+        assert_eq!(cells.len(), 3);
+        assert_eq!(
+            (cells[0].x.as_str(), cells[0].y.as_deref()),
+            ("CN", Some("none"))
+        );
+        assert_eq!(cells[0].counts.ok_count, 1);
+        assert_eq!(cells[1].counts.blocked_count, 2);
+        assert_eq!(cells[2].counts.measurement_count, 2);
+        let a = Aggregation {
+            axis_x: "country".into(),
+            axis_y: Some("day".into()),
+            result: aggregate(&vs, "country", Some("day")),
+        };
+        let csv = to_csv(&a);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "country,day,ok_count,blocked_count,down_count,inconclusive_count,measurement_count"
+        );
+        assert_eq!(lines[1], "CN,1970-01-02,1,2,0,0,3");
+        assert_eq!(lines[2], "DE,1970-01-02,0,0,1,1,2");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+}

@@ -1,0 +1,182 @@
+//! The read-only HTTP face for dashboards (axum): versioned JSON under
+//! `/api/v1/`, server-sent events of new results and verdicts, an OpenAPI
+//! document generated from the handlers, Prometheus `/metrics`, and a
+//! built-in dashboard page at `/`. Served on its own listener
+//! (`http_listen`) beside the gRPC port; nothing here writes to the store.
+//!
+//! Access: `Authorization: Bearer <token>` whose SHA-256 is listed in
+//! `read_tokens`, or no token at all when that list is empty and the listener
+//! is loopback. Each token (or the anonymous loopback caller) has a token
+//! bucket of `http_rate_per_minute` requests.
+
+mod access;
+mod aggregation;
+mod api;
+pub mod grpc;
+pub mod metrics;
+mod openapi;
+mod params;
+mod stream;
+mod views;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::config::ConfigError;
+use crate::errors::ServiceError;
+use crate::server::ServeError;
+use crate::state::Shared;
+
+pub use metrics::{record_commit_group, record_ingest, Histogram};
+
+/// The dashboard page (static; it reads everything through the API).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub(crate) shared: Shared,
+    pub(crate) access: Arc<access::Access>,
+    pub(crate) feed: Arc<stream::Feed>,
+}
+
+/// An error answered as `{"error": "..."}` with the status from
+/// [`ServiceError::codes`].
+#[derive(Debug)]
+pub(crate) struct HttpError {
+    error: ServiceError,
+    retry_after_s: Option<u64>,
+}
+
+impl From<ServiceError> for HttpError {
+    fn from(error: ServiceError) -> Self {
+        HttpError {
+            error,
+            retry_after_s: None,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for HttpError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
+impl HttpError {
+    pub(crate) fn bad(msg: impl Into<String>) -> HttpError {
+        ServiceError::InvalidArgument(msg.into()).into()
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let code =
+            StatusCode::from_u16(self.error.codes().1).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if code.is_server_error() {
+            tracing::error!("http: {}", self.error);
+        }
+        let body = serde_json::json!({ "error": self.error.to_string() });
+        let mut resp = (code, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if code == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vantage\""),
+            );
+        }
+        resp
+    }
+}
+
+/// Runs blocking store work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HttpError> + Send + 'static,
+) -> Result<T, HttpError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HttpError::from(ServiceError::Internal(format!("worker failed: {e}"))))?
+}
+
+/// The whole HTTP application (also used by tests without a listener).
+pub(crate) fn router(app: App) -> Router {
+    let guarded = Router::new()
+        .route("/api/v1/agents", get(api::agents))
+        .route("/api/v1/campaigns", get(api::campaigns))
+        .route("/api/v1/campaigns/{id}", get(api::campaign))
+        .route("/api/v1/results", get(api::results))
+        .route("/api/v1/verdicts", get(api::verdicts))
+        .route("/api/v1/aggregation", get(aggregation::aggregation))
+        .route("/api/v1/stream", get(stream::stream))
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            access::guard,
+        ));
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/api/v1/openapi.json", get(openapi::openapi))
+        .merge(guarded)
+        .fallback(not_found)
+        .with_state(app)
+}
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> HttpError {
+    ServiceError::NotFound(format!("no such endpoint: {}", uri.path())).into()
+}
+
+/// Serves the HTTP face when `http_listen` is configured: binds now (so a
+/// bad address fails `serve`), then serves in the background.
+pub async fn spawn(shared: Shared) -> Result<(), ServeError> {
+    let Some(addr) = shared.config.http_listen.clone() else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    let access =
+        access::Access::new(&shared.config, local.ip().is_loopback()).map_err(|message| {
+            ServeError::Config(ConfigError::Parse {
+                path: shared.data_dir.join(crate::config::FILE),
+                message,
+            })
+        })?;
+    let app = App {
+        feed: stream::Feed::start(shared.clone()),
+        access: Arc::new(access),
+        shared,
+    };
+    tracing::info!(addr = %local, "HTTP API and dashboard serving");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(app)).await {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    });
+    Ok(())
+}
