@@ -197,6 +197,82 @@ fn backup_offline(data_dir: &Path, to: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// `vantage-coordinator backup` while serving: the snapshot streams from the
+/// running coordinator over the admin connection.
+async fn backup_live(data_dir: &Path, to: &Path, force: bool) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    use vantage_proto::client::{connect_any, ClientIdentity, ConnectOptions};
+    if to.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", to.display());
+    }
+    let read = |f: &str| {
+        std::fs::read_to_string(data_dir.join(f))
+            .with_context(|| format!("reading {}", data_dir.join(f).display()))
+    };
+    let ca = vantage_proto::client::parse_certs(&read("ca.pem")?)?;
+    let config = Config::load(data_dir)?;
+    let opts = ConnectOptions {
+        ca_sha256: vantage_proto::cert_fingerprint(&ca[0]),
+        identity: Some(ClientIdentity {
+            cert_pem: read("admin.pem")?,
+            key_pem: read("admin.key")?,
+        }),
+        connect_timeout: std::time::Duration::from_secs(10),
+    };
+    let ch = connect_any(&config.advertise, &opts)
+        .await
+        .context("the store is in use, but the coordinator cannot be reached for a live backup")?;
+    let mut stream = vantage_proto::v1::admin_service_client::AdminServiceClient::new(ch)
+        .backup(vantage_proto::v1::BackupRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("live backup refused: {}", s.message()))?
+        .into_inner();
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = parent.join(format!(
+        ".{}.partial",
+        to.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let copied: Result<()> = async {
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| anyhow::anyhow!("live backup failed: {}", s.message()))?
+        {
+            file.write_all(&chunk.data).await?;
+        }
+        file.sync_all().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let summary = match backup::verify(std::fs::File::open(&tmp)?) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(anyhow::Error::from(e).context("the streamed backup does not verify"));
+        }
+    };
+    std::fs::rename(&tmp, to).with_context(|| format!("renaming to {}", to.display()))?;
+    println!(
+        "Backed up the running coordinator ({}) to {}",
+        data_dir.display(),
+        to.display()
+    );
+    println!("  {}", summary_line(&summary));
+    Ok(())
+}
+
 fn restore(from: &Path, data_dir: &Path) -> Result<()> {
     if std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some()) {
         bail!(
@@ -314,7 +390,14 @@ async fn main() -> Result<()> {
             data_dir,
             to,
             force,
-        } => backup_offline(&data_dir, &to, force)?,
+        } => {
+            let locked = Store::open(&data_dir.join(STORE_DIR)).is_err();
+            if locked && data_dir.join(vantage_coordinator::config::FILE).exists() {
+                backup_live(&data_dir, &to, force).await?
+            } else {
+                backup_offline(&data_dir, &to, force)?
+            }
+        }
         Cmd::Restore { from, data_dir } => restore(&from, &data_dir)?,
         Cmd::VerifyBackup { file } => {
             let f = std::fs::File::open(&file)

@@ -186,4 +186,69 @@ impl AdminService for AdminApi {
         let state = crate::campaigns::set_state(&self.shared, &r.campaign_id, &r.action)?;
         Ok(Response::new(SetCampaignStateResponse { state }))
     }
+
+    type BackupStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<BackupChunk, Status>> + Send>>;
+
+    async fn backup(
+        &self,
+        req: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        require_admin(&self.shared, &req)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let _paused = shared.commit.pause();
+            let writer = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            match shared.store.export(Some(&shared.data_dir), writer) {
+                Ok(s) => tracing::info!(entries = s.entries, "live backup streamed"),
+                Err(e) => {
+                    tracing::error!("live backup failed: {e}");
+                    let _ = tx.blocking_send(Err(Status::internal(format!("backup failed: {e}"))));
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Streams what it is written in ~1 MiB chunks; fails when the client left.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<BackupChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(BackupChunk { data }))
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "backup client went away")
+            })
+    }
+}
+
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
+    }
 }

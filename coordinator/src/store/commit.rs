@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 use tokio::sync::oneshot;
 
@@ -32,6 +33,9 @@ struct Job {
 #[derive(Clone)]
 pub struct CommitHandle {
     tx: std_mpsc::Sender<Job>,
+    /// Held (shared) by the commit thread while it writes a group; taken
+    /// exclusively by [`CommitHandle::pause`] for a consistent snapshot.
+    gate: Arc<RwLock<()>>,
 }
 
 /// Stats of one group commit, for metrics and benchmarks.
@@ -46,12 +50,20 @@ impl CommitHandle {
     /// Starts the commit thread for `store`.
     pub fn start(store: Store, on_group: impl Fn(GroupStats) + Send + 'static) -> CommitHandle {
         let (tx, rx) = std_mpsc::channel::<Job>();
+        let gate = Arc::new(RwLock::new(()));
+        let g = gate.clone();
         std::thread::Builder::new()
             .name("vantage-commit".into())
-            .spawn(move || run(store, rx, on_group))
+            .spawn(move || run(store, rx, g, on_group))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!("cannot start the commit thread: {e}"));
-        CommitHandle { tx }
+        CommitHandle { tx, gate }
+    }
+
+    /// Blocks result commits until the guard is dropped (waiting for the
+    /// group being written, if any). Call from a blocking context.
+    pub fn pause(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes `results` durable; resolves when they are on disk.
@@ -74,7 +86,12 @@ impl CommitHandle {
 /// Upper bound of results per group: keeps one sync's latency bounded.
 const MAX_GROUP: usize = 16_384;
 
-fn run(store: Store, rx: std_mpsc::Receiver<Job>, on_group: impl Fn(GroupStats)) {
+fn run(
+    store: Store,
+    rx: std_mpsc::Receiver<Job>,
+    gate: Arc<RwLock<()>>,
+    on_group: impl Fn(GroupStats),
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let mut n = jobs[0].results.len();
@@ -87,7 +104,10 @@ fn run(store: Store, rx: std_mpsc::Receiver<Job>, on_group: impl Fn(GroupStats))
                 Err(_) => break,
             }
         }
-        let outcome = write_group(&store, &jobs);
+        let outcome = {
+            let _open = gate.read().unwrap_or_else(|p| p.into_inner());
+            write_group(&store, &jobs)
+        };
         match outcome {
             Ok(per_job) => {
                 on_group(GroupStats {

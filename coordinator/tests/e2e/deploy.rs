@@ -358,11 +358,12 @@ fn backup_restore_round_trips_and_refuses_corruption() {
     let file = c.root.path().join("coord.vbk");
     let file_s = file.display().to_string();
 
-    // Serving: the store is locked, and the error says what to do.
-    let out = coordinator(&["backup", "--data-dir", &dir, "--to", &file_s]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("stop it first"), "{}", text(&out));
-    assert!(!file.exists());
+    // Serving: the snapshot streams from the running coordinator.
+    let live = c.root.path().join("live.vbk");
+    let live_s = live.display().to_string();
+    let out = coordinator(&["backup", "--data-dir", &dir, "--to", &live_s]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("running coordinator"), "{}", text(&out));
 
     c.kill9();
     let out = coordinator(&["backup", "--data-dir", &dir, "--to", &file_s]);
@@ -409,6 +410,31 @@ fn backup_restore_round_trips_and_refuses_corruption() {
             }
         }
         assert_eq!(a.result_count().unwrap(), b.result_count().unwrap());
+    }
+    // The live snapshot holds exactly the same results as the stopped store.
+    {
+        let from_live = c.root.path().join("restored-live");
+        let out = coordinator(&[
+            "restore",
+            "--from",
+            &live_s,
+            "--data-dir",
+            &from_live.display().to_string(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let a = Store::open(&c.dir.join(STORE_DIR)).expect("original store");
+        let b = Store::open(&from_live.join(STORE_DIR)).expect("restored live store");
+        let results = |s: &Store| {
+            s.dump()
+                .unwrap()
+                .into_iter()
+                .find(|(n, _)| n == b"results")
+                .map(|(_, e)| e)
+                .unwrap_or_default()
+        };
+        let (ra, rb) = (results(&a), results(&b));
+        assert!(ra.len() > 50);
+        assert_eq!(ra, rb, "every key and value of the results tree");
     }
     use std::os::unix::fs::PermissionsExt;
     for f in [
