@@ -213,17 +213,13 @@ impl ResultFilter {
         if self.kind.as_ref().is_some_and(|k| k != d.kind()) {
             return false;
         }
-        if self
+        // Country and ASN only as the volunteer shared them in the result.
+        let country_ok = self
             .country
             .as_ref()
-            .is_some_and(|c| !labels.is_some_and(|l| l.country.eq_ignore_ascii_case(c)))
-        {
-            return false;
-        }
-        if self
-            .asn
-            .is_some_and(|a| !labels.is_some_and(|l| l.asn == a))
-        {
+            .is_none_or(|c| labels.is_some_and(|l| l.country.eq_ignore_ascii_case(c)));
+        let asn_ok = self.asn.is_none_or(|a| labels.is_some_and(|l| l.asn == a));
+        if !(country_ok && asn_ok) {
             return false;
         }
         if self.since.is_some_and(|s| d.m.start_us < s)

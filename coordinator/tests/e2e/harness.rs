@@ -63,6 +63,8 @@ pub struct Coordinator {
     pub dir: PathBuf,
     pub addr: String,
     pub log: PathBuf,
+    /// Read-only HTTP API address (`--http-listen`), when enabled.
+    pub http: Option<String>,
     child: Option<Child>,
 }
 
@@ -88,8 +90,29 @@ impl Coordinator {
             root,
             dir,
             addr,
+            http: None,
             child: None,
         }
+    }
+
+    /// Serves the HTTP API on a free loopback port (`--http-listen`).
+    pub fn with_http(mut self) -> Coordinator {
+        self.http = Some(format!("127.0.0.1:{}", free_port()));
+        self
+    }
+
+    /// Sets a top-level setting in coordinator.toml (before `start`),
+    /// replacing the line that set it; `value` is TOML.
+    pub fn set_config(&self, key: &str, value: &str) {
+        let path = self.dir.join("coordinator.toml");
+        let cfg = std::fs::read_to_string(&path).expect("coordinator.toml");
+        let mut out: String = cfg
+            .lines()
+            .filter(|l| l.split('=').next().map(str::trim) != Some(key))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        out.push_str(&format!("{key} = {value}\n"));
+        std::fs::write(&path, out).expect("write coordinator.toml");
     }
 
     pub fn start(mut self) -> Coordinator {
@@ -104,9 +127,12 @@ impl Coordinator {
             .append(true)
             .open(&self.log)
             .expect("log");
-        let child = Command::new(coordinator_bin())
-            .args(["serve", "--data-dir"])
-            .arg(&self.dir)
+        let mut cmd = Command::new(coordinator_bin());
+        cmd.args(["serve", "--data-dir"]).arg(&self.dir);
+        if let Some(h) = &self.http {
+            cmd.args(["--http-listen", h]);
+        }
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -117,6 +143,11 @@ impl Coordinator {
         wait_until(Duration::from_secs(20), "the coordinator to listen", || {
             std::net::TcpStream::connect(&addr).is_ok()
         });
+        if let Some(h) = self.http.clone() {
+            wait_until(Duration::from_secs(20), "the HTTP API to listen", || {
+                std::net::TcpStream::connect(&h).is_ok()
+            });
+        }
     }
 
     pub fn kill9(&mut self) {

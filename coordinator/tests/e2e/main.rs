@@ -6,4 +6,5 @@
 mod campaigns;
 mod deploy;
 mod harness;
+mod http;
 mod spine;
