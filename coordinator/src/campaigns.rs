@@ -353,6 +353,12 @@ pub async fn step(s: &Shared) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Grace after a task deadline before its lease expires: a quarter of the
+/// deadline, at least 2 s.
+fn lease_grace(deadline_us: i64) -> i64 {
+    (deadline_us / 4).max(2_000_000)
+}
+
 fn views(s: &Shared) -> Result<Vec<AgentView>, ServiceError> {
     Ok(s.store
         .agents()?
@@ -516,7 +522,9 @@ async fn supervise_run(
             .filter(|(_, st)| matches!(st, TaskAssignment::Sent | TaskAssignment::Accepted))
             .map(|(a, _)| a.clone())
             .collect();
-        if now <= t.deadline_us {
+        // A probe may use its whole deadline; its result then needs a moment
+        // to travel, so a lease expires only after a grace period.
+        if now <= t.deadline_us + lease_grace(lease) {
             outstanding += expired.len();
             continue;
         }

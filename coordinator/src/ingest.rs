@@ -47,6 +47,8 @@ pub async fn ingest(
     agent: &AgentIdentity,
     batch: Vec<SignedResult>,
 ) -> Result<Ingested, crate::store::StoreError> {
+    let t0 = std::time::Instant::now();
+    let batch_len = batch.len();
     let now = vantage_proto::now_us();
     let mut rejected = Vec::new();
     let mut candidates = Vec::with_capacity(batch.len());
@@ -100,6 +102,7 @@ pub async fn ingest(
     if !pending.is_empty() {
         shared.commit.commit(pending).await?;
     }
+    crate::http::record_ingest(batch_len, t0.elapsed());
     Ok(Ingested {
         ack: ResultAck {
             accepted: accepted_ids,

@@ -46,7 +46,7 @@ pub enum ServeError {
 /// Opens the store and loads the CA: everything `serve` needs.
 pub fn open_state(data_dir: &Path, config: Config) -> Result<Shared, ServeError> {
     let store = Store::open(&data_dir.join("store"))?;
-    let commit = CommitHandle::start(store.clone(), |_| {});
+    let commit = CommitHandle::start(store.clone(), crate::http::record_commit_group);
     Ok(Arc::new(State {
         ca: Ca::load(data_dir)?,
         admin_fingerprint: pki::admin_fingerprint(data_dir)?,
@@ -156,13 +156,16 @@ pub async fn serve(
     let query = QueryServiceServer::new(QueryApi {
         shared: shared.clone(),
     });
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(64))
         .add_service(agent)
         .add_service(admin)
-        .add_service(query)
+        .add_service(query);
+    // grpc.health.v1 and server reflection.
+    crate::http::grpc::standard_services(router)
+        .await
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
         .await?;
     Ok(())

@@ -7,4 +7,5 @@ mod campaigns;
 mod deploy;
 mod harness;
 mod http;
+mod lab;
 mod spine;
