@@ -5,4 +5,3 @@ use super::{ProbeContext, ProbeOutput};
 pub async fn run(_input: &vantage_proto::v1::OpenVpnInput, _ctx: &ProbeContext) -> ProbeOutput {
     ProbeOutput::refused("unsupported: the openvpn probe is not implemented yet")
 }
-
