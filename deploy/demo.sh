@@ -183,7 +183,8 @@ printf '%s\n' "$AGENT_CONF" >"$STATE/control/agent.toml"
 ns in "$BIN/vantage-agent" run --data-dir "$STATE/inside" >"$STATE/inside.log" 2>&1 &
 ns out "$BIN/vantage-agent" run --data-dir "$STATE/control" >"$STATE/control.log" 2>&1 &
 for i in $(seq 1 100); do
-  [ "$(CTL agents | grep -c ' yes ')" -ge 2 ] && break
+  CTL agents >"$STATE/agents.txt"
+  [ "$(grep -c ' yes ' "$STATE/agents.txt")" -ge 2 ] && break
   sleep 0.2
 done
 CTL agents
@@ -193,13 +194,15 @@ ID=$(CTL campaign create -f "$ROOT/deploy/campaigns/lab-demo.toml")
 echo "campaign $ID"
 CTL campaign status "$ID" --watch
 for i in $(seq 1 150); do
-  CTL campaign status "$ID" | head -1 | grep -q ' done ' && break
+  CTL campaign status "$ID" >"$STATE/status.txt"
+  head -1 "$STATE/status.txt" | grep -q ' done ' && break
   sleep 0.2
 done
 
 say "verdicts (inside vs control, same moment)"
 CTL verdicts "$ID"
-CTL stats | head -3
+CTL stats >"$STATE/stats.txt"
+head -3 "$STATE/stats.txt"
 
 if [ "$CHECK" = 1 ]; then
   say "checking every expected verdict"

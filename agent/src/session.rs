@@ -58,7 +58,20 @@ impl Agent {
         let identity = Identity::load(&dir)?;
         let key = identity::load_key(&dir)?;
         let config = AgentConfig::load(&dir)?;
-        let outbox = Outbox::open(&dir, config.limits.outbox_max_entries)?;
+        // `vantage-agent status` may hold the outbox for a moment when the
+        // agent is not running yet: wait for it rather than fail.
+        let mut tries = 0;
+        let outbox = loop {
+            match Outbox::open(&dir, config.limits.outbox_max_entries) {
+                Ok(o) => break o,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!("outbox busy ({e}); retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(Arc::new(Agent {
             probes: Semaphore::new(config.limits.max_concurrency as usize),
             dir,

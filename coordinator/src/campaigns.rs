@@ -515,7 +515,6 @@ async fn supervise_run(
         let Some(mut t) = s.store.task(&task_id)? else {
             continue;
         };
-        let mut task_changed = false;
         let expired: Vec<String> = t
             .assignments
             .iter()
@@ -528,10 +527,10 @@ async fn supervise_run(
             outstanding += expired.len();
             continue;
         }
-        for agent in expired {
+        let mut offers: Vec<(String, &'static str)> = Vec::new();
+        for agent in &expired {
             t.assignments.insert(agent.clone(), TaskAssignment::Expired);
-            task_changed = true;
-            let group = if run.inside.contains(&agent) {
+            let group = if run.inside.contains(agent) {
                 "inside"
             } else {
                 "control"
@@ -543,21 +542,20 @@ async fn supervise_run(
             } else {
                 &spec.control
             };
-            let views = views(s)?;
             let kind = serde_json::from_value::<ProbeInput>(t.input.clone())
                 .map(|i| i.kind_name())
                 .unwrap_or("none");
             let used: HashSet<&String> = run.inside.iter().chain(run.control.iter()).collect();
-            let candidates: Vec<AgentView> = views
+            let candidates: Vec<AgentView> = views(s)?
                 .into_iter()
                 .filter(|v| !used.contains(&v.agent_id) && !t.assignments.contains_key(&v.agent_id))
                 .filter(|v| v.consent_kinds.iter().any(|k| k == kind))
                 .collect();
-            let pick = scheduler::select_agents(selector, &candidates)
+            if let Some(new_agent) = scheduler::select_agents(selector, &candidates)
                 .chosen
                 .into_iter()
-                .next();
-            if let Some(new_agent) = pick {
+                .next()
+            {
                 t.assignments
                     .insert(new_agent.clone(), TaskAssignment::Sent);
                 if group == "inside" {
@@ -565,16 +563,38 @@ async fn supervise_run(
                 } else {
                     run.control.push(new_agent.clone());
                 }
-                t.deadline_us = now + lease;
-                if send(s, &new_agent, &wire_task(&t, group)) {
-                    outstanding += 1;
-                    tracing::info!(task = %task_id, agent = %new_agent, "lease re-offered");
-                }
+                offers.push((new_agent, group));
                 changed = true;
             }
         }
-        if task_changed {
-            s.store.update_task(&t)?;
+        if expired.is_empty() {
+            continue;
+        }
+        // Written atomically before anything is sent, so a fast result is
+        // never lost to this update (results mark their own assignment).
+        let new_deadline = now + lease;
+        let stored = s.store.modify_task(&task_id, |cur| {
+            for a in &expired {
+                if let Some(st) = cur.assignments.get_mut(a) {
+                    if matches!(st, TaskAssignment::Sent | TaskAssignment::Accepted) {
+                        *st = TaskAssignment::Expired;
+                    }
+                }
+            }
+            for (a, _) in &offers {
+                cur.assignments.insert(a.clone(), TaskAssignment::Sent);
+            }
+            if !offers.is_empty() {
+                cur.deadline_us = new_deadline;
+            }
+        })?;
+        if let Some(stored) = stored {
+            for (agent, group) in &offers {
+                if send(s, agent, &wire_task(&stored, group)) {
+                    outstanding += 1;
+                    tracing::info!(task = %task_id, %agent, "lease re-offered");
+                }
+            }
         }
     }
     if outstanding == 0 {

@@ -111,18 +111,22 @@ pub async fn dispatch(
     })
 }
 
-/// Records an agent's answer to a task.
+/// Records an agent's answer to a task (atomically: other sessions may be
+/// recording theirs on the same task at the same moment). A result that
+/// arrives after its lease expired still counts as done.
 pub fn mark(
     shared: &Shared,
     task_id: &str,
     agent_id: &str,
     state: TaskAssignment,
 ) -> Result<(), StoreError> {
-    if let Some(mut t) = shared.store.task(task_id)? {
-        if t.assignments.contains_key(agent_id) {
-            t.assignments.insert(agent_id.to_string(), state);
-            shared.store.update_task(&t)?;
+    shared.store.modify_task(task_id, |t| {
+        if let Some(cur) = t.assignments.get_mut(agent_id) {
+            // Done is final; a late acceptance never undoes it.
+            if *cur != TaskAssignment::Done {
+                *cur = state;
+            }
         }
-    }
+    })?;
     Ok(())
 }

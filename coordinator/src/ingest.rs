@@ -3,6 +3,8 @@
 //! group commit -> ack. Bad results are rejected with a reason and counted,
 //! never stored; their batch neighbours are unaffected.
 
+use std::collections::HashMap;
+
 use ed25519_dalek::VerifyingKey;
 use prost::Message;
 use vantage_proto::envelope;
@@ -28,6 +30,7 @@ struct Candidate {
     env: SignedResult,
     id: String,
     task_id: String,
+    campaign_id: String,
     pending: PendingResult,
 }
 
@@ -52,8 +55,15 @@ pub async fn ingest(
     let now = vantage_proto::now_us();
     let mut rejected = Vec::new();
     let mut candidates = Vec::with_capacity(batch.len());
+    let mut tasks: HashMap<String, Option<(String, bool)>> = HashMap::new();
     for env in batch {
-        match precheck(agent, env, now) {
+        let checked = precheck(agent, env, now).and_then(|c| {
+            match task_check(shared, agent, &c, &mut tasks) {
+                None => Ok(c),
+                Some(reason) => Err((c.id, reason)),
+            }
+        });
+        match checked {
             Ok(c) => candidates.push(c),
             Err((id, reason)) => rejected.push(Rejection {
                 id,
@@ -112,6 +122,34 @@ pub async fn ingest(
     })
 }
 
+/// A result that names a task must belong to a task this agent was given,
+/// in the campaign it names. Lookups are cached per batch. A store error
+/// lets the result through to the commit, which will surface the error.
+fn task_check(
+    shared: &Shared,
+    agent: &AgentIdentity,
+    c: &Candidate,
+    cache: &mut HashMap<String, Option<(String, bool)>>,
+) -> Option<&'static str> {
+    if c.task_id.is_empty() {
+        return (!c.campaign_id.is_empty()).then_some("unknown_task");
+    }
+    let entry =
+        cache
+            .entry(c.task_id.clone())
+            .or_insert_with(|| match shared.store.task(&c.task_id) {
+                Ok(Some(t)) => Some((t.campaign_id, t.assignments.contains_key(&agent.agent_id))),
+                Ok(None) => None,
+                Err(_) => Some((c.campaign_id.clone(), true)),
+            });
+    match entry {
+        None => Some("unknown_task"),
+        Some((_, false)) => Some("not_assigned"),
+        Some((campaign, true)) if *campaign != c.campaign_id => Some("campaign_mismatch"),
+        Some(_) => None,
+    }
+}
+
 fn precheck(
     agent: &AgentIdentity,
     env: SignedResult,
@@ -147,5 +185,6 @@ fn precheck(
         env,
         id,
         task_id: m.task_id,
+        campaign_id: m.campaign_id,
     })
 }

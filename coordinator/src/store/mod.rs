@@ -222,13 +222,38 @@ impl Store {
         self.sync()
     }
 
-    /// Stores a task without syncing: assignment progress is soft state
-    /// (the results themselves are durable and say what was done).
-    pub fn update_task(&self, rec: &TaskRecord) -> Result<(), StoreError> {
-        let key =
-            uuid_key(&rec.task_id).ok_or_else(|| StoreError::NotFound(rec.task_id.clone()))?;
-        self.tasks.insert(key, records::to_json(rec))?;
-        Ok(())
+    /// Changes a task atomically (sled compare-and-swap under the hood), so
+    /// concurrent sessions marking their own assignments never lose each
+    /// other's updates. Returns the task as stored afterwards. No fsync.
+    pub fn modify_task(
+        &self,
+        task_id: &str,
+        f: impl Fn(&mut TaskRecord),
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        let Some(key) = uuid_key(task_id) else {
+            return Ok(None);
+        };
+        let mut corrupt = None;
+        let out = self.tasks.update_and_fetch(key, |old| {
+            let old = old?;
+            match records::from_json::<TaskRecord>("tasks", old) {
+                Ok(mut t) => {
+                    f(&mut t);
+                    Some(records::to_json(&t))
+                }
+                Err(e) => {
+                    corrupt = Some(e);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(e) = corrupt {
+            return Err(e);
+        }
+        match out {
+            Some(v) => Ok(Some(records::from_json("tasks", &v)?)),
+            None => Ok(None),
+        }
     }
 
     pub fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {

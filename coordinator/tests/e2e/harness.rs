@@ -122,27 +122,47 @@ impl Coordinator {
 
     /// Starts (again) and waits until the port accepts connections.
     pub fn restart(&mut self) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        let mut cmd = Command::new(coordinator_bin());
-        cmd.args(["serve", "--data-dir"]).arg(&self.dir);
-        if let Some(h) = &self.http {
-            cmd.args(["--http-listen", h]);
+        // Ports come from `free_port`, which another test may take in the
+        // meantime: if our coordinator cannot bind, move it to a new port.
+        for _attempt in 0..5 {
+            let served_before = self.log_text().matches("coordinator serving").count();
+            let log = File::options()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .expect("log");
+            let mut cmd = Command::new(coordinator_bin());
+            cmd.args(["serve", "--data-dir"]).arg(&self.dir);
+            if let Some(h) = &self.http {
+                cmd.args(["--http-listen", h]);
+            }
+            let child = cmd
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn coordinator");
+            self.child = Some(child);
+            // Ours is up when its log says so, not when the port answers.
+            wait_until(Duration::from_secs(20), "the coordinator to start", || {
+                !self.is_running()
+                    || self.log_text().matches("coordinator serving").count() > served_before
+            });
+            if self.is_running() {
+                break;
+            }
+            let port = free_port();
+            let old = self.addr.clone();
+            self.addr = format!("127.0.0.1:{port}");
+            let cfg = self.dir.join("coordinator.toml");
+            let text = std::fs::read_to_string(&cfg).expect("coordinator.toml");
+            std::fs::write(&cfg, text.replace(&old, &self.addr)).expect("coordinator.toml");
         }
-        let child = cmd
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn coordinator");
-        self.child = Some(child);
-        let addr = self.addr.clone();
-        wait_until(Duration::from_secs(20), "the coordinator to listen", || {
-            std::net::TcpStream::connect(&addr).is_ok()
-        });
+        assert!(
+            self.is_running(),
+            "the coordinator did not start:\n{}",
+            self.log_text()
+        );
         if let Some(h) = self.http.clone() {
             wait_until(Duration::from_secs(20), "the HTTP API to listen", || {
                 std::net::TcpStream::connect(&h).is_ok()

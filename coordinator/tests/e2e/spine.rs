@@ -288,6 +288,13 @@ async fn bad_results_are_refused_and_counted_while_neighbours_are_stored() {
     // Signed correctly, but claims to be agent b while speaking on a's session.
     let mismatch = sign(&measurement(&b.id));
 
+    let mut unknown_task = measurement(&agent_id);
+    unknown_task.task_id = envelope::new_id();
+    let unknown_task = sign(&unknown_task);
+    let mut stray_campaign = measurement(&agent_id);
+    stray_campaign.campaign_id = envelope::new_id();
+    let stray_campaign = sign(&stray_campaign);
+
     let mut future = measurement(&agent_id);
     future.start_us += 3600 * 1_000_000;
     let future = sign(&future);
@@ -299,6 +306,8 @@ async fn bad_results_are_refused_and_counted_while_neighbours_are_stored() {
         altered,
         mismatch,
         future,
+        unknown_task,
+        stray_campaign,
         sign(&good[2]),
         sign(&good[0]), // a duplicate in the same batch is accepted once
     ];
@@ -320,7 +329,9 @@ async fn bad_results_are_refused_and_counted_while_neighbours_are_stored() {
             "agent_mismatch",
             "bad_signature",
             "bad_signature",
-            "future_timestamp"
+            "future_timestamp",
+            "unknown_task",
+            "unknown_task"
         ]
     );
 
