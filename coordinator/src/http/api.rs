@@ -20,19 +20,7 @@ use crate::state::Shared;
 use crate::store::Store;
 
 /// Probe kinds a `kind` filter may name.
-pub(crate) const KINDS: &[&str] = &[
-    "dns",
-    "dns_injection",
-    "tcp",
-    "tls",
-    "http",
-    "web",
-    "quic",
-    "openvpn",
-    "tor",
-    "encrypted",
-    "wireguard",
-];
+pub(crate) const KINDS: &[&str] = vantage_proto::PROBE_KINDS;
 
 /// Verdict statuses.
 pub(crate) const STATUSES: &[&str] = &["ok", "blocked", "down", "inconclusive"];

@@ -234,21 +234,6 @@ impl Sse {
 
 // ------------------------------------------------------------ fixtures
 
-async fn until<F, Fut>(limit: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Two inside agents (CN) and one control (DE, tagged), running.
 async fn fleet(c: &Coordinator, fill_first: usize) -> Vec<Agent> {
     let token = c.token(3, "1h");

@@ -13,21 +13,6 @@ use vantage_proto::v1::*;
 
 use crate::harness::*;
 
-async fn until<F, Fut>(limit: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn keys(agents: &[AgentInfo]) -> HashMap<String, VerifyingKey> {
     agents
         .iter()
