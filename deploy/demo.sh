@@ -9,6 +9,8 @@
 #   bash deploy/demo.sh            # build, run, print, tear down
 #   bash deploy/demo.sh --keep     # leave the lab and processes up to explore
 #   bash deploy/demo.sh --check    # also assert every expected verdict (tests use this)
+#   bash deploy/demo.sh --bench    # also measure the agent: idle RSS, wake-ups,
+#                                  # binary size, and the web probe over 1,000 targets
 #
 # VANTAGE_BIN_DIR=target/debug skips the build and uses those binaries.
 set -euo pipefail
@@ -17,11 +19,13 @@ ROOT=$PWD
 
 CHECK=0
 KEEP=0
+BENCH=0
 for a in "$@"; do
   case "$a" in
     --check) CHECK=1 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --bench) BENCH=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown option $a (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -134,7 +138,8 @@ ns srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
   --listen-address=198.19.203.53 --pid-file="$STATE/dns-real.pid" \
   --address=/clean.lab.example/198.19.203.10 --address=/blocked.lab.example/198.19.203.10 \
   --address=/hijacked.lab.example/198.19.203.10 --address=/nx.lab.example/198.19.203.10 \
-  --address=/news.lab.example/198.19.203.40 >"$STATE/dns-real.log" 2>&1 &
+  --address=/news.lab.example/198.19.203.40 --address=/bench.lab.example/198.19.203.10 \
+  >"$STATE/dns-real.log" 2>&1 &
 # The censor's resolver: a bogon for hijacked names, NXDOMAIN for others.
 ns srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
   --listen-address=198.19.203.54 --pid-file="$STATE/dns-censor.pid" \
@@ -228,4 +233,36 @@ if [ "$CHECK" = 1 ]; then
   expect 'tcp 198.19.203.30:443' down ''
   [ "$fail" = 0 ] || { echo "verdict check failed" >&2; exit 1; }
   echo "all 9 verdicts as expected"
+fi
+
+if [ "$BENCH" = 1 ]; then
+  say "agent benchmark (budgets: idle RSS <= 15 MiB, binary <= 15 MiB, no busy polling, web x1000 <= 30 s)"
+  pid=$(pgrep -f "vantage-agent run --data-dir $STATE/inside" | head -1)
+  switches() { cat /proc/"$pid"/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+  rss_kib=$(awk '/VmRSS/ {print $2}' /proc/"$pid"/status)
+  s0=$(switches); sleep 20; s1=$(switches)
+  size=$(stat -c %s "$BIN/vantage-agent")
+  wake=$(( (s1 - s0) * 3 ))
+  echo "agent idle RSS            $((rss_kib / 1024)) MiB ($rss_kib KiB)"
+  echo "agent wake-ups (idle)     $wake per minute (context switches of all threads, 20 s window x3)"
+  echo "agent binary ($BIN)   $((size / 1048576)) MiB ($size bytes)"
+  n=${VANTAGE_BENCH_TARGETS:-1000}
+  spec="$STATE/web-bench.toml"
+  {
+    printf 'version = 1\nname = "web-bench"\nallow_private_targets = true\ndeadline = "120s"\n'
+    printf '[inside]\ncountries = ["CN"]\n[control]\ntags = ["control"]\n'
+    for i in $(seq 1 "$n"); do
+      printf '[[targets]]\nweb = { url = "http://bench.lab.example/p%d", resolver = "198.19.203.53:53" }\n' "$i"
+    done
+  } >"$spec"
+  t0=$(date +%s.%N)
+  BID=$(CTL campaign create -f "$spec")
+  for i in $(seq 1 1200); do
+    CTL campaign status "$BID" >"$STATE/bench-status.txt"
+    head -1 "$STATE/bench-status.txt" | grep -q ' done ' && break
+    sleep 0.1
+  done
+  t1=$(date +%s.%N)
+  CTL campaign status "$BID" | sed -n '3,4p'
+  echo "web probe x $n targets (inside + control agents, default concurrency 16): $(awk "BEGIN {print $t1 - $t0}") s from campaign creation to run complete"
 fi

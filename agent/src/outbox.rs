@@ -42,9 +42,12 @@ pub struct Outbox {
 impl Outbox {
     pub fn open(dir: &Path, max_entries: u64) -> Result<Outbox, OutboxError> {
         let path = dir.join("outbox");
+        // No background flusher: every push syncs explicitly, and an idle
+        // agent should not wake up several times a second.
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(8 << 20)
+            .flush_every_ms(None)
             .open()?;
         let items = db.open_tree("items")?;
         let meta = db.open_tree("meta")?;
