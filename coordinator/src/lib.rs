@@ -9,6 +9,7 @@ pub mod campaigns;
 pub mod config;
 pub mod dispatch;
 pub mod errors;
+pub mod export;
 pub mod http;
 pub mod hub;
 pub mod ingest;

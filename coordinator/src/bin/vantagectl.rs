@@ -79,12 +79,36 @@ enum Cmd {
     },
     /// Verdicts of a campaign: target x group x status x mechanism.
     Verdicts { campaign_id: String },
+    /// Export a campaign's results: jsonl (decoded + signed envelope),
+    /// ooni-jsonl (OONI base data format) or csv.
+    Export {
+        campaign_id: String,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+    },
+    /// Re-check every signature of a jsonl export offline, against the agent
+    /// keys from `vantagectl agents --output json`.
+    VerifyExport {
+        file: PathBuf,
+        #[arg(long)]
+        agents: PathBuf,
+    },
     /// Benchmarks against a fresh coordinator started for the purpose (its
     /// own temp data dir, loopback only). Needs no --data-dir.
     Bench {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    OoniJsonl,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +253,27 @@ async fn main() {
 async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Bench { cmd } = &cli.cmd {
         return bench(&cli, cmd).await;
+    }
+    if let Cmd::VerifyExport { file, agents } = &cli.cmd {
+        let keys = vantage_coordinator::export::agent_keys(
+            &std::fs::read_to_string(agents)
+                .with_context(|| format!("reading {}", agents.display()))?,
+        )?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let r = vantage_coordinator::export::verify_export(&text, &keys);
+        for (line, id, why) in &r.failed {
+            println!("line {line}: {id}: {why}");
+        }
+        println!("{} verified, {} failed", r.verified, r.failed.len());
+        if !r.failed.is_empty() {
+            anyhow::bail!(
+                "{} result(s) in {} do not verify",
+                r.failed.len(),
+                file.display()
+            );
+        }
+        return Ok(());
     }
     let conn = connect(&cli).await?;
     let mut admin = AdminServiceClient::new(conn.channel.clone());
@@ -386,7 +431,50 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Bench { .. } => unreachable!("handled above"),
+        Cmd::Bench { .. } | Cmd::VerifyExport { .. } => unreachable!("handled above"),
+        Cmd::Export {
+            campaign_id,
+            format,
+            out,
+        } => {
+            use std::io::Write;
+            use vantage_coordinator::export;
+            let mut q = QueryServiceClient::new(conn.channel.clone());
+            let mut stream = q
+                .list_results(ListResultsRequest {
+                    campaign_id: campaign_id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(human)?
+                .into_inner();
+            let mut w: Box<dyn Write> = match out {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            if *format == ExportFormat::Csv {
+                writeln!(w, "{}", export::CSV_HEADER)?;
+            }
+            let mut n = 0u64;
+            while let Some(item) = stream.next().await {
+                let sr = item.map_err(human)?;
+                let m = vantage_proto::envelope::decode(&sr.envelope.clone().unwrap_or_default())?;
+                match format {
+                    ExportFormat::Jsonl => writeln!(w, "{}", export::jsonl(&sr, &m))?,
+                    ExportFormat::OoniJsonl => writeln!(w, "{}", export::ooni(&sr, &m))?,
+                    ExportFormat::Csv => writeln!(w, "{}", export::csv_row(&sr, &m))?,
+                }
+                n += 1;
+                if n % 10_000 == 0 {
+                    eprintln!("exported {n} results ...");
+                }
+            }
+            w.flush()?;
+            eprintln!("exported {n} results");
+        }
         Cmd::Campaign { cmd } => campaign(&cli, &mut admin, cmd).await?,
         Cmd::Verdicts { campaign_id } => {
             let mut q = QueryServiceClient::new(conn.channel.clone());

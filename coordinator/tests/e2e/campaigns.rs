@@ -141,6 +141,84 @@ fn campaign_dispatches_inside_and_control_together_and_yields_verdicts() {
         table.contains("STATUS") && table.contains("down"),
         "{table}"
     );
+
+    // Exports: jsonl re-verifies offline; a flipped byte is caught.
+    let dir = c.root.path();
+    let export = dir.join("export.jsonl");
+    let agents = dir.join("agents.json");
+    let out = c.ctl(&[
+        "export",
+        &id,
+        "--format",
+        "jsonl",
+        "-o",
+        export.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&agents, c.ctl(&["--output", "json", "agents"]).stdout).unwrap();
+    let verify = |f: &std::path::Path| {
+        c.ctl(&[
+            "verify-export",
+            f.to_str().unwrap(),
+            "--agents",
+            agents.to_str().unwrap(),
+        ])
+    };
+    let out = verify(&export);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 verified, 0 failed"));
+    let text = std::fs::read_to_string(&export).unwrap();
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sig = lines[2]["envelope"]["signature_b64"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flipped = if sig.starts_with('A') {
+        sig.replacen('A', "B", 1)
+    } else {
+        format!("A{}", &sig[1..])
+    };
+    lines[2]["envelope"]["signature_b64"] = serde_json::Value::String(flipped);
+    let tampered = dir.join("tampered.jsonl");
+    std::fs::write(
+        &tampered,
+        lines
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let out = verify(&tampered);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("line 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // OONI base format and CSV.
+    let out = c.ctl(&["export", &id, "--format", "ooni-jsonl"]);
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["test_name"], "tcp_connect");
+    assert!(first["probe_cc"] == "CN" || first["probe_cc"] == "DE");
+    let out = c.ctl(&["export", &id, "--format", "csv"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        7,
+        "header + 6 rows"
+    );
 }
 
 #[test]
