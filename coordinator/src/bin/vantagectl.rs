@@ -468,7 +468,7 @@ async fn run(cli: Cli) -> Result<()> {
                     ExportFormat::Csv => writeln!(w, "{}", export::csv_row(&sr, &m))?,
                 }
                 n += 1;
-                if n % 10_000 == 0 {
+                if n.is_multiple_of(10_000) {
                     eprintln!("exported {n} results ...");
                 }
             }
