@@ -1,7 +1,254 @@
-//! `openvpn` probe. (Not yet implemented: returns a refusal.)
+//! `openvpn` probe: send a genuine `P_CONTROL_HARD_RESET_CLIENT_V2` over UDP
+//! (or over TCP with OpenVPN's 2-byte length prefix) and wait for the
+//! server's `P_CONTROL_HARD_RESET_SERVER_V2`.
+//!
+//! Wire format of the reset we send (no tls-auth / tls-crypt, so a server
+//! configured with either ignores it, which is indistinguishable from a
+//! blackhole and documented as such):
+//!
+//! ```text
+//! u8  opcode << 3 | key_id      (7 << 3 | 0 = 0x38)
+//! u64 own session id            (random)
+//! u8  ack packet-id array len   (0, so no remote session id follows)
+//! u32 message packet-id         (0)
+//! ```
+//!
+//! Any reply datagram/frame whose opcode is 8 counts as the server reset;
+//! other packets (P_ACK_V1 and the like) are skipped until the deadline.
+//!
+//! Failures: no reply -> `generic_timeout_error` / `read`; a TCP reset ->
+//! `connection_reset`; connect errors use the `connect` operation.
+//!
+//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
 
-use super::{ProbeContext, ProbeOutput};
+#![allow(clippy::needless_update)]
 
-pub async fn run(_input: &vantage_proto::v1::OpenVpnInput, _ctx: &ProbeContext) -> ProbeOutput {
-    ProbeOutput::refused("unsupported: the openvpn probe is not implemented yet")
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use vantage_proto::failure::{self, classify_io, failure, op};
+use vantage_proto::v1::{measurement, Failure, OpenVpnInput, OpenVpnResult};
+
+use super::{tcp, ProbeContext, ProbeOutput, Steps};
+
+/// `P_CONTROL_HARD_RESET_CLIENT_V2`.
+const OP_HARD_RESET_CLIENT_V2: u8 = 7;
+/// `P_CONTROL_HARD_RESET_SERVER_V2`.
+const OP_HARD_RESET_SERVER_V2: u8 = 8;
+/// Largest control packet we bother to read.
+const MAX_PACKET: usize = 2048;
+
+/// Runs the `openvpn` probe.
+pub async fn run(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
+    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
+        f.operation = op::READ.into();
+        measurement::Result::Openvpn(OpenVpnResult {
+            ip: input.ip.clone(),
+            port: input.port,
+            transport: input.transport.clone(),
+            failure: Some(f),
+            ..Default::default()
+        })
+    })
+    .await
+}
+
+/// Builds a client hard reset with session id `session`.
+pub(crate) fn client_reset(session: [u8; 8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(14);
+    p.push(OP_HARD_RESET_CLIENT_V2 << 3);
+    p.extend_from_slice(&session);
+    p.push(0); // ack array length
+    p.extend_from_slice(&0u32.to_be_bytes()); // message packet-id
+    p
+}
+
+/// Whether `packet` (without the TCP length prefix) is a server hard reset.
+pub(crate) fn is_server_reset(packet: &[u8]) -> bool {
+    // opcode byte + 8-byte session id at least.
+    packet.len() >= 9 && packet[0] >> 3 == OP_HARD_RESET_SERVER_V2
+}
+
+async fn run_inner(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
+    let mut steps = Steps::new();
+    let Some(ip) = tcp::parse_ip(&input.ip) else {
+        return ProbeOutput::refused("malformed_input: openvpn ip is not an IP address");
+    };
+    if let Err(reason) = ctx.policy.check(ip) {
+        return ProbeOutput::refused(reason);
+    }
+    let port = match u16::try_from(if input.port == 0 { 1194 } else { input.port }) {
+        Ok(p) => p,
+        Err(_) => return ProbeOutput::refused("malformed_input: openvpn port must be 1-65535"),
+    };
+    let transport = match input.transport.to_ascii_lowercase().as_str() {
+        "" | "udp" => "udp",
+        "tcp" => "tcp",
+        _ => return ProbeOutput::refused("malformed_input: openvpn transport is udp or tcp"),
+    };
+    let addr = SocketAddr::new(ip, port);
+    let mut session = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut session);
+    let packet = client_reset(session);
+    let mut result = OpenVpnResult {
+        ip: ip.to_string(),
+        port: port.into(),
+        transport: transport.to_string(),
+        ..Default::default()
+    };
+    let outcome = if transport == "udp" {
+        udp_exchange(addr, &packet, ctx, &mut steps).await
+    } else {
+        tcp_exchange(addr, &packet, ctx, &mut steps).await
+    };
+    match outcome {
+        Ok(rtt) => {
+            result.server_reset_received = true;
+            result.rtt_us = rtt;
+        }
+        Err(f) => result.failure = Some(f),
+    }
+    ProbeOutput {
+        result: measurement::Result::Openvpn(result),
+        steps: steps.into_vec(),
+    }
+}
+
+/// Sends the reset over UDP and waits for a server reset; returns the RTT.
+async fn udp_exchange(
+    addr: SocketAddr,
+    packet: &[u8],
+    ctx: &ProbeContext,
+    steps: &mut Steps,
+) -> Result<i64, Failure> {
+    let started = Instant::now();
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let sock = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => {
+            let f = failure(&classify_io(&e), op::CONNECT);
+            steps.record("connect", started, Some(f.clone()));
+            return Err(f);
+        }
+    };
+    if let Err(e) = sock.connect(addr).await {
+        let f = failure(&classify_io(&e), op::CONNECT);
+        steps.record("connect", started, Some(f.clone()));
+        return Err(f);
+    }
+    steps.record("connect", started, None);
+    let started = Instant::now();
+    if let Err(e) = sock.send(packet).await {
+        let f = failure(&classify_io(&e), op::WRITE);
+        steps.record("write", started, Some(f.clone()));
+        return Err(f);
+    }
+    steps.record("write", started, None);
+    let sent = Instant::now();
+    let cap = (ctx.max_read_bytes as usize).clamp(64, MAX_PACKET);
+    let mut buf = vec![0u8; cap];
+    let res = tokio::time::timeout(ctx.remaining(), async {
+        loop {
+            match sock.recv(&mut buf).await {
+                Ok(n) if is_server_reset(&buf[..n]) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(failure(&classify_io(&e), op::READ)),
+            }
+        }
+    })
+    .await;
+    let out = match res {
+        Err(_) => Err(failure(failure::GENERIC_TIMEOUT, op::READ)),
+        Ok(Err(f)) => Err(f),
+        Ok(Ok(())) => Ok(sent.elapsed().as_micros() as i64),
+    };
+    steps.record("read", sent, out.as_ref().err().cloned());
+    out
+}
+
+/// Sends the length-prefixed reset over TCP and waits for a server reset.
+async fn tcp_exchange(
+    addr: SocketAddr,
+    packet: &[u8],
+    ctx: &ProbeContext,
+    steps: &mut Steps,
+) -> Result<i64, Failure> {
+    let started = Instant::now();
+    let mut stream: TcpStream = match tcp::connect(addr, ctx.remaining()).await {
+        Ok((s, _)) => {
+            steps.record("connect", started, None);
+            s
+        }
+        Err(f) => {
+            steps.record("connect", started, Some(f.clone()));
+            return Err(f);
+        }
+    };
+    let started = Instant::now();
+    let mut framed = Vec::with_capacity(packet.len() + 2);
+    framed.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+    framed.extend_from_slice(packet);
+    let written = tokio::time::timeout(ctx.remaining(), stream.write_all(&framed)).await;
+    let werr = match written {
+        Err(_) => Some(failure(failure::GENERIC_TIMEOUT, op::WRITE)),
+        Ok(Err(e)) => Some(failure(&classify_io(&e), op::WRITE)),
+        Ok(Ok(())) => None,
+    };
+    steps.record("write", started, werr.clone());
+    if let Some(f) = werr {
+        return Err(f);
+    }
+    let sent = Instant::now();
+    let cap = ctx.max_read_bytes as usize;
+    let res = tokio::time::timeout(ctx.remaining(), async {
+        let mut total = 0usize;
+        loop {
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len).await?;
+            let n = u16::from_be_bytes(len) as usize;
+            let mut body = vec![0u8; n];
+            stream.read_exact(&mut body).await?;
+            total += n + 2;
+            if is_server_reset(&body) {
+                return Ok(());
+            }
+            if total >= cap {
+                return Err(std::io::Error::other(
+                    "read cap reached without a server reset",
+                ));
+            }
+        }
+    })
+    .await;
+    let out = match res {
+        Err(_) => Err(failure(failure::GENERIC_TIMEOUT, op::READ)),
+        Ok(Err(e)) => Err(failure(&classify_io(&e), op::READ)),
+        Ok(Ok(())) => Ok(sent.elapsed().as_micros() as i64),
+    };
+    steps.record("read", sent, out.as_ref().err().cloned());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_reset_has_the_wire_layout() {
+        let p = client_reset([1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(p, vec![0x38, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0]);
+        assert!(!is_server_reset(&p));
+        let mut s = p.clone();
+        s[0] = 8 << 3;
+        assert!(is_server_reset(&s));
+        assert!(!is_server_reset(&[0x40]));
+        assert!(!is_server_reset(&[]));
+    }
 }
