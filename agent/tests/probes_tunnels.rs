@@ -16,12 +16,19 @@
 mod support_tunnels;
 
 use support_tunnels::{lab_ready, self_signed, Lab};
-use vantage_proto::v1::{measurement, Failure, Measurement, OpenVpnResult};
+use vantage_proto::v1::{measurement, Failure, Measurement, OpenVpnResult, TorResult};
 
 fn openvpn(m: Measurement) -> OpenVpnResult {
     match m.result {
         Some(measurement::Result::Openvpn(r)) => r,
         other => panic!("expected an openvpn result, got {other:?}"),
+    }
+}
+
+fn tor(m: Measurement) -> TorResult {
+    match m.result {
+        Some(measurement::Result::Tor(r)) => r,
+        other => panic!("expected a tor result, got {other:?}"),
     }
 }
 
@@ -129,4 +136,55 @@ fn openvpn_real_server_answers_reset_and_interference_is_classified() {
     let r = openvpn(lab.probe(&tcp, "5s"));
     assert_failure(&r.failure, "connection_refused", "connect");
     drop(lab);
+}
+
+// ---------------------------------------------------------------- tor
+
+#[test]
+fn tor_real_relay_negotiates_link_versions_and_drop_times_out() {
+    let name = "tor_real_relay_negotiates_link_versions_and_drop_times_out";
+    if !lab_ready(name, &["tor"]) {
+        return;
+    }
+    let mut lab = Lab::new("vp3b", 130);
+    let srv = lab.srv_ip();
+    let d = lab.dir.path().to_path_buf();
+    let data = d.join("tor-data");
+    std::fs::create_dir(&data).expect("tor data dir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    // The namespace has no default route: the relay can never reach out.
+    let torrc = format!(
+        "ORPort {srv}:9001\nAddress {srv}\nNickname vantagelab\nPublishServerDescriptor 0\n\
+         AssumeReachable 1\nExitRelay 0\nExitPolicy reject *:*\nSocksPort 0\nDirPort 0\n\
+         DataDirectory {data}\nLog notice file {log}\nRunAsDaemon 0\n",
+        data = data.display(),
+        log = d.join("tor-notice.log").display()
+    );
+    let rc = d.join("torrc");
+    std::fs::write(&rc, torrc).expect("torrc");
+    let rc = rc.display().to_string();
+    lab.spawn("srv", &["tor", "-f", &rc, "--defaults-torrc", "/dev/null"]);
+    lab.wait_listen("srv", "tcp", 9001);
+
+    let input = format!(r#"{{"tor":{{"ip":"{srv}","port":9001}}}}"#);
+    let r = tor(lab.probe(&input, "10s"));
+    assert!(r.failure.is_none(), "{r:?}");
+    assert!(
+        r.link_versions.contains(&4) || r.link_versions.contains(&5),
+        "{r:?}"
+    );
+    let tls = r.tls.as_ref().expect("tls record");
+    assert!(
+        !tls.chain_sha256.is_empty() && !tls.version.is_empty(),
+        "{tls:?}"
+    );
+    assert!(!tls.cipher.is_empty() && tls.handshake_us > 0, "{tls:?}");
+
+    lab.fw(&format!("-A FORWARD -d {srv} -j DROP"));
+    let r = tor(lab.probe(&input, "3s"));
+    assert!(r.link_versions.is_empty(), "{r:?}");
+    assert_failure(&r.failure, "generic_timeout_error", "connect");
 }
