@@ -34,7 +34,7 @@ fi
 echo "== cargo test"
 log=$(mktemp)
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 skipped=$(grep -c 'SKIPPED (VANTAGE_SKIP_LAB=1)' "$log" || true)
