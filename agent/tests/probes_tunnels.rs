@@ -16,7 +16,7 @@
 mod support_tunnels;
 
 use support_tunnels::{lab_ready, self_signed, Lab};
-use vantage_proto::v1::{measurement, Failure, Measurement, OpenVpnResult, TorResult};
+use vantage_proto::v1::{measurement, Failure, Measurement, OpenVpnResult, QuicResult, TorResult};
 
 fn openvpn(m: Measurement) -> OpenVpnResult {
     match m.result {
@@ -30,6 +30,21 @@ fn tor(m: Measurement) -> TorResult {
         Some(measurement::Result::Tor(r)) => r,
         other => panic!("expected a tor result, got {other:?}"),
     }
+}
+
+fn quic(m: Measurement) -> QuicResult {
+    match m.result {
+        Some(measurement::Result::Quic(r)) => r,
+        other => panic!("expected a quic result, got {other:?}"),
+    }
+}
+
+/// A current-thread runtime for the in-namespace peers.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 fn assert_failure(f: &Option<Failure>, failure: &str, operation: &str) {
@@ -187,4 +202,71 @@ fn tor_real_relay_negotiates_link_versions_and_drop_times_out() {
     let r = tor(lab.probe(&input, "3s"));
     assert!(r.link_versions.is_empty(), "{r:?}");
     assert_failure(&r.failure, "generic_timeout_error", "connect");
+}
+
+// ---------------------------------------------------------------- quic
+
+/// QUIC peer (quinn, rcgen certificate, ALPN `vantage`/`h3`): serves on the
+/// address in VANTAGE_QUIC_PEER until killed; returns at once without it.
+#[test]
+fn quic_peer_helper() {
+    let Ok(addr) = std::env::var("VANTAGE_QUIC_PEER") else {
+        return;
+    };
+    let addr: std::net::SocketAddr = addr.parse().expect("VANTAGE_QUIC_PEER is ip:port");
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["quic.vantage.test".to_string()]).expect("rcgen");
+    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+        .expect("key der");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server cert");
+    tls.alpn_protocols = vec![b"vantage".to_vec(), b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("quic tls");
+    let cfg = quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
+    runtime().block_on(async move {
+        let endpoint = quinn::Endpoint::server(cfg, addr).expect("bind quic");
+        eprintln!("quic peer listening on {addr}");
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                if let Ok(conn) = incoming.await {
+                    let _ = conn.closed().await;
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn quic_handshake_succeeds_and_udp_drop_times_out() {
+    let name = "quic_handshake_succeeds_and_udp_drop_times_out";
+    if !lab_ready(name, &[]) {
+        return;
+    }
+    let mut lab = Lab::new("vp3c", 132);
+    let srv = lab.srv_ip();
+    lab.spawn_helper(
+        "srv",
+        "quic_peer_helper",
+        "VANTAGE_QUIC_PEER",
+        &format!("{srv}:4433"),
+    );
+    lab.wait_listen("srv", "udp", 4433);
+    let input = format!(
+        r#"{{"quic":{{"ip":"{srv}","port":4433,"sni":"quic.vantage.test","alpn":["vantage"]}}}}"#
+    );
+    let r = quic(lab.probe(&input, "10s"));
+    assert!(r.failure.is_none(), "{r:?}");
+    assert_eq!(r.alpn, "vantage", "{r:?}");
+    assert!(r.handshake_us > 0, "{r:?}");
+
+    lab.fw("-A FORWARD -p udp --dport 4433 -j DROP");
+    let r = quic(lab.probe(&input, "3s"));
+    assert!(r.alpn.is_empty(), "{r:?}");
+    assert_failure(&r.failure, "generic_timeout_error", "quic_handshake");
 }
