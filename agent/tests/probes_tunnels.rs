@@ -16,7 +16,9 @@
 mod support_tunnels;
 
 use support_tunnels::{lab_ready, self_signed, Lab};
-use vantage_proto::v1::{measurement, Failure, Measurement, OpenVpnResult, QuicResult, TorResult};
+use vantage_proto::v1::{
+    measurement, EncryptedResult, Failure, Measurement, OpenVpnResult, QuicResult, TorResult,
+};
 
 fn openvpn(m: Measurement) -> OpenVpnResult {
     match m.result {
@@ -36,6 +38,13 @@ fn quic(m: Measurement) -> QuicResult {
     match m.result {
         Some(measurement::Result::Quic(r)) => r,
         other => panic!("expected a quic result, got {other:?}"),
+    }
+}
+
+fn encrypted(m: Measurement) -> EncryptedResult {
+    match m.result {
+        Some(measurement::Result::Encrypted(r)) => r,
+        other => panic!("expected an encrypted result, got {other:?}"),
     }
 }
 
@@ -269,4 +278,85 @@ fn quic_handshake_succeeds_and_udp_drop_times_out() {
     let r = quic(lab.probe(&input, "3s"));
     assert!(r.alpn.is_empty(), "{r:?}");
     assert_failure(&r.failure, "generic_timeout_error", "quic_handshake");
+}
+
+// ---------------------------------------------------------------- encrypted
+
+/// TCP echo peer on the address in VANTAGE_ECHO_PEER until killed; returns
+/// at once without it.
+#[test]
+fn echo_peer_helper() {
+    let Ok(addr) = std::env::var("VANTAGE_ECHO_PEER") else {
+        return;
+    };
+    runtime().block_on(async move {
+        let l = tokio::net::TcpListener::bind(&addr)
+            .await
+            .expect("bind echo");
+        eprintln!("echo peer listening on {addr}");
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+}
+
+#[test]
+fn encrypted_trigger_and_residual_blocking_are_detected() {
+    let name = "encrypted_trigger_and_residual_blocking_are_detected";
+    if !lab_ready(name, &[]) {
+        return;
+    }
+    let mut lab = Lab::new("vp3d", 134);
+    let srv = lab.srv_ip();
+    for port in [7000, 7001] {
+        lab.spawn_helper(
+            "srv",
+            "echo_peer_helper",
+            "VANTAGE_ECHO_PEER",
+            &format!("{srv}:{port}"),
+        );
+        lab.wait_listen("srv", "tcp", port);
+    }
+    // Port 7001 imitates the GFW: a large first data packet marks the client
+    // (`recent --set`) and is dropped; the client's SYNs to that port are
+    // then dropped for 10 s (residual censorship).
+    lab.fw(
+        "-A FORWARD -p tcp --dport 7001 --syn -m recent --name fet --rcheck --seconds 10 -j DROP",
+    );
+    lab.fw("-A FORWARD -p tcp --dport 7001 -m length --length 200:1500 -m recent --name fet --set -j DROP");
+
+    let input = |port: u16| {
+        format!(
+            r#"{{"encrypted":{{"ip":"{srv}","port":{port},"payload_bytes":256,"retest_count":3,"retest_interval_ms":1000}}}}"#
+        )
+    };
+    let clean = encrypted(lab.probe(&input(7000), "15s"));
+    assert!(clean.trigger.is_none(), "{clean:?}");
+    assert_eq!(clean.retests.len(), 3, "{clean:?}");
+    assert!(
+        clean.retests.iter().all(|a| a.failure.is_none()),
+        "{clean:?}"
+    );
+    assert!(!clean.residual_blocking, "{clean:?}");
+
+    let blocked = encrypted(lab.probe(&input(7001), "15s"));
+    assert!(
+        blocked.trigger.is_none(),
+        "the trigger connection itself connects: {blocked:?}"
+    );
+    assert_eq!(blocked.retests.len(), 3, "{blocked:?}");
+    for a in &blocked.retests {
+        assert_failure(&a.failure, "generic_timeout_error", "connect");
+    }
+    assert!(blocked.residual_blocking, "{blocked:?}");
+    assert!(
+        blocked.retests.windows(2).all(|w| w[1].at_us > w[0].at_us),
+        "{blocked:?}"
+    );
 }
