@@ -1,11 +1,21 @@
 //! Campaign specs, run expansion and agent selection: pure functions, no
-//! I/O. The runtime that uses them is `crate::campaigns`.
+//! I/O and no clock of their own. The runtime that uses them (storing
+//! campaigns, leasing tasks) is `crate::campaigns`.
+//!
+//! - `spec`: parse and validate a spec; every refusal names line and field.
+//! - `expand`: a schedule becomes runs with jittered dispatch times.
+//! - `select`: which agents make up the inside and control groups.
 
+mod expand;
 mod select;
 mod spec;
 
-pub use select::{select_agents, AgentView, Selection};
+pub use expand::{expand_runs, RunPlan};
+pub use select::{
+    matches, select_agents, select_agents_for, select_groups, AgentView, Selection, SkipReason,
+    GROUP,
+};
 pub use spec::{
-    expand_runs, parse_spec, CampaignSpec, GroupSelector, RunPlan, Schedule, SpecError, SpecFormat,
-    MAX_RUNS,
+    parse_spec, CampaignSpec, GroupSelector, Schedule, SpecError, SpecFormat, DEFAULT_DEADLINE,
+    MAX_DEADLINE, MAX_RUNS, MAX_TARGETS,
 };

@@ -1,5 +1,6 @@
 //! The campaign spec (TOML, or JSON) and its validation. Every refusal
-//! happens before anything is stored, and names the line and the field.
+//! happens before anything is stored and names the line and the field.
+//! This module reads text only: no clock, no store, no agents.
 //!
 //! ```toml
 //! version = 1
@@ -9,8 +10,8 @@
 //! allow_private_targets = false   # lab specs set true
 //!
 //! [schedule]
-//! every = "6h"                    # omit for a single run
-//! start = "2026-12-01T00:00:00Z"  # optional; default now
+//! every = "6h"                    # omit (or `once = true`) for a single run
+//! start = "2026-12-01T00:00:00Z"  # optional; default: when created
 //! end = "2026-12-08T00:00:00Z"    # required with `every`
 //! spread = "10m"                  # random jitter inside [t, t + spread)
 //!
@@ -26,15 +27,29 @@
 //! tls = { ip = "192.0.2.1", port = 443, sni = "blocked.example" }
 //! ```
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use vantage_proto::v1::{probe_input::Kind, ProbeInput};
 
-/// Most runs one campaign may expand to.
+/// Most runs one campaign may expand to (four a day for about seven years,
+/// or every 10 minutes for about ten weeks).
 pub const MAX_RUNS: usize = 10_000;
+
+/// Most targets in one campaign (the Citizen Lab global list has ~1,500).
+pub const MAX_TARGETS: usize = 10_000;
+
+/// Longest per-run deadline (the `encrypted` probe's residual re-tests need
+/// minutes; nothing needs a day).
+pub const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest duration accepted anywhere, so microsecond arithmetic never
+/// overflows (about 100 years).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
+/// Default per-run deadline.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Spec text format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,34 +62,74 @@ impl SpecFormat {
     /// By file extension: `.json` is JSON, anything else TOML.
     pub fn from_path(p: &std::path::Path) -> SpecFormat {
         match p.extension().and_then(|e| e.to_str()) {
-            Some("json") => SpecFormat::Json,
+            Some(e) if e.eq_ignore_ascii_case("json") => SpecFormat::Json,
             _ => SpecFormat::Toml,
         }
     }
 }
 
-/// Why a spec was refused.
+/// Why a spec was refused. `Display` reads "line L, column C: message" for
+/// syntax errors and "line L: field: message" for refused values.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SpecError {
-    #[error("{0}")]
-    Syntax(String),
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
+    /// Not TOML/JSON, or not the spec's shape: an unknown field, an unknown
+    /// probe kind, a wrong type, a missing field.
+    #[error("{}{message}", at(*line, *column))]
+    Syntax {
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    /// Well-formed, but a value is refused.
+    #[error("{}{field}: {message}", at(*line, None))]
+    Invalid {
+        line: Option<usize>,
+        field: String,
+        message: String,
+    },
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!("line {l}, column {c}: "),
+        (Some(l), None) => format!("line {l}: "),
+        _ => String::new(),
+    }
+}
+
+impl SpecError {
+    /// The 1-based line the error points at, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            SpecError::Syntax { line, .. } | SpecError::Invalid { line, .. } => *line,
+        }
+    }
+
+    /// The refused field (dotted, e.g. `schedule.end`, `targets[2]`).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            SpecError::Invalid { field, .. } => Some(field),
+            SpecError::Syntax { .. } => None,
+        }
+    }
+}
+
+pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {
+        line: None,
         field: field.into(),
         message: message.into(),
     }
 }
 
-/// Which agents make up a group. Selectors are AND-ed across kinds and
-/// OR-ed within one list; explicit ids are always eligible.
+/// Which agents make up a group. Explicit `agent_ids` are always members;
+/// otherwise an agent must match every selector kind given (countries AND
+/// asns AND tags), any entry within one list.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GroupSelector {
+    /// ISO 3166-1 alpha-2 codes, case-insensitive.
     pub countries: Vec<String>,
     pub asns: Vec<u32>,
     pub tags: Vec<String>,
@@ -83,17 +138,31 @@ pub struct GroupSelector {
     pub max_agents: Option<u32>,
 }
 
-/// When runs happen.
+impl GroupSelector {
+    /// Whether no selector at all is given.
+    pub fn is_empty(&self) -> bool {
+        self.countries.is_empty()
+            && self.asns.is_empty()
+            && self.tags.is_empty()
+            && self.agent_ids.is_empty()
+    }
+}
+
+/// When runs happen: once (at `start`, default now), or `every` interval
+/// from `start` to `end` inclusive; each run jittered by up to `spread`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Schedule {
+    /// Explicitly a single run (the default without `every`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub once: bool,
     /// Interval between runs ("6h"); none means a single run.
     pub every: Option<String>,
     /// RFC 3339 start; default: when the campaign is created.
     pub start: Option<String>,
     /// RFC 3339 end; required with `every`.
     pub end: Option<String>,
-    /// Random jitter inside [nominal, nominal + spread).
+    /// Random jitter inside [nominal, nominal + spread), as RIPE Atlas does.
     pub spread: Option<String>,
 }
 
@@ -117,29 +186,26 @@ pub struct CampaignSpec {
     pub allow_private_targets: bool,
 }
 
-/// One planned run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunPlan {
-    pub index: u32,
-    pub nominal_us: i64,
-    pub dispatch_us: i64,
-}
-
-fn duration(field: &str, s: &str) -> Result<Duration, SpecError> {
-    let d = humantime::parse_duration(s).map_err(|e| {
+/// Parses a duration field ("30s", "10m", "6h", "1day").
+pub(super) fn duration(field: &str, s: &str) -> Result<Duration, SpecError> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
         invalid(
             field,
             format!("bad duration {s:?}: {e} (use e.g. 30s, 10m, 6h, 1day)"),
         )
     })?;
     if d.is_zero() {
-        return Err(invalid(field, "duration must be positive"));
+        return Err(invalid(field, format!("duration {s:?} must be positive")));
+    }
+    if d > MAX_DURATION {
+        return Err(invalid(field, format!("duration {s:?} is absurdly long")));
     }
     Ok(d)
 }
 
-fn timestamp_us(field: &str, s: &str) -> Result<i64, SpecError> {
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+/// Parses an RFC 3339 time field into Unix microseconds.
+pub(super) fn timestamp_us(field: &str, s: &str) -> Result<i64, SpecError> {
+    let t = humantime::parse_rfc3339_weak(s.trim()).map_err(|e| {
         invalid(
             field,
             format!("bad time {s:?}: {e} (use RFC 3339, e.g. 2026-12-01T00:00:00Z)"),
@@ -147,21 +213,41 @@ fn timestamp_us(field: &str, s: &str) -> Result<i64, SpecError> {
     })?;
     let d = t
         .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| invalid(field, "time before 1970"))?;
-    Ok(d.as_micros() as i64)
+        .map_err(|_| invalid(field, format!("time {s:?} is before 1970")))?;
+    i64::try_from(d.as_micros()).map_err(|_| invalid(field, format!("time {s:?} is too late")))
+}
+
+pub(super) fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl CampaignSpec {
-    /// Per-run deadline in microseconds.
+    /// Per-run deadline in microseconds (default 2 minutes).
     pub fn deadline_us(&self) -> i64 {
-        self.deadline
+        let d = self
+            .deadline
             .as_deref()
-            .and_then(|d| humantime::parse_duration(d).ok())
-            .unwrap_or(Duration::from_secs(120))
-            .as_micros() as i64
+            .and_then(|d| humantime::parse_duration(d.trim()).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_DEADLINE);
+        micros(d.min(MAX_DEADLINE))
     }
 
-    fn validate(&self) -> Result<(), SpecError> {
+    /// The distinct probe kinds of the targets, in first-seen order (for
+    /// consent checks).
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for t in &self.targets {
+            let k = t.kind_name();
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+        out
+    }
+
+    /// Everything the spec says, checked. The first problem wins.
+    pub fn validate(&self) -> Result<(), SpecError> {
         if self.version != 1 {
             return Err(invalid(
                 "version",
@@ -171,8 +257,58 @@ impl CampaignSpec {
         if self.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty"));
         }
+        if self.name.chars().count() > 200 {
+            return Err(invalid("name", "longer than 200 characters"));
+        }
+        if let Some(d) = &self.deadline {
+            let d = duration("deadline", d)?;
+            if d > MAX_DEADLINE {
+                return Err(invalid(
+                    "deadline",
+                    format!(
+                        "{} is longer than the {} maximum",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_DEADLINE)
+                    ),
+                ));
+            }
+        }
+        self.validate_targets()?;
+        for (name, g) in [("inside", &self.inside), ("control", &self.control)] {
+            validate_group(name, g)?;
+        }
+        if let Some(id) = self
+            .inside
+            .agent_ids
+            .iter()
+            .find(|id| self.control.agent_ids.contains(id))
+        {
+            return Err(invalid(
+                "control.agent_ids",
+                format!("agent {id:?} is in both groups: inside and control must not overlap"),
+            ));
+        }
+        if self.inside.agent_ids.is_empty() && selects_same(&self.inside, &self.control) {
+            return Err(invalid(
+                "control",
+                "selects exactly the agents inside does: a control must be outside",
+            ));
+        }
+        self.validate_schedule()
+    }
+
+    fn validate_targets(&self) -> Result<(), SpecError> {
         if self.targets.is_empty() {
             return Err(invalid("targets", "at least one target is needed"));
+        }
+        if self.targets.len() > MAX_TARGETS {
+            return Err(invalid(
+                "targets",
+                format!(
+                    "{} targets is more than the {MAX_TARGETS} allowed",
+                    self.targets.len()
+                ),
+            ));
         }
         for (i, t) in self.targets.iter().enumerate() {
             let field = format!("targets[{i}]");
@@ -185,381 +321,448 @@ impl CampaignSpec {
                     ),
                 )
             })?;
+            check_target(kind).map_err(|m| invalid(format!("{field}.{}", t.kind_name()), m))?;
             if !self.allow_private_targets {
-                for ip in literal_ips(kind) {
+                for (what, ip) in literal_ips(kind) {
                     if let Some(range) = vantage_proto::ranges::special_range(ip) {
                         return Err(invalid(
-                            &field,
-                            format!("target {ip} is in a {range} range (set allow_private_targets = true for lab use)"),
+                            format!("{field}.{}", t.kind_name()),
+                            format!(
+                                "{what} {ip} is in a {range} range \
+                                 (set allow_private_targets = true for lab use)"
+                            ),
                         ));
                     }
                 }
             }
         }
-        for (name, g) in [("inside", &self.inside), ("control", &self.control)] {
-            if g.countries.is_empty()
-                && g.asns.is_empty()
-                && g.tags.is_empty()
-                && g.agent_ids.is_empty()
-            {
-                return Err(invalid(
-                    name,
-                    "empty group: give countries, asns, tags or agent_ids",
-                ));
-            }
-            if let Some(max) = g.max_agents {
-                if max == 0 || g.min_agents > max {
-                    return Err(invalid(
-                        name,
-                        format!(
-                            "min_agents ({}) must be <= max_agents ({max}) and max_agents >= 1",
-                            g.min_agents
-                        ),
-                    ));
-                }
-            }
-            for c in &g.countries {
-                if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
-                    return Err(invalid(
-                        format!("{name}.countries"),
-                        format!("{c:?} is not an ISO 3166-1 alpha-2 code"),
-                    ));
-                }
-            }
-        }
-        if let Some(d) = &self.deadline {
-            duration("deadline", d)?;
-        }
-        if let Some(s) = &self.schedule.spread {
-            duration("schedule.spread", s)?;
-        }
-        if let Some(s) = &self.schedule.start {
-            timestamp_us("schedule.start", s)?;
-        }
-        match (&self.schedule.every, &self.schedule.end) {
+        Ok(())
+    }
+
+    fn validate_schedule(&self) -> Result<(), SpecError> {
+        let s = &self.schedule;
+        let start = s
+            .start
+            .as_deref()
+            .map(|t| timestamp_us("schedule.start", t))
+            .transpose()?;
+        let spread = s
+            .spread
+            .as_deref()
+            .map(|d| duration("schedule.spread", d))
+            .transpose()?;
+        match (&s.every, &s.end) {
+            (Some(_), _) if s.once => Err(invalid(
+                "schedule.once",
+                "a schedule is either `once` or `every`, not both",
+            )),
             (Some(e), Some(end)) => {
-                duration("schedule.every", e)?;
+                let every = duration("schedule.every", e)?;
                 let end = timestamp_us("schedule.end", end)?;
-                if let Some(start) = &self.schedule.start {
-                    if end <= timestamp_us("schedule.start", start)? {
+                if let Some(start) = start {
+                    if end <= start {
                         return Err(invalid("schedule.end", "end must be after start"));
                     }
+                    let runs = run_count(start, end, micros(every));
+                    if runs > MAX_RUNS as u128 {
+                        return Err(too_many_runs(runs));
+                    }
                 }
+                if let Some(spread) = spread {
+                    // RIPE Atlas: the spread must be shorter than the
+                    // interval, so jittered runs never overtake each other.
+                    if spread >= every {
+                        return Err(invalid(
+                            "schedule.spread",
+                            format!(
+                                "spread {} must be shorter than every {}",
+                                humantime::format_duration(spread),
+                                humantime::format_duration(every)
+                            ),
+                        ));
+                    }
+                }
+                Ok(())
             }
-            (Some(_), None) => {
-                return Err(invalid(
-                    "schedule.end",
-                    "required when schedule.every is set",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "schedule.every",
-                    "schedule.end is set but every is missing",
-                ))
-            }
-            (None, None) => {}
+            (Some(_), None) => Err(invalid(
+                "schedule.end",
+                "required when schedule.every is set",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "schedule.end",
+                "only meaningful with schedule.every (a single run has no end)",
+            )),
+            (None, None) => Ok(()),
         }
-        Ok(())
     }
 }
 
-fn literal_ips(k: &Kind) -> Vec<IpAddr> {
-    let hosts: Vec<&str> = match k {
-        Kind::Dns(d) | Kind::DnsInjection(d) => vec![d
-            .resolver
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&d.resolver)],
-        Kind::Tcp(t) => vec![t.host.as_str()],
-        Kind::Tls(t) => vec![t.ip.as_str()],
-        Kind::Http(h) => vec![h.ip.as_str()],
-        Kind::Web(w) => vec![w
-            .resolver
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&w.resolver)],
-        Kind::Quic(q) => vec![q.ip.as_str()],
-        Kind::Openvpn(o) => vec![o.ip.as_str()],
-        Kind::Tor(t) => vec![t.ip.as_str()],
-        Kind::Encrypted(e) => vec![e.ip.as_str()],
-        Kind::Wireguard(w) => vec![w.ip.as_str()],
+/// Runs from `start` to `end` inclusive every `every` microseconds.
+pub(super) fn run_count(start: i64, end: i64, every: i64) -> u128 {
+    if end < start || every <= 0 {
+        return 0;
+    }
+    ((end as i128 - start as i128) / every as i128 + 1) as u128
+}
+
+pub(super) fn too_many_runs(runs: u128) -> SpecError {
+    invalid(
+        "schedule.every",
+        format!(
+            "{runs} runs is more than the {MAX_RUNS} allowed: lengthen `every` or shorten the window"
+        ),
+    )
+}
+
+fn validate_group(name: &str, g: &GroupSelector) -> Result<(), SpecError> {
+    if g.is_empty() {
+        return Err(invalid(
+            name,
+            "empty group: give countries, asns, tags or agent_ids",
+        ));
+    }
+    if let Some(max) = g.max_agents {
+        if max == 0 {
+            return Err(invalid(format!("{name}.max_agents"), "must be at least 1"));
+        }
+        if g.min_agents > max {
+            return Err(invalid(
+                format!("{name}.min_agents"),
+                format!(
+                    "empty group: min_agents ({}) is more than max_agents ({max})",
+                    g.min_agents
+                ),
+            ));
+        }
+    }
+    if let Some(c) = g
+        .countries
+        .iter()
+        .find(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        return Err(invalid(
+            format!("{name}.countries"),
+            format!("{c:?} is not an ISO 3166-1 alpha-2 code"),
+        ));
+    }
+    if g.tags.iter().any(|t| t.trim().is_empty()) {
+        return Err(invalid(format!("{name}.tags"), "empty tag"));
+    }
+    if g.agent_ids.iter().any(|t| t.trim().is_empty()) {
+        return Err(invalid(format!("{name}.agent_ids"), "empty agent id"));
+    }
+    Ok(())
+}
+
+fn sorted_lower(v: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_ascii_lowercase()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn selects_same(a: &GroupSelector, b: &GroupSelector) -> bool {
+    let mut asns = (a.asns.clone(), b.asns.clone());
+    asns.0.sort_unstable();
+    asns.0.dedup();
+    asns.1.sort_unstable();
+    asns.1.dedup();
+    sorted_lower(&a.countries) == sorted_lower(&b.countries)
+        && asns.0 == asns.1
+        && sorted_lower(&a.tags) == sorted_lower(&b.tags)
+        && a.agent_ids == b.agent_ids
+}
+
+fn port_ok(p: u32) -> Result<(), String> {
+    if (1..=65535).contains(&p) {
+        Ok(())
+    } else {
+        Err(format!("port {p} is not in 1..=65535"))
+    }
+}
+
+fn ip_ok(s: &str) -> Result<(), String> {
+    parse_ip(s)
+        .map(|_| ())
+        .ok_or_else(|| format!("ip {s:?} is not an IP address"))
+}
+
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// "ip:port", "[v6]:port" or a bare IP (port 53).
+fn resolver_ip(s: &str) -> Option<IpAddr> {
+    s.parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .ok()
+        .or_else(|| parse_ip(s))
+}
+
+/// The host of an http(s) URL, without port or brackets.
+fn url_host(url: &str) -> Result<&str, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("url {url:?} must start with http:// or https://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        hostport.split(':').next().unwrap_or_default()
     };
-    hosts
-        .into_iter()
-        .filter_map(|h| h.trim_start_matches('[').trim_end_matches(']').parse().ok())
+    if host.is_empty() {
+        return Err(format!("url {url:?} has no host"));
+    }
+    Ok(host)
+}
+
+/// Per-kind shape checks the proto types cannot express.
+fn check_target(k: &Kind) -> Result<(), String> {
+    match k {
+        Kind::Dns(d) | Kind::DnsInjection(d) => {
+            if d.domain.trim().is_empty() {
+                return Err("domain must not be empty".into());
+            }
+            if !d.resolver.is_empty() && resolver_ip(&d.resolver).is_none() {
+                return Err(format!(
+                    "resolver {:?} is not \"ip:port\" or an IP",
+                    d.resolver
+                ));
+            }
+            if matches!(k, Kind::DnsInjection(_)) && d.resolver.is_empty() {
+                return Err(
+                    "dns_injection needs a resolver address that runs no DNS server".into(),
+                );
+            }
+            match d.transport.as_str() {
+                "" | "udp" | "tcp" => Ok(()),
+                "doh" => url_host(&d.doh_url).map(|_| ()),
+                other => Err(format!("transport {other:?} is not udp, tcp or doh")),
+            }
+        }
+        Kind::Tcp(t) => {
+            if t.host.trim().is_empty() {
+                return Err("host must not be empty".into());
+            }
+            port_ok(t.port)
+        }
+        Kind::Tls(t) => ip_ok(&t.ip).and(port_ok(t.port)),
+        Kind::Http(h) => {
+            url_host(&h.url)?;
+            if !h.ip.is_empty() {
+                ip_ok(&h.ip)?;
+            }
+            if h.port != 0 {
+                port_ok(h.port)?;
+            }
+            Ok(())
+        }
+        Kind::Web(w) => {
+            url_host(&w.url)?;
+            if !w.resolver.is_empty() && resolver_ip(&w.resolver).is_none() {
+                return Err(format!(
+                    "resolver {:?} is not \"ip:port\" or an IP",
+                    w.resolver
+                ));
+            }
+            Ok(())
+        }
+        Kind::Quic(q) => ip_ok(&q.ip).and(port_ok(q.port)),
+        Kind::Openvpn(o) => {
+            ip_ok(&o.ip)?;
+            port_ok(o.port)?;
+            match o.transport.as_str() {
+                "" | "udp" | "tcp" => Ok(()),
+                other => Err(format!("transport {other:?} is not udp or tcp")),
+            }
+        }
+        Kind::Tor(t) => ip_ok(&t.ip).and(port_ok(t.port)),
+        Kind::Encrypted(e) => ip_ok(&e.ip).and(port_ok(e.port)),
+        Kind::Wireguard(w) => {
+            ip_ok(&w.ip)?;
+            port_ok(w.port)?;
+            if w.peer_public_key.len() != 32 {
+                return Err(format!(
+                    "peer_public_key has {} bytes, a WireGuard key has 32",
+                    w.peer_public_key.len()
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Every literal IP a target would send packets to, with what it is.
+fn literal_ips(k: &Kind) -> Vec<(&'static str, IpAddr)> {
+    let mut out: Vec<(&'static str, Option<IpAddr>)> = Vec::new();
+    match k {
+        Kind::Dns(d) | Kind::DnsInjection(d) => {
+            out.push(("resolver", resolver_ip(&d.resolver)));
+            if let Ok(h) = url_host(&d.doh_url) {
+                out.push(("doh_url host", parse_ip(h)));
+            }
+        }
+        Kind::Tcp(t) => out.push(("host", parse_ip(&t.host))),
+        Kind::Tls(t) => out.push(("ip", parse_ip(&t.ip))),
+        Kind::Http(h) => {
+            out.push(("ip", parse_ip(&h.ip)));
+            if let Ok(host) = url_host(&h.url) {
+                out.push(("url host", parse_ip(host)));
+            }
+        }
+        Kind::Web(w) => {
+            out.push(("resolver", resolver_ip(&w.resolver)));
+            if let Ok(host) = url_host(&w.url) {
+                out.push(("url host", parse_ip(host)));
+            }
+        }
+        Kind::Quic(q) => out.push(("ip", parse_ip(&q.ip))),
+        Kind::Openvpn(o) => out.push(("ip", parse_ip(&o.ip))),
+        Kind::Tor(t) => out.push(("ip", parse_ip(&t.ip))),
+        Kind::Encrypted(e) => out.push(("ip", parse_ip(&e.ip))),
+        Kind::Wireguard(w) => out.push(("ip", parse_ip(&w.ip))),
+    }
+    out.into_iter()
+        .filter_map(|(w, ip)| ip.map(|ip| (w, ip)))
         .collect()
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// Finds the line where `field` (dotted, e.g. "schedule.every" or
-/// "targets[2]") is written, for error messages.
-fn locate(text: &str, field: &str) -> Option<usize> {
-    if let Some(rest) = field.strip_prefix("targets[") {
-        let n: usize = rest.split(']').next()?.parse().ok()?;
-        return text
-            .match_indices("[[targets]]")
-            .nth(n)
-            .map(|(o, _)| line_of(text, o) + 1)
-            .or_else(|| text.find("targets").map(|o| line_of(text, o)));
+/// 1-based (line, column) of a byte offset.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
     }
-    let leaf = field.rsplit('.').next()?;
-    let section = field.split('.').next()?;
-    let from = if section != leaf {
-        text.find(&format!("[{section}]")).unwrap_or(0)
-    } else {
-        0
-    };
-    text[from..]
-        .lines()
-        .scan(line_of(text, from), |ln, l| {
-            let cur = *ln;
-            *ln += 1;
-            Some((cur, l))
-        })
-        .find(|(_, l)| {
-            let t = l.trim_start();
-            t.starts_with(leaf)
-                || t.starts_with(&format!("\"{leaf}\""))
-                || t.starts_with(&format!("[{leaf}]"))
-        })
-        .map(|(n, _)| n)
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before, |n| &before[n + 1..])
+        .chars()
+        .count()
+        + 1;
+    (line, col)
 }
 
-/// Parses and validates a spec. Errors read "line L: field: message".
+/// Offsets where `key` is written as a key: TOML `key =`, `key.x =`,
+/// `[key]`, `[[key]]`, inline `{ key = ...}`, or JSON `"key":`.
+fn key_offsets<'a>(text: &'a str, from: usize, key: &'a str) -> impl Iterator<Item = usize> + 'a {
+    let hay = text.get(from..).unwrap_or_default();
+    hay.match_indices(key).filter_map(move |(i, _)| {
+        let start = from + i;
+        let end = start + key.len();
+        let (mut before, mut after) = (&text[..start], &text[end..]);
+        let quoted = match (before.strip_suffix('"'), after.strip_prefix('"')) {
+            (Some(b), Some(a)) => {
+                (before, after) = (b, a);
+                true
+            }
+            _ => false,
+        };
+        let line_start = before.rfind('\n').map_or(0, |n| n + 1);
+        if text[line_start..start].contains('#') {
+            return None; // a TOML comment
+        }
+        let prev = before.trim_end_matches([' ', '\t']).chars().next_back();
+        let next = after.trim_start_matches([' ', '\t']).chars().next();
+        let key_start = matches!(prev, None | Some('\n' | '{' | ',' | '['));
+        let key_end = if quoted {
+            // JSON `"key":` (a quoted TOML key is `"key" =`); `["key"]` is a value.
+            matches!(next, Some(':' | '='))
+        } else {
+            matches!(next, Some('=' | '.' | ']'))
+        };
+        (key_start && key_end).then_some(start)
+    })
+}
+
+/// Finds where `field` (dotted, e.g. "schedule.every", "inside",
+/// "targets[2].tcp") is written, for error messages.
+fn locate(text: &str, field: &str) -> Option<usize> {
+    let mut parts = field.split('.');
+    let head = parts.next()?;
+    let mut at = if let Some(rest) = head.strip_prefix("targets[") {
+        let n: usize = rest.strip_suffix(']')?.parse().ok()?;
+        let headers: Vec<usize> = key_offsets(text, 0, "targets").collect();
+        let (from, nth) = match headers.get(n) {
+            // TOML [[targets]] headers: one per target.
+            Some(h) if headers.len() > 1 || n == 0 => (*h, 0),
+            // One `targets` key holding an array: count kind keys.
+            _ => (*headers.first()?, n),
+        };
+        let mut kinds: Vec<usize> = vantage_proto::PROBE_KINDS
+            .iter()
+            .flat_map(|k| key_offsets(text, from, k))
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        match kinds.get(nth) {
+            Some(k) => *k,
+            None => from,
+        }
+    } else {
+        key_offsets(text, 0, head).next()?
+    };
+    for part in parts {
+        match key_offsets(text, at, part).next() {
+            Some(o) => at = o,
+            None => break,
+        }
+    }
+    Some(position(text, at).0)
+}
+
+/// Parses and validates a spec; nothing is stored before this returns Ok.
 pub fn parse_spec(text: &str, format: SpecFormat) -> Result<CampaignSpec, SpecError> {
     let spec: CampaignSpec = match format {
         SpecFormat::Toml => toml::from_str(text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|s| format!("line {}: ", line_of(text, s.start)))
-                .unwrap_or_default();
-            SpecError::Syntax(format!("{at}{}", e.message().trim()))
+            let (line, column) = match e.span() {
+                Some(s) => {
+                    let (l, c) = position(text, s.start);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            SpecError::Syntax {
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
         })?,
         SpecFormat::Json => serde_json::from_str(text).map_err(|e| {
-            SpecError::Syntax(format!("line {}, column {}: {e}", e.line(), e.column()))
+            // serde_json's Display repeats the position; keep one.
+            let msg = e.to_string();
+            let msg = msg
+                .rsplit_once(" at line ")
+                .map_or(msg.as_str(), |(m, _)| m)
+                .to_string();
+            SpecError::Syntax {
+                line: Some(e.line()).filter(|l| *l > 0),
+                column: Some(e.column()).filter(|c| *c > 0),
+                message: msg,
+            }
         })?,
     };
     spec.validate().map_err(|e| match e {
-        SpecError::Invalid { field, message } => match locate(text, &field) {
-            Some(line) => SpecError::Invalid {
-                field: format!("line {line}: {field}"),
-                message,
-            },
-            None => SpecError::Invalid { field, message },
+        SpecError::Invalid {
+            line: None,
+            field,
+            message,
+        } => SpecError::Invalid {
+            line: locate(text, &field),
+            field,
+            message,
         },
         other => other,
     })?;
     Ok(spec)
 }
 
-/// Expands the schedule into runs, each with its dispatch time jittered
-/// uniformly inside [nominal, nominal + spread), deterministically for
-/// `seed`. Refuses schedules over [`MAX_RUNS`].
-pub fn expand_runs(spec: &CampaignSpec, now_us: i64, seed: u64) -> Result<Vec<RunPlan>, SpecError> {
-    let start = match &spec.schedule.start {
-        Some(s) => timestamp_us("schedule.start", s)?,
-        None => now_us,
-    };
-    let spread = match &spec.schedule.spread {
-        Some(s) => duration("schedule.spread", s)?.as_micros() as i64,
-        None => 0,
-    };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut jitter = move || {
-        if spread > 0 {
-            rng.gen_range(0..spread)
-        } else {
-            0
-        }
-    };
-    let nominals: Vec<i64> = match (&spec.schedule.every, &spec.schedule.end) {
-        (Some(e), Some(end)) => {
-            let every = duration("schedule.every", e)?.as_micros() as i64;
-            let end = timestamp_us("schedule.end", end)?;
-            let count = ((end - start).max(0) / every + 1) as u128;
-            if count > MAX_RUNS as u128 {
-                return Err(invalid(
-                    "schedule",
-                    format!("{count} runs is more than the {MAX_RUNS} allowed: lengthen `every` or shorten the window"),
-                ));
-            }
-            (0..count as i64)
-                .map(|i| start + i * every)
-                .filter(|t| *t <= end)
-                .collect()
-        }
-        _ => vec![start],
-    };
-    Ok(nominals
-        .into_iter()
-        .enumerate()
-        .map(|(i, n)| RunPlan {
-            index: i as u32,
-            nominal_us: n,
-            dispatch_us: n + jitter(),
-        })
-        .collect())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    const GOOD: &str = r#"version = 1
-name = "sni"
-deadline = "30s"
-
-[inside]
-countries = ["CN"]
-
-[control]
-tags = ["control"]
-
-[[targets]]
-tls = { ip = "1.1.1.1", port = 443, sni = "blocked.example" }
-"#;
-
-    fn err(text: &str) -> String {
-        parse_spec(text, SpecFormat::Toml).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn good_spec_parses() {
-        let s = parse_spec(GOOD, SpecFormat::Toml).unwrap();
-        assert_eq!(s.targets[0].kind_name(), "tls");
-        assert_eq!(s.deadline_us(), 30_000_000);
-        let json = serde_json::to_string(&s).unwrap();
-        assert_eq!(parse_spec(&json, SpecFormat::Json).unwrap(), s);
-    }
-
-    #[test]
-    fn unknown_field_names_line_and_field() {
-        let e = err(&GOOD.replace("deadline = \"30s\"", "deadlin = \"30s\""));
-        assert!(e.contains("line 3") && e.contains("deadlin"), "{e}");
-    }
-
-    #[test]
-    fn bad_duration_names_line_and_field() {
-        let e = err(&GOOD.replace("\"30s\"", "\"thirty\""));
-        assert!(
-            e.contains("line 3") && e.contains("deadline") && e.contains("thirty"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn empty_group_is_refused() {
-        let e = err(&GOOD.replace("tags = [\"control\"]", ""));
-        assert!(
-            e.contains("control") && e.contains("empty group") && e.contains("line 8"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace(
-            "countries = [\"CN\"]",
-            "countries = [\"CN\"]\nmin_agents = 3\nmax_agents = 2",
-        ));
-        assert!(e.contains("min_agents"), "{e}");
-    }
-
-    #[test]
-    fn unknown_probe_kind_is_refused() {
-        let e = err(&GOOD.replace("tls = {", "telnet = {"));
-        assert!(
-            e.contains("line 1") || e.contains("telnet") || e.contains("unknown"),
-            "{e}"
-        );
-        assert!(e.contains("telnet") || e.contains("variant"), "{e}");
-    }
-
-    #[test]
-    fn forbidden_target_is_refused_unless_lab() {
-        let text = GOOD.replace("1.1.1.1", "10.0.0.1");
-        let e = err(&text);
-        assert!(
-            e.contains("targets[0]") && e.contains("private") && e.contains("line 12"),
-            "{e}"
-        );
-        let lab = text.replace(
-            "deadline = \"30s\"",
-            "deadline = \"30s\"\nallow_private_targets = true",
-        );
-        assert!(parse_spec(&lab, SpecFormat::Toml).is_ok());
-    }
-
-    #[test]
-    fn schedule_rules() {
-        let every = GOOD.replace(
-            "[inside]",
-            "[schedule]\nevery = \"1h\"\nstart = \"2026-01-01T00:00:00Z\"\nend = \"2026-01-01T05:00:00Z\"\nspread = \"10m\"\n\n[inside]",
-        );
-        let s = parse_spec(&every, SpecFormat::Toml).unwrap();
-        assert_eq!(expand_runs(&s, 0, 1).unwrap().len(), 6);
-        let e = err(&every.replace("end = \"2026-01-01T05:00:00Z\"\n", ""));
-        assert!(e.contains("schedule.end"), "{e}");
-        let e = err(&every.replace("2026-01-01T05", "2025-01-01T05"));
-        assert!(e.contains("after start"), "{e}");
-        let absurd = every
-            .replace("every = \"1h\"", "every = \"1s\"")
-            .replace("2026-01-01T05", "2027-01-01T05");
-        let s = parse_spec(&absurd, SpecFormat::Toml).unwrap();
-        assert!(expand_runs(&s, 0, 1)
-            .unwrap_err()
-            .to_string()
-            .contains("more than"));
-    }
-
-    #[test]
-    fn every_shipped_example_spec_validates() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/campaigns");
-        let mut n = 0;
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if !matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("toml" | "json")
-            ) {
-                continue;
-            }
-            let text = std::fs::read_to_string(&p).unwrap();
-            let spec = parse_spec(&text, SpecFormat::from_path(&p))
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            assert!(!expand_runs(&spec, 1_790_000_000_000_000, 7)
-                .unwrap()
-                .is_empty());
-            n += 1;
-        }
-        assert!(n >= 4, "expected the example specs in {}", dir.display());
-    }
-
-    proptest! {
-        #[test]
-        fn expansion_jitters_inside_spread_in_order(
-            every_m in 1u64..600, runs in 1u64..50, spread_m in 0u64..60, seed in any::<u64>()
-        ) {
-            let start = 1_800_000_000i64;
-            let end = start + (every_m * 60 * (runs - 1)) as i64;
-            let mut s = parse_spec(GOOD, SpecFormat::Toml).unwrap();
-            let fmt = |t: i64| humantime::format_rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(t as u64)).to_string();
-            s.schedule = Schedule {
-                every: Some(format!("{every_m}m")),
-                start: Some(fmt(start)),
-                end: Some(fmt(end)),
-                spread: (spread_m > 0).then(|| format!("{spread_m}m")),
-            };
-            let plans = expand_runs(&s, 0, seed).unwrap();
-            prop_assert_eq!(plans.len() as u64, runs);
-            prop_assert_eq!(&plans, &expand_runs(&s, 0, seed).unwrap());
-            for (i, p) in plans.iter().enumerate() {
-                prop_assert_eq!(p.index as usize, i);
-                prop_assert_eq!(p.nominal_us, (start + (i as i64) * every_m as i64 * 60) * 1_000_000);
-                prop_assert!(p.dispatch_us >= p.nominal_us);
-                prop_assert!(p.dispatch_us < p.nominal_us + (spread_m * 60_000_000).max(1) as i64);
-            }
-        }
-    }
-}
+mod tests;
