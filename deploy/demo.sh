@@ -266,5 +266,5 @@ if [ "$BENCH" = 1 ]; then
   done
   t1=$(date +%s.%N)
   CTL campaign status "$BID" | sed -n '3,4p'
-  echo "web probe x $n targets (inside + control agents, default concurrency 16): $(awk "BEGIN {print $t1 - $t0}") s from campaign creation to run complete"
+  echo "web probe x $n targets (inside + control agents, default max_concurrency): $(awk "BEGIN {print $t1 - $t0}") s from campaign creation to run complete"
 fi
