@@ -398,3 +398,51 @@ fn the_volunteers_hourly_task_cap_is_honoured_by_the_coordinator() {
         "{v}"
     );
 }
+
+#[test]
+fn a_periodic_campaign_produces_its_runs_and_every_result_links_back() {
+    let c = Coordinator::init().start();
+    let _fleet = fleet(&c);
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let targets = format!("[[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {port} }}\n");
+    let now = std::time::SystemTime::now();
+    let start = humantime::format_rfc3339_seconds(now + Duration::from_secs(1));
+    let end = humantime::format_rfc3339_seconds(now + Duration::from_secs(7));
+    let schedule = format!(
+        "[schedule]\nevery = \"3s\"\nstart = \"{start}\"\nend = \"{end}\"\nspread = \"500ms\"\n"
+    );
+    let id = create(&c, &spec(&targets, &schedule));
+    wait_state(&c, &id, "done", Duration::from_secs(60));
+    let st = ctl_json(&c, &["campaign", "status", &id]);
+    let runs = st["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "every 3 s over a 6 s window: {st}");
+    let run_ids: Vec<String> = runs
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect();
+    let at: Vec<i64> = runs
+        .iter()
+        .map(|r| r["dispatch_at_us"].as_i64().unwrap())
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[1] - w[0] >= 2_500_000),
+        "runs about 3 s apart: {at:?}"
+    );
+    // 3 runs x (2 inside + 1 control) x 1 target, each linked to its campaign, run and target.
+    let export = c.ctl(&["export", &id, "--format", "jsonl"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 9, "3 runs x 3 agents");
+    for l in &lines {
+        let m = &l["measurement"];
+        assert_eq!(m["campaign_id"], id.as_str());
+        assert!(run_ids.iter().any(|r| m["run_id"] == r.as_str()), "{m}");
+        assert_eq!(
+            m["input"]["tcp"]["port"].as_u64().unwrap().to_string(),
+            port
+        );
+        assert!(!m["task_id"].as_str().unwrap().is_empty());
+    }
+}
