@@ -1,0 +1,423 @@
+//! Building (`up`), tearing down (`down`) and inspecting (`status`) a lab.
+//!
+//! `up` always starts with a `down` of the same prefix, so a half-built lab
+//! from a crashed run is cleaned first. Every server started is recorded in
+//! `<state-dir>/state.json` as soon as it runs; `down` stops those PIDs, then
+//! kills whatever else still lives in the lab's namespaces, deletes the
+//! namespaces (which removes veths, addresses, routes, iptables rules and
+//! `recent` lists with them) and removes the state dir. Both are idempotent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{self, ns};
+use crate::sys::{self, LabError, Result};
+use crate::{censor, pki, targets};
+
+/// How `up` builds the lab.
+#[derive(Clone, Debug)]
+pub struct LabConfig {
+    pub prefix: String,
+    pub state_dir: PathBuf,
+    /// How long a client stays on the residual-blocking list after a
+    /// fully-encrypted trigger.
+    pub residual_window_secs: u32,
+    /// How long the DNS injector holds the genuine query of an injected name
+    /// before re-emitting it (so the forged answer arrives first).
+    pub injection_delay_ms: u32,
+}
+
+impl LabConfig {
+    /// Defaults for `prefix`: state under /run/vantage-lab/<prefix>, a 180 s
+    /// residual window (what the GFW was measured to use), 200 ms delay.
+    pub fn new(prefix: &str) -> Self {
+        LabConfig {
+            prefix: prefix.to_string(),
+            state_dir: default_state_dir(prefix),
+            residual_window_secs: 180,
+            injection_delay_ms: 200,
+        }
+    }
+}
+
+pub fn default_state_dir(prefix: &str) -> PathBuf {
+    PathBuf::from("/run/vantage-lab").join(prefix)
+}
+
+/// A process the lab started.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Proc {
+    pub name: String,
+    pub namespace: String,
+    pub pid: u32,
+    pub log: PathBuf,
+}
+
+/// What `state.json` records.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub prefix: String,
+    pub residual_window_secs: u32,
+    pub injection_delay_ms: u32,
+    pub complete: bool,
+    pub processes: Vec<Proc>,
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+fn save(dir: &Path, st: &State) -> Result<()> {
+    let json = serde_json::to_vec_pretty(st).map_err(|e| LabError::State {
+        path: state_path(dir),
+        msg: e.to_string(),
+    })?;
+    sys::write(&state_path(dir), json)
+}
+
+/// Reads the state file, if any.
+pub fn load(dir: &Path) -> Result<Option<State>> {
+    let p = state_path(dir);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| LabError::State {
+                path: p,
+                msg: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LabError::Io {
+            context: format!("cannot read {}", p.display()),
+            source,
+        }),
+    }
+}
+
+/// Checks a prefix: namespace names must stay reasonable and shell-safe.
+pub fn check_prefix(prefix: &str) -> Result<()> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 16
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::Precondition(format!(
+            "prefix {prefix:?} must be 1-16 characters of [A-Za-z0-9_-]"
+        )))
+    }
+}
+
+/// Tears the lab down. Idempotent; never fails on what is already gone.
+pub fn down(prefix: &str, state_dir: &Path) -> Result<()> {
+    check_prefix(prefix)?;
+    if let Ok(Some(st)) = load(state_dir) {
+        let pids: Vec<u32> = st.processes.iter().map(|p| p.pid).collect();
+        sys::stop_pids(&pids);
+    }
+    let existing = sys::list_namespaces();
+    for role in plan::ROLES {
+        let name = ns(prefix, role);
+        if !existing.contains(&name) {
+            continue;
+        }
+        let pids = sys::ns_pids(&name);
+        sys::stop_pids(&pids);
+        sys::try_run(&["ip", "netns", "del", &name]);
+    }
+    let leftover: Vec<String> = sys::list_namespaces()
+        .into_iter()
+        .filter(|n| plan::ROLES.iter().any(|r| *n == ns(prefix, r)))
+        .collect();
+    if !leftover.is_empty() {
+        return Err(LabError::NotReady(format!(
+            "could not delete namespaces: {}",
+            leftover.join(", ")
+        )));
+    }
+    if state_dir.exists() {
+        std::fs::remove_dir_all(state_dir).map_err(|source| LabError::Io {
+            context: format!("cannot remove {}", state_dir.display()),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Builds the lab (after cleaning any previous one with the same prefix).
+pub fn up(cfg: &LabConfig) -> Result<State> {
+    check_prefix(&cfg.prefix)?;
+    let missing = sys::missing_preconditions();
+    if !missing.is_empty() {
+        return Err(LabError::Precondition(format!(
+            "missing {}",
+            missing.join(", ")
+        )));
+    }
+    down(&cfg.prefix, &cfg.state_dir)?;
+    sys::mkdir(&cfg.state_dir)?;
+    let mut st = State {
+        prefix: cfg.prefix.clone(),
+        residual_window_secs: cfg.residual_window_secs,
+        injection_delay_ms: cfg.injection_delay_ms,
+        complete: false,
+        processes: Vec::new(),
+    };
+    save(&cfg.state_dir, &st)?;
+    topology(&cfg.prefix)?;
+    censor::apply(cfg)?;
+    let mut spawner = Spawner {
+        dir: cfg.state_dir.clone(),
+        state: &mut st,
+    };
+    let pki = pki::generate(&cfg.state_dir.join("pki"))?;
+    targets::start(cfg, &pki, &mut spawner)?;
+    targets::wait_ready(cfg, spawner.state)?;
+    st.complete = true;
+    save(&cfg.state_dir, &st)?;
+    Ok(st)
+}
+
+/// Starts processes inside namespaces and records them at once.
+pub struct Spawner<'a> {
+    dir: PathBuf,
+    state: &'a mut State,
+}
+
+impl Spawner<'_> {
+    /// Starts `args` in namespace `namespace`, logging to `<state>/<name>.log`.
+    pub fn spawn(&mut self, name: &str, namespace: &str, args: &[&str]) -> Result<u32> {
+        use std::os::unix::process::CommandExt;
+        let log = self.dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).map_err(|source| LabError::Io {
+            context: format!("cannot create {}", log.display()),
+            source,
+        })?;
+        let file2 = file.try_clone().map_err(|source| LabError::Io {
+            context: "cannot duplicate a log handle".into(),
+            source,
+        })?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", namespace])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file2)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                cmd: args.join(" "),
+                source,
+            })?;
+        let pid = child.id();
+        // The child outlives us on purpose (`down` stops it by PID).
+        drop(child);
+        self.state.processes.push(Proc {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            pid,
+            log,
+        });
+        save(&self.dir, self.state)?;
+        Ok(pid)
+    }
+}
+
+fn topology(prefix: &str) -> Result<()> {
+    for role in plan::ROLES {
+        let n = ns(prefix, role);
+        sys::run(&["ip", "netns", "add", &n])?;
+        sys::ns_run(
+            &n,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+            ],
+        )?;
+        // No IPv6 anywhere: the lab is an IPv4 lab and must not leak RAs or
+        // link-local chatter into results. Best effort (IPv6 may be off).
+        let _ = sys::ns_run(
+            &n,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        );
+        sys::run(&["ip", "-n", &n, "link", "set", "lo", "up"])?;
+    }
+    let fw = ns(prefix, "fw");
+    sys::ns_run(&fw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    for seg in plan::SEGMENTS {
+        let leaf = ns(prefix, seg.role);
+        sys::run(&[
+            "ip",
+            "link",
+            "add",
+            seg.leaf_if,
+            "netns",
+            &leaf,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            seg.fw_if,
+            "netns",
+            &fw,
+        ])?;
+        let leaf_cidr = format!("{}/24", seg.leaf_ip);
+        let fw_cidr = format!("{}/24", seg.fw_ip);
+        sys::run(&[
+            "ip",
+            "-n",
+            &leaf,
+            "addr",
+            "add",
+            &leaf_cidr,
+            "dev",
+            seg.leaf_if,
+        ])?;
+        sys::run(&["ip", "-n", &leaf, "link", "set", seg.leaf_if, "up"])?;
+        sys::run(&["ip", "-n", &fw, "addr", "add", &fw_cidr, "dev", seg.fw_if])?;
+        sys::run(&["ip", "-n", &fw, "link", "set", seg.fw_if, "up"])?;
+        // The only route: the lab range via the firewall. No default route.
+        sys::run(&[
+            "ip",
+            "-n",
+            &leaf,
+            "route",
+            "add",
+            plan::LAB_NET,
+            "via",
+            seg.fw_ip,
+        ])?;
+        for n in [&leaf, &fw] {
+            let key = |i: &str| format!("net.ipv4.conf.{i}.rp_filter=0");
+            let i = if n == &fw { seg.fw_if } else { seg.leaf_if };
+            sys::ns_run(n, &["sysctl", "-qw", &key(i)])?;
+        }
+    }
+    let targets = ns(prefix, "targets");
+    for ip in plan::TARGET_IPS {
+        sys::run(&[
+            "ip",
+            "-n",
+            &targets,
+            "addr",
+            "add",
+            &format!("{ip}/32"),
+            "dev",
+            "tg0",
+        ])?;
+    }
+    // Condition 13: routed nowhere, for everyone (host unreachable at once).
+    sys::run(&[
+        "ip",
+        "-n",
+        &fw,
+        "route",
+        "add",
+        "unreachable",
+        &format!("{}/32", plan::DOWN_IP),
+    ])?;
+    // The address that runs no DNS server: silently nowhere.
+    sys::run(&[
+        "ip",
+        "-n",
+        &fw,
+        "route",
+        "add",
+        "blackhole",
+        &format!("{}/32", plan::SILENT_DNS_IP),
+    ])?;
+    // The injector host takes every mirrored packet arriving on inj0 as
+    // local, whatever its destination; what it sends itself is routed
+    // normally (via the firewall). ICMP errors never leave it.
+    let inj = ns(prefix, "inj");
+    sys::run(&[
+        "ip", "-n", &inj, "rule", "add", "iif", "inj0", "lookup", "100", "priority", "100",
+    ])?;
+    sys::run(&[
+        "ip",
+        "-n",
+        &inj,
+        "route",
+        "add",
+        "local",
+        "0.0.0.0/0",
+        "dev",
+        "lo",
+        "table",
+        "100",
+    ])?;
+    sys::ns_run(
+        &inj,
+        &["iptables", "-w", "-A", "OUTPUT", "-p", "icmp", "-j", "DROP"],
+    )?;
+    Ok(())
+}
+
+/// What `status` reports.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub prefix: String,
+    pub state_dir: PathBuf,
+    pub namespaces: Vec<(String, bool)>,
+    pub complete: bool,
+    pub processes: Vec<(Proc, bool)>,
+}
+
+pub fn status(prefix: &str, state_dir: &Path) -> Result<Status> {
+    check_prefix(prefix)?;
+    let existing = sys::list_namespaces();
+    let namespaces = plan::ROLES
+        .iter()
+        .map(|r| {
+            let n = ns(prefix, r);
+            let e = existing.contains(&n);
+            (n, e)
+        })
+        .collect();
+    let st = load(state_dir)?;
+    let (complete, processes) = match st {
+        Some(st) => (
+            st.complete,
+            st.processes
+                .into_iter()
+                .map(|p| {
+                    let alive = sys::pid_alive(p.pid);
+                    (p, alive)
+                })
+                .collect(),
+        ),
+        None => (false, Vec::new()),
+    };
+    Ok(Status {
+        prefix: prefix.to_string(),
+        state_dir: state_dir.to_path_buf(),
+        namespaces,
+        complete,
+        processes,
+    })
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,16 @@
+//! Vantage censorship lab: network namespaces joined by veth pairs in
+//! 198.19.0.0/16, real Debian servers as targets, and real kernel
+//! censorship in a firewall namespace, applied only to traffic from the
+//! inside segment. See `deploy/lab/README.md`.
+//!
+//! Nothing here sends traffic beyond the lab's own namespaces: no namespace
+//! has a default route, only 198.19.0.0/16 via the firewall.
+
+pub mod censor;
+pub mod dns_injector;
+pub mod lab;
+pub mod pki;
+pub mod plan;
+pub mod servers_rs;
+pub mod sys;
+pub mod targets;
