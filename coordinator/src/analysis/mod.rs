@@ -2,9 +2,11 @@
 //! results for the same target to `{status, mechanism, confidence,
 //! evidence}`. No I/O; everything here is testable without a network.
 //!
-//! Statuses: `ok`, `blocked`, `down` (the controls fail the same way),
-//! `inconclusive` (no usable control, controls disagree, or the inside agent
-//! refused the task). Each rule names its threshold and source beside it.
+//! Statuses: `ok`, `blocked`, `down` (a majority of the controls fail too),
+//! `inconclusive` (no usable control, controls split evenly, or the inside
+//! agent refused the task). Each rule names its threshold and source beside
+//! it (`rules.rs`); `analyze_run` pairs results by target and refines
+//! protocol labels into `udp.drop` when a whole address's UDP is silent.
 
 mod rules;
 
@@ -99,27 +101,55 @@ pub struct Verdict {
     pub reason: String,
 }
 
-/// A stable key for "the same target": the probe input as canonical JSON
-/// (kind, address, port, names), so inside and control results pair up.
+/// A stable key for "the same target": kind, address, port and names, so
+/// inside and control results pair up. Options that change what is
+/// measured are appended only when set, so keys of plain inputs never change.
 pub fn target_key(m: &Measurement) -> String {
     let Some(input) = &m.input else {
         return "none".into();
     };
     let k = input.kind_name();
+    let opt = |name: &str, v: &str| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!(" {name}={v}")
+        }
+    };
     let what = match &input.kind {
-        Some(Kind::Dns(d)) | Some(Kind::DnsInjection(d)) => format!("{} @{}", d.domain, d.resolver),
+        Some(Kind::Dns(d)) | Some(Kind::DnsInjection(d)) => format!(
+            "{} @{}{}{}",
+            d.domain,
+            d.resolver,
+            opt("qtype", if d.qtype == "A" { "" } else { &d.qtype }),
+            opt(
+                "transport",
+                if d.transport == "udp" {
+                    ""
+                } else {
+                    &d.transport
+                }
+            )
+        ),
         Some(Kind::Tcp(t)) => format!("{}:{}", t.host, t.port),
         Some(Kind::Tls(t)) => format!("{}:{} sni={}", t.ip, t.port, t.sni),
         Some(Kind::Http(h)) => format!(
-            "{}{}",
+            "{}{}{}{}{}",
             h.url,
             if h.ip.is_empty() {
                 String::new()
             } else {
                 format!(" @{}", h.ip)
-            }
+            },
+            if h.port == 0 {
+                String::new()
+            } else {
+                format!(" port={}", h.port)
+            },
+            opt("host", &h.host_header),
+            opt("sni", &h.sni)
         ),
-        Some(Kind::Web(w)) => w.url.clone(),
+        Some(Kind::Web(w)) => format!("{}{}", w.url, opt("resolver", &w.resolver)),
         Some(Kind::Quic(q)) => format!("{}:{} sni={}", q.ip, q.port, q.sni),
         Some(Kind::Openvpn(o)) => format!("{}:{}/{}", o.ip, o.port, o.transport),
         Some(Kind::Tor(t)) => format!("{}:{}", t.ip, t.port),
@@ -131,7 +161,8 @@ pub fn target_key(m: &Measurement) -> String {
 }
 
 /// Verdicts for a whole run: each inside measurement against the control
-/// measurements of the same target. Returns (inside id, target key, verdict).
+/// measurements of the same target. Returns (inside id, target key,
+/// verdict), sorted by target then id.
 pub fn analyze_run(
     inside: &[Measurement],
     control: &[Measurement],
@@ -148,8 +179,70 @@ pub fn analyze_run(
             (m.id.clone(), key, verdict(m, &controls))
         })
         .collect();
+    refine_udp_drop(inside, &mut out);
     out.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     out
+}
+
+/// The address a UDP probe sends to, if `m` is one.
+fn udp_address(m: &Measurement) -> Option<String> {
+    let ip = |s: &str| {
+        s.parse::<std::net::SocketAddr>()
+            .map(|a| a.ip().to_string())
+            .ok()
+            .or_else(|| Some(s.trim_matches(['[', ']']).to_string()))
+            .filter(|s| !s.is_empty())
+    };
+    match &m.input.as_ref()?.kind {
+        Some(Kind::Openvpn(o)) if o.transport != "tcp" => ip(&o.ip),
+        Some(Kind::Wireguard(w)) => ip(&w.ip),
+        Some(Kind::Quic(q)) => ip(&q.ip),
+        Some(Kind::Dns(d)) if matches!(d.transport.as_str(), "" | "udp") => ip(&d.resolver),
+        _ => None,
+    }
+}
+
+/// `udp.drop`: when one inside agent finds two or more different UDP
+/// protocols to the same address silently blocked in one run (while the
+/// controls get replies), the address's UDP is dropped wholesale; the
+/// protocol-specific labels (`vpn.blocked`, `quic.timeout`, `dns.timeout`)
+/// would overstate what the censor detected. Needs two protocols, so a lone
+/// blocked VPN probe stays `vpn.blocked`.
+fn refine_udp_drop(inside: &[Measurement], out: &mut [(String, String, Verdict)]) {
+    let silent = |v: &Verdict| {
+        v.status == Status::Blocked
+            && matches!(
+                v.mechanism,
+                Some(Mechanism::VpnBlocked | Mechanism::QuicTimeout | Mechanism::DnsTimeout)
+            )
+    };
+    // (agent, address) -> kinds silently blocked
+    let mut kinds: BTreeMap<(&str, String), std::collections::BTreeSet<&str>> = BTreeMap::new();
+    let mut hits: Vec<(usize, (&str, String))> = Vec::new();
+    for (i, (m, (_, _, v))) in inside.iter().zip(out.iter()).enumerate() {
+        let timeout =
+            rules::failure_of(m).is_some_and(|(f, _)| f == vantage_proto::failure::GENERIC_TIMEOUT);
+        if let (true, true, Some(addr)) = (silent(v), timeout, udp_address(m)) {
+            let kind = m.input.as_ref().map_or("none", |i| i.kind_name());
+            let key = (m.agent_id.as_str(), addr);
+            kinds.entry(key.clone()).or_default().insert(kind);
+            hits.push((i, key));
+        }
+    }
+    for (i, key) in hits {
+        let Some(ks) = kinds.get(&key).filter(|k| k.len() >= 2) else {
+            continue;
+        };
+        if let Some((_, _, v)) = out.get_mut(i) {
+            v.reason = format!(
+                "{}; every UDP protocol tried to {} ({}) goes unanswered: the address's UDP is dropped",
+                v.reason,
+                key.1,
+                ks.iter().copied().collect::<Vec<_>>().join(", ")
+            );
+            v.mechanism = Some(Mechanism::UdpDrop);
+        }
+    }
 }
 
 /// Whether the measurement is a refusal (no observation was made).
