@@ -408,14 +408,8 @@ async fn dispatch_run(
     now: i64,
 ) -> Result<(), ServiceError> {
     let views = views(s)?;
-    let inside = scheduler::select_agents(&spec.inside, &views);
-    let taken: HashSet<&String> = inside.chosen.iter().collect();
-    let rest: Vec<AgentView> = views
-        .iter()
-        .filter(|v| !taken.contains(&v.agent_id))
-        .cloned()
-        .collect();
-    let control = scheduler::select_agents(&spec.control, &rest);
+    // No agent the inside selector matches ever serves as a control.
+    let (inside, control) = scheduler::select_groups(spec, &views);
     run.inside = inside.chosen.clone();
     run.control = control.chosen.clone();
     run.skipped = inside
