@@ -223,7 +223,8 @@ fn tcp(host: &str, port: u32) -> ProbeInput {
 /// lab was (or will be) built with; the encrypted probe's retests are spread
 /// inside it.
 pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
-    let retest_interval_ms = (residual_window_secs.max(3) * 1000) / 3;
+    // Retests at 1/4, 2/4 and 3/4 of the window: all inside it.
+    let retest_interval_ms = residual_window_secs.max(1).saturating_mul(1000) / 4;
     vec![
         Condition {
             number: 1,

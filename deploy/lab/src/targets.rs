@@ -141,6 +141,7 @@ pub fn start(cfg: &LabConfig, pki: &Pki, sp: &mut Spawner<'_>) -> Result<()> {
         "--pid-file=".into(),
         "--log-facility=-".into(),
         "--log-queries".into(),
+        "--local-ttl=60".into(),
         "--local=/lab.example/".into(),
         "--local=/blocked-site.example/".into(),
         "--local=/clean-site.example/".into(),

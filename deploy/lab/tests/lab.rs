@@ -1,0 +1,557 @@
+//! The censorship lab end to end: build it, then run the real agent's probes
+//! for every condition of the catalogue from the inside namespace and from
+//! the outside namespace, and check that inside sees the censorship while
+//! the outside control does not (or, for the down target, that both fail).
+//! Also: `up` twice / `down` twice, and a half-built lab cleaned by `up`.
+//!
+//! Needs root, iproute2, iptables, nginx, dnsmasq, openvpn, tor and the
+//! agent binary (`cargo build --workspace --bins`). A missing precondition
+//! fails the test naming it, unless VANTAGE_SKIP_LAB=1.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use vantage_lab::plan;
+use vantage_proto::v1::{measurement, Failure, Measurement, ProbeInput};
+
+const LAB: &str = env!("CARGO_BIN_EXE_vantage-lab");
+/// Residual window for the test lab (the encrypted probe retests at 1/4,
+/// 2/4 and 3/4 of it).
+const WINDOW_SECS: u32 = 16;
+
+fn lab_ready(test: &str) -> bool {
+    let missing = vantage_lab::sys::missing_preconditions();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
+        eprintln!("SKIPPED (VANTAGE_SKIP_LAB=1): {test}");
+        return false;
+    }
+    panic!(
+        "{test}: the censorship lab needs {} (Debian: iproute2 iptables nginx-light \
+         dnsmasq-base openvpn tor; run as root), or set VANTAGE_SKIP_LAB=1 to skip",
+        missing.join(", ")
+    );
+}
+
+/// The agent binary next to this test's target dir.
+fn agent() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test binary");
+    exe.ancestors()
+        .map(|d| d.join("vantage-agent"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no vantage-agent binary near {}: run `cargo build --workspace --bins` first",
+                exe.display()
+            )
+        })
+}
+
+fn unique_prefix(tag: &str) -> String {
+    format!("vl{}{tag}", std::process::id() % 100_000)
+}
+
+fn lab_cli(args: &[&str]) -> String {
+    let out = Command::new(LAB)
+        .args(args)
+        .output()
+        .expect("run vantage-lab");
+    assert!(
+        out.status.success(),
+        "vantage-lab {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A built lab, torn down on drop.
+struct Lab {
+    prefix: String,
+}
+
+impl Lab {
+    fn up(prefix: &str) -> Lab {
+        lab_cli(&[
+            "up",
+            "--prefix",
+            prefix,
+            "--residual-window-secs",
+            &WINDOW_SECS.to_string(),
+        ]);
+        Lab {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    fn probe(&self, side: &str, input: &ProbeInput, timeout: &str) -> Measurement {
+        let json = serde_json::to_string(input).expect("input json");
+        let ns = format!("{}-{side}", self.prefix);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(agent())
+            .args([
+                "probe",
+                "--allow-private-targets",
+                "--timeout",
+                timeout,
+                &json,
+            ])
+            .output()
+            .expect("run vantage-agent");
+        assert!(
+            out.status.success(),
+            "agent failed in {ns} for {json}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("bad measurement JSON ({e}) for {json}: {text}"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(LAB)
+            .args(["down", "--prefix", &self.prefix])
+            .output();
+    }
+}
+
+/// Probes not implemented yet by the agent answer with this refusal.
+fn unimplemented(m: &Measurement) -> bool {
+    matches!(&m.result, Some(measurement::Result::Refused(r)) if r.reason.contains("not implemented yet"))
+}
+
+fn fail(f: &Option<Failure>) -> (String, String) {
+    f.as_ref()
+        .map(|f| (f.failure.clone(), f.operation.clone()))
+        .unwrap_or_default()
+}
+
+fn ok() -> (String, String) {
+    (String::new(), String::new())
+}
+
+fn pair(failure: &str, op: &str) -> (String, String) {
+    (failure.to_string(), op.to_string())
+}
+
+/// First failure (if any) of a measurement, whatever its kind, plus a short
+/// summary for messages.
+fn outcome(m: &Measurement) -> (String, String) {
+    use measurement::Result as R;
+    match &m.result {
+        Some(R::Dns(r)) | Some(R::DnsInjection(r)) => fail(&r.failure),
+        Some(R::Tcp(r)) => fail(&r.failure),
+        Some(R::Tls(r)) => r
+            .handshake
+            .as_ref()
+            .map(|h| fail(&h.failure))
+            .unwrap_or_else(|| pair("no handshake", "")),
+        Some(R::Http(r)) => fail(&r.failure),
+        Some(R::Web(r)) => fail(&r.failure),
+        Some(R::Quic(r)) => fail(&r.failure),
+        Some(R::Openvpn(r)) => fail(&r.failure),
+        Some(R::Tor(r)) => fail(&r.failure),
+        Some(R::Encrypted(r)) => fail(&r.trigger),
+        Some(R::Wireguard(r)) => fail(&r.failure),
+        Some(R::Refused(r)) => pair("refused", &r.reason),
+        None => pair("no result", ""),
+    }
+}
+
+/// A-record answers of every DNS reply, in arrival order.
+fn dns_answers(m: &Measurement) -> Vec<Vec<String>> {
+    use measurement::Result as R;
+    let r = match &m.result {
+        Some(R::Dns(r)) | Some(R::DnsInjection(r)) => r,
+        Some(R::Web(w)) => w.dns.as_ref().expect("web dns step"),
+        other => panic!("expected a DNS result, got {other:?}"),
+    };
+    r.replies
+        .iter()
+        .map(|rep| {
+            rep.answers
+                .iter()
+                .filter(|a| a.rtype == "A")
+                .map(|a| a.data.clone())
+                .collect()
+        })
+        .collect()
+}
+
+/// (status, title) of the last HTTP hop.
+fn http_last(m: &Measurement) -> (u32, String) {
+    use measurement::Result as R;
+    let chain = match &m.result {
+        Some(R::Http(r)) => &r.chain,
+        Some(R::Web(w)) => &w.http.as_ref().expect("web http step").chain,
+        other => panic!("expected an HTTP result, got {other:?}"),
+    };
+    chain
+        .last()
+        .map(|h| (h.status, h.title.clone()))
+        .unwrap_or((0, String::new()))
+}
+
+/// Per-probe deadline: short where the inside side is expected to time out.
+fn timeout_for(input: &ProbeInput) -> &'static str {
+    use vantage_proto::v1::probe_input::Kind;
+    match &input.kind {
+        Some(Kind::Encrypted(_)) => "40s",
+        Some(Kind::Tcp(_)) | Some(Kind::Tor(_)) | Some(Kind::Quic(_)) => "4s",
+        Some(Kind::Openvpn(_)) | Some(Kind::DnsInjection(_)) => "4s",
+        _ => "10s",
+    }
+}
+
+type Key = (String, usize, &'static str);
+
+#[test]
+fn every_condition_differs_inside_and_outside_as_expected() {
+    let name = "every_condition_differs_inside_and_outside_as_expected";
+    if !lab_ready(name) {
+        return;
+    }
+    let _ = agent();
+    let lab = Arc::new(Lab::up(&unique_prefix("a")));
+
+    // The catalogue as the CLI prints it.
+    let cat: serde_json::Value = serde_json::from_str(&lab_cli(&[
+        "targets",
+        "--format",
+        "json",
+        "--residual-window-secs",
+        &WINDOW_SECS.to_string(),
+    ]))
+    .expect("catalogue JSON");
+    let conditions = cat.as_array().expect("catalogue is a list");
+    let mut jobs: Vec<(Key, ProbeInput)> = Vec::new();
+    let mut mechanisms = BTreeMap::new();
+    for c in conditions {
+        let cname = c["name"].as_str().expect("name").to_string();
+        mechanisms.insert(
+            cname.clone(),
+            c["mechanism"].as_str().unwrap_or("").to_string(),
+        );
+        for (i, input) in c["inputs"].as_array().expect("inputs").iter().enumerate() {
+            let input: ProbeInput =
+                serde_json::from_value(input.clone()).expect("input is a ProbeInput");
+            for side in ["inside", "outside"] {
+                jobs.push(((cname.clone(), i, side), input.clone()));
+            }
+        }
+    }
+    assert_eq!(
+        mechanisms.len(),
+        15,
+        "14 conditions (2 has two variants): {mechanisms:?}"
+    );
+    assert_eq!(mechanisms["dns-injection"], "dns.injection");
+    assert_eq!(mechanisms["tls-sni-reset"], "tls.reset");
+
+    // Long probes (encrypted) first; four workers.
+    jobs.sort_by_key(|(_, i)| timeout_for(i) != "40s");
+    let queue = Arc::new(Mutex::new(jobs));
+    let results: Arc<Mutex<BTreeMap<Key, Measurement>>> = Arc::default();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (queue, results, lab) = (queue.clone(), results.clone(), lab.clone());
+            std::thread::spawn(move || loop {
+                let job = queue.lock().expect("queue").pop();
+                let Some((key, input)) = job else { break };
+                let m = lab.probe(key.2, &input, timeout_for(&input));
+                results.lock().expect("results").insert(key, m);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("probe worker");
+    }
+    let results = results.lock().expect("results");
+    let get = |c: &str, i: usize, side: &'static str| -> &Measurement {
+        results
+            .get(&(c.to_string(), i, side))
+            .unwrap_or_else(|| panic!("no result for {c}[{i}] {side}"))
+    };
+    let mut todo: Vec<String> = Vec::new();
+    let mut check = |c: &str, i: usize, f: &dyn Fn(&Measurement, &Measurement)| {
+        let (inside, outside) = (get(c, i, "inside"), get(c, i, "outside"));
+        if unimplemented(inside) || unimplemented(outside) {
+            todo.push(format!("{c}[{i}]: probe not implemented yet"));
+            return;
+        }
+        f(inside, outside);
+    };
+
+    // 1. Injection: two replies inside, the forged one first; one outside.
+    check("dns-injection", 0, &|i, o| {
+        let a = dns_answers(i);
+        assert!(a.len() >= 2, "inside should get two replies: {i:?}");
+        assert_eq!(
+            a[0],
+            vec![plan::FORGED_IP.to_string()],
+            "forged first: {a:?}"
+        );
+        assert!(
+            a[1..]
+                .iter()
+                .any(|r| r == &vec![plan::CLEAN_IP.to_string()]),
+            "{a:?}"
+        );
+        assert_eq!(dns_answers(o), vec![vec![plan::CLEAN_IP.to_string()]]);
+    });
+    check("dns-injection", 1, &|i, o| {
+        assert_eq!(outcome(i), ok(), "{i:?}");
+        assert_eq!(dns_answers(i), vec![vec![plan::FORGED_IP.to_string()]]);
+        assert!(dns_answers(o).is_empty(), "{o:?}");
+        assert_eq!(outcome(o), pair("generic_timeout_error", "resolve"));
+    });
+    // 2. Hijack.
+    check("dns-hijack-bogon", 0, &|i, o| {
+        assert_eq!(dns_answers(i), vec![vec![plan::BOGON_IP.to_string()]]);
+        assert_eq!(dns_answers(o), vec![vec![plan::CLEAN_IP.to_string()]]);
+    });
+    check("dns-hijack-blockpage", 0, &|i, o| {
+        assert_eq!(dns_answers(i), vec![vec![plan::BLOCKPAGE_IP.to_string()]]);
+        assert_eq!(dns_answers(o), vec![vec![plan::CLEAN_IP.to_string()]]);
+    });
+    check("dns-hijack-blockpage", 1, &|i, o| {
+        assert_eq!(dns_answers(i), vec![vec![plan::BLOCKPAGE_IP.to_string()]]);
+        assert_eq!(
+            http_last(i),
+            (403, plan::BLOCKPAGE_TITLE.to_string()),
+            "{i:?}"
+        );
+        assert_eq!(outcome(o), ok(), "{o:?}");
+        assert_eq!(http_last(o).0, 200, "{o:?}");
+    });
+    // 3. NXDOMAIN.
+    check("dns-nxdomain", 0, &|i, o| {
+        assert_eq!(outcome(i), pair("dns_nxdomain_error", "resolve"), "{i:?}");
+        assert_eq!(dns_answers(i).len(), 1, "{i:?}");
+        assert_eq!(outcome(o), ok());
+        assert_eq!(dns_answers(o), vec![vec![plan::CLEAN_IP.to_string()]]);
+    });
+    // 4. SNI reset, the control SNI passes.
+    check("tls-sni-reset", 0, &|i, o| {
+        assert_eq!(
+            outcome(i),
+            pair("connection_reset", "tls_handshake"),
+            "{i:?}"
+        );
+        let Some(measurement::Result::Tls(t)) = &i.result else {
+            panic!("{i:?}")
+        };
+        assert!(
+            t.control.as_ref().is_some_and(|c| c.failure.is_none()),
+            "{t:?}"
+        );
+        assert_eq!(outcome(o), ok(), "{o:?}");
+    });
+    // 5. Host reset; another Host on the same IP passes.
+    check("http-host-reset", 0, &|i, o| {
+        assert_eq!(
+            outcome(i),
+            pair("connection_reset", "http_round_trip"),
+            "{i:?}"
+        );
+        assert_eq!(outcome(o), ok());
+        assert_eq!(http_last(o), (200, plan::BLOCKED_SITE.to_string()));
+    });
+    check("http-host-reset", 1, &|i, o| {
+        assert_eq!(http_last(i), (200, plan::CLEAN_SITE.to_string()), "{i:?}");
+        assert_eq!(http_last(o), (200, plan::CLEAN_SITE.to_string()));
+    });
+    // 6. Blackhole.
+    check("ip-blackhole", 0, &|i, o| {
+        assert_eq!(
+            outcome(i),
+            pair("generic_timeout_error", "connect"),
+            "{i:?}"
+        );
+        assert_eq!(outcome(o), ok());
+    });
+    // 7. Refused (RST on :80, ICMP port unreachable on :443).
+    for n in 0..2 {
+        check("tcp-refused", n, &|i, o| {
+            assert_eq!(outcome(i), pair("connection_refused", "connect"), "{i:?}");
+            assert_eq!(outcome(o), ok());
+        });
+    }
+    // 8. Block page instead of the site.
+    check("http-blockpage", 0, &|i, o| {
+        assert_eq!(
+            http_last(i),
+            (403, plan::BLOCKPAGE_TITLE.to_string()),
+            "{i:?}"
+        );
+        assert_eq!(http_last(o), (200, plan::CLEAN_SITE.to_string()), "{o:?}");
+    });
+    // 9. QUIC dropped.
+    check("quic-drop", 0, &|i, o| {
+        assert_eq!(
+            outcome(i),
+            pair("generic_timeout_error", "quic_handshake"),
+            "{i:?}"
+        );
+        assert_eq!(outcome(o), ok(), "{o:?}");
+    });
+    // 10. OpenVPN: UDP dropped, TCP reset on the client's hard reset.
+    check("openvpn-blocked", 0, &|i, o| {
+        assert_eq!(outcome(i), pair("generic_timeout_error", "read"), "{i:?}");
+        let Some(measurement::Result::Openvpn(r)) = &o.result else {
+            panic!("{o:?}")
+        };
+        assert!(r.server_reset_received && r.failure.is_none(), "{r:?}");
+    });
+    check("openvpn-blocked", 1, &|i, o| {
+        assert_eq!(outcome(i), pair("connection_reset", "read"), "{i:?}");
+        let Some(measurement::Result::Openvpn(r)) = &o.result else {
+            panic!("{o:?}")
+        };
+        assert!(r.server_reset_received && r.failure.is_none(), "{r:?}");
+    });
+    // 11. Fully encrypted traffic: residual blocking inside only.
+    check("encrypted-residual", 0, &|i, o| {
+        let (Some(measurement::Result::Encrypted(ri)), Some(measurement::Result::Encrypted(ro))) =
+            (&i.result, &o.result)
+        else {
+            panic!("{i:?} {o:?}")
+        };
+        assert!(ri.residual_blocking, "inside: {ri:?}");
+        assert!(
+            ri.retests.iter().all(|a| a.failure.is_some()),
+            "every retest inside the window fails: {ri:?}"
+        );
+        assert!(!ro.residual_blocking, "outside: {ro:?}");
+        assert!(
+            ro.trigger.is_none() && ro.retests.iter().all(|a| a.failure.is_none()),
+            "{ro:?}"
+        );
+    });
+    // 12. Tor relay address dropped.
+    check("tor-blocked", 0, &|i, o| {
+        assert_eq!(
+            outcome(i),
+            pair("generic_timeout_error", "connect"),
+            "{i:?}"
+        );
+        let Some(measurement::Result::Tor(r)) = &o.result else {
+            panic!("{o:?}")
+        };
+        assert!(r.failure.is_none() && !r.link_versions.is_empty(), "{r:?}");
+    });
+    // 13. Down for everyone.
+    for n in 0..2 {
+        check("down", n, &|i, o| {
+            assert_eq!(outcome(i), pair("host_unreachable", "connect"), "{i:?}");
+            assert_eq!(outcome(o), pair("host_unreachable", "connect"), "{o:?}");
+        });
+    }
+    // 14. Clean for everyone.
+    let clean_inputs = conditions
+        .iter()
+        .find(|c| c["name"] == "clean")
+        .and_then(|c| c["inputs"].as_array())
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert!(clean_inputs >= 5);
+    for n in 0..clean_inputs {
+        check("clean", n, &|i, o| {
+            assert_eq!(outcome(i), ok(), "{i:?}");
+            assert_eq!(outcome(o), ok(), "{o:?}");
+        });
+    }
+    for t in &todo {
+        eprintln!("TODO: {t}");
+    }
+}
+
+#[test]
+fn up_twice_down_twice_and_a_half_built_lab_is_cleaned() {
+    let name = "up_twice_down_twice_and_a_half_built_lab_is_cleaned";
+    if !lab_ready(name) {
+        return;
+    }
+    let prefix = unique_prefix("b");
+    let namespaces = || -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&format!("{prefix}-")))
+            .map(str::to_string)
+            .collect()
+    };
+    // A crashed run: one namespace, made by hand.
+    let _ = Command::new("ip")
+        .args(["netns", "del", &format!("{prefix}-fw")])
+        .output();
+    let made = Command::new("ip")
+        .args(["netns", "add", &format!("{prefix}-fw")])
+        .status()
+        .expect("ip netns add");
+    assert!(made.success());
+    let lab1 = Lab::up(&prefix);
+    assert_eq!(namespaces().len(), 6, "{:?}", namespaces());
+    let lab2 = Lab::up(&prefix);
+    assert_eq!(namespaces().len(), 6, "{:?}", namespaces());
+    std::mem::forget(lab1); // one teardown is enough; `down` is tested below
+
+    let status: serde_json::Value = serde_json::from_str(&lab_cli(&[
+        "status", "--prefix", &prefix, "--format", "json",
+    ]))
+    .expect("status JSON");
+    assert_eq!(status["complete"], true, "{status}");
+    let procs = status["processes"].as_array().expect("processes");
+    assert!(procs.len() >= 8, "{status}");
+    let pids: Vec<u64> = procs
+        .iter()
+        .map(|p| {
+            assert_eq!(p[1], true, "every server runs: {p}");
+            p[0]["pid"].as_u64().expect("pid")
+        })
+        .collect();
+
+    // Nothing can leave the lab: no default route anywhere, and the only
+    // route through a gateway is the lab range via the firewall (openvpn's
+    // tunnel subnets are links local to the targets namespace).
+    for n in namespaces() {
+        let out = Command::new("ip")
+            .args(["-n", &n, "-4", "route", "show", "table", "all"])
+            .output()
+            .expect("ip route");
+        let routes = String::from_utf8_lossy(&out.stdout);
+        for r in routes.lines() {
+            assert!(!r.starts_with("default"), "{n} has a default route: {r}");
+            if r.contains(" via ") {
+                assert!(r.starts_with("198.19.0.0/16 via 198.19."), "{n}: {r}");
+            }
+        }
+    }
+
+    lab_cli(&["down", "--prefix", &prefix]);
+    lab_cli(&["down", "--prefix", &prefix]);
+    drop(lab2);
+    assert!(namespaces().is_empty(), "{:?}", namespaces());
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true),
+            "server {pid} still runs after down"
+        );
+    }
+    assert!(!plan::ns(&prefix, "fw").is_empty());
+    assert!(!vantage_lab::lab::default_state_dir(&prefix).exists());
+}
