@@ -66,6 +66,7 @@ teardown() {
     for pid in $(ip netns pids "$P-$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$P-$n" 2>/dev/null || true
   done
+  ip link del "$P-dash" 2>/dev/null || true
 }
 finish() {
   local rc=$?
@@ -73,7 +74,8 @@ finish() {
     echo
     echo "Lab left up (--keep). State: $STATE"
     echo "  ip netns exec $P-core $BIN/vantagectl --data-dir $STATE/coord agents"
-    echo "  tear down: for n in $NAMESPACES; do ip netns del $P-\$n; done"
+    echo "  dashboard: http://198.19.208.10:9090/ (read token $READ_TOKEN)"
+    echo "  tear down: kill the lab's processes, then: for n in $NAMESPACES; do ip netns del $P-\$n; done"
     return
   fi
   teardown
@@ -168,6 +170,17 @@ done
 say "coordinator in $P-core: init and serve (embedded sled store)"
 CTL() { ns core "$BIN/vantagectl" --data-dir "$STATE/coord" "$@"; }
 ns core "$BIN/vantage-coordinator" init --data-dir "$STATE/coord" --listen 198.19.204.10:7443
+# The dashboard: a point-to-point link from this machine to the coordinator's
+# namespace only (198.19.208.0/24, outside the lab's routed /21), and a read
+# token, which a non-loopback HTTP listener requires.
+ip link add "$P-dash" type veth peer name dash0 netns "$P-core"
+ip addr add 198.19.208.1/24 dev "$P-dash"
+ip link set "$P-dash" up
+ns core ip addr add 198.19.208.10/24 dev dash0
+ns core ip link set dash0 up
+READ_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+READ_HASH=$(printf %s "$READ_TOKEN" | sha256sum | cut -d' ' -f1)
+printf 'http_listen = "198.19.208.10:9090"\nread_tokens = ["%s"]\n' "$READ_HASH" >>"$STATE/coord/coordinator.toml"
 ns core "$BIN/vantage-coordinator" serve --data-dir "$STATE/coord" >"$STATE/coordinator.log" 2>&1 &
 for i in $(seq 1 100); do
   ns core bash -c 'exec 3<>/dev/tcp/198.19.204.10/7443' 2>/dev/null && break
@@ -267,4 +280,13 @@ if [ "$BENCH" = 1 ]; then
   t1=$(date +%s.%N)
   CTL campaign status "$BID" | sed -n '3,4p'
   echo "web probe x $n targets (inside + control agents, default max_concurrency): $(awk "BEGIN {print $t1 - $t0}") s from campaign creation to run complete"
+fi
+
+if [ "$CHECK" = 0 ] && [ "$BENCH" = 0 ] && [ "$KEEP" = 0 ] && [ -t 0 ]; then
+  say "dashboard"
+  echo "  http://198.19.208.10:9090/   read token: $READ_TOKEN"
+  echo "  (curl -H 'Authorization: Bearer $READ_TOKEN' http://198.19.208.10:9090/api/v1/verdicts)"
+  echo "Press Ctrl-C to stop; the lab is torn down on exit."
+  trap 'exit 0' INT TERM
+  while sleep 3600; do :; done
 fi
