@@ -89,16 +89,21 @@ http {{
     )
 }
 
-/// The tor relay's torrc: ORPort on its address, never publishing, never
-/// reaching out (the namespace has no route beyond the lab anyway).
+/// The tor relay's torrc: ORPort on its address, never publishing, and its
+/// only directory authority (and no fallback directories) an address inside
+/// the lab where nothing serves a directory, so it never even tries the
+/// public network (the namespace has no route beyond the lab anyway).
 pub fn torrc(dir: &Path) -> String {
     let ip = plan::TOR_IP;
     format!(
-        "ORPort {ip}:{port}\nAddress {ip}\nNickname vantagelab\nPublishServerDescriptor 0\n\
+        "ORPort {ip}:{port}\nAddress {ip}\nNickname vantagelab\nContactInfo lab@lab.example\nPublishServerDescriptor 0\n\
          AssumeReachable 1\nExitRelay 0\nExitPolicy reject *:*\nSocksPort 0\nDirPort 0\n\
-         ClientUseIPv6 0\nDataDirectory {data}\nLog notice stderr\nRunAsDaemon 0\n",
+         ClientUseIPv6 0\nUseDefaultFallbackDirs 0\n\
+         DirAuthority lab orport={port} no-v2 v3ident={zero} {ip}:9030 {zero}\n\
+         DataDirectory {data}\nLog notice stderr\nRunAsDaemon 0\n",
         port = plan::TOR_PORT,
         data = p(&dir.join("tor-data")),
+        zero = "0".repeat(40),
     )
 }
 
