@@ -303,13 +303,21 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
         ],
     )?;
 
-    // 11. Fully encrypted traffic + residual blocking: a client SYN to the
-    // target within the window of a trigger is dropped (rule order matters:
-    // the check comes first). The trigger: a data segment of 200+ bytes
-    // that is neither a TLS record (first byte 0x16) nor HTTP; it is dropped
-    // and records the client (the rule is bound to one server ip:port, so
-    // the list is effectively keyed by the 3-tuple).
+    // 11. Fully encrypted traffic + residual blocking (rule order matters):
+    //  a. a client SYN to the target within the window after a trigger is
+    //     dropped (`--rcheck` never refreshes the entry, so the window is
+    //     exactly N seconds from the trigger);
+    //  b. the rest of a triggering flow (its retransmissions too) is dropped
+    //     by connmark, without touching the residual list (otherwise the
+    //     kernel's retransmissions of the dropped segment would keep
+    //     re-arming it for minutes);
+    //  c. the trigger: the flow's first data segment (3rd packet from the
+    //     client: SYN, ACK, data), 200+ bytes, neither a TLS record (first
+    //     byte 0x16) nor HTTP: marks the flow and records the client. The
+    //     rules are bound to one server ip:port, so the list is effectively
+    //     keyed by the (client, server ip, port) 3-tuple.
     let enc_port = plan::ENCRYPTED_PORT.to_string();
+    let _ = sys::ns_run(fw, &["sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1"]);
     ipt(
         fw,
         &[
@@ -350,9 +358,38 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
             "--dport",
             &enc_port,
             "-m",
+            "connmark",
+            "--mark",
+            "0x1/0x1",
+            "-j",
+            "DROP",
+        ],
+    )?;
+    ipt(
+        fw,
+        &[
+            "-A",
+            "FORWARD",
+            "-i",
+            IN,
+            "-d",
+            plan::ENCRYPTED_IP,
+            "-p",
+            "tcp",
+            "--dport",
+            &enc_port,
+            "-m",
             "conntrack",
             "--ctstate",
             "ESTABLISHED",
+            "-m",
+            "connbytes",
+            "--connbytes",
+            "3:3",
+            "--connbytes-dir",
+            "original",
+            "--connbytes-mode",
+            "packets",
             "-m",
             "length",
             "--length",
@@ -375,6 +412,29 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
             "fet",
             "--rsource",
             "--set",
+            "-j",
+            "CONNMARK",
+            "--set-xmark",
+            "0x1/0x1",
+        ],
+    )?;
+    ipt(
+        fw,
+        &[
+            "-A",
+            "FORWARD",
+            "-i",
+            IN,
+            "-d",
+            plan::ENCRYPTED_IP,
+            "-p",
+            "tcp",
+            "--dport",
+            &enc_port,
+            "-m",
+            "connmark",
+            "--mark",
+            "0x1/0x1",
             "-j",
             "DROP",
         ],

@@ -369,9 +369,22 @@ fn topology(prefix: &str) -> Result<()> {
 pub struct Status {
     pub prefix: String,
     pub state_dir: PathBuf,
-    pub namespaces: Vec<(String, bool)>,
+    pub namespaces: Vec<NsStatus>,
     pub complete: bool,
-    pub processes: Vec<(Proc, bool)>,
+    pub processes: Vec<ProcStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NsStatus {
+    pub name: String,
+    pub exists: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcStatus {
+    #[serde(flatten)]
+    pub proc: Proc,
+    pub running: bool,
 }
 
 pub fn status(prefix: &str, state_dir: &Path) -> Result<Status> {
@@ -381,8 +394,8 @@ pub fn status(prefix: &str, state_dir: &Path) -> Result<Status> {
         .iter()
         .map(|r| {
             let n = ns(prefix, r);
-            let e = existing.contains(&n);
-            (n, e)
+            let exists = existing.contains(&n);
+            NsStatus { name: n, exists }
         })
         .collect();
     let st = load(state_dir)?;
@@ -392,8 +405,8 @@ pub fn status(prefix: &str, state_dir: &Path) -> Result<Status> {
             st.processes
                 .into_iter()
                 .map(|p| {
-                    let alive = sys::pid_alive(p.pid);
-                    (p, alive)
+                    let running = sys::pid_alive(p.pid);
+                    ProcStatus { proc: p, running }
                 })
                 .collect(),
         ),

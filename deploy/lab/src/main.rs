@@ -142,19 +142,17 @@ fn main() -> anyhow::Result<()> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&st)?),
                 Format::Text => {
                     println!("lab {} (state {})", st.prefix, st.state_dir.display());
-                    for (n, exists) in &st.namespaces {
-                        println!(
-                            "  netns {n:<24} {}",
-                            if *exists { "present" } else { "absent" }
-                        );
+                    for n in &st.namespaces {
+                        let state = if n.exists { "present" } else { "absent" };
+                        println!("  netns {:<24} {state}", n.name);
                     }
-                    for (p, alive) in &st.processes {
+                    for p in &st.processes {
                         println!(
                             "  {:<14} pid {:<8} {:<8} in {}",
-                            p.name,
-                            p.pid,
-                            if *alive { "running" } else { "gone" },
-                            p.namespace
+                            p.proc.name,
+                            p.proc.pid,
+                            if p.running { "running" } else { "gone" },
+                            p.proc.namespace
                         );
                     }
                     println!("  build complete: {}", st.complete);

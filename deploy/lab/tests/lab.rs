@@ -259,12 +259,17 @@ fn every_condition_differs_inside_and_outside_as_expected() {
     jobs.sort_by_key(|(_, i)| timeout_for(i) != "40s");
     let queue = Arc::new(Mutex::new(jobs));
     let results: Arc<Mutex<BTreeMap<Key, Measurement>>> = Arc::default();
+    let enc_started: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
     let workers: Vec<_> = (0..4)
         .map(|_| {
             let (queue, results, lab) = (queue.clone(), results.clone(), lab.clone());
+            let enc_started = enc_started.clone();
             std::thread::spawn(move || loop {
                 let job = queue.lock().expect("queue").pop();
                 let Some((key, input)) = job else { break };
+                if key.0 == "encrypted-residual" && key.2 == "inside" {
+                    *enc_started.lock().expect("start") = Some(std::time::Instant::now());
+                }
                 let m = lab.probe(key.2, &input, timeout_for(&input));
                 results.lock().expect("results").insert(key, m);
             })
@@ -468,6 +473,17 @@ fn every_condition_differs_inside_and_outside_as_expected() {
             assert_eq!(outcome(o), ok(), "{o:?}");
         });
     }
+    // The residual window ends: a plain connect from inside works again.
+    if let Some(t0) = *enc_started.lock().expect("start") {
+        let end = t0 + std::time::Duration::from_secs(u64::from(WINDOW_SECS) + 2);
+        std::thread::sleep(end.saturating_duration_since(std::time::Instant::now()));
+        let tcp: ProbeInput = serde_json::from_value(serde_json::json!(
+            {"tcp": {"host": plan::ENCRYPTED_IP, "port": plan::ENCRYPTED_PORT}}
+        ))
+        .expect("tcp input");
+        let m = lab.probe("inside", &tcp, "4s");
+        assert_eq!(outcome(&m), ok(), "after the residual window: {m:?}");
+    }
     for t in &todo {
         eprintln!("TODO: {t}");
     }
@@ -517,8 +533,8 @@ fn up_twice_down_twice_and_a_half_built_lab_is_cleaned() {
     let pids: Vec<u64> = procs
         .iter()
         .map(|p| {
-            assert_eq!(p[1], true, "every server runs: {p}");
-            p[0]["pid"].as_u64().expect("pid")
+            assert_eq!(p["running"], true, "every server runs: {p}");
+            p["pid"].as_u64().expect("pid")
         })
         .collect();
 
