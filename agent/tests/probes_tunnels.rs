@@ -18,6 +18,7 @@ mod support_tunnels;
 use support_tunnels::{lab_ready, self_signed, Lab};
 use vantage_proto::v1::{
     measurement, EncryptedResult, Failure, Measurement, OpenVpnResult, QuicResult, TorResult,
+    WireGuardResult,
 };
 
 fn openvpn(m: Measurement) -> OpenVpnResult {
@@ -48,6 +49,13 @@ fn encrypted(m: Measurement) -> EncryptedResult {
     }
 }
 
+fn wireguard(m: Measurement) -> WireGuardResult {
+    match m.result {
+        Some(measurement::Result::Wireguard(r)) => r,
+        other => panic!("expected a wireguard result, got {other:?}"),
+    }
+}
+
 /// A current-thread runtime for the in-namespace peers.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -63,17 +71,6 @@ fn assert_failure(f: &Option<Failure>, failure: &str, operation: &str) {
     assert_eq!(
         (f.failure.as_str(), f.operation.as_str()),
         (failure, operation)
-    );
-}
-
-#[allow(dead_code)] // for the WireGuard test still being written
-fn assert_failure_in(f: &Option<Failure>, failures: &[&str], operation: &str) {
-    let f = f
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected one of {failures:?}/{operation}, got success"));
-    assert!(
-        failures.contains(&f.failure.as_str()) && f.operation == operation,
-        "expected one of {failures:?}/{operation}, got {f:?}"
     );
 }
 
@@ -360,4 +357,190 @@ fn encrypted_trigger_and_residual_blocking_are_detected() {
         blocked.retests.windows(2).all(|w| w[1].at_us > w[0].at_us),
         "{blocked:?}"
     );
+}
+
+// ---------------------------------------------------------------- wireguard
+
+/// An independent Noise_IKpsk2 responder, written from the WireGuard paper
+/// (section 5.4) with the same primitives the probe uses.
+mod wg_responder {
+    use blake2::digest::consts::U16;
+    use blake2::digest::{Digest, Mac};
+    use blake2::{Blake2s256, Blake2sMac};
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::ChaCha20Poly1305;
+    use x25519_dalek::{PublicKey, StaticSecret};
+
+    /// The responder's fixed private key (test only).
+    pub(super) const SECRET: [u8; 32] = [0x42; 32];
+
+    pub(super) fn public() -> [u8; 32] {
+        PublicKey::from(&StaticSecret::from(SECRET)).to_bytes()
+    }
+
+    fn h(parts: &[&[u8]]) -> [u8; 32] {
+        let mut d = Blake2s256::new();
+        for p in parts {
+            d.update(p);
+        }
+        d.finalize().into()
+    }
+
+    fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+        let mut k = [0u8; 64];
+        k[..key.len()].copy_from_slice(key);
+        let i: Vec<u8> = k
+            .iter()
+            .map(|b| b ^ 0x36)
+            .chain(data.iter().copied())
+            .collect();
+        let inner = h(&[&i]);
+        let o: Vec<u8> = k.iter().map(|b| b ^ 0x5c).chain(inner).collect();
+        h(&[&o])
+    }
+
+    fn kdf3(c: &[u8; 32], x: &[u8]) -> ([u8; 32], [u8; 32], [u8; 32]) {
+        let t0 = hmac(c, x);
+        let t1 = hmac(&t0, &[1]);
+        let t2 = hmac(&t0, &[&t1[..], &[2]].concat());
+        let t3 = hmac(&t0, &[&t2[..], &[3]].concat());
+        (t1, t2, t3)
+    }
+
+    fn mac1(key_pub: &[u8], msg: &[u8]) -> [u8; 16] {
+        let mut m = <Blake2sMac<U16> as blake2::digest::KeyInit>::new_from_slice(&h(&[
+            b"mac1----",
+            key_pub,
+        ]))
+        .unwrap();
+        m.update(msg);
+        m.finalize().into_bytes().into()
+    }
+
+    fn aead(k: &[u8; 32], seal: bool, data: &[u8], ad: &[u8]) -> Option<Vec<u8>> {
+        let c = ChaCha20Poly1305::new(k.into());
+        let n = [0u8; 12];
+        let p = Payload { msg: data, aad: ad };
+        if seal {
+            c.encrypt(&n.into(), p).ok()
+        } else {
+            c.decrypt(&n.into(), p).ok()
+        }
+    }
+
+    fn dh(s: &StaticSecret, p: &[u8]) -> [u8; 32] {
+        let p: [u8; 32] = p.try_into().unwrap();
+        s.diffie_hellman(&PublicKey::from(p)).to_bytes()
+    }
+
+    /// The response to a valid initiation from `allowed` (else None).
+    pub(super) fn respond(m: &[u8], allowed: &[u8; 32]) -> Option<Vec<u8>> {
+        if m.len() != 148 || m[..4] != [1, 0, 0, 0] {
+            return None;
+        }
+        let s_r = StaticSecret::from(SECRET);
+        let s_r_pub = public();
+        if mac1(&s_r_pub, &m[..116])[..] != m[116..132] {
+            return None;
+        }
+        let e_i = &m[8..40];
+        let c = h(&[b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"]);
+        let hh = h(&[&c, b"WireGuard v1 zx2c4 Jason@zx2c4.com"]);
+        let hh = h(&[&hh, &s_r_pub]);
+        let (c, _, _) = kdf3(&c, e_i);
+        let hh = h(&[&hh, e_i]);
+        let (c, k, _) = kdf3(&c, &dh(&s_r, e_i));
+        let s_i = aead(&k, false, &m[40..88], &hh)?;
+        if s_i[..] != allowed[..] {
+            return None;
+        }
+        let hh = h(&[&hh, &m[40..88]]);
+        let (c, k, _) = kdf3(&c, &dh(&s_r, &s_i));
+        let ts = aead(&k, false, &m[88..116], &hh)?;
+        assert_eq!(ts.len(), 12);
+        let hh = h(&[&hh, &m[88..116]]);
+
+        let e_r = StaticSecret::from([0x17u8; 32]);
+        let e_r_pub = PublicKey::from(&e_r).to_bytes();
+        let (c, _, _) = kdf3(&c, &e_r_pub);
+        let hh = h(&[&hh, &e_r_pub]);
+        let (c, _, _) = kdf3(&c, &dh(&e_r, e_i));
+        let (c, _, _) = kdf3(&c, &dh(&e_r, &s_i));
+        let (_, tau, k) = kdf3(&c, &[0u8; 32]);
+        let hh = h(&[&hh, &tau]);
+        let empty = aead(&k, true, &[], &hh)?;
+        let mut r = vec![2, 0, 0, 0, 9, 9, 9, 9];
+        r.extend_from_slice(&m[4..8]);
+        r.extend_from_slice(&e_r_pub);
+        r.extend_from_slice(&empty);
+        let mac = mac1(&s_i, &r);
+        r.extend_from_slice(&mac);
+        r.extend_from_slice(&[0u8; 16]);
+        Some(r)
+    }
+}
+
+/// WireGuard responder on the UDP address in VANTAGE_WG_PEER until killed;
+/// answers only initiations from the probe's well-known key for it. Returns
+/// at once without the variable.
+#[test]
+fn wireguard_peer_helper() {
+    let Ok(addr) = std::env::var("VANTAGE_WG_PEER") else {
+        return;
+    };
+    let allowed = vantage_agent::probes::wireguard::probe_public_key(&wg_responder::public());
+    let sock = std::net::UdpSocket::bind(&addr).expect("bind wireguard peer");
+    eprintln!("wireguard peer listening on {addr}");
+    let mut buf = [0u8; 2048];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        match wg_responder::respond(&buf[..n], &allowed) {
+            Some(r) => {
+                let _ = sock.send_to(&r, from);
+            }
+            None => eprintln!("ignored a {n}-byte datagram from {from}"),
+        }
+    }
+}
+
+#[test]
+fn wireguard_handshake_gets_a_response_and_drop_times_out() {
+    let name = "wireguard_handshake_gets_a_response_and_drop_times_out";
+    if !lab_ready(name, &[]) {
+        return;
+    }
+    let mut lab = Lab::new("vp3e", 136);
+    let srv = lab.srv_ip();
+    lab.spawn_helper(
+        "srv",
+        "wireguard_peer_helper",
+        "VANTAGE_WG_PEER",
+        &format!("{srv}:51820"),
+    );
+    lab.wait_listen("srv", "udp", 51820);
+    let key: Vec<String> = wg_responder::public()
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    let input = format!(
+        r#"{{"wireguard":{{"ip":"{srv}","port":51820,"peer_public_key":[{}]}}}}"#,
+        key.join(",")
+    );
+    let r = wireguard(lab.probe(&input, "10s"));
+    assert!(r.response_received, "{r:?}");
+    assert!(r.failure.is_none() && r.rtt_us > 0, "{r:?}");
+
+    // A wrong peer key: valid on the wire, but MAC1 does not match this
+    // responder, which stays silent like a real one.
+    let wrong = input.replacen(&format!("[{}", key[0]), "[1", 1);
+    let r = wireguard(lab.probe(&wrong, "2s"));
+    assert!(!r.response_received, "{r:?}");
+    assert_failure(&r.failure, "generic_timeout_error", "read");
+
+    lab.fw("-A FORWARD -p udp --dport 51820 -j DROP");
+    let r = wireguard(lab.probe(&input, "3s"));
+    assert!(!r.response_received, "{r:?}");
+    assert_failure(&r.failure, "generic_timeout_error", "read");
 }
