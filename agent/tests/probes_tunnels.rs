@@ -7,8 +7,8 @@
 //! in this very test binary, started inside the server namespace with
 //! `ip netns exec <ns> env VANTAGE_..._PEER=... <this binary> --exact
 //! <helper>` (the `*_peer_helper` tests return at once without that
-//! variable). Each test builds its own `vp3*` namespaces on its own /24s in
-//! 198.18.128.0 - 198.18.191.255.
+//! variable). Each test builds its own `vp2*` namespaces on its own /24s in
+//! 198.18.64.0 - 198.18.127.255.
 //!
 //! Needs root, iproute2, iptables and (per test) openvpn or tor; fails naming
 //! what is missing unless VANTAGE_SKIP_LAB=1.
@@ -86,7 +86,7 @@ fn openvpn_real_server_answers_reset_and_interference_is_classified() {
         std::path::Path::new("/dev/net/tun").exists(),
         "{name}: the openvpn server needs /dev/net/tun"
     );
-    let mut lab = Lab::new("vp3a", 128);
+    let mut lab = Lab::new("vp2a", 64);
     let srv = lab.srv_ip();
     let (cert, key, _) = self_signed(&["vantage-openvpn-lab"]);
     let d = lab.dir.path().to_path_buf();
@@ -168,7 +168,7 @@ fn tor_real_relay_negotiates_link_versions_and_drop_times_out() {
     if !lab_ready(name, &["tor"]) {
         return;
     }
-    let mut lab = Lab::new("vp3b", 130);
+    let mut lab = Lab::new("vp2b", 66);
     let srv = lab.srv_ip();
     let d = lab.dir.path().to_path_buf();
     let data = d.join("tor-data");
@@ -255,7 +255,7 @@ fn quic_handshake_succeeds_and_udp_drop_times_out() {
     if !lab_ready(name, &[]) {
         return;
     }
-    let mut lab = Lab::new("vp3c", 132);
+    let mut lab = Lab::new("vp2c", 68);
     let srv = lab.srv_ip();
     lab.spawn_helper(
         "srv",
@@ -310,7 +310,7 @@ fn encrypted_trigger_and_residual_blocking_are_detected() {
     if !lab_ready(name, &[]) {
         return;
     }
-    let mut lab = Lab::new("vp3d", 134);
+    let mut lab = Lab::new("vp2d", 70);
     let srv = lab.srv_ip();
     for port in [7000, 7001] {
         lab.spawn_helper(
@@ -511,7 +511,7 @@ fn wireguard_handshake_gets_a_response_and_drop_times_out() {
     if !lab_ready(name, &[]) {
         return;
     }
-    let mut lab = Lab::new("vp3e", 136);
+    let mut lab = Lab::new("vp2e", 72);
     let srv = lab.srv_ip();
     lab.spawn_helper(
         "srv",

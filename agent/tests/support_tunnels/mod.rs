@@ -3,8 +3,8 @@
 //!
 //! Each lab is `<id>-in` (client) <-> `<id>-fw` (router with iptables) <->
 //! `<id>-srv` (servers), addresses from 198.18.<base>.0/24 (client side) and
-//! 198.18.<base+1>.0/24 (server side); ids start with `vp3` and bases stay in
-//! 198.18.128.0 - 198.18.191.255. No namespace has a default route. Everything
+//! 198.18.<base+1>.0/24 (server side); ids start with `vp2` and bases stay in
+//! 198.18.64.0 - 198.18.127.255. No namespace has a default route. Everything
 //! (namespaces, their processes) is removed on drop and before building, so
 //! a crashed run leaves nothing that breaks the next one.
 
@@ -114,8 +114,8 @@ impl Lab {
     /// Builds `<id>-in`, `<id>-fw`, `<id>-srv` on 198.18.<base>/24 and
     /// 198.18.<base+1>/24.
     pub fn new(id: &str, base: u8) -> Lab {
-        assert!(id.starts_with("vp3"), "lab ids start with vp3");
-        assert!((128..=190).contains(&base), "bases stay in 198.18.128-191");
+        assert!(id.starts_with("vp2"), "lab ids start with vp2");
+        assert!((64..=126).contains(&base), "bases stay in 198.18.64-127");
         for role in ["in", "fw", "srv", "inj"] {
             destroy_ns(&format!("{id}-{role}"));
         }
@@ -148,7 +148,7 @@ impl Lab {
                 "ip",
                 "route",
                 "add",
-                "198.18.128.0/18",
+                "198.18.64.0/18",
                 "via",
                 &format!("198.18.{base}.1"),
             ],
@@ -159,7 +159,7 @@ impl Lab {
                 "ip",
                 "route",
                 "add",
-                "198.18.128.0/18",
+                "198.18.64.0/18",
                 "via",
                 &format!("198.18.{}.1", base + 1),
             ],
