@@ -249,9 +249,23 @@ fn quic_peer_helper() {
     });
 }
 
+/// QUIC SNI censor (see `support_tunnels::quic_censor`) serving the
+/// NFQUEUE named in VANTAGE_QUIC_CENSOR=`<queue>:<sni>[,<sni>...]` until
+/// killed; returns at once without the variable.
 #[test]
-fn quic_handshake_succeeds_and_udp_drop_times_out() {
-    let name = "quic_handshake_succeeds_and_udp_drop_times_out";
+fn quic_censor_helper() {
+    let Ok(spec) = std::env::var("VANTAGE_QUIC_CENSOR") else {
+        return;
+    };
+    let (queue, names) = spec.split_once(':').expect("<queue>:<sni,...>");
+    let queue: u16 = queue.parse().expect("queue number");
+    let names: Vec<String> = names.split(',').map(str::to_string).collect();
+    support_tunnels::quic_censor::serve(queue, &names).expect("quic censor");
+}
+
+#[test]
+fn quic_handshake_succeeds_and_sni_censor_icmp_and_drop_are_classified() {
+    let name = "quic_handshake_succeeds_and_sni_censor_icmp_and_drop_are_classified";
     if !lab_ready(name, &[]) {
         return;
     }
@@ -264,16 +278,52 @@ fn quic_handshake_succeeds_and_udp_drop_times_out() {
         &format!("{srv}:4433"),
     );
     lab.wait_listen("srv", "udp", 4433);
-    let input = format!(
-        r#"{{"quic":{{"ip":"{srv}","port":4433,"sni":"quic.vantage.test","alpn":["vantage"]}}}}"#
-    );
-    let r = quic(lab.probe(&input, "10s"));
+    let input = |sni: &str| {
+        format!(r#"{{"quic":{{"ip":"{srv}","port":4433,"sni":"{sni}","alpn":["vantage"]}}}}"#)
+    };
+    let allowed = input("quic.vantage.test");
+    let listed = input("blocked.vantage.test");
+    let r = quic(lab.probe(&allowed, "10s"));
     assert!(r.failure.is_none(), "{r:?}");
     assert_eq!(r.alpn, "vantage", "{r:?}");
     assert!(r.handshake_us > 0, "{r:?}");
 
+    // SNI censorship: the firewall queues client->server datagrams to the
+    // censor, which decrypts each Initial and drops the flow of a listed SNI.
+    lab.spawn_helper(
+        "fw",
+        "quic_censor_helper",
+        "VANTAGE_QUIC_CENSOR",
+        "7:blocked.vantage.test",
+    );
+    lab.wait_log("quic censor ready on queue 7");
+    lab.fw("-A FORWARD -p udp --dport 4433 -j NFQUEUE --queue-num 7");
+    let r = quic(lab.probe(&allowed, "10s"));
+    assert!(
+        r.failure.is_none(),
+        "unlisted SNI through the censor: {r:?}"
+    );
+    assert_eq!(r.alpn, "vantage", "{r:?}");
+    lab.wait_log("passing Initial with SNI quic.vantage.test");
+    let r = quic(lab.probe(&listed, "3s"));
+    assert!(r.alpn.is_empty(), "{r:?}");
+    assert_failure(&r.failure, "generic_timeout_error", "quic_handshake");
+    lab.wait_log("Initial with SNI blocked.vantage.test");
+    lab.fw_flush();
+
+    // ICMP errors from the firewall are classified, not waited out.
+    lab.fw("-A FORWARD -p udp --dport 4433 -j REJECT --reject-with icmp-port-unreachable");
+    let r = quic(lab.probe(&allowed, "5s"));
+    assert_failure(&r.failure, "connection_refused", "quic_handshake");
+    assert!(r.handshake_us < 4_000_000, "{r:?}");
+    lab.fw_flush();
+    lab.fw("-A FORWARD -p udp --dport 4433 -j REJECT --reject-with icmp-admin-prohibited");
+    let r = quic(lab.probe(&allowed, "5s"));
+    assert_failure(&r.failure, "host_unreachable", "quic_handshake");
+    lab.fw_flush();
+
     lab.fw("-A FORWARD -p udp --dport 4433 -j DROP");
-    let r = quic(lab.probe(&input, "3s"));
+    let r = quic(lab.probe(&allowed, "3s"));
     assert!(r.alpn.is_empty(), "{r:?}");
     assert_failure(&r.failure, "generic_timeout_error", "quic_handshake");
 }

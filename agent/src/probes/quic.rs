@@ -7,16 +7,29 @@
 //!
 //! Failures, all with the operation `quic_handshake`: no answer ->
 //! `generic_timeout_error`; a TLS alert inside QUIC ->
-//! `ssl_failed_handshake`; a stateless reset -> `connection_reset`; ICMP
-//! errors surface as quinn timeouts; anything else `unknown_failure: ...`.
+//! `ssl_failed_handshake`; a stateless reset -> `connection_reset`; an ICMP
+//! error for our datagrams -> its `classify_io` mapping (port unreachable ->
+//! `connection_refused`, admin-prohibited/host unreachable ->
+//! `host_unreachable`); anything else `unknown_failure: ...`.
+//!
+//! ICMP errors: quinn's own tokio socket is unconnected and drops receive
+//! errors, so the probe hands quinn an [`IcmpAwareSocket`]: a UDP socket
+//! *connected* to the target (Linux then reports ICMP errors for it on
+//! send/recv), which records the first such error and wakes the handshake.
 //!
 //! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
 
 #![allow(clippy::needless_update)]
 
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
+
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -164,6 +177,115 @@ async fn run_inner(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
     }
 }
 
+/// A UDP socket connected to the probe's target, for quinn, that keeps the
+/// first ICMP-reported error (as a vocabulary string) instead of dropping it.
+#[derive(Debug)]
+pub(crate) struct IcmpAwareSocket {
+    io: tokio::net::UdpSocket,
+    peer: SocketAddr,
+    icmp: Mutex<Option<String>>,
+    wake: tokio::sync::Notify,
+}
+
+impl IcmpAwareSocket {
+    /// Binds an ephemeral port and connects it to `peer`.
+    pub(crate) async fn connect(peer: SocketAddr) -> io::Result<Self> {
+        let bind = SocketAddr::new(
+            match peer.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            },
+            0,
+        );
+        let io = tokio::net::UdpSocket::bind(bind).await?;
+        io.connect(peer).await?;
+        Ok(IcmpAwareSocket {
+            io,
+            peer,
+            icmp: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn note(&self, e: &io::Error) {
+        if let Ok(mut slot) = self.icmp.lock() {
+            if slot.is_none() {
+                *slot = Some(failure::classify_io(e));
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Resolves with the first ICMP-reported error.
+    pub(crate) async fn icmp_error(&self) -> String {
+        loop {
+            if let Some(f) = self.icmp.lock().ok().and_then(|s| s.clone()) {
+                return f;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Writable(Arc<IcmpAwareSocket>);
+
+impl UdpPoller for Writable {
+    fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        self.0.io.poll_send_ready(cx)
+    }
+}
+
+impl AsyncUdpSocket for IcmpAwareSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(Writable(self))
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        match self.io.try_send(transmit.contents) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            // A pending ICMP error surfaces here too; quinn retransmits.
+            Err(e) => {
+                self.note(&e);
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) else {
+            return Poll::Ready(Ok(0));
+        };
+        loop {
+            ready!(self.io.poll_recv_ready(cx))?;
+            match self.io.try_recv(buf) {
+                Ok(n) => {
+                    *m = RecvMeta {
+                        addr: self.peer,
+                        len: n,
+                        stride: n,
+                        ecn: None,
+                        dst_ip: None,
+                    };
+                    return Poll::Ready(Ok(1));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => self.note(&e),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+}
+
 /// One handshake within the deadline; returns the negotiated ALPN.
 async fn handshake(
     addr: SocketAddr,
@@ -174,15 +296,18 @@ async fn handshake(
     let fail = |s: &str| failure(s, op::QUIC_HANDSHAKE);
     let cfg =
         client_config(alpn).map_err(|e| fail(&format!("unknown_failure: quic config: {e}")))?;
-    let bind = SocketAddr::new(
-        match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        },
-        0,
+    let socket = Arc::new(
+        IcmpAwareSocket::connect(addr)
+            .await
+            .map_err(|e| fail(&failure::classify_io(&e)))?,
     );
-    let mut endpoint = quinn::Endpoint::client(bind)
-        .map_err(|e| fail(&format!("unknown_failure: quic socket: {e}")))?;
+    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.clone(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| fail(&format!("unknown_failure: quic socket: {e}")))?;
     endpoint.set_default_client_config(cfg);
     // quinn needs some server name; an IP literal works when no SNI is given.
     let name = if sni.is_empty() {
@@ -193,10 +318,16 @@ async fn handshake(
     let connecting = endpoint
         .connect(addr, &name)
         .map_err(|e| fail(&format!("unknown_failure: quic connect: {e}")))?;
-    let res = tokio::time::timeout(ctx.remaining(), connecting).await;
+    let res = tokio::time::timeout(ctx.remaining(), async {
+        tokio::select! {
+            r = connecting => r.map_err(|e| classify(&e)),
+            icmp = socket.icmp_error() => Err(icmp),
+        }
+    })
+    .await;
     let out = match res {
         Err(_) => Err(fail(failure::GENERIC_TIMEOUT)),
-        Ok(Err(e)) => Err(fail(&classify(&e))),
+        Ok(Err(e)) => Err(fail(&e)),
         Ok(Ok(conn)) => {
             let alpn = conn
                 .handshake_data()

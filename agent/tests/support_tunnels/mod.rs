@@ -10,6 +10,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod quic_censor;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -261,6 +263,32 @@ impl Lab {
                 "--nocapture",
                 "--test-threads=1",
             ],
+        );
+    }
+
+    /// Waits until a line containing `needle` shows up in a spawned
+    /// process's log.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let found = std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .any(|e| {
+                    std::fs::read_to_string(e.path())
+                        .map(|t| t.contains(needle))
+                        .unwrap_or(false)
+                });
+            if found {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "`{needle}` never showed up in the logs in {:?}",
+            self.dir.path()
         );
     }
 
