@@ -94,39 +94,23 @@ fn openvpn_real_server_answers_reset_and_interference_is_classified() {
     std::fs::write(d.join("key.pem"), &key).expect("key");
     let cert_p = d.join("cert.pem").display().to_string();
     let key_p = d.join("key.pem").display().to_string();
+    // A generated server config per transport: TLS mode, no tls-auth, so
+    // the server answers a bare P_CONTROL_HARD_RESET_CLIENT_V2.
     for (proto, port, net) in [
         ("udp", "1194", "10.98.0.0"),
         ("tcp-server", "1195", "10.99.0.0"),
     ] {
-        lab.spawn(
-            "srv",
-            &[
-                "openvpn",
-                "--server",
-                net,
-                "255.255.255.0",
-                "--topology",
-                "subnet",
-                "--dev",
-                "tun",
-                "--proto",
-                proto,
-                "--local",
-                &srv,
-                "--port",
-                port,
-                "--ca",
-                &cert_p,
-                "--cert",
-                &cert_p,
-                "--key",
-                &key_p,
-                "--dh",
-                "none",
-                "--verb",
-                "3",
-            ],
-        );
+        let conf = d.join(format!("server-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "server {net} 255.255.255.0\ntopology subnet\ndev tun\nproto {proto}\n\
+                 local {srv}\nport {port}\nca {cert_p}\ncert {cert_p}\nkey {key_p}\n\
+                 dh none\nverb 3\n"
+            ),
+        )
+        .expect("openvpn config");
+        lab.spawn("srv", &["openvpn", "--config", &conf.display().to_string()]);
     }
     lab.wait_listen("srv", "udp", 1194);
     lab.wait_listen("srv", "tcp", 1195);
@@ -146,6 +130,12 @@ fn openvpn_real_server_answers_reset_and_interference_is_classified() {
     let r = openvpn(lab.probe(&udp, "3s"));
     assert!(!r.server_reset_received, "{r:?}");
     assert_failure(&r.failure, "generic_timeout_error", "read");
+    lab.fw_flush();
+    lab.fw("-A FORWARD -p udp --dport 1194 -j REJECT --reject-with icmp-port-unreachable");
+    let r = openvpn(lab.probe(&udp, "5s"));
+    assert!(!r.server_reset_received, "{r:?}");
+    assert_failure(&r.failure, "connection_refused", "read");
+    lab.fw_flush();
 
     // TCP: reset the connection once the reset is on the wire (the data
     // segment, not the SYN), and refuse outright with a SYN reset.
@@ -177,13 +167,19 @@ fn tor_real_relay_negotiates_link_versions_and_drop_times_out() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     }
-    // The namespace has no default route: the relay can never reach out.
+    // Never publishes, no fallback directories, and its only directory
+    // authority is its own lab address (where no directory is served), so it
+    // never even tries the public network; the namespace has no default
+    // route anyway.
     let torrc = format!(
         "ORPort {srv}:9001\nAddress {srv}\nNickname vantagelab\nPublishServerDescriptor 0\n\
          AssumeReachable 1\nExitRelay 0\nExitPolicy reject *:*\nSocksPort 0\nDirPort 0\n\
+         ClientUseIPv6 0\nUseDefaultFallbackDirs 0\n\
+         DirAuthority vp2lab orport=9001 no-v2 v3ident={zero} {srv}:9030 {zero}\n\
          DataDirectory {data}\nLog notice file {log}\nRunAsDaemon 0\n",
         data = data.display(),
-        log = d.join("tor-notice.log").display()
+        log = d.join("tor-notice.log").display(),
+        zero = "0".repeat(40),
     );
     let rc = d.join("torrc");
     std::fs::write(&rc, torrc).expect("torrc");
