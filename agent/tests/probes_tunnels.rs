@@ -1,14 +1,15 @@
 //! Tunnel probes (openvpn, tor, quic, encrypted, wireguard) against real
 //! peers in network namespaces, with real kernel interference (iptables
-//! DROP / REJECT tcp-reset, a length + `recent` residual-blocking rule).
+//! DROP, REJECT with tcp-reset or ICMP, a length + `recent` residual-blocking
+//! rule, and an NFQUEUE verdict from a QUIC SNI censor).
 //!
 //! Peers: a real `openvpn` server and a real `tor` relay where Debian has
-//! them; the QUIC server, the TCP echo peer and the WireGuard responder run
-//! in this very test binary, started inside the server namespace with
-//! `ip netns exec <ns> env VANTAGE_..._PEER=... <this binary> --exact
-//! <helper>` (the `*_peer_helper` tests return at once without that
-//! variable). Each test builds its own `vp2*` namespaces on its own /24s in
-//! 198.18.64.0 - 198.18.127.255.
+//! them; the QUIC server (quinn), the TCP echo peer, the WireGuard peer
+//! (boringtun) and the QUIC SNI censor run in this very test binary, started
+//! inside a lab namespace with `ip netns exec <ns> env VANTAGE_...=... <this
+//! binary> --exact <helper>` (the `*_helper` tests return at once without
+//! that variable). Each test builds its own `vp2*` namespaces on its own
+//! /24s in 198.18.64.0 - 198.18.127.255.
 //!
 //! Needs root, iproute2, iptables and (per test) openvpn or tor; fails naming
 //! what is missing unless VANTAGE_SKIP_LAB=1.
@@ -407,146 +408,49 @@ fn encrypted_trigger_and_residual_blocking_are_detected() {
 
 // ---------------------------------------------------------------- wireguard
 
-/// An independent Noise_IKpsk2 responder, written from the WireGuard paper
-/// (section 5.4) with the same primitives the probe uses.
-mod wg_responder {
-    use blake2::digest::consts::U16;
-    use blake2::digest::{Digest, Mac};
-    use blake2::{Blake2s256, Blake2sMac};
-    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-    use chacha20poly1305::ChaCha20Poly1305;
-    use x25519_dalek::{PublicKey, StaticSecret};
+/// The lab WireGuard server's fixed private key (test only).
+const WG_SERVER_SECRET: [u8; 32] = [0x42; 32];
 
-    /// The responder's fixed private key (test only).
-    pub(super) const SECRET: [u8; 32] = [0x42; 32];
-
-    pub(super) fn public() -> [u8; 32] {
-        PublicKey::from(&StaticSecret::from(SECRET)).to_bytes()
-    }
-
-    fn h(parts: &[&[u8]]) -> [u8; 32] {
-        let mut d = Blake2s256::new();
-        for p in parts {
-            d.update(p);
-        }
-        d.finalize().into()
-    }
-
-    fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-        let mut k = [0u8; 64];
-        k[..key.len()].copy_from_slice(key);
-        let i: Vec<u8> = k
-            .iter()
-            .map(|b| b ^ 0x36)
-            .chain(data.iter().copied())
-            .collect();
-        let inner = h(&[&i]);
-        let o: Vec<u8> = k.iter().map(|b| b ^ 0x5c).chain(inner).collect();
-        h(&[&o])
-    }
-
-    fn kdf3(c: &[u8; 32], x: &[u8]) -> ([u8; 32], [u8; 32], [u8; 32]) {
-        let t0 = hmac(c, x);
-        let t1 = hmac(&t0, &[1]);
-        let t2 = hmac(&t0, &[&t1[..], &[2]].concat());
-        let t3 = hmac(&t0, &[&t2[..], &[3]].concat());
-        (t1, t2, t3)
-    }
-
-    fn mac1(key_pub: &[u8], msg: &[u8]) -> [u8; 16] {
-        let mut m = <Blake2sMac<U16> as blake2::digest::KeyInit>::new_from_slice(&h(&[
-            b"mac1----",
-            key_pub,
-        ]))
-        .unwrap();
-        m.update(msg);
-        m.finalize().into_bytes().into()
-    }
-
-    fn aead(k: &[u8; 32], seal: bool, data: &[u8], ad: &[u8]) -> Option<Vec<u8>> {
-        let c = ChaCha20Poly1305::new(k.into());
-        let n = [0u8; 12];
-        let p = Payload { msg: data, aad: ad };
-        if seal {
-            c.encrypt(&n.into(), p).ok()
-        } else {
-            c.decrypt(&n.into(), p).ok()
-        }
-    }
-
-    fn dh(s: &StaticSecret, p: &[u8]) -> [u8; 32] {
-        let p: [u8; 32] = p.try_into().unwrap();
-        s.diffie_hellman(&PublicKey::from(p)).to_bytes()
-    }
-
-    /// The response to a valid initiation from `allowed` (else None).
-    pub(super) fn respond(m: &[u8], allowed: &[u8; 32]) -> Option<Vec<u8>> {
-        if m.len() != 148 || m[..4] != [1, 0, 0, 0] {
-            return None;
-        }
-        let s_r = StaticSecret::from(SECRET);
-        let s_r_pub = public();
-        if mac1(&s_r_pub, &m[..116])[..] != m[116..132] {
-            return None;
-        }
-        let e_i = &m[8..40];
-        let c = h(&[b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"]);
-        let hh = h(&[&c, b"WireGuard v1 zx2c4 Jason@zx2c4.com"]);
-        let hh = h(&[&hh, &s_r_pub]);
-        let (c, _, _) = kdf3(&c, e_i);
-        let hh = h(&[&hh, e_i]);
-        let (c, k, _) = kdf3(&c, &dh(&s_r, e_i));
-        let s_i = aead(&k, false, &m[40..88], &hh)?;
-        if s_i[..] != allowed[..] {
-            return None;
-        }
-        let hh = h(&[&hh, &m[40..88]]);
-        let (c, k, _) = kdf3(&c, &dh(&s_r, &s_i));
-        let ts = aead(&k, false, &m[88..116], &hh)?;
-        assert_eq!(ts.len(), 12);
-        let hh = h(&[&hh, &m[88..116]]);
-
-        let e_r = StaticSecret::from([0x17u8; 32]);
-        let e_r_pub = PublicKey::from(&e_r).to_bytes();
-        let (c, _, _) = kdf3(&c, &e_r_pub);
-        let hh = h(&[&hh, &e_r_pub]);
-        let (c, _, _) = kdf3(&c, &dh(&e_r, e_i));
-        let (c, _, _) = kdf3(&c, &dh(&e_r, &s_i));
-        let (_, tau, k) = kdf3(&c, &[0u8; 32]);
-        let hh = h(&[&hh, &tau]);
-        let empty = aead(&k, true, &[], &hh)?;
-        let mut r = vec![2, 0, 0, 0, 9, 9, 9, 9];
-        r.extend_from_slice(&m[4..8]);
-        r.extend_from_slice(&e_r_pub);
-        r.extend_from_slice(&empty);
-        let mac = mac1(&s_i, &r);
-        r.extend_from_slice(&mac);
-        r.extend_from_slice(&[0u8; 16]);
-        Some(r)
-    }
+fn wg_server_public() -> [u8; 32] {
+    let secret = boringtun::x25519::StaticSecret::from(WG_SERVER_SECRET);
+    boringtun::x25519::PublicKey::from(&secret).to_bytes()
 }
 
-/// WireGuard responder on the UDP address in VANTAGE_WG_PEER until killed;
-/// answers only initiations from the probe's well-known key for it. Returns
-/// at once without the variable.
+/// WireGuard peer on the UDP address in VANTAGE_WG_PEER until killed:
+/// boringtun's Noise implementation (an independent, deployed WireGuard
+/// stack) configured with the probe's well-known key for this server as its
+/// only peer, exactly as an operator would add it. Answers what boringtun
+/// answers; returns at once without the variable.
 #[test]
 fn wireguard_peer_helper() {
+    use boringtun::noise::{Tunn, TunnResult};
     let Ok(addr) = std::env::var("VANTAGE_WG_PEER") else {
         return;
     };
-    let allowed = vantage_agent::probes::wireguard::probe_public_key(&wg_responder::public());
+    let allowed = vantage_agent::probes::wireguard::probe_public_key(&wg_server_public());
+    let mut tunn = Tunn::new(
+        boringtun::x25519::StaticSecret::from(WG_SERVER_SECRET),
+        boringtun::x25519::PublicKey::from(allowed),
+        None,
+        None,
+        7,
+        None,
+    );
     let sock = std::net::UdpSocket::bind(&addr).expect("bind wireguard peer");
     eprintln!("wireguard peer listening on {addr}");
     let mut buf = [0u8; 2048];
+    let mut out = [0u8; 2048];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf) else {
             continue;
         };
-        match wg_responder::respond(&buf[..n], &allowed) {
-            Some(r) => {
-                let _ = sock.send_to(&r, from);
+        match tunn.decapsulate(Some(from.ip()), &buf[..n], &mut out) {
+            TunnResult::WriteToNetwork(r) => {
+                eprintln!("answered a {n}-byte datagram from {from}");
+                let _ = sock.send_to(r, from);
             }
-            None => eprintln!("ignored a {n}-byte datagram from {from}"),
+            TunnResult::Err(e) => eprintln!("ignored a {n}-byte datagram from {from}: {e:?}"),
+            _ => eprintln!("no answer to a {n}-byte datagram from {from}"),
         }
     }
 }
@@ -566,10 +470,7 @@ fn wireguard_handshake_gets_a_response_and_drop_times_out() {
         &format!("{srv}:51820"),
     );
     lab.wait_listen("srv", "udp", 51820);
-    let key: Vec<String> = wg_responder::public()
-        .iter()
-        .map(|b| b.to_string())
-        .collect();
+    let key: Vec<String> = wg_server_public().iter().map(|b| b.to_string()).collect();
     let input = format!(
         r#"{{"wireguard":{{"ip":"{srv}","port":51820,"peer_public_key":[{}]}}}}"#,
         key.join(",")
