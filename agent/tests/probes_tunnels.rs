@@ -154,8 +154,8 @@ fn openvpn_real_server_answers_reset_and_interference_is_classified() {
 // ---------------------------------------------------------------- tor
 
 #[test]
-fn tor_real_relay_negotiates_link_versions_and_drop_times_out() {
-    let name = "tor_real_relay_negotiates_link_versions_and_drop_times_out";
+fn tor_real_relay_negotiates_link_versions_and_reset_and_drop_are_classified() {
+    let name = "tor_real_relay_negotiates_link_versions_and_reset_and_drop_are_classified";
     if !lab_ready(name, &["tor"]) {
         return;
     }
@@ -201,6 +201,14 @@ fn tor_real_relay_negotiates_link_versions_and_drop_times_out() {
         "{tls:?}"
     );
     assert!(!tls.cipher.is_empty() && tls.handshake_us > 0, "{tls:?}");
+
+    // A reset injected on the ClientHello (data segments only, so the TCP
+    // handshake completes).
+    lab.fw("-A FORWARD -p tcp --dport 9001 -m length --length 100:1500 -j REJECT --reject-with tcp-reset");
+    let r = tor(lab.probe(&input, "5s"));
+    assert!(r.link_versions.is_empty(), "{r:?}");
+    assert_failure(&r.failure, "connection_reset", "tls_handshake");
+    lab.fw_flush();
 
     lab.fw(&format!("-A FORWARD -d {srv} -j DROP"));
     let r = tor(lab.probe(&input, "3s"));
