@@ -80,7 +80,8 @@ enum Cmd {
     /// Verdicts of a campaign: target x group x status x mechanism.
     Verdicts { campaign_id: String },
     /// Export a campaign's results: jsonl (decoded + signed envelope),
-    /// ooni-jsonl (OONI base data format) or csv.
+    /// ooni-jsonl (OONI base data format), csv, or parquet (the csv columns
+    /// typed, plus the signed envelope bytes).
     Export {
         campaign_id: String,
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
@@ -109,6 +110,7 @@ enum ExportFormat {
     Jsonl,
     OoniJsonl,
     Csv,
+    Parquet,
 }
 
 #[derive(Subcommand)]
@@ -448,15 +450,26 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .map_err(human)?
                 .into_inner();
-            let mut w: Box<dyn Write> = match out {
+            if *format == ExportFormat::Parquet
+                && out.is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stdout())
+            {
+                anyhow::bail!("parquet is binary: write it to a file with -o FILE (or pipe it)");
+            }
+            let mut w: Box<dyn Write + Send> = match out {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p)
                         .with_context(|| format!("creating {}", p.display()))?,
                 )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
             };
             if *format == ExportFormat::Csv {
                 writeln!(w, "{}", export::CSV_HEADER)?;
+            }
+            let mut pq = None;
+            if *format == ExportFormat::Parquet {
+                pq = Some(export::ParquetExport::new(w)?);
+                w = Box::new(std::io::sink());
             }
             let mut n = 0u64;
             while let Some(item) = stream.next().await {
@@ -466,11 +479,19 @@ async fn run(cli: Cli) -> Result<()> {
                     ExportFormat::Jsonl => writeln!(w, "{}", export::jsonl(&sr, &m))?,
                     ExportFormat::OoniJsonl => writeln!(w, "{}", export::ooni(&sr, &m))?,
                     ExportFormat::Csv => writeln!(w, "{}", export::csv_row(&sr, &m))?,
+                    ExportFormat::Parquet => {
+                        if let Some(pq) = pq.as_mut() {
+                            pq.push(&sr, &m)?;
+                        }
+                    }
                 }
                 n += 1;
                 if n.is_multiple_of(10_000) {
                     eprintln!("exported {n} results ...");
                 }
+            }
+            if let Some(pq) = pq {
+                pq.finish()?;
             }
             w.flush()?;
             eprintln!("exported {n} results");
