@@ -14,27 +14,27 @@ use crate::harness::*;
 
 // ------------------------------------------------------------ HTTP client
 
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
 /// Percent-encodes a query value.
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -76,7 +76,7 @@ fn request_text(addr: &str, path: &str, headers: &[(&str, &str)], close: bool) -
     req
 }
 
-async fn get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+pub(crate) async fn get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
     let mut s = TcpStream::connect(addr)
         .await
         .expect("connect to the HTTP API");
@@ -117,7 +117,7 @@ async fn get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
     }
 }
 
-async fn get(addr: &str, path: &str) -> Resp {
+pub(crate) async fn get(addr: &str, path: &str) -> Resp {
     get_with(addr, path, &[]).await
 }
 
@@ -235,7 +235,7 @@ impl Sse {
 // ------------------------------------------------------------ fixtures
 
 /// Two inside agents (CN) and one control (DE, tagged), running.
-async fn fleet(c: &Coordinator, fill_first: usize) -> Vec<Agent> {
+pub(crate) async fn fleet(c: &Coordinator, fill_first: usize) -> Vec<Agent> {
     let token = c.token(3, "1h");
     let mut v = vec![
         Agent::enroll(c, "in1", &token).unwrap(),
@@ -266,7 +266,7 @@ async fn fleet(c: &Coordinator, fill_first: usize) -> Vec<Agent> {
 }
 
 /// Creates a campaign (open port and closed port) and waits until done.
-async fn campaign(c: &Coordinator, http: &str, closed: u16) -> String {
+pub(crate) async fn campaign(c: &Coordinator, http: &str, closed: u16) -> String {
     let port = c.addr.rsplit(':').next().unwrap().to_string();
     let spec = format!(
         "version = 1\nname = \"http-e2e\"\ndeadline = \"4s\"\nallow_private_targets = true\n\
@@ -764,4 +764,195 @@ fn http_api_without_tokens_refuses_a_non_loopback_listener() {
         err.contains("read_tokens") && err.contains("loopback"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_check() {
+    let name = "metrics_pass_promtool_check";
+    let Some(promtool) = crate::dashboard::debian_tool(name, &["promtool"], "prometheus") else {
+        return;
+    };
+    let c = Coordinator::init().with_http().start();
+    let http = c.http.clone().unwrap();
+    let _fleet = fleet(&c, 40).await;
+    until(
+        Duration::from_secs(30),
+        "the filled outbox stored",
+        || async { c.stats().await.results_stored >= 40 },
+    )
+    .await;
+    let closed = free_port();
+    campaign(&c, &http, closed).await;
+    let m = get(&http, "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(m.body.contains("vantage_results_stored 46"), "{}", m.body);
+    let path = c.root.path().join("metrics.txt");
+    std::fs::write(&path, &m.body).unwrap();
+    let out = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .expect("run promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics ({}): {said}\n{}",
+        out.status,
+        m.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_parquet_round_trips_against_the_store() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    use std::collections::HashMap;
+
+    let c = Coordinator::init().with_http().start();
+    let http = c.http.clone().unwrap();
+    let _fleet = fleet(&c, 25).await;
+    let closed = free_port();
+    let id = campaign(&c, &http, closed).await;
+    let port = c.addr.rsplit(':').next().unwrap().to_string();
+
+    let file = c.root.path().join("export.parquet");
+    let out = c.ctl(&[
+        "export",
+        &id,
+        "--format",
+        "parquet",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 6 results"));
+    let size = std::fs::metadata(&file).unwrap().len();
+
+    // The store's view of the campaign: every result, decoded.
+    let keys: HashMap<String, ed25519_dalek::VerifyingKey> = c
+        .agents()
+        .await
+        .iter()
+        .map(|a| {
+            let pk: [u8; 32] = a.public_key.as_slice().try_into().unwrap();
+            (
+                a.agent_id.clone(),
+                ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap(),
+            )
+        })
+        .collect();
+    let stored: HashMap<
+        String,
+        (
+            vantage_proto::v1::StoredResult,
+            vantage_proto::v1::Measurement,
+        ),
+    > = c
+        .results()
+        .await
+        .into_iter()
+        .filter_map(|sr| {
+            let m = vantage_proto::envelope::decode(sr.envelope.as_ref().unwrap()).unwrap();
+            (m.campaign_id == id).then(|| (m.id.clone(), (sr, m)))
+        })
+        .collect();
+    assert_eq!(stored.len(), 6, "2 targets x 3 agents");
+
+    let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 6);
+    let columns: Vec<String> = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "id",
+            "agent_id",
+            "country",
+            "asn",
+            "kind",
+            "target",
+            "start_us",
+            "end_us",
+            "failure",
+            "campaign_id",
+            "run_id",
+            "task_id",
+            "received_us",
+            "measurement",
+            "signature"
+        ]
+    );
+    let mut seen = std::collections::HashSet::new();
+    for row in reader.get_row_iter(None).unwrap() {
+        let row: HashMap<String, Field> = row
+            .unwrap()
+            .get_column_iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let text = |k: &str| match &row[k] {
+            Field::Str(s) => s.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        let time = |k: &str| match &row[k] {
+            Field::TimestampMicros(t) => *t,
+            other => panic!("{k}: {other:?}"),
+        };
+        let bytes = |k: &str| match &row[k] {
+            Field::Bytes(b) => b.data().to_vec(),
+            other => panic!("{k}: {other:?}"),
+        };
+        let mid = text("id");
+        let (sr, m) = stored
+            .get(&mid)
+            .unwrap_or_else(|| panic!("{mid} is not in the store"));
+        assert!(seen.insert(mid.clone()), "{mid} twice");
+        let labels = m.labels.clone().unwrap_or_default();
+        assert_eq!(text("agent_id"), sr.agent_id);
+        assert_eq!(text("country"), labels.country);
+        assert!(labels.country == "CN" || labels.country == "DE");
+        assert_eq!(row["asn"], Field::Long(4134));
+        assert_eq!(text("kind"), "tcp");
+        assert_eq!(
+            (text("campaign_id"), text("run_id"), text("task_id")),
+            (m.campaign_id.clone(), m.run_id.clone(), m.task_id.clone())
+        );
+        assert_eq!(time("start_us"), m.start_us);
+        assert_eq!(time("end_us"), m.end_us);
+        assert_eq!(time("received_us"), sr.received_us);
+        let target = text("target");
+        if target == format!("tcp 127.0.0.1:{closed}") {
+            assert_eq!(text("failure"), "connection_refused");
+        } else {
+            assert_eq!(target, format!("tcp 127.0.0.1:{port}"));
+            assert_eq!(row["failure"], Field::Null);
+        }
+        // The envelope exactly as stored, re-verifiable with the agent's key.
+        let env = vantage_proto::v1::SignedResult {
+            measurement: bytes("measurement").into(),
+            signature: bytes("signature").into(),
+        };
+        assert_eq!(&env, sr.envelope.as_ref().unwrap());
+        vantage_proto::envelope::verify(&keys[&sr.agent_id], &env).unwrap();
+    }
+    assert_eq!(seen.len(), 6);
+    eprintln!("parquet export: 6 rows, {size} bytes");
+
+    // Binary output refuses a terminal only; to a pipe it is the same file.
+    let piped = c.ctl(&["export", &id, "--format", "parquet"]);
+    assert!(piped.status.success());
+    assert_eq!(piped.stdout, std::fs::read(&file).unwrap());
 }

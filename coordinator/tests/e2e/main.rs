@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod campaigns;
+mod dashboard;
 mod deploy;
 mod harness;
 mod http;
