@@ -4,8 +4,8 @@
 # Safe to re-run; does nothing when everything is present.
 set -euo pipefail
 
-PACKAGES=(iproute2 iptables nginx-light unbound dnsmasq-base openvpn tor openssl procps systemd dpkg-dev fakeroot bsdutils)
-BINARIES=(ip iptables nginx unbound dnsmasq openvpn tor openssl pkill systemd-analyze dpkg-shlibdeps fakeroot script)
+PACKAGES=(iproute2 iptables nginx-light unbound dnsmasq-base openvpn tor openssl procps systemd dpkg-dev fakeroot bsdutils chromium prometheus)
+BINARIES=(ip iptables nginx unbound dnsmasq openvpn tor openssl pkill systemd-analyze dpkg-shlibdeps fakeroot script chromium promtool)
 
 # cargo-deb builds the .deb packages (deploy/scripts/build-debs.sh).
 if ! command -v cargo-deb >/dev/null 2>&1 && ! [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then
@@ -29,8 +29,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
-# Debian starts some of these as services on install; the lab runs its own.
-for s in nginx unbound tor openvpn; do
+# Debian starts some of these as services on install; the tests run their own.
+for s in nginx unbound tor openvpn prometheus; do
   (systemctl stop "$s" || service "$s" stop) >/dev/null 2>&1 || true
 done
 echo "test dependencies: installed"
