@@ -44,8 +44,10 @@ pub(crate) struct App {
     pub(crate) feed: Arc<stream::Feed>,
 }
 
-/// An error answered as `{"error": "..."}` with the status from
-/// [`ServiceError::codes`].
+/// An error answered as `{"error": "<sentence>", "code": "<name>"}` with the
+/// HTTP status from [`ServiceError::codes`]; `code` is the gRPC status of the
+/// same error in snake case (`invalid_argument`, `not_found`, ...), so both
+/// faces report one code.
 #[derive(Debug)]
 pub(crate) struct HttpError {
     error: ServiceError,
@@ -80,7 +82,10 @@ impl IntoResponse for HttpError {
         if code.is_server_error() {
             tracing::error!("http: {}", self.error);
         }
-        let body = serde_json::json!({ "error": self.error.to_string() });
+        let body = serde_json::json!({
+            "error": self.error.to_string(),
+            "code": code_name(self.error.codes().0),
+        });
         let mut resp = (code, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
@@ -94,6 +99,30 @@ impl IntoResponse for HttpError {
             );
         }
         resp
+    }
+}
+
+/// The gRPC status name in snake case, as error bodies carry it.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+        Code::Unknown => "unknown",
     }
 }
 

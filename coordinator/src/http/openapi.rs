@@ -35,7 +35,10 @@ impl Modify for BearerAuth {
         version = "1",
         description = "Read-only access to a Vantage coordinator: the fleet, campaigns, \
                        signed results, verdicts, aggregations and a live event stream. \
-                       Errors are JSON objects {\"error\": \"...\"}; times are Unix microseconds."
+                       Errors are JSON objects {\"error\": \"<sentence>\", \"code\": \"<name>\"} \
+                       where code is the gRPC status name in snake case (invalid_argument, \
+                       unauthenticated, not_found, resource_exhausted, internal); \
+                       times are Unix microseconds."
     ),
     paths(
         api::agents,

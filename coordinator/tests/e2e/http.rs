@@ -475,6 +475,7 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
         assert_eq!(r.status, 400, "{path}: {}", r.body);
         let msg = r.json()["error"].as_str().unwrap().to_string();
         assert!(msg.contains(word) && msg.len() > 15, "{path}: {msg}");
+        assert_eq!(r.json()["code"], "invalid_argument", "{path}");
     }
     let missing = get(
         &http,
@@ -482,11 +483,16 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
     )
     .await;
     assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["code"], "not_found");
     assert!(missing.json()["error"]
         .as_str()
         .unwrap()
         .contains("no campaign"));
-    assert_eq!(get(&http, "/api/v1/nothing").await.status, 404);
+    let nothing = get(&http, "/api/v1/nothing").await;
+    assert_eq!(
+        (nothing.status, nothing.json()["code"].as_str()),
+        (404, Some("not_found"))
+    );
 
     // Verdicts and their filters.
     let v = get(&http, &format!("/api/v1/verdicts?campaign={id}"))
@@ -709,6 +715,7 @@ async fn http_api_needs_a_read_token_and_rate_limits_each() {
 
     let none = get(&http, "/api/v1/agents").await;
     assert_eq!(none.status, 401, "{}", none.body);
+    assert_eq!(none.json()["code"], "unauthenticated");
     assert!(none.json()["error"]
         .as_str()
         .unwrap()
@@ -731,6 +738,7 @@ async fn http_api_needs_a_read_token_and_rate_limits_each() {
     }
     let limited = get_with(&http, "/metrics", &[("Authorization", &auth)]).await;
     assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.json()["code"], "resource_exhausted");
     let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     assert!(limited.json()["error"]
