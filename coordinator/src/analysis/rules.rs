@@ -280,6 +280,19 @@ fn http_compare(inside: &HttpResponse, control: &HttpResponse) -> Option<(M, f32
                 inside.title, control.title
             ),
         ))
+    } else if !inside.title.is_empty() && !title_match && proportion <= BODY_PROPORTION {
+        // A page of its own under an error status: many national block
+        // pages answer 403 (OONI's fingerprint list has dozens), so a
+        // different titled page is a block page, not a mere difference.
+        Some((
+            M::HttpBlockpage,
+            0.7,
+            format!(
+                "status {} vs control {} and a different page: title {:?} vs control {:?}, \
+                 body proportion {proportion:.2} <= {BODY_PROPORTION}",
+                inside.status, control.status, inside.title, control.title
+            ),
+        ))
     } else {
         Some((
             M::HttpDiff,

@@ -7,6 +7,6 @@ mod campaigns;
 mod dashboard;
 mod deploy;
 mod harness;
+mod hostile;
 mod http;
-mod lab;
 mod spine;

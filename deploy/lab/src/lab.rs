@@ -188,7 +188,16 @@ pub struct Spawner<'a> {
     state: &'a mut State,
 }
 
-impl Spawner<'_> {
+impl<'a> Spawner<'a> {
+    /// A spawner that records into `state` (saved to `dir/state.json`), so
+    /// `down` stops whatever it starts.
+    pub fn new(dir: &Path, state: &'a mut State) -> Spawner<'a> {
+        Spawner {
+            dir: dir.to_path_buf(),
+            state,
+        }
+    }
+
     /// Starts `args` in namespace `namespace`, logging to `<state>/<name>.log`.
     pub fn spawn(&mut self, name: &str, namespace: &str, args: &[&str]) -> Result<u32> {
         use std::os::unix::process::CommandExt;
@@ -317,26 +326,19 @@ fn topology(prefix: &str) -> Result<()> {
             "tg0",
         ])?;
     }
+    let fw_route = |args: &[&str]| {
+        let mut full = vec!["ip", "-n", &fw, "route", "add"];
+        full.extend_from_slice(args);
+        sys::run(&full)
+    };
+    // The censor's block-page server sits in a network of its own (as real
+    // ones do), so a DNS answer pointing at it shares no /24 with the
+    // genuine answer.
+    fw_route(&[plan::CENSOR_NET, "via", "198.19.3.2"])?;
     // Condition 13: routed nowhere, for everyone (host unreachable at once).
-    sys::run(&[
-        "ip",
-        "-n",
-        &fw,
-        "route",
-        "add",
-        "unreachable",
-        &format!("{}/32", plan::DOWN_IP),
-    ])?;
+    fw_route(&["unreachable", &format!("{}/32", plan::DOWN_IP)])?;
     // The address that runs no DNS server: silently nowhere.
-    sys::run(&[
-        "ip",
-        "-n",
-        &fw,
-        "route",
-        "add",
-        "blackhole",
-        &format!("{}/32", plan::SILENT_DNS_IP),
-    ])?;
+    fw_route(&["blackhole", &format!("{}/32", plan::SILENT_DNS_IP)])?;
     // The injector host takes every mirrored packet arriving on inj0 as
     // local, whatever its destination; what it sends itself is routed
     // normally (via the firewall). ICMP errors never leave it.

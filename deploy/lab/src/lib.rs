@@ -8,6 +8,7 @@
 
 pub mod censor;
 pub mod dns_injector;
+pub mod fleet;
 pub mod lab;
 pub mod pki;
 pub mod plan;

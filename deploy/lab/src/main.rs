@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use vantage_lab::{dns_injector, lab, plan, servers_rs};
+use vantage_lab::{dns_injector, fleet, lab, plan, servers_rs};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +66,38 @@ enum Cmd {
         /// The residual window the lab runs with (spreads the encrypted retests).
         #[arg(long, default_value_t = 180)]
         residual_window_secs: u32,
+    },
+    /// The demo: build the lab, start a coordinator and an inside and a
+    /// control agent in it, run one campaign per condition, print the
+    /// verdict table; then (with --serve) serve the dashboard until Ctrl-C;
+    /// then tear the lab down (unless --keep).
+    Demo {
+        #[arg(long, default_value = "vd")]
+        prefix: String,
+        /// Where vantage-coordinator, vantagectl and vantage-agent are
+        /// (default: next to vantage-lab).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Residual-blocking window of condition 11, seconds.
+        #[arg(long, default_value_t = 20)]
+        residual_window_secs: u32,
+        /// Fail unless every verdict is the one the catalogue expects.
+        #[arg(long)]
+        check: bool,
+        /// Write the verdicts with their expectations as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Link this machine to the coordinator's namespace and serve the
+        /// dashboard until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+        /// Leave the lab, coordinator and agents running.
+        #[arg(long)]
+        keep: bool,
+        /// Also measure the agent (idle RSS, wake-ups, binary size) and the
+        /// web probe over this many lab URLs.
+        #[arg(long)]
+        bench_web: Option<usize>,
     },
     /// Run the on-path DNS injector (inside the lab's injector namespace).
     DnsInjector {
@@ -180,9 +212,46 @@ fn main() -> anyhow::Result<()> {
                         for i in &c.inputs {
                             println!("       {}", serde_json::to_string(i)?);
                         }
+                        for i in &c.passes {
+                            println!("  pass {}", serde_json::to_string(i)?);
+                        }
                     }
                 }
             }
+        }
+        Cmd::Demo {
+            prefix,
+            bin_dir,
+            residual_window_secs,
+            check,
+            json,
+            serve,
+            keep,
+            bench_web,
+        } => {
+            let opts = DemoOpts {
+                check,
+                json,
+                serve,
+                bench_web,
+            };
+            let mut cfg = lab::LabConfig::new(&prefix);
+            cfg.residual_window_secs = residual_window_secs;
+            let result = demo(&cfg, bin_dir.as_deref(), &opts);
+            if keep && result.is_ok() {
+                eprintln!(
+                    "lab {prefix} left up (--keep); state in {}; tear down: vantage-lab down --prefix {prefix}",
+                    cfg.state_dir.display()
+                );
+            } else {
+                if result.is_err() {
+                    keep_logs(&cfg);
+                }
+                lab::down(&prefix, &cfg.state_dir)
+                    .with_context(|| format!("tearing down lab {prefix}"))?;
+                eprintln!("lab {prefix} torn down");
+            }
+            result?;
         }
         Cmd::DnsInjector {
             rules,
@@ -204,4 +273,132 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+struct DemoOpts {
+    check: bool,
+    json: Option<PathBuf>,
+    serve: bool,
+    bench_web: Option<usize>,
+}
+
+fn step(msg: &str) {
+    eprintln!("\n== {msg}");
+}
+
+fn demo(
+    cfg: &lab::LabConfig,
+    bin_dir: Option<&std::path::Path>,
+    opts: &DemoOpts,
+) -> anyhow::Result<()> {
+    let missing = vantage_lab::sys::missing_preconditions();
+    if !missing.is_empty() {
+        bail!(
+            "the demo builds network namespaces and runs real servers; it needs {} \
+             (run as root after `bash deploy/scripts/install-test-deps.sh`)",
+            missing.join(", ")
+        );
+    }
+    let bins = fleet::Bins::find(bin_dir)?;
+    step(&format!(
+        "building the censorship lab `{}` (198.19.0.0/16, no default route anywhere)",
+        cfg.prefix
+    ));
+    let mut st = lab::up(cfg).context("building the lab")?;
+    eprintln!(
+        "{} servers up; state in {}",
+        st.processes.len(),
+        cfg.state_dir.display()
+    );
+    step("coordinator (embedded sled store) in the core namespace; inside agent CN behind the firewall, control agent DE outside");
+    let fl = fleet::Fleet::start(&cfg.state_dir, &mut st, bins, opts.serve)
+        .context("starting the fleet")?;
+    print!("{}", fl.ctl(&["agents"])?);
+    let cat = plan::catalogue(cfg.residual_window_secs);
+    step(&format!(
+        "one campaign per condition ({} conditions; the residual-window one takes about {} s)",
+        cat.len(),
+        cfg.residual_window_secs
+    ));
+    let outcomes = fl.run_conditions(&cat, cfg.residual_window_secs, |done, total| {
+        eprintln!("  campaigns done: {done}/{total}");
+    })?;
+    step("verdicts: inside against control, at the same moment");
+    print!("{}", fleet::table(&outcomes));
+    let wrong = outcomes.iter().filter(|o| !o.as_expected).count();
+    println!(
+        "{} verdicts, {} as expected, {wrong} not",
+        outcomes.len(),
+        outcomes.len() - wrong
+    );
+    if let Some(path) = &opts.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&outcomes)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(n) = opts.bench_web {
+        step(&format!(
+            "agent benchmark (budgets: idle RSS <= 15 MiB, binary <= 15 MiB, no busy polling, web x{n} <= 30 s)"
+        ));
+        let b = fl.agent_bench(Duration::from_secs(20), n)?;
+        println!(
+            "agent idle RSS             {} KiB ({:.1} MiB)",
+            b.idle_rss_kib,
+            b.idle_rss_kib as f64 / 1024.0
+        );
+        println!(
+            "agent idle wake-ups        {} per minute (context switches of all threads over 20 s)",
+            b.idle_wakeups_per_minute
+        );
+        println!(
+            "agent binary               {} bytes ({:.1} MiB)",
+            b.binary_bytes,
+            b.binary_bytes as f64 / 1048576.0
+        );
+        println!("web probe x {:<14} {:.1} s from campaign creation to run complete (inside + control, default concurrency)", b.web_targets, b.web_seconds);
+    }
+    if opts.check && wrong > 0 {
+        bail!("{wrong} verdicts differ from the catalogue");
+    }
+    if opts.serve {
+        step("dashboard");
+        println!(
+            "  http://{}:{}/   read token: {}",
+            fleet::DASH_CORE_IP,
+            fleet::HTTP_PORT,
+            fl.read_token
+        );
+        println!(
+            "  curl -H 'Authorization: Bearer {}' http://{}:{}/api/v1/verdicts",
+            fl.read_token,
+            fleet::DASH_CORE_IP,
+            fleet::HTTP_PORT
+        );
+        println!("Press Ctrl-C to stop; the lab is torn down on exit.");
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r,
+                _ = term.recv() => Ok(()),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Before a failed demo's teardown: copy its logs out of the state dir.
+fn keep_logs(cfg: &lab::LabConfig) {
+    let to = std::env::temp_dir().join(format!("vantage-lab-{}-failed", cfg.prefix));
+    let _ = std::fs::remove_dir_all(&to);
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&cfg.state_dir)
+        .arg(&to)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if copied {
+        eprintln!("demo failed: logs kept in {}", to.display());
+    }
 }

@@ -12,6 +12,9 @@
 //! | targets | `{prefix}-targets`   | 198.19.3.2/24 + /32s | 198.19.3.1  |
 //! | core    | `{prefix}-core`      | 198.19.4.10/24     | 198.19.4.1    |
 //! | injector| `{prefix}-inj`       | 198.19.5.2/24      | 198.19.5.1    |
+//!
+//! The censor's block-page server is 198.19.6.8 (198.19.6.0/24 is routed
+//! by the firewall to the targets namespace).
 
 use serde::Serialize;
 use vantage_proto::v1::{
@@ -79,7 +82,10 @@ pub const INJECTOR_IP: &str = "198.19.5.2";
 /// matches `-i` this interface only.
 pub const FW_INSIDE_IF: &str = "fw-in";
 
-pub const BLOCKPAGE_IP: &str = "198.19.3.8";
+/// The censor's own network (routed by the firewall to the targets
+/// namespace): where its block-page server lives.
+pub const CENSOR_NET: &str = "198.19.6.0/24";
+pub const BLOCKPAGE_IP: &str = "198.19.6.8";
 pub const DOWN_IP: &str = "198.19.3.13";
 pub const SNI_IP: &str = "198.19.3.14";
 pub const HOST_IP: &str = "198.19.3.15";
@@ -162,6 +168,8 @@ pub const DNS_RECORDS: &[(&str, &str)] = &[
     (HIJACKED_BLOCKPAGE_NAME, CLEAN_IP),
     (NXDOMAIN_NAME, CLEAN_IP),
     ("core.lab.example", CORE_IP),
+    // Many paths of one clean name: `vantage-lab demo --bench-web N`.
+    ("bench.lab.example", CLEAN_IP),
     (BLOCKED_SITE, HOST_IP),
     (CLEAN_SITE, CLEAN_IP),
 ];
@@ -187,8 +195,12 @@ pub struct Condition {
     /// Mechanism name from DESIGN.md (`dns.injection`, `tcp.reset`, ...);
     /// empty when the status is not `blocked`.
     pub mechanism: &'static str,
-    /// Probe inputs that exercise it (run them inside and outside).
+    /// Probe inputs that exercise it (run them inside and outside); inside,
+    /// each must come out `expected_status` with `mechanism`.
     pub inputs: Vec<ProbeInput>,
+    /// Inputs on the same target that the censor lets through (it is
+    /// selective, not an outage): inside, each must come out `ok`.
+    pub passes: Vec<ProbeInput>,
 }
 
 fn input(kind: Kind) -> ProbeInput {
@@ -243,6 +255,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                     ..Default::default()
                 })),
             ],
+            passes: Vec::new(),
         },
         Condition {
             number: 2,
@@ -253,6 +266,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             expected_status: "blocked",
             mechanism: "dns.hijack",
             inputs: vec![dns(HIJACKED_NAME, RESOLVER_IP)],
+            passes: Vec::new(),
         },
         Condition {
             number: 2,
@@ -269,6 +283,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                     resolver: format!("{RESOLVER_IP}:53"),
                 })),
             ],
+            passes: Vec::new(),
         },
         Condition {
             number: 3,
@@ -279,6 +294,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             expected_status: "blocked",
             mechanism: "dns.nxdomain",
             inputs: vec![dns(NXDOMAIN_NAME, RESOLVER_IP)],
+            passes: Vec::new(),
         },
         Condition {
             number: 4,
@@ -295,6 +311,12 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 control_sni: "clean.lab.example".into(),
                 ..Default::default()
             }))],
+            passes: vec![input(Kind::Tls(TlsInput {
+                ip: SNI_IP.into(),
+                port: 443,
+                sni: "clean.lab.example".into(),
+                ..Default::default()
+            }))],
         },
         Condition {
             number: 5,
@@ -304,10 +326,8 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             target: HOST_IP,
             expected_status: "blocked",
             mechanism: "http.reset",
-            inputs: vec![
-                http(&format!("http://{BLOCKED_SITE}/"), HOST_IP),
-                http(&format!("http://{CLEAN_SITE}/"), HOST_IP),
-            ],
+            inputs: vec![http(&format!("http://{BLOCKED_SITE}/"), HOST_IP)],
+            passes: vec![http(&format!("http://{CLEAN_SITE}/"), HOST_IP)],
         },
         Condition {
             number: 6,
@@ -317,6 +337,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             expected_status: "blocked",
             mechanism: "tcp.timeout",
             inputs: vec![tcp(BLACKHOLE_IP, 80)],
+            passes: Vec::new(),
         },
         Condition {
             number: 7,
@@ -327,16 +348,18 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             expected_status: "blocked",
             mechanism: "tcp.refused",
             inputs: vec![tcp(REFUSED_IP, 80), tcp(REFUSED_IP, 443)],
+            passes: Vec::new(),
         },
         Condition {
             number: 8,
             name: "http-blockpage",
             description: "HTTP from inside to 198.19.3.18:80 is DNATed to the block page server \
-                          (198.19.3.8).",
+                          (198.19.6.8, in the censor's own network).",
             target: BLOCKPAGE_DNAT_IP,
             expected_status: "blocked",
             mechanism: "http.blockpage",
             inputs: vec![http(&format!("http://{CLEAN_SITE}/"), BLOCKPAGE_DNAT_IP)],
+            passes: Vec::new(),
         },
         Condition {
             number: 9,
@@ -353,6 +376,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 sni: "quic.lab.example".into(),
                 alpn: vec!["h3".into()],
             }))],
+            passes: Vec::new(),
         },
         Condition {
             number: 10,
@@ -374,6 +398,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                     transport: "tcp".into(),
                 })),
             ],
+            passes: Vec::new(),
         },
         Condition {
             number: 11,
@@ -391,6 +416,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 retest_count: 3,
                 retest_interval_ms,
             }))],
+            passes: Vec::new(),
         },
         Condition {
             number: 12,
@@ -403,6 +429,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 ip: TOR_IP.into(),
                 port: TOR_PORT,
             }))],
+            passes: Vec::new(),
         },
         Condition {
             number: 13,
@@ -413,6 +440,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             expected_status: "down",
             mechanism: "",
             inputs: vec![tcp(DOWN_IP, 80), http("http://down.lab.example/", DOWN_IP)],
+            passes: Vec::new(),
         },
         Condition {
             number: 14,
@@ -442,6 +470,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                     alpn: vec!["h3".into()],
                 })),
             ],
+            passes: Vec::new(),
         },
     ]
 }

@@ -17,9 +17,17 @@ fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// A site's page: some paragraphs of content, as real sites carry far more
+/// than a censor's one-line block page (the verdict rules compare body
+/// sizes, OONI's body proportion).
+fn site_page(title: &str, body: &str) -> String {
+    let content = format!("<p>{body}</p>").repeat(40);
+    page(title, &content)
+}
+
 fn page(title: &str, body: &str) -> String {
     // nginx `return` text: double quotes escaped for the config string.
-    format!("<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1><p>{body}</p></body></html>\n")
+    format!("<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>\n")
         .replace('"', "\\\"")
 }
 
@@ -79,12 +87,12 @@ http {{
         key = p(&pki.server_key),
         blocked = plan::BLOCKED_SITE,
         clean = plan::CLEAN_SITE,
-        default_page = page("Vantage lab target", "A lab web server."),
-        blocked_page = page(plan::BLOCKED_SITE, "The site some censors block."),
-        clean_page = page(plan::CLEAN_SITE, "The site nobody blocks."),
+        default_page = page("Vantage lab target", "<p>A lab web server.</p>"),
+        blocked_page = site_page(plan::BLOCKED_SITE, "The site some censors block."),
+        clean_page = site_page(plan::CLEAN_SITE, "The site nobody blocks."),
         block_page = page(
             plan::BLOCKPAGE_TITLE,
-            "This site has been blocked by the lab censor."
+            "<p>This site has been blocked by the lab censor.</p>"
         ),
     )
 }

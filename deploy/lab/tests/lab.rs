@@ -239,7 +239,10 @@ fn every_condition_differs_inside_and_outside_as_expected() {
             cname.clone(),
             c["mechanism"].as_str().unwrap_or("").to_string(),
         );
-        for (i, input) in c["inputs"].as_array().expect("inputs").iter().enumerate() {
+        // Inputs first, then the passes (inputs the censor lets through).
+        let passes = c["passes"].as_array().expect("passes");
+        let all = c["inputs"].as_array().expect("inputs").iter().chain(passes);
+        for (i, input) in all.enumerate() {
             let input: ProbeInput =
                 serde_json::from_value(input.clone()).expect("input is a ProbeInput");
             for side in ["inside", "outside"] {
@@ -373,6 +376,18 @@ fn every_condition_differs_inside_and_outside_as_expected() {
         assert_eq!(http_last(i), (200, plan::CLEAN_SITE.to_string()), "{i:?}");
         assert_eq!(http_last(o), (200, plan::CLEAN_SITE.to_string()));
     });
+    // Every pass (same target, a name the censor does not list) works on both sides.
+    for c in conditions {
+        let n_inputs = c["inputs"].as_array().map(Vec::len).unwrap_or(0);
+        let n_passes = c["passes"].as_array().map(Vec::len).unwrap_or(0);
+        let name = c["name"].as_str().unwrap_or_default();
+        for n in n_inputs..n_inputs + n_passes {
+            check(name, n, &|i, o| {
+                assert_eq!(outcome(i), ok(), "{name} pass {n} inside: {i:?}");
+                assert_eq!(outcome(o), ok(), "{name} pass {n} outside: {o:?}");
+            });
+        }
+    }
     // 6. Blackhole.
     check("ip-blackhole", 0, &|i, o| {
         assert_eq!(
@@ -550,7 +565,11 @@ fn up_twice_down_twice_and_a_half_built_lab_is_cleaned() {
         for r in routes.lines() {
             assert!(!r.starts_with("default"), "{n} has a default route: {r}");
             if r.contains(" via ") {
-                assert!(r.starts_with("198.19.0.0/16 via 198.19."), "{n}: {r}");
+                let censor_net = format!("{} via 198.19.3.2", plan::CENSOR_NET);
+                assert!(
+                    r.starts_with("198.19.0.0/16 via 198.19.") || r.starts_with(&censor_net),
+                    "{n}: {r}"
+                );
             }
         }
     }
@@ -570,4 +589,105 @@ fn up_twice_down_twice_and_a_half_built_lab_is_cleaned() {
     }
     assert!(!plan::ns(&prefix, "fw").is_empty());
     assert!(!vantage_lab::lab::default_state_dir(&prefix).exists());
+}
+
+/// The README's demo (`deploy/demo.sh --check`) against the binaries under
+/// test: a coordinator in the lab's core namespace, an inside (CN) and a
+/// control (DE) agent as real processes, one campaign per condition. Every
+/// inside verdict is checked here against this table, written
+/// independently of the catalogue's own expectations.
+#[test]
+fn every_condition_gets_its_verdict_through_campaigns() {
+    let name = "every_condition_gets_its_verdict_through_campaigns";
+    if !lab_ready(name) {
+        return;
+    }
+    let bin_dir = agent().parent().expect("bin dir").to_path_buf();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("repo root")
+        .to_path_buf();
+    let json = std::env::temp_dir().join(format!("{}-verdicts.json", unique_prefix("d")));
+    let out = Command::new("bash")
+        .arg(repo.join("deploy/demo.sh"))
+        .args(["--check", "--json"])
+        .arg(&json)
+        .env("VANTAGE_BIN_DIR", &bin_dir)
+        .env("VANTAGE_DEMO_PREFIX", unique_prefix("d"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run deploy/demo.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo --check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("CONDITION"),
+        "verdict table printed: {stdout}"
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).expect("verdict JSON")).expect("JSON");
+    let _ = std::fs::remove_file(&json);
+
+    // condition -> (status, mechanism) for its inputs; passes must be ok.
+    let want: BTreeMap<&str, (&str, &str)> = [
+        ("dns-injection", ("blocked", "dns.injection")),
+        ("dns-hijack-bogon", ("blocked", "dns.hijack")),
+        ("dns-hijack-blockpage", ("blocked", "dns.hijack")),
+        ("dns-nxdomain", ("blocked", "dns.nxdomain")),
+        ("tls-sni-reset", ("blocked", "tls.reset")),
+        ("http-host-reset", ("blocked", "http.reset")),
+        ("ip-blackhole", ("blocked", "tcp.timeout")),
+        ("tcp-refused", ("blocked", "tcp.refused")),
+        ("http-blockpage", ("blocked", "http.blockpage")),
+        ("quic-drop", ("blocked", "quic.timeout")),
+        ("openvpn-blocked", ("blocked", "vpn.blocked")),
+        ("encrypted-residual", ("blocked", "residual")),
+        ("tor-blocked", ("blocked", "tcp.timeout")),
+        ("down", ("down", "")),
+        ("clean", ("ok", "")),
+    ]
+    .into_iter()
+    .collect();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut wrong = Vec::new();
+    for r in &rows {
+        let cond = r["condition"].as_str().expect("condition");
+        let (status, mech) = (
+            r["status"].as_str().unwrap(),
+            r["mechanism"].as_str().unwrap(),
+        );
+        let expected = if r["pass"] == true {
+            ("ok", "")
+        } else {
+            *want
+                .get(cond)
+                .unwrap_or_else(|| panic!("unexpected condition {cond}"))
+        };
+        if (status, mech) != expected {
+            wrong.push(format!(
+                "{cond} {}: got {status} {mech}, want {expected:?} ({})",
+                r["target"], r["reason"]
+            ));
+        }
+        *seen.entry(want.get_key_value(cond).unwrap().0).or_default() += 1;
+    }
+    assert!(wrong.is_empty(), "wrong verdicts:\n{}", wrong.join("\n"));
+    for cond in want.keys() {
+        assert!(
+            seen.get(cond).copied().unwrap_or(0) >= 1,
+            "no verdict for {cond}"
+        );
+    }
+    // Down is never called blocked; passes (selective censorship) exist.
+    assert!(rows
+        .iter()
+        .filter(|r| r["condition"] == "down")
+        .all(|r| r["status"] == "down"));
+    assert!(rows.iter().filter(|r| r["pass"] == true).count() >= 2);
+    // One verdict per inside input of the catalogue (27 today).
+    assert!(rows.len() >= 25, "{} verdicts", rows.len());
 }

@@ -372,6 +372,20 @@ fn the_table() {
             mech: Some(M::HttpBlockpage),
         },
         Case {
+            name: "http 403 block page with a title of its own",
+            inside: http("i", 403, "Access Denied", 300, "aa", None),
+            controls: vec![http("c", 200, "Site", 5000, "bb", None)],
+            status: Status::Blocked,
+            mech: Some(M::HttpBlockpage),
+        },
+        Case {
+            name: "http 403 with the site's own title is a difference, not a block page",
+            inside: http("i", 403, "Site", 300, "aa", None),
+            controls: vec![http("c", 200, "Site", 5000, "bb", None)],
+            status: Status::Blocked,
+            mech: Some(M::HttpDiff),
+        },
+        Case {
             name: "http diff",
             inside: http("i", 403, "", 300, "aa", None),
             controls: vec![http("c", 200, "Site", 5000, "bb", None)],

@@ -1,0 +1,598 @@
+//! The fleet in the lab: a coordinator with its sled store in the core
+//! namespace, an inside agent (CN) behind the censoring firewall and a
+//! control agent (DE, tag `control`) outside it, all real processes
+//! started from the workspace's binaries. [`Fleet::run_conditions`] creates
+//! one campaign per catalogue condition (and one for its passes), waits for
+//! every run to complete and compares each verdict with what the catalogue
+//! expects. `vantage-lab demo` and the lab tests drive it.
+//!
+//! Every process is recorded in the lab's `state.json`, so `down` stops it
+//! with the rest of the lab.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use vantage_proto::v1::{AgentInfo, CampaignInfo, ProbeInput, VerdictRow};
+
+use crate::lab::{self, Spawner, State};
+use crate::plan::{self, ns, Condition};
+use crate::sys::{self, LabError, Result};
+
+/// The coordinator's gRPC address (core namespace).
+pub const COORDINATOR_ADDR: &str = "198.19.4.10:7443";
+/// The coordinator's HTTP face (API, dashboard, metrics), on every address
+/// of the core namespace; reads need the fleet's read token.
+pub const HTTP_PORT: u16 = 9090;
+/// The optional point-to-point link from the machine to the core namespace
+/// (`--dashboard`), outside the lab's routed range so no lab host can use it.
+pub const DASH_HOST_IP: &str = "198.19.208.1";
+pub const DASH_CORE_IP: &str = "198.19.208.10";
+
+/// The three binaries the fleet runs.
+#[derive(Clone, Debug)]
+pub struct Bins {
+    pub coordinator: PathBuf,
+    pub vantagectl: PathBuf,
+    pub agent: PathBuf,
+}
+
+impl Bins {
+    /// The binaries in `dir`, or next to this executable when `None`.
+    pub fn find(dir: Option<&Path>) -> Result<Bins> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(Path::to_path_buf))
+                .unwrap_or_default(),
+        };
+        let get = |name: &str| {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(LabError::Precondition(format!(
+                    "no {name} in {} (build with `cargo build --workspace --bins`, or pass --bin-dir)",
+                    dir.display()
+                )))
+            }
+        };
+        Ok(Bins {
+            coordinator: get("vantage-coordinator")?,
+            vantagectl: get("vantagectl")?,
+            agent: get("vantage-agent")?,
+        })
+    }
+}
+
+/// A running fleet.
+pub struct Fleet {
+    prefix: String,
+    dir: PathBuf,
+    bins: Bins,
+    /// The bearer token for the HTTP face (only its SHA-256 is stored).
+    pub read_token: String,
+    /// PID of the inside agent (the agent benchmark reads its /proc entry).
+    pub inside_pid: u32,
+}
+
+/// How one verdict compares with the catalogue.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub number: u32,
+    pub condition: String,
+    /// True for a pass: an input the censor lets through (expected `ok`).
+    pub pass: bool,
+    pub campaign_id: String,
+    pub target: String,
+    pub kind: String,
+    pub status: String,
+    pub mechanism: String,
+    pub confidence: f32,
+    pub reason: String,
+    pub expected_status: String,
+    pub expected_mechanism: String,
+    pub as_expected: bool,
+}
+
+fn fleet_err(msg: impl Into<String>) -> LabError {
+    LabError::NotReady(msg.into())
+}
+
+/// 16 random bytes as hex, from the kernel.
+fn random_hex() -> Result<String> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|source| LabError::Io {
+            context: "reading /dev/urandom".into(),
+            source,
+        })?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The agents' config: every probe kind consented to (this is a lab), lab
+/// targets allowed, network labels shared so verdicts can group by country.
+const AGENT_TOML: &str = "# Written by vantage-lab: a lab agent consents to every probe kind.
+version = 1
+allow_private_targets = true
+
+[consent]
+kinds = [\"dns\", \"dns_injection\", \"tcp\", \"tls\", \"http\", \"web\", \"quic\", \"openvpn\", \"tor\", \"encrypted\", \"wireguard\"]
+share_network_labels = true
+";
+
+impl Fleet {
+    /// Starts the coordinator and both agents in the lab `state` describes
+    /// (built by `lab::up` with `state_dir`), and waits until both agents
+    /// hold a session. With `dashboard`, also links this machine to the core
+    /// namespace so the HTTP face is reachable at `DASH_CORE_IP`.
+    pub fn start(
+        state_dir: &Path,
+        state: &mut State,
+        bins: Bins,
+        dashboard: bool,
+    ) -> Result<Fleet> {
+        let prefix = state.prefix.clone();
+        let dir = state_dir.join("fleet");
+        sys::mkdir(&dir)?;
+        let core = ns(&prefix, "core");
+        let coord_dir = dir.join("coordinator");
+        let coord = bins.coordinator.to_string_lossy().into_owned();
+        sys::ns_run(
+            &core,
+            &[
+                &coord,
+                "init",
+                "--data-dir",
+                &coord_dir.to_string_lossy(),
+                "--listen",
+                COORDINATOR_ADDR,
+            ],
+        )?;
+        let read_token = random_hex()?;
+        let hash = hex_sha256(&read_token);
+        let conf = coord_dir.join("coordinator.toml");
+        let mut text = std::fs::read_to_string(&conf).map_err(|source| LabError::Io {
+            context: format!("reading {}", conf.display()),
+            source,
+        })?;
+        text.push_str(&format!(
+            "http_listen = \"0.0.0.0:{HTTP_PORT}\"\nread_tokens = [\"{hash}\"]\n"
+        ));
+        sys::write(&conf, text)?;
+        if dashboard {
+            link_dashboard(&prefix)?;
+        }
+        let mut sp = Spawner::new(state_dir, state);
+        sp.spawn(
+            "coordinator",
+            &core,
+            &[&coord, "serve", "--data-dir", &coord_dir.to_string_lossy()],
+        )?;
+        let mut fleet = Fleet {
+            prefix: prefix.clone(),
+            dir,
+            bins,
+            read_token,
+            inside_pid: 0,
+        };
+        if !lab::wait_until(Duration::from_secs(20), || fleet.ctl(&["stats"]).is_ok()) {
+            return Err(fleet_err(format!(
+                "the coordinator did not answer within 20 s (log: {}/coordinator.log)",
+                state_dir.display()
+            )));
+        }
+        let token = fleet.ctl(&[
+            "token",
+            "create",
+            "--uses",
+            "2",
+            "--expires",
+            "1h",
+            "--tags",
+            "lab",
+        ])?;
+        let token = token.trim().to_string();
+        let agent = fleet.bins.agent.to_string_lossy().into_owned();
+        let mut pids = Vec::new();
+        for (role, country, asn, tags) in [
+            ("inside", "CN", "4134", "lab"),
+            ("outside", "DE", "3320", "control"),
+        ] {
+            let data = fleet.dir.join(role);
+            let data_s = data.to_string_lossy().into_owned();
+            sys::ns_run(
+                &ns(&prefix, role),
+                &[
+                    &agent,
+                    "enroll",
+                    "--accept-consent",
+                    "--token",
+                    &token,
+                    "--data-dir",
+                    &data_s,
+                    "--country",
+                    country,
+                    "--asn",
+                    asn,
+                    "--tags",
+                    tags,
+                ],
+            )?;
+            sys::write(&data.join("agent.toml"), AGENT_TOML)?;
+            let mut sp = Spawner::new(state_dir, state);
+            pids.push(sp.spawn(
+                &format!("agent-{role}"),
+                &ns(&prefix, role),
+                &[&agent, "run", "--data-dir", &data_s],
+            )?);
+        }
+        fleet.inside_pid = pids[0];
+        let online = lab::wait_until(Duration::from_secs(30), || {
+            fleet
+                .agents()
+                .map(|a| a.iter().filter(|a| a.connected).count() >= 2)
+                .unwrap_or(false)
+        });
+        if !online {
+            return Err(fleet_err(format!(
+                "the agents did not connect within 30 s (logs: {}/agent-*.log)",
+                state_dir.display()
+            )));
+        }
+        Ok(fleet)
+    }
+
+    /// Runs `vantagectl` against the fleet's coordinator (from the core
+    /// namespace, with the admin credentials of its data dir).
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let ctl = self.bins.vantagectl.to_string_lossy().into_owned();
+        let data = self.dir.join("coordinator");
+        let data = data.to_string_lossy();
+        let mut full = vec![ctl.as_str(), "--data-dir", &data];
+        full.extend_from_slice(args);
+        sys::ns_run(&ns(&self.prefix, "core"), &full)
+    }
+
+    fn ctl_json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
+        let mut full = vec!["--output", "json"];
+        full.extend_from_slice(args);
+        let text = self.ctl(&full)?;
+        serde_json::from_str(&text).map_err(|e| {
+            fleet_err(format!(
+                "vantagectl {args:?}: unexpected JSON ({e}): {text}"
+            ))
+        })
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentInfo>> {
+        self.ctl_json(&["agents"])
+    }
+
+    pub fn campaigns(&self) -> Result<Vec<CampaignInfo>> {
+        self.ctl_json(&["campaign", "list"])
+    }
+
+    pub fn verdicts(&self, campaign_id: &str) -> Result<Vec<VerdictRow>> {
+        self.ctl_json(&["verdicts", campaign_id])
+    }
+
+    /// Creates a once-only campaign over `targets` (inside: CN, control:
+    /// the `control` tag) and returns its id.
+    pub fn create_campaign(
+        &self,
+        name: &str,
+        description: &str,
+        deadline_secs: u64,
+        targets: &[ProbeInput],
+    ) -> Result<String> {
+        let spec = serde_json::json!({
+            "version": 1,
+            "name": name,
+            "description": description,
+            "deadline": format!("{deadline_secs}s"),
+            "allow_private_targets": true,
+            "inside": { "countries": ["CN"] },
+            "control": { "tags": ["control"] },
+            "targets": targets,
+        });
+        let dir = self.dir.join("campaigns");
+        sys::mkdir(&dir)?;
+        let path = dir.join(format!("{name}.json"));
+        let text = serde_json::to_string_pretty(&spec)
+            .map_err(|e| fleet_err(format!("campaign spec {name}: {e}")))?;
+        sys::write(&path, text)?;
+        let out = self.ctl(&["campaign", "create", "-f", &path.to_string_lossy()])?;
+        Ok(out.trim().to_string())
+    }
+
+    /// Waits until every campaign in `ids` is done, calling `progress(done,
+    /// total)` whenever the count changes. Fails after `timeout`.
+    pub fn wait_done(
+        &self,
+        ids: &[String],
+        timeout: Duration,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let mut last = usize::MAX;
+        loop {
+            let list = self.campaigns()?;
+            let done = ids
+                .iter()
+                .filter(|id| {
+                    list.iter()
+                        .any(|c| &c.campaign_id == *id && c.state == "done")
+                })
+                .count();
+            if done != last {
+                progress(done, ids.len());
+                last = done;
+            }
+            if done == ids.len() {
+                return Ok(());
+            }
+            if t0.elapsed() > timeout {
+                return Err(fleet_err(format!(
+                    "{done} of {} campaigns done after {} s",
+                    ids.len(),
+                    timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// One campaign per condition (inputs) plus one per condition with
+    /// passes, all created back to back so they run at the same time; then
+    /// every verdict compared with the catalogue. `residual_window_secs` is
+    /// the lab's window (the encrypted probe's run needs most of it).
+    pub fn run_conditions(
+        &self,
+        catalogue: &[Condition],
+        residual_window_secs: u32,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<Outcome>> {
+        struct Planned<'c> {
+            cond: &'c Condition,
+            pass: bool,
+            id: String,
+            targets: usize,
+        }
+        let mut planned = Vec::new();
+        for c in catalogue {
+            for (pass, targets) in [(false, &c.inputs), (true, &c.passes)] {
+                if targets.is_empty() {
+                    continue;
+                }
+                let deadline = if c.name == "encrypted-residual" {
+                    u64::from(residual_window_secs) + 40
+                } else {
+                    30
+                };
+                let name = format!(
+                    "lab-{:02}-{}{}",
+                    c.number,
+                    c.name,
+                    if pass { "-passes" } else { "" }
+                );
+                let id = self.create_campaign(&name, c.description, deadline, targets)?;
+                planned.push(Planned {
+                    cond: c,
+                    pass,
+                    id,
+                    targets: targets.len(),
+                });
+            }
+        }
+        let ids: Vec<String> = planned.iter().map(|p| p.id.clone()).collect();
+        let timeout = Duration::from_secs(u64::from(residual_window_secs) + 120);
+        self.wait_done(&ids, timeout, &mut progress)?;
+        let mut out = Vec::new();
+        for p in &planned {
+            let (want_status, want_mech) = if p.pass {
+                ("ok", "")
+            } else {
+                (p.cond.expected_status, p.cond.mechanism)
+            };
+            let rows = self.verdicts(&p.id)?;
+            let mut seen = 0;
+            for v in rows.iter().filter(|v| v.country == "CN") {
+                seen += 1;
+                out.push(Outcome {
+                    number: p.cond.number,
+                    condition: p.cond.name.to_string(),
+                    pass: p.pass,
+                    campaign_id: p.id.clone(),
+                    target: v.target.clone(),
+                    kind: v.kind.clone(),
+                    status: v.status.clone(),
+                    mechanism: v.mechanism.clone(),
+                    confidence: v.confidence,
+                    reason: v.reason.clone(),
+                    expected_status: want_status.to_string(),
+                    expected_mechanism: want_mech.to_string(),
+                    as_expected: v.status == want_status && v.mechanism == want_mech,
+                });
+            }
+            // A target without an inside verdict is a failure too.
+            for _ in seen..p.targets {
+                out.push(Outcome {
+                    number: p.cond.number,
+                    condition: p.cond.name.to_string(),
+                    pass: p.pass,
+                    campaign_id: p.id.clone(),
+                    target: "(missing)".into(),
+                    kind: String::new(),
+                    status: "missing".into(),
+                    mechanism: String::new(),
+                    confidence: 0.0,
+                    reason: "no verdict for an inside agent".into(),
+                    expected_status: want_status.to_string(),
+                    expected_mechanism: want_mech.to_string(),
+                    as_expected: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn hex_sha256(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// A veth from this machine to the core namespace (198.19.208.0/24): the
+/// lab's leaves route only 198.19.0.0/16 via the firewall and the core
+/// does not forward, so nothing in the lab reaches the machine through it.
+fn link_dashboard(prefix: &str) -> Result<()> {
+    let host_if = format!("{prefix}-dash");
+    let core = ns(prefix, "core");
+    sys::try_run(&["ip", "link", "del", &host_if]);
+    sys::run(&[
+        "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "dash0", "netns", &core,
+    ])?;
+    sys::run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{DASH_HOST_IP}/24"),
+        "dev",
+        &host_if,
+    ])?;
+    sys::run(&["ip", "link", "set", &host_if, "up"])?;
+    sys::ns_run(
+        &core,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{DASH_CORE_IP}/24"),
+            "dev",
+            "dash0",
+        ],
+    )?;
+    sys::ns_run(&core, &["ip", "link", "set", "dash0", "up"])?;
+    Ok(())
+}
+
+/// The verdict table: one line per inside verdict, with what was expected.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut s = format!(
+        "{:>2}  {:<21} {:<56} {:<12} {:<15} {}\n",
+        "#", "CONDITION", "TARGET", "STATUS", "MECHANISM", "EXPECTED"
+    );
+    for o in outcomes {
+        let dash = |m: &str| {
+            if m.is_empty() {
+                "-".to_string()
+            } else {
+                m.to_string()
+            }
+        };
+        let name = if o.pass {
+            format!("{} (pass)", o.condition)
+        } else {
+            o.condition.clone()
+        };
+        let expected = if o.as_expected {
+            "yes".to_string()
+        } else {
+            format!(
+                "NO: want {} {}",
+                o.expected_status,
+                dash(&o.expected_mechanism)
+            )
+        };
+        s.push_str(&format!(
+            "{:>2}  {:<21} {:<56} {:<12} {:<15} {expected}\n",
+            o.number,
+            name,
+            o.target,
+            o.status,
+            dash(&o.mechanism)
+        ));
+    }
+    s
+}
+
+/// What `Fleet::agent_bench` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentBench {
+    pub idle_rss_kib: u64,
+    /// Context switches of all the agent's threads per minute while idle.
+    pub idle_wakeups_per_minute: u64,
+    pub binary_bytes: u64,
+    pub web_targets: usize,
+    /// From campaign creation to its run complete (inside and control).
+    pub web_seconds: f64,
+}
+
+fn proc_status_sum(pid: u32, keys: &[&str]) -> u64 {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+    match std::fs::read_dir(&tasks) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| read(&e.path().join("status")))
+            .sum(),
+        Err(_) => 0,
+    }
+}
+
+impl Fleet {
+    /// The agent budgets of DESIGN.md: the inside agent's idle RSS and
+    /// wake-ups (over `idle`), the binary's size, and the `web` probe over
+    /// `web_targets` lab URLs at the default concurrency.
+    pub fn agent_bench(&self, idle: Duration, web_targets: usize) -> Result<AgentBench> {
+        let pid = self.inside_pid;
+        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .ok_or_else(|| fleet_err(format!("no VmRSS for the inside agent (pid {pid})")))?;
+        let switches = ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"];
+        let s0 = proc_status_sum(pid, &switches);
+        std::thread::sleep(idle);
+        let s1 = proc_status_sum(pid, &switches);
+        let wakeups = (s1.saturating_sub(s0) as f64 * 60.0 / idle.as_secs_f64()) as u64;
+        let binary_bytes = std::fs::metadata(&self.bins.agent)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let targets: Vec<ProbeInput> = (1..=web_targets)
+            .map(|i| {
+                serde_json::from_value(serde_json::json!({"web": {
+                    "url": format!("http://bench.lab.example/p{i}"),
+                    "resolver": format!("{}:53", plan::RESOLVER_IP),
+                }}))
+                .map_err(|e| fleet_err(format!("web input: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        let t0 = Instant::now();
+        let id =
+            self.create_campaign("web-bench", "web probe over many lab URLs", 300, &targets)?;
+        self.wait_done(&[id], Duration::from_secs(600), |_, _| {})?;
+        Ok(AgentBench {
+            idle_rss_kib: rss,
+            idle_wakeups_per_minute: wakeups,
+            binary_bytes,
+            web_targets,
+            web_seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+}
