@@ -53,10 +53,14 @@ pub fn lab_ready(test: &str) -> bool {
         return true;
     }
     if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
-        eprintln!(
-            "SKIPPED (VANTAGE_SKIP_LAB=1): {test} (missing: {})",
-            missing.join(", ")
-        );
+        {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (VANTAGE_SKIP_LAB=1): {test} (missing: {})",
+                missing.join(", ")
+            );
+        }
         return false;
     }
     panic!(

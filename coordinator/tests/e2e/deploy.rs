@@ -46,10 +46,14 @@ fn require(test: &str, tools: &[&str]) -> bool {
         return true;
     }
     if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
-        println!(
-            "SKIPPED (VANTAGE_SKIP_LAB=1): {test} (missing: {})",
-            missing.join(", ")
-        );
+        {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (VANTAGE_SKIP_LAB=1): {test} (missing: {})",
+                missing.join(", ")
+            );
+        }
         return false;
     }
     panic!(
@@ -725,10 +729,14 @@ fn deb_packages_contents_and_install_cycle() {
         .unwrap_or(false);
     if !built {
         if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
-            println!(
-                "SKIPPED (VANTAGE_SKIP_LAB=1): deb_packages (no .deb in {})",
-                deb_dir().display()
-            );
+            {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED (VANTAGE_SKIP_LAB=1): deb_packages (no .deb in {})",
+                    deb_dir().display()
+                );
+            }
             return;
         }
         panic!(
