@@ -2,6 +2,17 @@
 //! verification against the session's cached key (one-by-one fallback) ->
 //! group commit -> ack. Bad results are rejected with a reason and counted,
 //! never stored; their batch neighbours are unaffected.
+//!
+//! Rejection reasons (each bumps the persisted counter `rejected/<reason>`):
+//! `too_large`, `malformed`, `bad_id`, `agent_mismatch` (the measurement
+//! names another agent than the mTLS session), `future_timestamp` (more than
+//! [`MAX_FUTURE_US`] ahead of the coordinator's clock), `bad_timestamp` (no
+//! start time, or an end before the start), `unknown_task`, `not_assigned`,
+//! `campaign_mismatch`, `bad_signature`, and `id_conflict` (an id already
+//! stored, or earlier in the batch, with a different envelope: the first one
+//! stays, nothing is overwritten). Resending an envelope already stored is
+//! acked again and counted as `duplicate_results`, so redelivery is
+//! idempotent.
 
 use std::collections::HashMap;
 
@@ -31,7 +42,18 @@ struct Candidate {
     id: String,
     task_id: String,
     campaign_id: String,
+    start_us: i64,
+    end_us: i64,
     pending: PendingResult,
+}
+
+impl Candidate {
+    /// A signed result with no start time or an end before its start: an
+    /// agent bug, checked after the signature so that a tampered envelope
+    /// is reported as `bad_signature`.
+    fn bad_times(&self) -> bool {
+        self.start_us <= 0 || self.end_us < self.start_us
+    }
 }
 
 /// What one ingested batch produced.
@@ -89,8 +111,18 @@ pub async fn ingest(
     let mut accepted_ids = Vec::with_capacity(candidates.len());
     let mut tasks = Vec::new();
     let mut pending = Vec::with_capacity(candidates.len());
+    // First envelope seen in this batch for each id.
+    let mut in_batch: HashMap<[u8; 16], prost::bytes::Bytes> = HashMap::new();
     for (i, c) in candidates.into_iter().enumerate() {
         match verdicts.get(i) {
+            Some(Ok(())) if c.bad_times() => rejected.push(Rejection {
+                id: c.id,
+                reason: "bad_timestamp".into(),
+            }),
+            Some(Ok(())) if conflicts(shared, &c, &mut in_batch) => rejected.push(Rejection {
+                id: c.id,
+                reason: "id_conflict".into(),
+            }),
             Some(Ok(())) => {
                 accepted_ids.push(c.id);
                 if !c.task_id.is_empty() {
@@ -110,7 +142,16 @@ pub async fn ingest(
         shared.count(&format!("rejected/{}", r.reason));
     }
     if !pending.is_empty() {
-        shared.commit.commit(pending).await?;
+        let offered = pending.len();
+        let new = shared.commit.commit(pending).await?;
+        if new < offered {
+            if let Err(e) = shared
+                .store
+                .add_counter("duplicate_results", (offered - new) as u64)
+            {
+                tracing::warn!("cannot update counter duplicate_results: {e}");
+            }
+        }
     }
     crate::http::record_ingest(batch_len, t0.elapsed());
     Ok(Ingested {
@@ -120,6 +161,47 @@ pub async fn ingest(
         },
         tasks,
     })
+}
+
+/// Whether `c` reuses an id that is already stored, or was already offered
+/// earlier in this batch, with a different envelope. Identical bytes are a
+/// redelivery and pass (the store keeps one copy). A result committed by a
+/// concurrent batch between this check and the commit is still never
+/// overwritten: the commit thread skips ids it already holds.
+fn conflicts(
+    shared: &Shared,
+    c: &Candidate,
+    in_batch: &mut HashMap<[u8; 16], prost::bytes::Bytes>,
+) -> bool {
+    let id = c.pending.id;
+    if let Some(first) = in_batch.get(&id) {
+        return *first != c.env.measurement;
+    }
+    in_batch.insert(id, c.env.measurement.clone());
+    match stored_measurement(shared, &id) {
+        Some(stored) => stored != c.env.measurement,
+        None => false,
+    }
+}
+
+/// The measurement bytes stored under `id`, if any (a store error counts as
+/// "not stored": the commit will surface it).
+fn stored_measurement(shared: &Shared, id: &[u8; 16]) -> Option<prost::bytes::Bytes> {
+    if !shared.store.has_result(id).unwrap_or(false) {
+        return None;
+    }
+    // `results_after` starts strictly after a key: start just below `id`.
+    let below = u128::from_be_bytes(*id)
+        .checked_sub(1)
+        .map(u128::to_be_bytes);
+    let (found, value) = shared.store.results_after(None, below).next()?.ok()?;
+    if found != *id {
+        return None;
+    }
+    StoredResult::decode(value.as_ref())
+        .ok()?
+        .envelope
+        .map(|e| e.measurement)
 }
 
 /// A result that names a task must belong to a task this agent was given,
@@ -166,7 +248,8 @@ fn precheck(
     if m.agent_id != agent.agent_id {
         return Err((id, "agent_mismatch"));
     }
-    if m.start_us > now + MAX_FUTURE_US || m.end_us > now + MAX_FUTURE_US {
+    let limit = now.saturating_add(MAX_FUTURE_US);
+    if m.start_us > limit || m.end_us > limit {
         return Err((id, "future_timestamp"));
     }
     let stored = StoredResult {
@@ -186,5 +269,24 @@ fn precheck(
         id,
         task_id: m.task_id,
         campaign_id: m.campaign_id,
+        start_us: m.start_us,
+        end_us: m.end_us,
     })
+}
+
+/// The stateless checks [`ingest`] applies to one envelope before its task
+/// lookups and the commit: size, decoding, id, identity, time and the
+/// signature. Returns the measurement id, or the rejection reason. Public
+/// for the fuzz targets (`fuzz/`).
+pub fn check_envelope(
+    agent: &AgentIdentity,
+    env: SignedResult,
+    now: i64,
+) -> Result<String, &'static str> {
+    let c = precheck(agent, env, now).map_err(|(_, reason)| reason)?;
+    envelope::verify(&agent.key, &c.env).map_err(|_| "bad_signature")?;
+    if c.bad_times() {
+        return Err("bad_timestamp");
+    }
+    Ok(c.id)
 }

@@ -1,8 +1,17 @@
 //! `AgentService`: enrollment (token + proof of key possession -> client
 //! certificate) and the long-lived session stream.
+//!
+//! Enrollment failures are rate-limited per source address (IPv6 by /64)
+//! and in total, before any work is done: a token secret has 256 bits, so
+//! guessing is hopeless anyway, but each attempt costs a signature check and
+//! a store lookup. Addresses live only in memory, in the limiter; they are
+//! never stored or logged here.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 use futures::Stream;
@@ -35,6 +44,120 @@ fn refuse(shared: &Shared, what: &str, reason: &str) -> ServiceError {
     ServiceError::PermissionDenied(format!("{what} refused: {reason}"))
 }
 
+/// Failed enrollments a source may make in a burst...
+pub const ENROLL_FAILURE_BURST: f64 = 10.0;
+/// ...and how fast its allowance refills afterwards (one every 5 s).
+pub const ENROLL_FAILURE_REFILL_PER_S: f64 = 0.2;
+/// Failed enrollments allowed from all sources together, in a burst...
+pub const ENROLL_GLOBAL_BURST: f64 = 200.0;
+/// ...and refilled per second.
+pub const ENROLL_GLOBAL_REFILL_PER_S: f64 = 20.0;
+/// Sources tracked at most; beyond that, sources with a full allowance are
+/// forgotten (and, if that is not enough, all of them).
+const MAX_TRACKED_SOURCES: usize = 65_536;
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant, cap: f64, per_s: f64) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * per_s).min(cap);
+        self.at = now;
+    }
+
+    fn wait_s(&self, per_s: f64) -> u64 {
+        ((1.0 - self.tokens).max(0.0) / per_s).ceil().max(1.0) as u64
+    }
+}
+
+/// Token buckets of failed enrollment attempts: a source with an empty
+/// bucket (or everyone, when the global bucket is empty) is refused before
+/// its request is looked at. Successful enrollments cost nothing, so a lab
+/// enrolling many agents from one address is not slowed down.
+#[derive(Default)]
+pub struct EnrollLimiter {
+    sources: HashMap<IpAddr, Bucket>,
+    global: Option<Bucket>,
+}
+
+/// The limiter key of an address: IPv4 as is (also when IPv4-mapped),
+/// IPv6 by its /64.
+fn source_key(ip: Option<IpAddr>) -> IpAddr {
+    match ip {
+        None => IpAddr::from([0u8; 16]),
+        Some(IpAddr::V4(v4)) => IpAddr::V4(v4),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::from(o)
+            }
+        },
+    }
+}
+
+impl EnrollLimiter {
+    fn global(&mut self, now: Instant) -> &mut Bucket {
+        let g = self.global.get_or_insert(Bucket {
+            tokens: ENROLL_GLOBAL_BURST,
+            at: now,
+        });
+        g.refill(now, ENROLL_GLOBAL_BURST, ENROLL_GLOBAL_REFILL_PER_S);
+        g
+    }
+
+    fn source(&mut self, ip: Option<IpAddr>, now: Instant) -> &mut Bucket {
+        let b = self.sources.entry(source_key(ip)).or_insert(Bucket {
+            tokens: ENROLL_FAILURE_BURST,
+            at: now,
+        });
+        b.refill(now, ENROLL_FAILURE_BURST, ENROLL_FAILURE_REFILL_PER_S);
+        b
+    }
+
+    /// `Err(seconds to wait)` when `ip` (or everyone) used up its failures.
+    pub fn check(&mut self, ip: Option<IpAddr>, now: Instant) -> Result<(), u64> {
+        let g = *self.global(now);
+        if g.tokens < 1.0 {
+            return Err(g.wait_s(ENROLL_GLOBAL_REFILL_PER_S));
+        }
+        let b = self.source(ip, now);
+        if b.tokens < 1.0 {
+            return Err(b.wait_s(ENROLL_FAILURE_REFILL_PER_S));
+        }
+        Ok(())
+    }
+
+    /// Records one failed attempt from `ip`.
+    pub fn failed(&mut self, ip: Option<IpAddr>, now: Instant) {
+        let g = self.global(now);
+        g.tokens = (g.tokens - 1.0).max(0.0);
+        let b = self.source(ip, now);
+        b.tokens = (b.tokens - 1.0).max(0.0);
+        if self.sources.len() > MAX_TRACKED_SOURCES {
+            self.sources.retain(|_, b| {
+                b.refill(now, ENROLL_FAILURE_BURST, ENROLL_FAILURE_REFILL_PER_S);
+                b.tokens < ENROLL_FAILURE_BURST
+            });
+            if self.sources.len() > MAX_TRACKED_SOURCES {
+                self.sources.clear();
+            }
+        }
+    }
+}
+
+/// One coordinator serves per process, so one limiter per process.
+static ENROLL_LIMITER: LazyLock<Mutex<EnrollLimiter>> = LazyLock::new(Default::default);
+
+fn limiter() -> std::sync::MutexGuard<'static, EnrollLimiter> {
+    ENROLL_LIMITER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl AgentApi {
     fn enroll_inner(&self, req: EnrollRequest) -> Result<EnrollResponse, ServiceError> {
         let s = &self.shared;
@@ -49,12 +172,12 @@ impl AgentApi {
                 "token was issued by another coordinator",
             ));
         }
-        let pk: [u8; 32] = req
-            .public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| ServiceError::InvalidArgument("public key must be 32 bytes".into()))?;
+        let pk: [u8; 32] = req.public_key.as_slice().try_into().map_err(|_| {
+            s.count("enrollment_refused/bad_public_key");
+            ServiceError::InvalidArgument("public key must be 32 bytes".into())
+        })?;
         let key = VerifyingKey::from_bytes(&pk).map_err(|_| {
+            s.count("enrollment_refused/bad_public_key");
             ServiceError::InvalidArgument("public key is not an Ed25519 point".into())
         })?;
         if key.is_weak() {
@@ -66,6 +189,17 @@ impl AgentApi {
                 "enrollment",
                 "proof of key possession does not verify",
             ));
+        }
+        // Checked before the token is consumed, so a typo costs no use.
+        let labels = req.labels.unwrap_or_default();
+        let country = labels.country.to_ascii_uppercase();
+        if !(country.is_empty()
+            || (country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic())))
+        {
+            s.count("enrollment_refused/bad_country");
+            return Err(ServiceError::InvalidArgument(format!(
+                "country {country:?} is not an ISO 3166-1 alpha-2 code"
+            )));
         }
         let now = vantage_proto::now_us();
         let rec = match s
@@ -79,20 +213,11 @@ impl AgentApi {
         let (cert_pem, fp) =
             s.ca.sign_agent(&agent_id, &pk)
                 .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let labels = req.labels.unwrap_or_default();
         let mut tags = labels.tags;
         tags.extend(rec.tags);
         tags.retain(|t| !t.trim().is_empty());
         tags.sort();
         tags.dedup();
-        let country = labels.country.to_ascii_uppercase();
-        if !(country.is_empty()
-            || (country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic())))
-        {
-            return Err(ServiceError::InvalidArgument(format!(
-                "country {country:?} is not an ISO 3166-1 alpha-2 code"
-            )));
-        }
         s.store.put_agent(&AgentRecord {
             agent_id: agent_id.clone(),
             public_key: hex::encode(pk),
@@ -155,13 +280,29 @@ impl AgentService for AgentApi {
         req: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
         let shared = self.shared.clone();
+        let source = req.remote_addr().map(|a| a.ip());
+        if let Err(wait_s) = limiter().check(source, Instant::now()) {
+            tracing::warn!("enrollment refused: too many failed attempts (retry in {wait_s} s)");
+            shared.count("enrollment_refused/rate_limited");
+            return Err(ServiceError::ResourceExhausted(format!(
+                "enrollment refused: too many failed attempts from this address; \
+                 retry in {wait_s} s"
+            ))
+            .into());
+        }
         let inner = req.into_inner();
         let api = AgentApi { shared };
         // Token consumption and certificate signing touch the disk.
         let r = tokio::task::spawn_blocking(move || api.enroll_inner(inner))
             .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(r))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        match r {
+            Ok(r) => Ok(Response::new(r)),
+            Err(e) => {
+                limiter().failed(source, Instant::now());
+                Err(e.into())
+            }
+        }
     }
 
     type SessionStream = SessionStream;
@@ -192,9 +333,9 @@ impl AgentService for AgentApi {
                 .await;
                 match next {
                     Ok(Ok(Some(m))) => {
-                        if let Err(e) = handle(&shared, &id, &tx, m).await {
-                            tracing::error!(agent = %id.agent_id, "session ended: {e}");
-                            let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                        if let Err(status) = handle(&shared, &id, &tx, m).await {
+                            tracing::warn!(agent = %id.agent_id, "session ended: {}", status.message());
+                            let _ = tx.send(Err(status)).await;
                             break;
                         }
                     }
@@ -223,7 +364,26 @@ fn msg(m: coordinator_message::Msg) -> CoordinatorMessage {
     CoordinatorMessage { msg: Some(m) }
 }
 
+/// Handles one message. `Err` ends the session with that status: the store
+/// failed (nothing was acked, the agent will resend), or the agent was
+/// revoked while its session was open (revocation also ends the session from
+/// the hub; this check makes sure nothing it sends afterwards is taken).
 async fn handle(
+    shared: &Shared,
+    id: &AgentIdentity,
+    tx: &crate::hub::Outbound,
+    m: AgentMessage,
+) -> Result<(), Status> {
+    let unavailable = |e: crate::store::StoreError| Status::unavailable(e.to_string());
+    let current = shared.store.agent(&id.agent_id).map_err(unavailable)?;
+    if current.is_none_or(|r| r.revoked) {
+        shared.count("session_refused/agent_revoked");
+        return Err(Status::permission_denied("session refused: agent revoked"));
+    }
+    handle_message(shared, id, tx, m).await.map_err(unavailable)
+}
+
+async fn handle_message(
     shared: &Shared,
     id: &AgentIdentity,
     tx: &crate::hub::Outbound,
@@ -275,4 +435,45 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_enrollments_are_limited_per_source_and_refill() {
+        let mut l = EnrollLimiter::default();
+        let t0 = Instant::now();
+        let a: Option<IpAddr> = Some("192.0.2.7".parse().unwrap());
+        let b: Option<IpAddr> = Some("198.51.100.1".parse().unwrap());
+        for _ in 0..ENROLL_FAILURE_BURST as usize {
+            assert!(l.check(a, t0).is_ok());
+            l.failed(a, t0);
+        }
+        assert_eq!(l.check(a, t0), Err(5), "one more failure allowed every 5 s");
+        assert!(l.check(b, t0).is_ok(), "other sources are unaffected");
+        // IPv4-mapped IPv6 is the same source; IPv6 counts by /64.
+        let mapped: Option<IpAddr> = Some("::ffff:192.0.2.7".parse().unwrap());
+        assert!(l.check(mapped, t0).is_err());
+        assert!(l.check(a, t0 + Duration::from_secs(5)).is_ok());
+        let v6a: Option<IpAddr> = Some("2001:db8:1:2::1".parse().unwrap());
+        let v6b: Option<IpAddr> = Some("2001:db8:1:2:ffff::9".parse().unwrap());
+        for _ in 0..ENROLL_FAILURE_BURST as usize {
+            l.failed(v6a, t0);
+        }
+        assert!(l.check(v6b, t0).is_err());
+    }
+
+    #[test]
+    fn the_global_bucket_stops_distributed_guessing() {
+        let mut l = EnrollLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..ENROLL_GLOBAL_BURST as u32 {
+            l.failed(Some(IpAddr::from(i.to_be_bytes())), t0);
+        }
+        let fresh: Option<IpAddr> = Some("203.0.113.200".parse().unwrap());
+        assert!(l.check(fresh, t0).is_err());
+        assert!(l.check(fresh, t0 + Duration::from_secs(1)).is_ok());
+    }
 }
