@@ -28,11 +28,11 @@ use crate::http::{enc, get_with};
 // ------------------------------------------------------------ helpers
 
 /// A raw agent session speaking for the enrolled agent in `dir`.
-struct Session {
+pub(crate) struct Session {
     tx: tokio::sync::mpsc::Sender<AgentMessage>,
     inbound: tonic::Streaming<CoordinatorMessage>,
     key: SigningKey,
-    agent_id: String,
+    pub(crate) agent_id: String,
 }
 
 fn identity_of(dir: &std::path::Path) -> (ClientIdentity, SigningKey, String) {
@@ -48,9 +48,23 @@ fn identity_of(dir: &std::path::Path) -> (ClientIdentity, SigningKey, String) {
     )
 }
 
-async fn open_session(c: &Coordinator, dir: &std::path::Path) -> Result<Session, tonic::Status> {
+pub(crate) async fn open_session(
+    c: &Coordinator,
+    dir: &std::path::Path,
+) -> Result<Session, tonic::Status> {
+    open_session_at(&c.addr, c.options(None), dir).await
+}
+
+/// Opens a session at `addr` with `opts` (its identity replaced by the
+/// agent's).
+pub(crate) async fn open_session_at(
+    addr: &str,
+    mut opts: vantage_proto::client::ConnectOptions,
+    dir: &std::path::Path,
+) -> Result<Session, tonic::Status> {
     let (ident, key, agent_id) = identity_of(dir);
-    let ch = connect(&c.addr, &c.options(Some(ident)))
+    opts.identity = Some(ident);
+    let ch = connect(addr, &opts)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -80,7 +94,7 @@ async fn open_session(c: &Coordinator, dir: &std::path::Path) -> Result<Session,
 
 impl Session {
     /// Sends one batch; the ack, or how the stream ended instead.
-    async fn send(&mut self, results: Vec<SignedResult>) -> Result<ResultAck, String> {
+    pub(crate) async fn send(&mut self, results: Vec<SignedResult>) -> Result<ResultAck, String> {
         self.tx
             .send(AgentMessage {
                 msg: Some(agent_message::Msg::Results(ResultBatch { results })),
@@ -102,12 +116,12 @@ impl Session {
         }
     }
 
-    fn sign(&self, m: &Measurement) -> SignedResult {
+    pub(crate) fn sign(&self, m: &Measurement) -> SignedResult {
         envelope::sign(&self.key, m)
     }
 }
 
-fn measurement(agent_id: &str) -> Measurement {
+pub(crate) fn measurement(agent_id: &str) -> Measurement {
     let now = vantage_proto::now_us();
     Measurement {
         id: envelope::new_id(),
@@ -138,7 +152,7 @@ fn keys(agents: &[AgentInfo]) -> HashMap<String, VerifyingKey> {
 
 /// Stored envelopes by measurement id; panics on a duplicate or on a
 /// signature that does not verify against the agent's key.
-async fn stored(c: &Coordinator) -> HashMap<String, SignedResult> {
+pub(crate) async fn stored(c: &Coordinator) -> HashMap<String, SignedResult> {
     let keys = keys(&c.agents().await);
     let mut out = HashMap::new();
     for r in c.results().await {

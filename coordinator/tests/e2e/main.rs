@@ -6,6 +6,7 @@
 mod campaigns;
 mod dashboard;
 mod deploy;
+mod faults;
 mod harness;
 mod hostile;
 mod http;
