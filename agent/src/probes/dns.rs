@@ -213,6 +213,21 @@ fn decode_reply(
     }
 }
 
+/// Parses one reply as the probe does: what it records, and the failure a
+/// well-formed reply means for an A (`aaaa = false`) or AAAA query. Public
+/// for the fuzz target in `fuzz/`.
+#[doc(hidden)]
+pub fn parse_reply(buf: &[u8], id: u16, aaaa: bool) -> (DnsReply, Option<Failure>) {
+    let (reply, msg) = decode_reply(buf, id, 0, String::new());
+    let qtype = if aaaa {
+        RecordType::AAAA
+    } else {
+        RecordType::A
+    };
+    let failure = msg.as_ref().and_then(|m| reply_failure(m, qtype));
+    (reply, failure)
+}
+
 /// The failure a well-formed reply means for a query of `qtype`.
 fn reply_failure(msg: &Message, qtype: RecordType) -> Option<Failure> {
     let f = match msg.metadata.response_code {

@@ -15,7 +15,8 @@ mod api;
 pub mod grpc;
 pub mod metrics;
 mod openapi;
-mod params;
+#[doc(hidden)]
+pub mod params;
 mod stream;
 mod views;
 

@@ -94,6 +94,32 @@ impl Params {
     }
 }
 
+/// Parses a query string the way the handlers do and calls every accessor
+/// on every name (for the fuzz target in `fuzz/`): it must return, never
+/// panic.
+#[doc(hidden)]
+pub fn exercise(query: &str) {
+    const KNOWN: [&str; 11] = [
+        "agent", "campaign", "task", "country", "kind", "since", "until", "limit", "cursor",
+        "status", "format",
+    ];
+    let Ok(uri) = format!("/api/v1/results?{query}").parse::<axum::http::Uri>() else {
+        return;
+    };
+    let Ok(p) = Params::parse(Query::try_from_uri(&uri), &KNOWN) else {
+        return;
+    };
+    for k in KNOWN {
+        let _ = (p.string(k), p.u32(k), p.limit(k, 100, 1000), p.id(k));
+        if let Ok(Some(t)) = p.time_us(k) {
+            let _ = day_hour(t);
+        }
+        if let Some(c) = p.get(k) {
+            let _ = decode_cursor(c);
+        }
+    }
+}
+
 pub(crate) fn parse_time_us(v: &str) -> Option<i64> {
     if let Ok(n) = v.parse::<i64>() {
         return Some(n);
