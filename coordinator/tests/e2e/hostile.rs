@@ -1039,3 +1039,45 @@ async fn volunteer_addresses_never_reach_exports_or_the_read_api() {
     }
     drop(target);
 }
+
+// ------------------------------------------------------------ network
+
+/// A network attacker who sends the volunteer to their own coordinator
+/// (same protocol, own CA) gets nothing: the agent pins the CA fingerprint
+/// from the token and aborts the handshake before sending the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_trusts_only_the_pinned_coordinator() {
+    let real = Coordinator::init().start();
+    let rogue = Coordinator::init().start();
+    let token = real.token(1, "1h");
+    let mut t = EnrollToken::decode(&token).unwrap();
+    t.addrs = vec![rogue.addr.clone()];
+    let redirected = t.encode();
+    let e = Agent::enroll(&real, "victim", &redirected)
+        .map(|_| ())
+        .expect_err("the agent must not enroll with another CA's coordinator");
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(
+        rogue.agents().await.is_empty(),
+        "the rogue saw an enrollment"
+    );
+    assert_eq!(
+        rogue.counter("enroll_refused/malformed_token").await
+            + rogue.counter("enrollment_refused/unknown_token").await
+            + rogue
+                .counter("enrollment_refused/token_was_issued_by_another_coordinator")
+                .await,
+        0,
+        "the token never reached the rogue"
+    );
+    // A raw client pinning the real CA cannot talk to the rogue either.
+    let pinned = real.options(None);
+    assert!(
+        vantage_proto::client::connect(&rogue.addr, &pinned)
+            .await
+            .is_err(),
+        "a channel to a coordinator with another CA"
+    );
+    // The untouched token still works: nothing was used up.
+    Agent::enroll(&real, "volunteer", &token).expect("enroll with the real coordinator");
+}
