@@ -135,8 +135,13 @@ pub(crate) fn parse_time_us(v: &str) -> Option<i64> {
 }
 
 /// UTC day (`2024-05-01`) and hour (`2024-05-01T12:00Z`) of a time.
+/// Times are clamped to 0001..9999 first: humantime cannot format years
+/// past 9999 (its Display errors, and `to_string` panics; found by the
+/// `http_params` fuzz target).
 pub(crate) fn day_hour(us: i64) -> (String, String) {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
+    /// 9999-12-31T23:59:59.999999Z in Unix microseconds.
+    const MAX_US: i64 = 253_402_300_799_999_999;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.clamp(0, MAX_US) as u64);
     let s = humantime::format_rfc3339_seconds(t).to_string();
     let day = s.get(..10).unwrap_or("").to_string();
     let hour = format!("{}:00Z", s.get(..13).unwrap_or(""));
@@ -172,6 +177,17 @@ mod tests {
             (d.as_str(), h.as_str()),
             ("1970-01-02", "1970-01-02T05:00Z")
         );
+    }
+
+    #[test]
+    fn far_future_times_do_not_panic() {
+        // Fuzz regression (http_params): "status=888888888888888888".
+        let (d, _) = day_hour(888_888_888_888_888_888);
+        assert_eq!(d, "9999-12-31");
+        assert_eq!(day_hour(i64::MAX).0, "9999-12-31");
+        assert_eq!(day_hour(i64::MIN).0, "1970-01-01");
+        exercise("status=888888888888888888");
+        exercise("since=9223372036854775807&until=-9223372036854775808");
     }
 
     #[test]
