@@ -51,6 +51,8 @@ pub enum StoreError {
     CommitterGone,
     #[error("not found: {0}")]
     NotFound(String),
+    #[error("the store at {0} is in use by another process (is a coordinator running on it?)")]
+    Locked(PathBuf),
 }
 
 /// The coordinator's embedded database.
@@ -79,15 +81,43 @@ fn id_string(b: &[u8]) -> String {
     }
 }
 
+/// Whether sled refused to open because another handle holds the file lock.
+fn is_lock_error(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(256 << 20)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        // sled releases its file lock only when its last background thread
+        // lets go of the file, a moment after the last handle is dropped; a
+        // store closed and reopened at once (restore, then start) can see its
+        // own lock. Retry briefly, then name the real cause.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let db = loop {
+            match sled::Config::new()
+                .path(&path)
+                .cache_capacity(256 << 20)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked(path));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(Store {
             meta: db.open_tree("meta")?,
             tokens: db.open_tree("tokens")?,
@@ -383,4 +413,26 @@ fn result_key(id: &[u8; 16]) -> [u8; 17] {
     k[0] = b'r';
     k[1..].copy_from_slice(id);
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_in_use_is_named_and_a_dropped_one_reopens() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        match Store::open(d.path()) {
+            Err(StoreError::Locked(p)) => assert_eq!(p, d.path()),
+            Err(e) => panic!("expected Locked, got {e}"),
+            Ok(_) => panic!("a second open of a store in use succeeded"),
+        }
+        s.meta.insert(b"k", b"v").unwrap();
+        drop(s);
+        for _ in 0..20 {
+            let r = Store::open(d.path()).unwrap();
+            assert_eq!(r.meta.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        }
+    }
 }
