@@ -21,9 +21,20 @@ pub struct Config {
     /// Largest accepted gRPC message, bytes.
     #[serde(default = "default_max_message")]
     pub max_message_bytes: usize,
-    /// Seconds a TLS handshake may take before the connection is dropped.
+    /// Seconds a new connection may take to finish the TLS handshake and
+    /// send the HTTP/2 connection preface before it is dropped.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_s: u64,
+    /// Seconds between HTTP/2 PINGs the server sends on an open connection.
+    #[serde(default = "default_keepalive_interval")]
+    pub http2_keepalive_interval_s: u64,
+    /// Seconds a PING may go unanswered before the connection is closed.
+    #[serde(default = "default_keepalive_timeout")]
+    pub http2_keepalive_timeout_s: u64,
+    /// Largest accepted HTTP/2 header list (decoded), bytes. A larger
+    /// request is refused (431), an abusive one ends the connection.
+    #[serde(default = "default_max_header_list")]
+    pub max_header_list_bytes: u32,
     /// Read-only HTTP API, dashboard and `/metrics` listen address
     /// ("ip:port"); none: not served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +60,18 @@ fn default_handshake_timeout() -> u64 {
     10
 }
 
+fn default_keepalive_interval() -> u64 {
+    60
+}
+
+fn default_keepalive_timeout() -> u64 {
+    20
+}
+
+fn default_max_header_list() -> u32 {
+    16 << 10
+}
+
 /// Config errors, naming the file and line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -70,6 +93,9 @@ impl Config {
             advertise,
             max_message_bytes: default_max_message(),
             handshake_timeout_s: default_handshake_timeout(),
+            http2_keepalive_interval_s: default_keepalive_interval(),
+            http2_keepalive_timeout_s: default_keepalive_timeout(),
+            max_header_list_bytes: default_max_header_list(),
             http_listen: None,
             read_tokens: Vec::new(),
             http_rate_per_minute: default_http_rate(),

@@ -340,6 +340,14 @@ impl AgentService for AgentApi {
                         }
                     }
                     Ok(Ok(None)) => break,
+                    Ok(Err(status)) if status.code() == tonic::Code::OutOfRange => {
+                        // tonic refuses a message over `max_message_bytes`
+                        // from its length prefix, before buffering it.
+                        tracing::warn!(agent = %id.agent_id, "message refused: {}", status.message());
+                        shared.count("rejected/message_too_large");
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
                     Ok(Err(status)) => {
                         tracing::info!(agent = %id.agent_id, "session stream error: {}", status.message());
                         break;

@@ -10,4 +10,5 @@ mod faults;
 mod harness;
 mod hostile;
 mod http;
+mod slow_clients;
 mod spine;
