@@ -340,7 +340,7 @@ async fn main() -> Result<()> {
             );
         }
         Cmd::Run { data_dir } => {
-            let agent = Agent::open(data_dir)?;
+            let agent = Agent::open_to_run(data_dir)?;
             tracing::info!(agent = %agent.identity.agent_id, outbox = agent.outbox.len(), "agent starting");
             // Tell `status` at once that an agent runs, before any session.
             status::record(&agent.dir, &agent.outbox, status::Event::Disconnected);

@@ -8,6 +8,13 @@
 //! result would exceed the bound, the OLDEST results are dropped, counted in
 //! the persisted `dropped` counter and logged. Nothing is ever wiped
 //! silently.
+//!
+//! Full disk: the outbox keeps a 1 MiB reserve file (`outbox.reserve`)
+//! beside it. A write that finds the disk full fails with the OS error (the
+//! result is not stored, the caller logs it). When the disk is so full that
+//! sled cannot even open the outbox, the reserve is deleted and the open
+//! retried, so the agent starts and can deliver what the outbox holds; the
+//! reserve is re-created at the next open with room for it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +46,52 @@ pub struct Outbox {
     len: Arc<AtomicU64>,
 }
 
+/// The reserve file kept beside the outbox, and its size.
+pub const RESERVE_FILE: &str = "outbox.reserve";
+const RESERVE_BYTES: usize = 1 << 20;
+
+fn disk_full(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.raw_os_error() == Some(28)) // ENOSPC
+}
+
 impl Outbox {
+    /// Opens the outbox (creating the reserve when there is room for it).
     pub fn open(dir: &Path, max_entries: u64) -> Result<Outbox, OutboxError> {
+        Self::open_inner(dir, max_entries, false)
+    }
+
+    /// As [`Outbox::open`], but on a disk too full to open the outbox,
+    /// deletes the reserve and tries again (`vantage-agent run` only, so
+    /// that the agent can start and deliver).
+    pub fn open_releasing_reserve(dir: &Path, max_entries: u64) -> Result<Outbox, OutboxError> {
+        Self::open_inner(dir, max_entries, true)
+    }
+
+    fn open_inner(dir: &Path, max_entries: u64, release: bool) -> Result<Outbox, OutboxError> {
+        let reserve = dir.join(RESERVE_FILE);
+        let outbox = match Self::open_db(dir, max_entries) {
+            Err(OutboxError::Sled(e)) if release && disk_full(&e) && reserve.exists() => {
+                tracing::warn!(
+                    "disk full: deleting the outbox reserve ({} KiB) to open the outbox",
+                    RESERVE_BYTES >> 10
+                );
+                std::fs::remove_file(&reserve)
+                    .map_err(|e| OutboxError::Sync(reserve.clone(), e))?;
+                Self::open_db(dir, max_entries)?
+            }
+            r => r?,
+        };
+        if !reserve.exists() {
+            // Best effort: a disk without room for it gets none.
+            if let Err(e) = std::fs::write(&reserve, vec![0u8; RESERVE_BYTES]) {
+                let _ = std::fs::remove_file(&reserve);
+                tracing::warn!("cannot create the outbox reserve: {e}");
+            }
+        }
+        Ok(outbox)
+    }
+
+    fn open_db(dir: &Path, max_entries: u64) -> Result<Outbox, OutboxError> {
         let path = dir.join("outbox");
         // No background flusher: every push syncs explicitly, and an idle
         // agent should not wake up several times a second.

@@ -55,6 +55,16 @@ pub enum AgentError {
 
 impl Agent {
     pub fn open(dir: PathBuf) -> Result<Arc<Agent>, AgentError> {
+        Self::open_inner(dir, false)
+    }
+
+    /// As [`Agent::open`] for `run`: on a disk too full to open the outbox,
+    /// its reserve is released (see `outbox`).
+    pub fn open_to_run(dir: PathBuf) -> Result<Arc<Agent>, AgentError> {
+        Self::open_inner(dir, true)
+    }
+
+    fn open_inner(dir: PathBuf, release_reserve: bool) -> Result<Arc<Agent>, AgentError> {
         let identity = Identity::load(&dir)?;
         let key = identity::load_key(&dir)?;
         let config = AgentConfig::load(&dir)?;
@@ -62,7 +72,12 @@ impl Agent {
         // agent is not running yet: wait for it rather than fail.
         let mut tries = 0;
         let outbox = loop {
-            match Outbox::open(&dir, config.limits.outbox_max_entries) {
+            let opened = if release_reserve {
+                Outbox::open_releasing_reserve(&dir, config.limits.outbox_max_entries)
+            } else {
+                Outbox::open(&dir, config.limits.outbox_max_entries)
+            };
+            match opened {
                 Ok(o) => break o,
                 Err(e) if tries < 50 => {
                     tries += 1;

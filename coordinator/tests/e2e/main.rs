@@ -10,5 +10,6 @@ mod faults;
 mod harness;
 mod hostile;
 mod http;
+mod outbox_full;
 mod slow_clients;
 mod spine;
