@@ -15,6 +15,7 @@ pub mod hub;
 pub mod ingest;
 pub mod logging;
 pub mod pki;
+pub mod query;
 pub mod scheduler;
 pub mod server;
 pub mod state;

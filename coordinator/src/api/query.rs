@@ -1,25 +1,55 @@
-//! `QueryService`: reads for dashboards and researchers. Large answers
-//! stream from the store instead of being buffered.
+//! `QueryService`: reads for dashboards and researchers, the gRPC face of
+//! the read layer in `crate::query` (which the HTTP API under `/api/v1`
+//! uses too): the same filters, pages, verdicts, aggregations and live feed,
+//! converted here from the shared views to protobuf. Large answers stream
+//! from the store instead of being buffered.
+//!
+//! Access: the admin client certificate, or a read token as metadata
+//! `authorization: Bearer <token>` whose SHA-256 is listed in `read_tokens`;
+//! each token has one bucket of `http_rate_per_minute` requests, shared
+//! with the HTTP face (a call, or opening a stream, takes one).
 
 use std::pin::Pin;
+use std::time::Instant;
 
 use futures::Stream;
 use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use vantage_proto::v1::query_service_server::QueryService;
-use vantage_proto::v1::{ListResultsRequest, StoredResult, VerdictsRequest, VerdictsResponse};
+use vantage_proto::v1::{
+    results_item, watch_event, AgentsRequest, AgentsResponse, AggregationCell, AggregationRequest,
+    AggregationResponse, CampaignInfo, CampaignRequest, CampaignStatusResponse, CampaignsRequest,
+    CampaignsResponse, Counter, FleetAgent, GroupProgress, ListResultsRequest,
+    QueryVerdictsRequest, QueryVerdictsResponse, ResultEntry, ResultsItem, ResultsPageEnd,
+    ResultsRequest, RunStatus, StoredResult, VerdictEntry, VerdictsRequest, VerdictsResponse,
+    WatchEvent, WatchRequest,
+};
 
-use super::require_admin;
+use super::peer_fingerprint;
 use crate::errors::ServiceError;
+use crate::query::feed::{FeedEvent, Payload};
+use crate::query::fields::{decode_cursor, Fields};
+use crate::query::views::{AgentView, CampaignDetail, CampaignView, Decoded, VerdictView};
+use crate::query::{
+    aggregate, axes, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter, DEFAULT_LIMIT,
+    MAX_LIMIT,
+};
 use crate::state::Shared;
 use crate::store::uuid_key;
 
 pub struct QueryApi {
     pub shared: Shared,
+    pub reads: Reads,
 }
 
 type ResultStream = Pin<Box<dyn Stream<Item = Result<StoredResult, Status>> + Send>>;
+type PageStream = Pin<Box<dyn Stream<Item = Result<ResultsItem, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+const NEEDS: &str = "this call needs the admin certificate or a read token \
+                     (metadata authorization: Bearer <token>)";
 
 fn filter_key(tag: u8, id: &str) -> Result<Option<(u8, [u8; 16])>, ServiceError> {
     if id.is_empty() {
@@ -30,15 +60,242 @@ fn filter_key(tag: u8, id: &str) -> Result<Option<(u8, [u8; 16])>, ServiceError>
         .ok_or_else(|| ServiceError::InvalidArgument(format!("{id:?} is not a valid id")))
 }
 
+/// A request's filter fields under the HTTP parameters' names, so the
+/// shared parser checks them (and names them) alike.
+fn fields(strings: &[(&str, &str)], numbers: &[(&str, Option<u32>)]) -> Fields {
+    let mut pairs: Vec<(String, String)> = strings
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    pairs.extend(
+        numbers
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v.to_string()))),
+    );
+    Fields::new(pairs)
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(Status::from)
+}
+
+impl QueryApi {
+    /// The admin certificate, or a known read token within its rate.
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let fp = peer_fingerprint(req);
+        if fp.as_deref() == Some(self.shared.admin_fingerprint.as_str()) {
+            return Ok(());
+        }
+        if let Some(v) = req.metadata().get("authorization") {
+            let token = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty());
+            let Some(token) = token else {
+                self.shared.count("refused/bad_read_token");
+                return Err(Status::unauthenticated(
+                    "the authorization metadata must be \"Bearer <read token>\"",
+                ));
+            };
+            let tokens = &self.reads.tokens;
+            let key = tokens.check(token).inspect_err(|_| {
+                self.shared.count("refused/bad_read_token");
+            })?;
+            if let Err(secs) = tokens.take(&key, Instant::now()) {
+                self.shared.count("refused/rate_limited");
+                let mut status = Status::from(tokens.exhausted(secs));
+                if let Ok(v) = secs.to_string().parse() {
+                    status.metadata_mut().insert("retry-after", v);
+                }
+                return Err(status);
+            }
+            return Ok(());
+        }
+        if fp.is_some() {
+            self.shared.count("refused/not_admin");
+            Err(Status::permission_denied(NEEDS))
+        } else {
+            self.shared.count("refused/no_certificate");
+            Err(Status::unauthenticated(NEEDS))
+        }
+    }
+}
+
+// ------------------------------------------------------------ views to protobuf
+
+fn agent(a: AgentView) -> FleetAgent {
+    FleetAgent {
+        agent_id: a.agent_id,
+        country: a.country,
+        asn: a.asn,
+        tags: a.tags,
+        connected: a.connected,
+        revoked: a.revoked,
+        enrolled_us: a.enrolled_us,
+        last_seen_us: a.last_seen_us,
+        software_version: a.software_version,
+        consent_kinds: a.consent_kinds,
+        public_key: a.public_key,
+    }
+}
+
+fn campaign_info(c: CampaignView) -> CampaignInfo {
+    CampaignInfo {
+        campaign_id: c.campaign_id,
+        name: c.name,
+        description: c.description,
+        state: c.state,
+        created_us: c.created_us,
+        runs_total: c.runs_total,
+        runs_done: c.runs_done,
+        targets: c.targets,
+    }
+}
+
+fn campaign_detail(d: CampaignDetail) -> CampaignStatusResponse {
+    CampaignStatusResponse {
+        campaign: Some(campaign_info(d.campaign)),
+        runs: d
+            .runs
+            .into_iter()
+            .map(|r| RunStatus {
+                run_id: r.run_id,
+                index: r.index,
+                dispatch_at_us: r.dispatch_at_us,
+                state: r.state,
+                groups: r
+                    .groups
+                    .into_iter()
+                    .map(|g| GroupProgress {
+                        group: g.group,
+                        agents: g.agents,
+                        tasks: g.tasks,
+                        done: g.done,
+                        refused: g.refused,
+                        expired: g.expired,
+                        pending: g.pending,
+                    })
+                    .collect(),
+                // Sorted by name, as the HTTP face's map is.
+                failures: r
+                    .failures
+                    .into_iter()
+                    .map(|(name, value)| Counter { name, value })
+                    .collect(),
+                skipped: r.skipped,
+            })
+            .collect(),
+    }
+}
+
+fn result_entry(d: Decoded) -> ResultEntry {
+    let measurement = d.m.clone();
+    let envelope = d.stored.envelope.clone();
+    let v = d.view();
+    ResultEntry {
+        id: v.id,
+        agent_id: v.agent_id,
+        campaign_id: v.campaign_id,
+        task_id: v.task_id,
+        run_id: v.run_id,
+        start_us: v.start_us,
+        end_us: v.end_us,
+        received_us: v.received_us,
+        country: v.country,
+        asn: v.asn,
+        kind: v.kind,
+        target: v.target,
+        failures: v.failures,
+        measurement: Some(measurement),
+        envelope,
+    }
+}
+
+fn verdict_entry(v: VerdictView) -> VerdictEntry {
+    VerdictEntry {
+        campaign_id: v.campaign_id,
+        run_id: v.run_id,
+        dispatch_at_us: v.dispatch_at_us,
+        target: v.target,
+        kind: v.kind,
+        agent_id: v.agent_id,
+        country: v.country,
+        asn: v.asn,
+        status: v.status,
+        mechanism: v.mechanism,
+        confidence: v.confidence,
+        evidence: v.evidence,
+        reason: v.reason,
+    }
+}
+
+fn cell(c: Cell) -> AggregationCell {
+    AggregationCell {
+        x: c.x,
+        y: c.y.unwrap_or_default(),
+        ok_count: c.counts.ok_count,
+        blocked_count: c.counts.blocked_count,
+        down_count: c.counts.down_count,
+        inconclusive_count: c.counts.inconclusive_count,
+        measurement_count: c.counts.measurement_count,
+    }
+}
+
+fn watch_event(e: &FeedEvent) -> WatchEvent {
+    let (id, event) = match &e.payload {
+        Payload::Result(d) => (
+            e.id.map(|id| uuid::Uuid::from_bytes(id).to_string())
+                .unwrap_or_default(),
+            watch_event::Event::Result(result_entry((**d).clone())),
+        ),
+        Payload::Verdict(v) => (
+            String::new(),
+            watch_event::Event::Verdict(verdict_entry((**v).clone())),
+        ),
+    };
+    WatchEvent {
+        id,
+        event: Some(event),
+    }
+}
+
+fn verdict_filter(r: &QueryVerdictsRequest) -> Result<VerdictFilter, ServiceError> {
+    VerdictFilter::parse(&fields(
+        &[
+            ("campaign", &r.campaign),
+            ("country", &r.country),
+            ("status", &r.status),
+            ("mechanism", &r.mechanism),
+            ("target", &r.target),
+            ("kind", &r.kind),
+            ("agent", &r.agent),
+            ("since", &r.since),
+            ("until", &r.until),
+        ],
+        &[("asn", r.asn)],
+    ))
+}
+
 #[tonic::async_trait]
 impl QueryService for QueryApi {
     type ListResultsStream = ResultStream;
+    type ResultsStream = PageStream;
+    type WatchStream = EventStream;
 
     async fn list_results(
         &self,
         req: Request<ListResultsRequest>,
     ) -> Result<Response<Self::ListResultsStream>, Status> {
-        require_admin(&self.shared, &req)?;
+        self.authorize(&req)?;
         let r = req.into_inner();
         let index = filter_key(b't', &r.task_id)?
             .or(filter_key(b'c', &r.campaign_id)?)
@@ -81,11 +338,160 @@ impl QueryService for QueryApi {
         &self,
         req: Request<VerdictsRequest>,
     ) -> Result<Response<VerdictsResponse>, Status> {
-        require_admin(&self.shared, &req)?;
+        self.authorize(&req)?;
         let id = req.into_inner().campaign_id;
         Ok(Response::new(crate::campaigns::verdicts(
             &self.shared,
             &id,
         )?))
+    }
+
+    async fn agents(
+        &self,
+        req: Request<AgentsRequest>,
+    ) -> Result<Response<AgentsResponse>, Status> {
+        self.authorize(&req)?;
+        let shared = self.shared.clone();
+        let agents = blocking(move || crate::query::agents(&shared)).await?;
+        Ok(Response::new(AgentsResponse {
+            agents: agents.into_iter().map(agent).collect(),
+        }))
+    }
+
+    async fn campaigns(
+        &self,
+        req: Request<CampaignsRequest>,
+    ) -> Result<Response<CampaignsResponse>, Status> {
+        self.authorize(&req)?;
+        let shared = self.shared.clone();
+        let list = blocking(move || crate::query::campaigns(&shared)).await?;
+        Ok(Response::new(CampaignsResponse {
+            campaigns: list.into_iter().map(campaign_info).collect(),
+        }))
+    }
+
+    async fn campaign(
+        &self,
+        req: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignStatusResponse>, Status> {
+        self.authorize(&req)?;
+        let id = req.into_inner().id;
+        let shared = self.shared.clone();
+        let detail = blocking(move || crate::query::campaign(&shared, &id)).await?;
+        Ok(Response::new(campaign_detail(detail)))
+    }
+
+    async fn results(
+        &self,
+        req: Request<ResultsRequest>,
+    ) -> Result<Response<Self::ResultsStream>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        let limit = (r.limit != 0).then_some(r.limit);
+        let p = fields(
+            &[
+                ("campaign", &r.campaign),
+                ("target", &r.target),
+                ("agent", &r.agent),
+                ("country", &r.country),
+                ("kind", &r.kind),
+                ("failure", &r.failure),
+                ("since", &r.since),
+                ("until", &r.until),
+            ],
+            &[("asn", r.asn), ("limit", limit)],
+        );
+        let filter = ResultFilter::parse(&p)?;
+        let limit = p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+        let after = (!r.cursor.is_empty())
+            .then(|| decode_cursor(&r.cursor))
+            .transpose()?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<ResultsItem, Status>>(64);
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let end = scan_page(&store, &filter, after, limit, |d| {
+                let item = ResultsItem {
+                    item: Some(results_item::Item::Result(result_entry(d))),
+                };
+                match tx.blocking_send(Ok(item)) {
+                    Ok(()) => Emit::More,
+                    Err(_) => Emit::Gone,
+                }
+            });
+            let Some(end) = end else {
+                return;
+            };
+            let last = match end.error {
+                Some(e) => Err(Status::internal(e)),
+                None => Ok(ResultsItem {
+                    item: Some(results_item::Item::End(ResultsPageEnd {
+                        next_cursor: end
+                            .next
+                            .map(|n| crate::query::fields::encode_cursor(&n))
+                            .unwrap_or_default(),
+                    })),
+                }),
+            };
+            let _ = tx.blocking_send(last);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn query_verdicts(
+        &self,
+        req: Request<QueryVerdictsRequest>,
+    ) -> Result<Response<QueryVerdictsResponse>, Status> {
+        self.authorize(&req)?;
+        let f = verdict_filter(req.get_ref())?;
+        let shared = self.shared.clone();
+        let verdicts = blocking(move || f.collect(&shared)).await?;
+        Ok(Response::new(QueryVerdictsResponse {
+            verdicts: verdicts.into_iter().map(verdict_entry).collect(),
+        }))
+    }
+
+    async fn aggregation(
+        &self,
+        req: Request<AggregationRequest>,
+    ) -> Result<Response<AggregationResponse>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        let (x, y) = axes(&fields(
+            &[("axis_x", &r.axis_x), ("axis_y", &r.axis_y)],
+            &[],
+        ))?;
+        let f = verdict_filter(&r.filter.unwrap_or_default())?;
+        let shared = self.shared.clone();
+        let cells = {
+            let (x, y) = (x.clone(), y.clone());
+            blocking(move || Ok(aggregate(&f.collect(&shared)?, &x, y.as_deref()))).await?
+        };
+        Ok(Response::new(AggregationResponse {
+            axis_x: x,
+            axis_y: y.unwrap_or_default(),
+            result: cells.into_iter().map(cell).collect(),
+        }))
+    }
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.authorize(&req)?;
+        let id = req.into_inner().last_event_id;
+        let id = id.trim();
+        let resume = if id.is_empty() {
+            None
+        } else {
+            Some(uuid_key(id).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "last_event_id must be a result id (a UUID), not {id:?}"
+                ))
+            })?)
+        };
+        let rx = self.reads.feed.subscribe(self.shared.clone(), resume);
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|e| Ok(watch_event(&e))),
+        )))
     }
 }

@@ -4,56 +4,42 @@
 //! `http_rate_per_minute` requests; an empty bucket answers 429 with
 //! `Retry-After`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
 use super::{App, HttpError};
 use crate::config::Config;
 use crate::errors::ServiceError;
+use crate::query::access::ReadTokens;
 
-/// Access rules and per-caller buckets.
+/// Access rules of the HTTP face; the tokens and buckets are shared with
+/// gRPC `QueryService`.
 pub(crate) struct Access {
-    tokens: Vec<[u8; 32]>,
+    readers: Arc<ReadTokens>,
     /// No tokens configured and a loopback listener: anyone may read.
     open: bool,
-    per_minute: u32,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Access {
     /// Checks the configuration: hashes must be 64 hex digits, and a
     /// non-loopback listener needs tokens.
+    #[cfg(test)]
     pub(crate) fn new(config: &Config, loopback: bool) -> Result<Access, String> {
-        let mut tokens = Vec::new();
-        for (i, t) in config.read_tokens.iter().enumerate() {
-            let h = hex::decode(t.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| {
-                    format!(
-                        "read_tokens[{i}] is not a SHA-256 in hex (64 hex digits); \
-                         make one with: printf %s \"$TOKEN\" | sha256sum"
-                    )
-                })?;
-            tokens.push(h);
-        }
-        if tokens.is_empty() && !loopback {
+        Access::with(Arc::new(ReadTokens::new(config)?), config, loopback)
+    }
+
+    /// The same over tokens already checked (and shared with gRPC).
+    pub(crate) fn with(
+        readers: Arc<ReadTokens>,
+        config: &Config,
+        loopback: bool,
+    ) -> Result<Access, String> {
+        if readers.is_empty() && !loopback {
             return Err(format!(
                 "http_listen {:?} is not a loopback address, so read_tokens must list at \
                  least one token hash",
@@ -61,10 +47,8 @@ impl Access {
             ));
         }
         Ok(Access {
-            open: tokens.is_empty(),
-            tokens,
-            per_minute: config.http_rate_per_minute,
-            buckets: Mutex::new(HashMap::new()),
+            open: readers.is_empty(),
+            readers,
         })
     }
 
@@ -92,35 +76,12 @@ impl Access {
                 "this API needs a read token: Authorization: Bearer <token>".into(),
             ));
         };
-        let h: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if self.tokens.iter().any(|t| ct_eq(t, &h)) {
-            Ok(hex::encode(&h[..8]))
-        } else {
-            Err(ServiceError::Unauthenticated("unknown read token".into()))
-        }
+        self.readers.check(token)
     }
 
     /// Takes one request from `key`'s bucket; `Err(seconds)` when empty.
     pub(crate) fn take(&self, key: &str, now: Instant) -> Result<(), u64> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        let cap = self.per_minute as f64;
-        let per_s = cap / 60.0;
-        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = b.entry(key.to_string()).or_insert(Bucket {
-            tokens: cap,
-            at: now,
-        });
-        let dt = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + dt * per_s).min(cap);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - bucket.tokens) / per_s).ceil().max(1.0) as u64)
-        }
+        self.readers.take(key, now)
     }
 }
 
@@ -136,10 +97,7 @@ pub(crate) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
     if let Err(secs) = app.access.take(&key, Instant::now()) {
         super::metrics::count_http_refusal("rate_limited");
         return HttpError {
-            error: ServiceError::ResourceExhausted(format!(
-                "rate limit of {} requests per minute reached; retry in {secs} s",
-                app.access.per_minute
-            )),
+            error: app.access.readers.exhausted(secs),
             retry_after_s: Some(secs),
         }
         .into_response();
@@ -151,6 +109,7 @@ pub(crate) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use sha2::{Digest, Sha256};
 
     fn config(tokens: &[&str], rate: u32) -> Config {
         let mut c = Config::new("127.0.0.1:1".into(), vec![]);

@@ -1,8 +1,7 @@
 //! `/api/v1/aggregation`: verdict counts (ok, blocked, down, inconclusive)
 //! over one or two axes, as JSON or CSV, in the spirit of OONI's
-//! `/api/v1/aggregation`. Accepts the verdict filters too.
-
-use std::collections::BTreeMap;
+//! `/api/v1/aggregation`. Accepts the verdict filters too. The counting is
+//! `crate::query::aggregate`, shared with gRPC.
 
 use axum::extract::State;
 use axum::http::header;
@@ -10,59 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::api::{VerdictFilter, VERDICT_FILTERS};
-use super::params::{day_hour, Params, RawQuery};
-use super::views::VerdictView;
+use super::params::{Params, RawQuery};
 use super::{blocking, App, HttpError};
-
-/// Axes a count can be split by.
-pub(crate) const AXES: &[&str] = &[
-    "country",
-    "asn",
-    "target",
-    "mechanism",
-    "day",
-    "hour",
-    "kind",
-    "campaign",
-];
-
-fn axis_value(axis: &str, v: &VerdictView) -> String {
-    match axis {
-        "country" => v.country.clone(),
-        "asn" => v.asn.to_string(),
-        "target" => v.target.clone(),
-        "mechanism" if v.mechanism.is_empty() => "none".into(),
-        "mechanism" => v.mechanism.clone(),
-        "day" => day_hour(v.dispatch_at_us).0,
-        "hour" => day_hour(v.dispatch_at_us).1,
-        "kind" => v.kind.clone(),
-        "campaign" => v.campaign_id.clone(),
-        _ => String::new(),
-    }
-}
-
-/// Counts for one cell.
-#[derive(Serialize, ToSchema, Default, Clone, PartialEq, Debug)]
-pub(crate) struct Counts {
-    pub ok_count: u64,
-    pub blocked_count: u64,
-    pub down_count: u64,
-    pub inconclusive_count: u64,
-    pub measurement_count: u64,
-}
-
-/// One cell: the axis values and the counts.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Cell {
-    /// Value on `axis_x` (empty string when a label is withheld).
-    pub x: String,
-    /// Value on `axis_y`; absent with one axis.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub y: Option<String>,
-    #[serde(flatten)]
-    pub counts: Counts,
-}
+use crate::query::{aggregate, axes, Cell, VerdictFilter, VERDICT_FILTERS};
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Aggregation {
@@ -70,26 +19,6 @@ pub(crate) struct Aggregation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub axis_y: Option<String>,
     pub result: Vec<Cell>,
-}
-
-/// Groups verdicts by the axes (cells sorted by x, then y).
-pub(crate) fn aggregate(verdicts: &[VerdictView], x: &str, y: Option<&str>) -> Vec<Cell> {
-    let mut cells: BTreeMap<(String, Option<String>), Counts> = BTreeMap::new();
-    for v in verdicts {
-        let key = (axis_value(x, v), y.map(|y| axis_value(y, v)));
-        let c = cells.entry(key).or_default();
-        c.measurement_count += 1;
-        match v.status.as_str() {
-            "ok" => c.ok_count += 1,
-            "blocked" => c.blocked_count += 1,
-            "down" => c.down_count += 1,
-            _ => c.inconclusive_count += 1,
-        }
-    }
-    cells
-        .into_iter()
-        .map(|((x, y), counts)| Cell { x, y, counts })
-        .collect()
 }
 
 fn csv_field(s: &str) -> String {
@@ -123,17 +52,6 @@ pub(crate) fn to_csv(a: &Aggregation) -> String {
     out
 }
 
-fn axis_param(p: &Params, name: &str) -> Result<Option<String>, HttpError> {
-    match p.get(name) {
-        None => Ok(None),
-        Some(a) if AXES.contains(&a) => Ok(Some(a.to_string())),
-        Some(a) => Err(HttpError::bad(format!(
-            "{name} must be one of {}, not {a:?}",
-            AXES.join(", ")
-        ))),
-    }
-}
-
 /// Verdict counts by one or two axes.
 #[utoipa::path(get, path = "/api/v1/aggregation", tag = "verdicts",
     params(
@@ -151,15 +69,7 @@ pub(crate) async fn aggregation(
     let mut known = VERDICT_FILTERS.to_vec();
     known.extend(["axis_x", "axis_y", "format"]);
     let p = Params::parse(q, &known)?;
-    let x = axis_param(&p, "axis_x")?.ok_or_else(|| {
-        HttpError::bad(
-            "axis_x is required (country, asn, target, mechanism, day, hour, kind or campaign)",
-        )
-    })?;
-    let y = axis_param(&p, "axis_y")?;
-    if y.as_ref() == Some(&x) {
-        return Err(HttpError::bad("axis_x and axis_y must differ"));
-    }
+    let (x, y) = axes(&p)?;
     let csv = match p.get("format") {
         None | Some("json") => false,
         Some("csv") => true,
@@ -194,6 +104,7 @@ pub(crate) async fn aggregation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::views::VerdictView;
 
     fn v(country: &str, mech: &str, status: &str) -> VerdictView {
         VerdictView {

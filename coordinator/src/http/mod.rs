@@ -7,7 +7,9 @@
 //! Access: `Authorization: Bearer <token>` whose SHA-256 is listed in
 //! `read_tokens`, or no token at all when that list is empty and the listener
 //! is loopback. Each token (or the anonymous loopback caller) has a token
-//! bucket of `http_rate_per_minute` requests.
+//! bucket of `http_rate_per_minute` requests, shared with gRPC
+//! `QueryService`. Filters, pages, views and the live feed are the shared
+//! read layer in `crate::query`; this module only speaks HTTP.
 
 mod access;
 mod aggregation;
@@ -18,7 +20,8 @@ mod openapi;
 #[doc(hidden)]
 pub mod params;
 mod stream;
-mod views;
+
+use crate::query::views;
 
 use std::sync::Arc;
 
@@ -42,7 +45,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 pub(crate) struct App {
     pub(crate) shared: Shared,
     pub(crate) access: Arc<access::Access>,
-    pub(crate) feed: Arc<stream::Feed>,
+    pub(crate) feed: Arc<crate::query::feed::Feed>,
 }
 
 /// An error answered as `{"error": "<sentence>", "code": "<name>"}` with the
@@ -175,8 +178,9 @@ async fn not_found(uri: axum::http::Uri) -> HttpError {
 }
 
 /// Serves the HTTP face when `http_listen` is configured: binds now (so a
-/// bad address fails `serve`), then serves in the background.
-pub async fn spawn(shared: Shared) -> Result<(), ServeError> {
+/// bad address fails `serve`), then serves in the background. `reads` (the
+/// tokens, their buckets and the live feed) is shared with gRPC.
+pub async fn spawn(shared: Shared, reads: crate::query::Reads) -> Result<(), ServeError> {
     let Some(addr) = shared.config.http_listen.clone() else {
         return Ok(());
     };
@@ -190,15 +194,15 @@ pub async fn spawn(shared: Shared) -> Result<(), ServeError> {
         addr: addr.clone(),
         source,
     })?;
-    let access =
-        access::Access::new(&shared.config, local.ip().is_loopback()).map_err(|message| {
+    let access = access::Access::with(reads.tokens, &shared.config, local.ip().is_loopback())
+        .map_err(|message| {
             ServeError::Config(ConfigError::Parse {
                 path: shared.data_dir.join(crate::config::FILE),
                 message,
             })
         })?;
     let app = App {
-        feed: stream::Feed::start(shared.clone()),
+        feed: reads.feed,
         access: Arc::new(access),
         shared,
     };

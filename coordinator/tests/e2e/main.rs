@@ -7,6 +7,7 @@ mod campaigns;
 mod dashboard;
 mod deploy;
 mod faults;
+mod grpc_query;
 mod harness;
 mod hostile;
 mod http;

@@ -1,6 +1,7 @@
-//! The JSON shapes of API v1 (independent of the protobuf types so the
-//! HTTP API stays stable when the wire protocol grows), and how they are
-//! built from stored records.
+//! The answers of the read layer: the JSON shapes of HTTP API v1
+//! (independent of the protobuf types so the HTTP API stays stable when the
+//! wire protocol grows), and how they are built from stored records. gRPC
+//! `QueryService` converts these same views to its messages.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -223,6 +224,7 @@ pub(crate) fn failures_of(m: &Measurement) -> Vec<String> {
 }
 
 /// A decoded stored result, ready to filter and show.
+#[derive(Clone)]
 pub(crate) struct Decoded {
     pub stored: StoredResult,
     pub m: Measurement,
@@ -233,7 +235,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Decoded> {
     let stored = match StoredResult::decode(bytes) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!("http: undecodable stored result: {e}");
+            tracing::warn!("read API: undecodable stored result: {e}");
             return None;
         }
     };
@@ -244,7 +246,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Decoded> {
     match m {
         Ok(m) => Some(Decoded { stored, m }),
         Err(e) => {
-            tracing::warn!("http: undecodable measurement: {e}");
+            tracing::warn!("read API: undecodable measurement: {e}");
             None
         }
     }

@@ -1,0 +1,479 @@
+//! The read layer both faces share: the HTTP API under `/api/v1`
+//! (`crate::http`) and gRPC `QueryService` (`crate::api::query`). Filters
+//! are parsed and matched here, pages are scanned here, aggregations and
+//! the live feed are computed here, and the answers are built as the views
+//! in [`views`]; each face only translates them to JSON or protobuf. So a
+//! query answers the same on either face.
+//!
+//! Who may read ([`access::ReadTokens`]): the admin certificate (gRPC), or
+//! a read token whose SHA-256 is listed in `read_tokens`, each token with
+//! one bucket of `http_rate_per_minute` requests shared by both faces.
+
+pub(crate) mod access;
+pub(crate) mod feed;
+pub(crate) mod fields;
+pub(crate) mod views;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use self::fields::{day_hour, Fields};
+use self::views::{AgentView, CampaignDetail, CampaignView, Decoded, VerdictView};
+use crate::errors::ServiceError;
+use crate::state::Shared;
+use crate::store::Store;
+
+fn bad(msg: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidArgument(msg.into())
+}
+
+/// What the read faces share while serving: who may read, and the live feed.
+#[derive(Clone)]
+pub struct Reads {
+    pub(crate) tokens: Arc<access::ReadTokens>,
+    pub(crate) feed: Arc<feed::Feed>,
+}
+
+impl Reads {
+    /// Checks `read_tokens` and starts the feed poller (needs a runtime).
+    pub fn start(shared: &Shared) -> Result<Reads, String> {
+        Ok(Reads {
+            tokens: Arc::new(access::ReadTokens::new(&shared.config)?),
+            feed: feed::Feed::start(shared.clone()),
+        })
+    }
+}
+
+/// Probe kinds a `kind` filter may name.
+pub(crate) const KINDS: &[&str] = vantage_proto::PROBE_KINDS;
+
+/// Verdict statuses.
+pub(crate) const STATUSES: &[&str] = &["ok", "blocked", "down", "inconclusive"];
+
+/// Results per page when `limit` is not given, and the most allowed.
+pub(crate) const DEFAULT_LIMIT: usize = 100;
+pub(crate) const MAX_LIMIT: usize = 10_000;
+/// Stored results examined per request at most: a rare filter over a large
+/// store answers a short page with a cursor instead of scanning forever.
+const MAX_SCAN: usize = 200_000;
+
+fn country_param(p: &Fields) -> Result<Option<String>, ServiceError> {
+    match p.get("country") {
+        None => Ok(None),
+        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            Ok(Some(c.to_ascii_uppercase()))
+        }
+        Some(c) => Err(bad(format!(
+            "country must be an ISO 3166-1 alpha-2 code such as CN, not {c:?}"
+        ))),
+    }
+}
+
+fn kind_param(p: &Fields) -> Result<Option<String>, ServiceError> {
+    match p.get("kind") {
+        None => Ok(None),
+        Some(k) if KINDS.contains(&k) => Ok(Some(k.to_string())),
+        Some(k) => Err(bad(format!(
+            "kind must be one of {}, not {k:?}",
+            KINDS.join(", ")
+        ))),
+    }
+}
+
+fn time_range(p: &Fields) -> Result<(Option<i64>, Option<i64>), ServiceError> {
+    let since = p.time_us("since")?;
+    let until = p.time_us("until")?;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s > u {
+            return Err(bad("since must not be later than until"));
+        }
+    }
+    Ok((since, until))
+}
+
+// ------------------------------------------------------------------ fleet
+
+/// Every enrolled agent, with labels, last seen, version and whether it is
+/// connected now. No network addresses.
+pub(crate) fn agents(shared: &Shared) -> Result<Vec<AgentView>, ServiceError> {
+    Ok(shared
+        .store
+        .agents()?
+        .into_iter()
+        .map(|a| {
+            let on = shared.hub.is_connected(&a.agent_id);
+            views::agent_view(a, on)
+        })
+        .collect())
+}
+
+/// Every campaign with its progress.
+pub(crate) fn campaigns(shared: &Shared) -> Result<Vec<CampaignView>, ServiceError> {
+    Ok(crate::campaigns::list(shared)?
+        .campaigns
+        .into_iter()
+        .map(views::campaign_view)
+        .collect())
+}
+
+/// One campaign with its runs.
+pub(crate) fn campaign(shared: &Shared, id: &str) -> Result<CampaignDetail, ServiceError> {
+    if crate::store::uuid_key(id).is_none() {
+        return Err(bad(format!("campaign id must be a UUID, not {id:?}")));
+    }
+    Ok(views::campaign_detail(crate::campaigns::status(
+        shared, id,
+    )?))
+}
+
+// ------------------------------------------------------------------ results
+
+/// Which results a request wants.
+pub(crate) struct ResultFilter {
+    index: Option<(u8, [u8; 16])>,
+    campaign: Option<String>,
+    agent: Option<String>,
+    target: Option<String>,
+    country: Option<String>,
+    asn: Option<u32>,
+    kind: Option<String>,
+    failure: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+}
+
+pub(crate) const RESULT_FILTERS: &[&str] = &[
+    "campaign", "target", "agent", "country", "asn", "kind", "failure", "since", "until",
+];
+
+impl ResultFilter {
+    pub(crate) fn parse(p: &Fields) -> Result<ResultFilter, ServiceError> {
+        let campaign = p.id("campaign")?;
+        let agent = p.id("agent")?;
+        let (since, until) = time_range(p)?;
+        Ok(ResultFilter {
+            index: campaign
+                .as_ref()
+                .map(|(_, k)| (b'c', *k))
+                .or(agent.as_ref().map(|(_, k)| (b'a', *k))),
+            campaign: campaign.map(|c| c.0),
+            agent: agent.map(|a| a.0),
+            target: p.string("target"),
+            country: country_param(p)?,
+            asn: p.u32("asn")?,
+            kind: kind_param(p)?,
+            failure: p.string("failure"),
+            since,
+            until,
+        })
+    }
+
+    pub(crate) fn matches(&self, d: &Decoded) -> bool {
+        let labels = d.m.labels.as_ref();
+        if self.agent.as_ref().is_some_and(|a| *a != d.stored.agent_id) {
+            return false;
+        }
+        if self
+            .campaign
+            .as_ref()
+            .is_some_and(|c| *c != d.m.campaign_id)
+        {
+            return false;
+        }
+        if self.kind.as_ref().is_some_and(|k| k != d.kind()) {
+            return false;
+        }
+        // Country and ASN only as the volunteer shared them in the result.
+        let country_ok = self
+            .country
+            .as_ref()
+            .is_none_or(|c| labels.is_some_and(|l| l.country.eq_ignore_ascii_case(c)));
+        let asn_ok = self.asn.is_none_or(|a| labels.is_some_and(|l| l.asn == a));
+        if !(country_ok && asn_ok) {
+            return false;
+        }
+        if self.since.is_some_and(|s| d.m.start_us < s)
+            || self.until.is_some_and(|u| d.m.start_us > u)
+        {
+            return false;
+        }
+        if self
+            .target
+            .as_ref()
+            .is_some_and(|t| *t != crate::analysis::target_key(&d.m))
+        {
+            return false;
+        }
+        if let Some(f) = &self.failure {
+            let fs = views::failures_of(&d.m);
+            let ok = match f.as_str() {
+                "any" => !fs.is_empty(),
+                "none" => fs.is_empty(),
+                f => fs.iter().any(|x| x == f || x.starts_with(&format!("{f}:"))),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// What a page handler's `emit` says after each result.
+pub(crate) enum Emit {
+    /// Go on.
+    More,
+    /// The client has gone: stop and send nothing more.
+    Gone,
+    /// The result could not be written: end the page with this error.
+    Failed(String),
+}
+
+/// How a page ended.
+pub(crate) struct PageEnd {
+    /// Key of the last result examined, when more remain: the cursor.
+    pub(crate) next: Option<[u8; 16]>,
+    /// Set when the store (or `emit`) failed part-way.
+    pub(crate) error: Option<String>,
+}
+
+/// Scans one page of stored results after `after` (oldest id first),
+/// handing each match to `emit`. At most `limit` matches, and at most
+/// `MAX_SCAN` results examined; `None` when `emit` said the client is gone.
+pub(crate) fn scan_page(
+    store: &Store,
+    filter: &ResultFilter,
+    after: Option<[u8; 16]>,
+    limit: usize,
+    mut emit: impl FnMut(Decoded) -> Emit,
+) -> Option<PageEnd> {
+    let mut emitted = 0usize;
+    let mut scanned = 0usize;
+    let mut end = PageEnd {
+        next: None,
+        error: None,
+    };
+    let mut it = store.results_after(filter.index, after).peekable();
+    while let Some(item) = it.next() {
+        let (id, bytes) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("read API: results scan failed: {e}");
+                end.error = Some(format!("the store failed part-way: {e}"));
+                break;
+            }
+        };
+        scanned += 1;
+        if let Some(d) = views::decode(&bytes) {
+            if filter.matches(&d) {
+                match emit(d) {
+                    Emit::More => {}
+                    Emit::Gone => return None,
+                    Emit::Failed(e) => {
+                        end.error = Some(e);
+                        break;
+                    }
+                }
+                emitted += 1;
+            }
+        }
+        let more = it.peek().is_some();
+        if (emitted >= limit || scanned >= MAX_SCAN) && more {
+            end.next = Some(id);
+            break;
+        }
+    }
+    Some(end)
+}
+
+// ------------------------------------------------------------------ verdicts
+
+/// Which verdicts a request wants.
+pub(crate) struct VerdictFilter {
+    campaign: Option<String>,
+    country: Option<String>,
+    asn: Option<u32>,
+    status: Option<String>,
+    mechanism: Option<String>,
+    target: Option<String>,
+    kind: Option<String>,
+    agent: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+}
+
+pub(crate) const VERDICT_FILTERS: &[&str] = &[
+    "campaign",
+    "country",
+    "asn",
+    "status",
+    "mechanism",
+    "target",
+    "kind",
+    "agent",
+    "since",
+    "until",
+];
+
+impl VerdictFilter {
+    pub(crate) fn parse(p: &Fields) -> Result<VerdictFilter, ServiceError> {
+        let status = match p.get("status") {
+            None => None,
+            Some(s) if STATUSES.contains(&s) => Some(s.to_string()),
+            Some(s) => {
+                return Err(bad(format!(
+                    "status must be one of {}, not {s:?}",
+                    STATUSES.join(", ")
+                )))
+            }
+        };
+        let (since, until) = time_range(p)?;
+        Ok(VerdictFilter {
+            campaign: p.id("campaign")?.map(|c| c.0),
+            country: country_param(p)?,
+            asn: p.u32("asn")?,
+            status,
+            mechanism: p.string("mechanism"),
+            target: p.string("target"),
+            kind: kind_param(p)?,
+            agent: p.id("agent")?.map(|a| a.0),
+            since,
+            until,
+        })
+    }
+
+    fn matches(&self, v: &VerdictView) -> bool {
+        let mech = if v.mechanism.is_empty() {
+            "none"
+        } else {
+            v.mechanism.as_str()
+        };
+        self.country
+            .as_ref()
+            .is_none_or(|c| v.country.eq_ignore_ascii_case(c))
+            && self.asn.is_none_or(|a| v.asn == a)
+            && self.status.as_ref().is_none_or(|s| *s == v.status)
+            && self.mechanism.as_ref().is_none_or(|m| m == mech)
+            && self.target.as_ref().is_none_or(|t| *t == v.target)
+            && self.kind.as_ref().is_none_or(|k| *k == v.kind)
+            && self.agent.as_ref().is_none_or(|a| *a == v.agent_id)
+            && self.since.is_none_or(|s| v.dispatch_at_us >= s)
+            && self.until.is_none_or(|u| v.dispatch_at_us <= u)
+    }
+
+    /// The matching verdicts of every campaign (or the one asked for),
+    /// computed from the stored results.
+    pub(crate) fn collect(&self, shared: &Shared) -> Result<Vec<VerdictView>, ServiceError> {
+        let recs = match &self.campaign {
+            Some(id) => vec![shared
+                .store
+                .campaign(id)?
+                .ok_or_else(|| ServiceError::NotFound(format!("no campaign with id {id}")))?],
+            None => shared.store.campaigns()?,
+        };
+        let mut out = Vec::new();
+        for rec in &recs {
+            out.extend(
+                views::campaign_verdicts(shared, rec)?
+                    .into_iter()
+                    .filter(|v| self.matches(v)),
+            );
+        }
+        Ok(out)
+    }
+}
+
+// ------------------------------------------------------------------ aggregation
+
+/// Axes a count can be split by.
+pub(crate) const AXES: &[&str] = &[
+    "country",
+    "asn",
+    "target",
+    "mechanism",
+    "day",
+    "hour",
+    "kind",
+    "campaign",
+];
+
+fn axis_value(axis: &str, v: &VerdictView) -> String {
+    match axis {
+        "country" => v.country.clone(),
+        "asn" => v.asn.to_string(),
+        "target" => v.target.clone(),
+        "mechanism" if v.mechanism.is_empty() => "none".into(),
+        "mechanism" => v.mechanism.clone(),
+        "day" => day_hour(v.dispatch_at_us).0,
+        "hour" => day_hour(v.dispatch_at_us).1,
+        "kind" => v.kind.clone(),
+        "campaign" => v.campaign_id.clone(),
+        _ => String::new(),
+    }
+}
+
+fn axis_param(p: &Fields, name: &str) -> Result<Option<String>, ServiceError> {
+    match p.get(name) {
+        None => Ok(None),
+        Some(a) if AXES.contains(&a) => Ok(Some(a.to_string())),
+        Some(a) => Err(bad(format!(
+            "{name} must be one of {}, not {a:?}",
+            AXES.join(", ")
+        ))),
+    }
+}
+
+/// The axes of an aggregation request (`axis_x` required, `axis_y`
+/// optional and different).
+pub(crate) fn axes(p: &Fields) -> Result<(String, Option<String>), ServiceError> {
+    let x = axis_param(p, "axis_x")?.ok_or_else(|| {
+        bad("axis_x is required (country, asn, target, mechanism, day, hour, kind or campaign)")
+    })?;
+    let y = axis_param(p, "axis_y")?;
+    if y.as_ref() == Some(&x) {
+        return Err(bad("axis_x and axis_y must differ"));
+    }
+    Ok((x, y))
+}
+
+/// Counts for one cell.
+#[derive(serde::Serialize, utoipa::ToSchema, Default, Clone, PartialEq, Debug)]
+pub(crate) struct Counts {
+    pub ok_count: u64,
+    pub blocked_count: u64,
+    pub down_count: u64,
+    pub inconclusive_count: u64,
+    pub measurement_count: u64,
+}
+
+/// One cell: the axis values and the counts.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Cell {
+    /// Value on `axis_x` (empty string when a label is withheld).
+    pub x: String,
+    /// Value on `axis_y`; absent with one axis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Groups verdicts by the axes (cells sorted by x, then y).
+pub(crate) fn aggregate(verdicts: &[VerdictView], x: &str, y: Option<&str>) -> Vec<Cell> {
+    let mut cells: BTreeMap<(String, Option<String>), Counts> = BTreeMap::new();
+    for v in verdicts {
+        let key = (axis_value(x, v), y.map(|y| axis_value(y, v)));
+        let c = cells.entry(key).or_default();
+        c.measurement_count += 1;
+        match v.status.as_str() {
+            "ok" => c.ok_count += 1,
+            "blocked" => c.blocked_count += 1,
+            "down" => c.down_count += 1,
+            _ => c.inconclusive_count += 1,
+        }
+    }
+    cells
+        .into_iter()
+        .map(|((x, y), counts)| Cell { x, y, counts })
+        .collect()
+}
