@@ -104,6 +104,7 @@ pub fn commit_rate(dir: &Path, batch: usize, size: usize, secs: f64) -> Result<f
                         task: None,
                         campaign: None,
                         value: value.clone(),
+                        measurement: Default::default(),
                     }
                 })
                 .collect();
@@ -147,14 +148,31 @@ impl CoordinatorProc {
         if !st.success() {
             return Err(setup("coordinator init failed"));
         }
-        let child = Command::new(&exe)
+        // VANTAGE_BENCH_WRAP runs the coordinator under a tool, e.g.
+        // "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out"
+        // (BENCHMARKS.md: instruction counts per result).
+        let wrap: Vec<String> = std::env::var("VANTAGE_BENCH_WRAP")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let mut cmd = match wrap.split_first() {
+            Some((tool, args)) => {
+                let mut c = Command::new(tool);
+                c.args(args).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let child = cmd
             .args(["serve", "--data-dir"])
             .arg(&dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let startup = if wrap.is_empty() { 20 } else { 300 };
+        let deadline = Instant::now() + Duration::from_secs(startup);
         while std::net::TcpStream::connect(&addr).is_err() {
             if Instant::now() > deadline {
                 return Err(setup("coordinator did not start listening"));
@@ -301,6 +319,17 @@ impl CoordinatorProc {
 
 impl Drop for CoordinatorProc {
     fn drop(&mut self) {
+        // SIGTERM first, so a wrapping tool (valgrind) can write its output.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -9,14 +9,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use prost::Message;
 use vantage_proto::v1::*;
 
-use crate::analysis;
 use crate::errors::ServiceError;
 use crate::scheduler::{self, AgentView, CampaignSpec, SpecFormat};
 use crate::state::Shared;
-use crate::store::{CampaignRecord, RunRecord, StoreError, TaskAssignment, TaskRecord};
+use crate::store::{CampaignRecord, RunRecord, TaskAssignment, TaskRecord};
 
 /// How often the scheduler looks at the clock.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -141,7 +139,7 @@ pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceErr
                 }
             }
         }
-        for r in results_of(s, &rec.campaign_id)?
+        for r in crate::verdicts::results_of(s, &rec.campaign_id)?
             .iter()
             .filter(|m| m.run_id == run.run_id)
         {
@@ -238,72 +236,23 @@ pub fn set_state(s: &Shared, id: &str, action: &str) -> Result<String, ServiceEr
     Ok(next.into())
 }
 
-fn results_of(s: &Shared, campaign_id: &str) -> Result<Vec<Measurement>, StoreError> {
-    let Some(key) = crate::store::uuid_key(campaign_id) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for v in s.store.results(Some((b'c', key))) {
-        let v = v?;
-        let Ok(sr) = StoredResult::decode(v.as_ref()) else {
-            continue;
-        };
-        if let Some(Ok(m)) = sr.envelope.as_ref().map(vantage_proto::envelope::decode) {
-            out.push(m);
-        }
-    }
-    Ok(out)
-}
-
-/// Verdicts of every run, from the stored results (so a late control result
-/// changes them the next time they are read).
+/// Verdicts of every run: stored, and recomputed first where results
+/// arrived since they were computed (`crate::verdicts`).
 pub fn verdicts(s: &Shared, id: &str) -> Result<VerdictsResponse, ServiceError> {
     let rec = load(s, id)?;
-    let results = results_of(s, id)?;
-    let agents: HashMap<String, (String, u32)> = s
-        .store
-        .agents()?
-        .into_iter()
-        .map(|a| (a.agent_id, (a.country, a.asn)))
-        .collect();
-    let mut rows = Vec::new();
-    for run in &rec.runs {
-        let control_set: HashSet<&String> = run.control.iter().collect();
-        let (control, inside): (Vec<Measurement>, Vec<Measurement>) = results
-            .iter()
-            .filter(|m| m.run_id == run.run_id)
-            .cloned()
-            .partition(|m| control_set.contains(&m.agent_id));
-        let by_id: HashMap<&str, &Measurement> =
-            inside.iter().map(|m| (m.id.as_str(), m)).collect();
-        for (mid, target, v) in analysis::analyze_run(&inside, &control) {
-            let m = by_id.get(mid.as_str());
-            let agent_id = m.map(|m| m.agent_id.clone()).unwrap_or_default();
-            let (country, asn) = agents.get(&agent_id).cloned().unwrap_or_default();
-            rows.push(VerdictRow {
-                run_id: run.run_id.clone(),
-                target,
-                agent_id,
-                country,
-                asn,
-                status: v.status.to_string(),
-                mechanism: v.mechanism.map(|m| m.to_string()).unwrap_or_default(),
-                confidence: v.confidence,
-                evidence: v.evidence,
-                reason: v.reason,
-                kind: m
-                    .and_then(|m| m.input.as_ref())
-                    .map(|i| i.kind_name().to_string())
-                    .unwrap_or_default(),
-            });
-        }
-    }
-    Ok(VerdictsResponse { verdicts: rows })
+    Ok(VerdictsResponse {
+        verdicts: crate::verdicts::of_campaign(s, &rec)?,
+    })
 }
 
 /// Starts the scheduler loop: resumes every campaign where the store says
 /// it was.
 pub fn spawn(s: Shared) {
+    match crate::verdicts::mark_all(&s) {
+        Ok(n) if n > 0 => tracing::info!(runs = n, "verdicts of stored runs will be recomputed"),
+        Ok(_) => {}
+        Err(e) => tracing::error!("cannot list runs for verdicts: {e}"),
+    }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -311,6 +260,9 @@ pub fn spawn(s: Shared) {
             tick.tick().await;
             if let Err(e) = step(&s).await {
                 tracing::error!("scheduler: {e}");
+            }
+            if let Err(e) = crate::verdicts::refresh_some(&s) {
+                tracing::error!("verdicts: {e}");
             }
         }
     });

@@ -22,7 +22,7 @@ use vantage_proto::envelope;
 use vantage_proto::v1::{Rejection, ResultAck, SignedResult, StoredResult};
 
 use crate::state::Shared;
-use crate::store::{uuid_key, PendingResult};
+use crate::store::{uuid_key, Outcome, PendingResult};
 
 /// Largest accepted encoded measurement.
 pub const MAX_MEASUREMENT_BYTES: usize = 256 << 10;
@@ -42,6 +42,7 @@ struct Candidate {
     id: String,
     task_id: String,
     campaign_id: String,
+    run_id: String,
     start_us: i64,
     end_us: i64,
     pending: PendingResult,
@@ -108,25 +109,21 @@ pub async fn ingest(
         envelope::verify_batch(&items)
     };
 
-    let mut accepted_ids = Vec::with_capacity(candidates.len());
-    let mut tasks = Vec::new();
+    let mut offered_ids = Vec::with_capacity(candidates.len());
+    let mut offered_tasks = Vec::with_capacity(candidates.len());
     let mut pending = Vec::with_capacity(candidates.len());
-    // First envelope seen in this batch for each id.
-    let mut in_batch: HashMap<[u8; 16], prost::bytes::Bytes> = HashMap::new();
+    let mut runs = std::collections::BTreeSet::new();
     for (i, c) in candidates.into_iter().enumerate() {
         match verdicts.get(i) {
             Some(Ok(())) if c.bad_times() => rejected.push(Rejection {
                 id: c.id,
                 reason: "bad_timestamp".into(),
             }),
-            Some(Ok(())) if conflicts(shared, &c, &mut in_batch) => rejected.push(Rejection {
-                id: c.id,
-                reason: "id_conflict".into(),
-            }),
             Some(Ok(())) => {
-                accepted_ids.push(c.id);
-                if !c.task_id.is_empty() {
-                    tasks.push(c.task_id);
+                offered_ids.push(c.id);
+                offered_tasks.push(c.task_id);
+                if !c.campaign_id.is_empty() {
+                    runs.insert((c.campaign_id, c.run_id));
                 }
                 pending.push(c.pending);
             }
@@ -137,21 +134,38 @@ pub async fn ingest(
         }
     }
 
-    for r in &rejected {
-        tracing::warn!(agent = %agent.agent_id, id = %r.id, reason = %r.reason, "result rejected");
-        shared.count(&format!("rejected/{}", r.reason));
-    }
+    let mut accepted_ids = Vec::with_capacity(offered_ids.len());
+    let mut tasks = Vec::new();
     if !pending.is_empty() {
-        let offered = pending.len();
-        let new = shared.commit.commit(pending).await?;
-        if new < offered {
-            if let Err(e) = shared
-                .store
-                .add_counter("duplicate_results", (offered - new) as u64)
-            {
+        let outcomes = shared.commit.commit(pending).await?;
+        let mut duplicates = 0u64;
+        for ((id, task), outcome) in offered_ids.into_iter().zip(offered_tasks).zip(outcomes) {
+            match outcome {
+                Outcome::Conflict => rejected.push(Rejection {
+                    id,
+                    reason: "id_conflict".into(),
+                }),
+                Outcome::New | Outcome::Duplicate => {
+                    duplicates += u64::from(outcome == Outcome::Duplicate);
+                    accepted_ids.push(id);
+                    if !task.is_empty() {
+                        tasks.push(task);
+                    }
+                }
+            }
+        }
+        if duplicates > 0 {
+            if let Err(e) = shared.store.add_counter("duplicate_results", duplicates) {
                 tracing::warn!("cannot update counter duplicate_results: {e}");
             }
         }
+        // Durable now: the runs' verdicts must take these results in.
+        shared.mark_runs_dirty(runs);
+    }
+
+    for r in &rejected {
+        tracing::warn!(agent = %agent.agent_id, id = %r.id, reason = %r.reason, "result rejected");
+        shared.count(&format!("rejected/{}", r.reason));
     }
     crate::http::record_ingest(batch_len, t0.elapsed());
     Ok(Ingested {
@@ -161,47 +175,6 @@ pub async fn ingest(
         },
         tasks,
     })
-}
-
-/// Whether `c` reuses an id that is already stored, or was already offered
-/// earlier in this batch, with a different envelope. Identical bytes are a
-/// redelivery and pass (the store keeps one copy). A result committed by a
-/// concurrent batch between this check and the commit is still never
-/// overwritten: the commit thread skips ids it already holds.
-fn conflicts(
-    shared: &Shared,
-    c: &Candidate,
-    in_batch: &mut HashMap<[u8; 16], prost::bytes::Bytes>,
-) -> bool {
-    let id = c.pending.id;
-    if let Some(first) = in_batch.get(&id) {
-        return *first != c.env.measurement;
-    }
-    in_batch.insert(id, c.env.measurement.clone());
-    match stored_measurement(shared, &id) {
-        Some(stored) => stored != c.env.measurement,
-        None => false,
-    }
-}
-
-/// The measurement bytes stored under `id`, if any (a store error counts as
-/// "not stored": the commit will surface it).
-fn stored_measurement(shared: &Shared, id: &[u8; 16]) -> Option<prost::bytes::Bytes> {
-    if !shared.store.has_result(id).unwrap_or(false) {
-        return None;
-    }
-    // `results_after` starts strictly after a key: start just below `id`.
-    let below = u128::from_be_bytes(*id)
-        .checked_sub(1)
-        .map(u128::to_be_bytes);
-    let (found, value) = shared.store.results_after(None, below).next()?.ok()?;
-    if found != *id {
-        return None;
-    }
-    StoredResult::decode(value.as_ref())
-        .ok()?
-        .envelope
-        .map(|e| e.measurement)
 }
 
 /// A result that names a task must belong to a task this agent was given,
@@ -264,11 +237,13 @@ fn precheck(
             task: uuid_key(&m.task_id),
             campaign: uuid_key(&m.campaign_id),
             value: stored.encode_to_vec(),
+            measurement: env.measurement.clone(),
         },
         env,
         id,
         task_id: m.task_id,
         campaign_id: m.campaign_id,
+        run_id: m.run_id,
         start_us: m.start_us,
         end_us: m.end_us,
     })

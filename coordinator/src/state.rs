@@ -22,6 +22,9 @@ pub struct State {
     /// volunteer's `max_tasks_per_hour` before the agent has to refuse.
     pub sent_log:
         std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<i64>>>,
+    /// Runs (campaign id, run id) that received results since their
+    /// verdicts were last computed (`crate::verdicts`).
+    pub dirty_runs: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 pub type Shared = Arc<State>;
@@ -40,6 +43,24 @@ impl State {
         }
         q.push_back(now_us);
         true
+    }
+
+    /// Marks runs whose verdicts must be recomputed.
+    pub fn mark_runs_dirty(&self, runs: impl IntoIterator<Item = (String, String)>) {
+        let mut d = self.dirty_runs.lock().unwrap_or_else(|p| p.into_inner());
+        d.extend(runs);
+    }
+
+    /// Clears a run's dirty mark; true when it was set.
+    pub fn take_dirty_run(&self, campaign_id: &str, run_id: &str) -> bool {
+        let mut d = self.dirty_runs.lock().unwrap_or_else(|p| p.into_inner());
+        d.remove(&(campaign_id.to_string(), run_id.to_string()))
+    }
+
+    /// Up to `n` dirty runs, in key order (marks kept).
+    pub fn some_dirty_runs(&self, n: usize) -> Vec<(String, String)> {
+        let d = self.dirty_runs.lock().unwrap_or_else(|p| p.into_inner());
+        d.iter().take(n).cloned().collect()
     }
 
     /// Increments a persisted counter (rejections, refusals); failures to

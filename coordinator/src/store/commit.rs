@@ -1,9 +1,13 @@
 //! Group commit: one thread owns result writes. It drains every pending
 //! batch, applies them as one sled batch, flushes, fdatasyncs the log file,
-//! and only then answers each waiting session. Duplicate ids (already stored,
-//! or twice in the same group) are accepted and written once.
+//! and only then answers each waiting session. An id already stored, or
+//! twice in the same group, is written once: the same signed measurement
+//! again is a [`Outcome::Duplicate`], a different one an
+//! [`Outcome::Conflict`] that never overwrites. Doing this check here, where
+//! the existence lookup is needed anyway, costs one sled read per result
+//! instead of two (BENCHMARKS.md).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
@@ -19,10 +23,24 @@ pub struct PendingResult {
     pub campaign: Option<[u8; 16]>,
     /// prost-encoded `StoredResult`.
     pub value: Vec<u8>,
+    /// The signed measurement bytes, to tell a redelivery from a conflict.
+    pub measurement: prost::bytes::Bytes,
 }
 
-/// Outcome of one submission: how many were new (the rest were duplicates).
-type CommitOutcome = Result<usize, String>;
+/// What became of one offered result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored now.
+    New,
+    /// The same signed measurement was already stored (or earlier in the
+    /// group): nothing written, safe to ack.
+    Duplicate,
+    /// Another measurement holds this id: refused, nothing overwritten.
+    Conflict,
+}
+
+/// Outcome of one submission, per result in order.
+type CommitOutcome = Result<Vec<Outcome>, String>;
 
 struct Job {
     results: Vec<PendingResult>,
@@ -66,8 +84,9 @@ impl CommitHandle {
         self.gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `results` durable; resolves when they are on disk.
-    pub async fn commit(&self, results: Vec<PendingResult>) -> Result<usize, StoreError> {
+    /// Makes `results` durable; resolves when they are on disk, with each
+    /// result's outcome in order.
+    pub async fn commit(&self, results: Vec<PendingResult>) -> Result<Vec<Outcome>, StoreError> {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Job { results, done })
@@ -113,7 +132,11 @@ fn run(
                 on_group(GroupStats {
                     jobs: jobs.len(),
                     results: n,
-                    new: per_job.iter().sum(),
+                    new: per_job
+                        .iter()
+                        .flatten()
+                        .filter(|o| **o == Outcome::New)
+                        .count(),
                 });
                 for (job, new) in jobs.into_iter().zip(per_job) {
                     let _ = job.done.send(Ok(new));
@@ -129,17 +152,36 @@ fn run(
     }
 }
 
-fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<usize>, StoreError> {
+fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreError> {
     let mut batch = sled::Batch::default();
-    let mut seen: HashSet<[u8; 16]> = HashSet::new();
+    // First measurement offered in this group for each id.
+    let mut seen: HashMap<[u8; 16], &prost::bytes::Bytes> = HashMap::new();
     let mut per_job = Vec::with_capacity(jobs.len());
+    let mut total = 0u64;
     for job in jobs {
-        let mut new = 0;
+        let mut outcomes = Vec::with_capacity(job.results.len());
         for r in &job.results {
-            if !seen.insert(r.id) || store.has_result(&r.id)? {
+            if let Some(first) = seen.get(&r.id) {
+                outcomes.push(if **first == r.measurement {
+                    Outcome::Duplicate
+                } else {
+                    Outcome::Conflict
+                });
                 continue;
             }
-            new += 1;
+            seen.insert(r.id, &r.measurement);
+            if let Some(stored) = store.results.get(result_key(&r.id))? {
+                outcomes.push(
+                    if stored_measurement(&stored) == Some(r.measurement.clone()) {
+                        Outcome::Duplicate
+                    } else {
+                        Outcome::Conflict
+                    },
+                );
+                continue;
+            }
+            outcomes.push(Outcome::New);
+            total += 1;
             batch.insert(&result_key(&r.id)[..], r.value.as_slice());
             batch.insert(index_key(b'a', &r.agent, &r.id), &[][..]);
             if let Some(t) = &r.task {
@@ -149,18 +191,26 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<usize>, StoreError> {
                 batch.insert(index_key(b'c', c, &r.id), &[][..]);
             }
         }
-        per_job.push(new);
+        per_job.push(outcomes);
     }
-    let total: usize = per_job.iter().sum();
     if total > 0 {
         // The count travels in the same atomic batch as the results, so it
         // survives a kill -9 exactly as they do.
-        let count = store.result_count()? + total as u64;
+        let count = store.result_count()? + total;
         batch.insert(super::COUNT_KEY, &count.to_be_bytes()[..]);
         store.results.apply_batch(batch)?;
         store.sync()?;
     }
     Ok(per_job)
+}
+
+/// The signed measurement inside a stored `StoredResult`.
+fn stored_measurement(value: &[u8]) -> Option<prost::bytes::Bytes> {
+    use prost::Message;
+    vantage_proto::v1::StoredResult::decode(value)
+        .ok()?
+        .envelope
+        .map(|e| e.measurement)
 }
 
 fn index_key(tag: u8, owner: &[u8; 16], id: &[u8; 16]) -> Vec<u8> {

@@ -29,9 +29,9 @@ mod records;
 
 use std::path::{Path, PathBuf};
 
-pub use commit::{CommitHandle, GroupStats, PendingResult};
+pub use commit::{CommitHandle, GroupStats, Outcome, PendingResult};
 pub use records::{
-    AgentRecord, CampaignRecord, RunRecord, TaskAssignment, TaskRecord, TokenRecord,
+    AgentRecord, CampaignRecord, RunRecord, RunVerdicts, TaskAssignment, TaskRecord, TokenRecord,
 };
 
 /// Store failures.
@@ -67,6 +67,7 @@ pub struct Store {
     results: sled::Tree,
     tasks: sled::Tree,
     campaigns: sled::Tree,
+    verdicts: sled::Tree,
 }
 
 /// 16-byte key of a UUID string; `None` when it is not a UUID.
@@ -79,6 +80,13 @@ fn id_string(b: &[u8]) -> String {
         Ok(a) => uuid::Uuid::from_bytes(a).to_string(),
         Err(_) => hex::encode(b),
     }
+}
+
+/// Key of a run's verdicts: the campaign's 16 bytes, then the run id.
+fn run_key(campaign_id: &str, run_id: &str) -> Option<Vec<u8>> {
+    let mut k = uuid_key(campaign_id)?.to_vec();
+    k.extend_from_slice(run_id.as_bytes());
+    Some(k)
 }
 
 /// Whether sled refused to open because another handle holds the file lock.
@@ -126,6 +134,7 @@ impl Store {
             results: db.open_tree("results")?,
             tasks: db.open_tree("tasks")?,
             campaigns: db.open_tree("campaigns")?,
+            verdicts: db.open_tree("verdicts")?,
             db,
             path,
         })
@@ -312,6 +321,33 @@ impl Store {
         };
         match self.campaigns.get(key)? {
             Some(v) => Ok(Some(records::from_json("campaigns", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a run's verdicts; `durable` syncs (a new revision must
+    /// survive a crash; a recheck that changed nothing need not).
+    pub fn put_run_verdicts(&self, rec: &RunVerdicts, durable: bool) -> Result<(), StoreError> {
+        let key = run_key(&rec.campaign_id, &rec.run_id)
+            .ok_or_else(|| StoreError::NotFound(rec.campaign_id.clone()))?;
+        self.verdicts.insert(key, records::to_json(rec))?;
+        if durable {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// A run's stored verdicts, if they have been computed.
+    pub fn run_verdicts(
+        &self,
+        campaign_id: &str,
+        run_id: &str,
+    ) -> Result<Option<RunVerdicts>, StoreError> {
+        let Some(key) = run_key(campaign_id, run_id) else {
+            return Ok(None);
+        };
+        match self.verdicts.get(key)? {
+            Some(v) => Ok(Some(records::from_json("verdicts", &v)?)),
             None => Ok(None),
         }
     }

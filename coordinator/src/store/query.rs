@@ -117,6 +117,7 @@ mod tests {
                 task: None,
                 campaign: (n % 2 == 1).then_some(camp),
                 value: vec![n],
+                measurement: Default::default(),
             })
             .collect();
         commit.commit(batch).await.unwrap();

@@ -91,6 +91,22 @@ pub struct RunRecord {
     pub skipped: Vec<String>,
 }
 
+/// The stored verdicts of one run: recomputed from the stored results when
+/// results arrive for it (late controls included), never edited by hand.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct RunVerdicts {
+    pub campaign_id: String,
+    pub run_id: String,
+    /// When these rows were computed.
+    pub computed_us: i64,
+    /// 1 for the first computation, +1 each time the rows changed.
+    pub revision: u32,
+    /// How many inside and control results they rest on.
+    pub inside_results: u32,
+    pub control_results: u32,
+    pub verdicts: Vec<vantage_proto::v1::VerdictRow>,
+}
+
 pub(super) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising these plain structs cannot fail.
     serde_json::to_vec(v).unwrap_or_default()

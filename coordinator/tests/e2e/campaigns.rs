@@ -446,3 +446,69 @@ fn a_periodic_campaign_produces_its_runs_and_every_result_links_back() {
         assert!(!m["task_id"].as_str().unwrap().is_empty());
     }
 }
+
+#[test]
+fn a_late_control_result_revises_the_stored_verdicts() {
+    let mut c = Coordinator::init().start();
+    let fleet = fleet(&c);
+    // Accepts and never answers: every TLS probe waits out its deadline.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let targets = format!(
+        "[[targets]]\ntls = {{ ip = \"127.0.0.1\", port = {port}, sni = \"x.example\" }}\n"
+    );
+    let id = create(&c, &spec(&targets, ""));
+    wait_until(Duration::from_secs(10), "the run to be dispatched", || {
+        ctl_json(&c, &["campaign", "status", &id])["runs"][0]["state"] == "dispatched"
+    });
+    // The control agent has its task and is mid-probe: freeze it past its lease.
+    std::thread::sleep(Duration::from_millis(1000));
+    fleet[2].signal("STOP");
+    wait_state(&c, &id, "done", Duration::from_secs(40));
+    let before = ctl_json(&c, &["verdicts", &id]);
+    let before = before.as_array().unwrap().clone();
+    assert_eq!(before.len(), 2, "{before:?}");
+    for r in &before {
+        assert_eq!(r["status"], "inconclusive", "no control yet: {r}");
+        assert_eq!(r["revision"], 1, "{r}");
+        assert_eq!(r["evidence"].as_array().unwrap().len(), 1, "{r}");
+    }
+
+    // The control's result arrives after the run is complete.
+    fleet[2].signal("CONT");
+    wait_until(
+        Duration::from_secs(30),
+        "the late control to revise the verdicts",
+        || {
+            ctl_json(&c, &["verdicts", &id])
+                .as_array()
+                .is_some_and(|rows| rows.iter().all(|r| r["status"] == "down"))
+        },
+    );
+    let after = ctl_json(&c, &["verdicts", &id]);
+    for r in after.as_array().unwrap() {
+        assert_eq!(r["revision"], 2, "revised once: {r}");
+        assert_eq!(
+            r["evidence"].as_array().unwrap().len(),
+            2,
+            "inside + control: {r}"
+        );
+        assert!(
+            r["computed_us"].as_i64() > before[0]["computed_us"].as_i64(),
+            "{r}"
+        );
+    }
+    // Stored durably: after kill -9 the start-up recomputation finds the
+    // same rows and keeps the revision.
+    c.kill9();
+    c.restart();
+    let again = ctl_json(&c, &["verdicts", &id]);
+    for r in again.as_array().unwrap() {
+        assert_eq!(
+            (r["status"].as_str(), r["revision"].as_u64()),
+            (Some("down"), Some(2)),
+            "{r}"
+        );
+    }
+    drop(silent);
+}

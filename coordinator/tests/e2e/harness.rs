@@ -390,6 +390,16 @@ impl Agent {
         kill9(&mut self.child);
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`) to the running agent.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("agent running").id();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
     /// Signs `count` synthetic results into the outbox (agent stopped).
     pub fn fill(&self, count: usize) -> Vec<String> {
         let out = Command::new(agent_bin())

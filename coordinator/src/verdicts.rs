@@ -1,0 +1,212 @@
+//! Stored verdicts. Each run's verdicts are computed from its stored
+//! results by the pure rules in `analysis/` and kept in the store's
+//! `verdicts` tree, one record per run, with a revision that goes up each
+//! time the rows change.
+//!
+//! When they are recomputed:
+//! - ingest marks a run dirty once a result for it is durable (a late
+//!   control result included, whatever the run's state);
+//! - a read of a dirty run, or of a run never computed, recomputes it first,
+//!   so readers never see rows older than the results they could fetch;
+//! - the scheduler recomputes dirty runs nobody reads ([`refresh_some`]);
+//! - at start-up every run is marked dirty, because marks live in memory and
+//!   a crash between a commit and its recomputation would otherwise leave a
+//!   stale record. A new revision is synced, so it survives a crash.
+//!
+//! The dirty mark is cleared before the results are read, so a result that
+//! lands during a recomputation marks the run again.
+
+use std::collections::{HashMap, HashSet};
+
+use prost::Message;
+use vantage_proto::v1::{Measurement, StoredResult, VerdictRow};
+
+use crate::analysis;
+use crate::errors::ServiceError;
+use crate::state::Shared;
+use crate::store::{CampaignRecord, RunRecord, RunVerdicts, StoreError};
+
+/// Dirty runs the scheduler recomputes per pass, at most.
+const REFRESH_PER_PASS: usize = 16;
+
+/// Every stored measurement of a campaign, decoded.
+pub(crate) fn results_of(s: &Shared, campaign_id: &str) -> Result<Vec<Measurement>, StoreError> {
+    let Some(key) = crate::store::uuid_key(campaign_id) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for v in s.store.results(Some((b'c', key))) {
+        let v = v?;
+        let Ok(sr) = StoredResult::decode(v.as_ref()) else {
+            continue;
+        };
+        if let Some(Ok(m)) = sr.envelope.as_ref().map(vantage_proto::envelope::decode) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// (country, ASN) of every agent.
+fn agent_places(s: &Shared) -> Result<HashMap<String, (String, u32)>, StoreError> {
+    Ok(s.store
+        .agents()?
+        .into_iter()
+        .map(|a| (a.agent_id, (a.country, a.asn)))
+        .collect())
+}
+
+/// Computes one run's verdict rows from `results` (all of the campaign's).
+/// Returns the rows and the (inside, control) result counts.
+pub fn compute_run(
+    run: &RunRecord,
+    results: &[Measurement],
+    places: &HashMap<String, (String, u32)>,
+) -> (Vec<VerdictRow>, u32, u32) {
+    let control_set: HashSet<&String> = run.control.iter().collect();
+    let (control, inside): (Vec<Measurement>, Vec<Measurement>) = results
+        .iter()
+        .filter(|m| m.run_id == run.run_id)
+        .cloned()
+        .partition(|m| control_set.contains(&m.agent_id));
+    let by_id: HashMap<&str, &Measurement> = inside.iter().map(|m| (m.id.as_str(), m)).collect();
+    let rows = analysis::analyze_run(&inside, &control)
+        .into_iter()
+        .map(|(mid, target, v)| {
+            let m = by_id.get(mid.as_str());
+            let agent_id = m.map(|m| m.agent_id.clone()).unwrap_or_default();
+            let (country, asn) = places.get(&agent_id).cloned().unwrap_or_default();
+            VerdictRow {
+                run_id: run.run_id.clone(),
+                target,
+                agent_id,
+                country,
+                asn,
+                status: v.status.to_string(),
+                mechanism: v.mechanism.map(|m| m.to_string()).unwrap_or_default(),
+                confidence: v.confidence,
+                evidence: v.evidence,
+                reason: v.reason,
+                kind: m
+                    .and_then(|m| m.input.as_ref())
+                    .map(|i| i.kind_name().to_string())
+                    .unwrap_or_default(),
+                computed_us: 0,
+                revision: 0,
+            }
+        })
+        .collect();
+    (rows, inside.len() as u32, control.len() as u32)
+}
+
+/// Lazily loaded inputs of a campaign's recomputations.
+struct Inputs {
+    results: Vec<Measurement>,
+    places: HashMap<String, (String, u32)>,
+}
+
+impl Inputs {
+    fn load(s: &Shared, campaign_id: &str) -> Result<Inputs, StoreError> {
+        Ok(Inputs {
+            results: results_of(s, campaign_id)?,
+            places: agent_places(s)?,
+        })
+    }
+}
+
+/// Recomputes and stores one run's verdicts; the revision goes up only when
+/// the rows differ from the stored ones.
+fn recompute(
+    s: &Shared,
+    campaign_id: &str,
+    run: &RunRecord,
+    inputs: &Inputs,
+    previous: Option<RunVerdicts>,
+) -> Result<RunVerdicts, StoreError> {
+    let (rows, inside, control) = compute_run(run, &inputs.results, &inputs.places);
+    let revision = match &previous {
+        Some(p) if p.verdicts == rows => p.revision,
+        Some(p) => p.revision + 1,
+        None => 1,
+    };
+    if previous.as_ref().is_some_and(|p| p.revision != revision) {
+        tracing::info!(campaign = %campaign_id, run = %run.run_id, revision, "verdicts revised");
+    }
+    let rec = RunVerdicts {
+        campaign_id: campaign_id.to_string(),
+        run_id: run.run_id.clone(),
+        computed_us: vantage_proto::now_us(),
+        revision,
+        inside_results: inside,
+        control_results: control,
+        verdicts: rows,
+    };
+    let changed = previous.as_ref().is_none_or(|p| p.revision != revision);
+    s.store.put_run_verdicts(&rec, changed)?;
+    Ok(rec)
+}
+
+/// The current verdicts of every run of `rec`: stored ones where they are
+/// up to date, recomputed (and stored) where results arrived since.
+pub fn of_campaign(s: &Shared, rec: &CampaignRecord) -> Result<Vec<VerdictRow>, ServiceError> {
+    let mut inputs: Option<Inputs> = None;
+    let mut rows = Vec::new();
+    for run in &rec.runs {
+        let dirty = s.take_dirty_run(&rec.campaign_id, &run.run_id);
+        let stored = s.store.run_verdicts(&rec.campaign_id, &run.run_id)?;
+        let current = match stored {
+            Some(v) if !dirty => v,
+            previous => {
+                if inputs.is_none() {
+                    inputs = Some(Inputs::load(s, &rec.campaign_id)?);
+                }
+                let Some(inp) = inputs.as_ref() else {
+                    continue;
+                };
+                recompute(s, &rec.campaign_id, run, inp, previous)?
+            }
+        };
+        rows.extend(current.verdicts.into_iter().map(|mut r| {
+            r.computed_us = current.computed_us;
+            r.revision = current.revision;
+            r
+        }));
+    }
+    Ok(rows)
+}
+
+/// Recomputes a few dirty runs (the scheduler calls this each pass).
+pub fn refresh_some(s: &Shared) -> Result<usize, ServiceError> {
+    let mut done = 0;
+    for (campaign_id, run_id) in s.some_dirty_runs(REFRESH_PER_PASS) {
+        let Some(rec) = s.store.campaign(&campaign_id)? else {
+            // Results naming a campaign that is not stored: nothing to do.
+            s.take_dirty_run(&campaign_id, &run_id);
+            continue;
+        };
+        if !rec.runs.iter().any(|r| r.run_id == run_id) {
+            s.take_dirty_run(&campaign_id, &run_id);
+            continue;
+        }
+        // Reading recomputes whatever of this campaign is dirty.
+        of_campaign(s, &rec)?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// Marks every stored run dirty (start-up).
+pub fn mark_all(s: &Shared) -> Result<usize, StoreError> {
+    let runs: Vec<(String, String)> = s
+        .store
+        .campaigns()?
+        .into_iter()
+        .flat_map(|c| {
+            let id = c.campaign_id;
+            c.runs.into_iter().map(move |r| (id.clone(), r.run_id))
+        })
+        .collect();
+    let n = runs.len();
+    s.mark_runs_dirty(runs);
+    Ok(n)
+}
