@@ -4,8 +4,9 @@
 //! rule, and an NFQUEUE verdict from a QUIC SNI censor).
 //!
 //! Peers: a real `openvpn` server and a real `tor` relay where Debian has
-//! them; the QUIC server (quinn), the TCP echo peer, the WireGuard peer
-//! (boringtun) and the QUIC SNI censor run in this very test binary, started
+//! them; the QUIC server (quinn), the TCP echo peer, and the censorship
+//! lab's WireGuard peer (boringtun) and QUIC SNI censor (`vantage_lab`)
+//! run in this very test binary, started
 //! inside a lab namespace with `ip netns exec <ns> env VANTAGE_...=... <this
 //! binary> --exact <helper>` (the `*_helper` tests return at once without
 //! that variable). Each test builds its own `vp2*` namespaces on its own
@@ -254,18 +255,20 @@ fn quic_peer_helper() {
     });
 }
 
-/// QUIC SNI censor (see `support_tunnels::quic_censor`) serving the
-/// NFQUEUE named in VANTAGE_QUIC_CENSOR=`<queue>:<sni>[,<sni>...]` until
-/// killed; returns at once without the variable.
+/// The censorship lab's QUIC SNI censor (`vantage_lab::quic_censor`, the
+/// one condition 9 of `vantage-lab` runs) serving the NFQUEUE named in
+/// VANTAGE_QUIC_CENSOR=`<queue>:<keyword>[,<keyword>...]` until killed;
+/// returns at once without the variable.
 #[test]
 fn quic_censor_helper() {
     let Ok(spec) = std::env::var("VANTAGE_QUIC_CENSOR") else {
         return;
     };
-    let (queue, names) = spec.split_once(':').expect("<queue>:<sni,...>");
+    let (queue, names) = spec.split_once(':').expect("<queue>:<keyword,...>");
     let queue: u16 = queue.parse().expect("queue number");
     let names: Vec<String> = names.split(',').map(str::to_string).collect();
-    support_tunnels::quic_censor::serve(queue, &names).expect("quic censor");
+    let window = std::time::Duration::from_secs(180);
+    vantage_lab::quic_censor::serve(queue, &names, window).expect("quic censor");
 }
 
 #[test]
@@ -416,51 +419,38 @@ fn encrypted_trigger_and_residual_blocking_are_detected() {
 
 // ---------------------------------------------------------------- wireguard
 
-/// The lab WireGuard server's fixed private key (test only).
+/// The test WireGuard server's fixed private key (test only).
 const WG_SERVER_SECRET: [u8; 32] = [0x42; 32];
 
 fn wg_server_public() -> [u8; 32] {
-    let secret = boringtun::x25519::StaticSecret::from(WG_SERVER_SECRET);
-    boringtun::x25519::PublicKey::from(&secret).to_bytes()
+    vantage_lab::wireguard_peer::public_key(&WG_SERVER_SECRET)
 }
 
-/// WireGuard peer on the UDP address in VANTAGE_WG_PEER until killed:
-/// boringtun's Noise implementation (an independent, deployed WireGuard
-/// stack) configured with the probe's well-known key for this server as its
-/// only peer, exactly as an operator would add it. Answers what boringtun
-/// answers; returns at once without the variable.
+/// The lab derives the probe's key on its own (an operator would): it must
+/// be the key the probe initiates with.
+#[test]
+fn the_lab_peer_allows_the_key_the_probe_uses() {
+    for server in [wg_server_public(), [7u8; 32]] {
+        assert_eq!(
+            vantage_lab::wireguard_peer::probe_public_key(&server),
+            vantage_agent::probes::wireguard::probe_public_key(&server)
+        );
+    }
+}
+
+/// WireGuard peer on the UDP address in VANTAGE_WG_PEER until killed: the
+/// censorship lab's boringtun peer (`vantage_lab::wireguard_peer`, an
+/// independent, deployed WireGuard stack) with the probe's well-known key
+/// for this server as its only peer, exactly as an operator would add it.
+/// Returns at once without the variable.
 #[test]
 fn wireguard_peer_helper() {
-    use boringtun::noise::{Tunn, TunnResult};
     let Ok(addr) = std::env::var("VANTAGE_WG_PEER") else {
         return;
     };
+    let addr: std::net::SocketAddr = addr.parse().expect("VANTAGE_WG_PEER is ip:port");
     let allowed = vantage_agent::probes::wireguard::probe_public_key(&wg_server_public());
-    let mut tunn = Tunn::new(
-        boringtun::x25519::StaticSecret::from(WG_SERVER_SECRET),
-        boringtun::x25519::PublicKey::from(allowed),
-        None,
-        None,
-        7,
-        None,
-    );
-    let sock = std::net::UdpSocket::bind(&addr).expect("bind wireguard peer");
-    eprintln!("wireguard peer listening on {addr}");
-    let mut buf = [0u8; 2048];
-    let mut out = [0u8; 2048];
-    loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else {
-            continue;
-        };
-        match tunn.decapsulate(Some(from.ip()), &buf[..n], &mut out) {
-            TunnResult::WriteToNetwork(r) => {
-                eprintln!("answered a {n}-byte datagram from {from}");
-                let _ = sock.send_to(r, from);
-            }
-            TunnResult::Err(e) => eprintln!("ignored a {n}-byte datagram from {from}: {e:?}"),
-            _ => eprintln!("no answer to a {n}-byte datagram from {from}"),
-        }
-    }
+    vantage_lab::wireguard_peer::serve(addr, WG_SERVER_SECRET, allowed).expect("wireguard peer");
 }
 
 #[test]

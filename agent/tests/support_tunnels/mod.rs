@@ -10,8 +10,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-pub mod quic_censor;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

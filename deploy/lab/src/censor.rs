@@ -1,9 +1,11 @@
 //! The censorship conditions: iptables rules in `{prefix}-fw`, every one of
 //! them matching `-i fw-in` (traffic from the inside segment) only, each
-//! bound to its own target address or name. See README.md for the list.
+//! bound to its own target address or name, and the censor's own processes
+//! (DNS injector, QUIC SNI censor). See README.md for the list.
 
-use crate::lab::LabConfig;
+use crate::lab::{LabConfig, Spawner};
 use crate::plan::{self, ns, FW_INSIDE_IF as IN};
+use crate::quic_censor;
 use crate::sys::{self, Result};
 
 /// Names the DNS injector handles, and how. `replay` re-emits the genuine
@@ -236,9 +238,13 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
         ],
     )?;
 
-    // 9. QUIC: the SNI sits in the encrypted CRYPTO frame of the Initial, out
-    // of a string match's reach; the lab drops the QUIC endpoint's UDP/443
-    // (TCP to the same address passes).
+    // 9. QUIC SNI: the SNI sits in the AEAD-protected CRYPTO frames of the
+    // Initial, out of a string match's reach, so the inside clients'
+    // datagrams to the QUIC target are queued to the QUIC censor (started
+    // by `start`), which decrypts each Initial and answers drop or accept.
+    // No --queue-bypass: while the censor is not running the datagrams are
+    // dropped, which the condition's pass (a clean SNI) would show.
+    let queue = quic_censor::LAB_QUEUE.to_string();
     ipt(
         fw,
         &[
@@ -253,7 +259,9 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
             "--dport",
             "443",
             "-j",
-            "DROP",
+            "NFQUEUE",
+            "--queue-num",
+            &queue,
         ],
     )?;
 
@@ -446,8 +454,87 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
         &["-A", "FORWARD", "-i", IN, "-d", plan::TOR_IP, "-j", "DROP"],
     )?;
 
+    // 15. WireGuard: protocol fingerprinting, on any port of the target. A
+    // handshake initiation is a 148-byte UDP payload starting with message
+    // type 1 and three zero bytes (WireGuard whitepaper, section 5.4.2): u32
+    // skips the IP header, checks the UDP length field (8 + 148 = 156) and
+    // the payload's first 4 bytes.
+    ipt(
+        fw,
+        &[
+            "-A",
+            "FORWARD",
+            "-i",
+            IN,
+            "-d",
+            plan::WIREGUARD_IP,
+            "-p",
+            "udp",
+            "-m",
+            "u32",
+            "--u32",
+            WIREGUARD_INITIATION_U32,
+            "-j",
+            "DROP",
+        ],
+    )?;
+
     // 13 (down) is a route, set with the topology; 14 (clean) has no rule.
     Ok(())
+}
+
+/// The u32 match of a WireGuard handshake initiation (condition 15).
+pub const WIREGUARD_INITIATION_U32: &str = "0>>22&0x3C@4>>16=156&&0>>22&0x3C@8=0x01000000";
+
+/// Starts the censor's own processes, recorded so `down` stops them: the
+/// DNS injector (conditions 1-3) in `{prefix}-inj` and the QUIC SNI censor
+/// (condition 9) in `{prefix}-fw`.
+pub fn start(cfg: &LabConfig, exe: &str, sp: &mut Spawner<'_>) -> Result<()> {
+    let mut args: Vec<String> = vec![
+        exe.to_string(),
+        "dns-injector".into(),
+        "--replay-delay-ms".into(),
+        cfg.injection_delay_ms.to_string(),
+    ];
+    for r in injector_rules() {
+        args.push("--rule".into());
+        args.push(r);
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    sp.spawn("dns-injector", &ns(&cfg.prefix, "inj"), &argv)?;
+
+    let queue = quic_censor::LAB_QUEUE.to_string();
+    let window = cfg.residual_window_secs.max(1).to_string();
+    sp.spawn(
+        "quic-censor",
+        &ns(&cfg.prefix, "fw"),
+        &[
+            exe,
+            "quic-censor",
+            "--queue",
+            &queue,
+            "--keyword",
+            plan::SNI_KEYWORD,
+            "--residual-window-secs",
+            &window,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Whether the QUIC censor has bound its queue in `{prefix}-fw` (the
+/// kernel lists bound queues, first field the queue number).
+pub fn quic_censor_bound(prefix: &str) -> bool {
+    let q = quic_censor::LAB_QUEUE.to_string();
+    sys::ns_run(
+        &ns(prefix, "fw"),
+        &["cat", "/proc/net/netfilter/nfnetlink_queue"],
+    )
+    .map(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().next() == Some(q.as_str()))
+    })
+    .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -486,7 +486,7 @@ fn link_dashboard(prefix: &str) -> Result<()> {
 /// The verdict table: one line per inside verdict, with what was expected.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut s = format!(
-        "{:>2}  {:<21} {:<56} {:<12} {:<15} {}\n",
+        "{:>2}  {:<26} {:<56} {:<12} {:<15} {}\n",
         "#", "CONDITION", "TARGET", "STATUS", "MECHANISM", "EXPECTED"
     );
     for o in outcomes {
@@ -512,7 +512,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             )
         };
         s.push_str(&format!(
-            "{:>2}  {:<21} {:<56} {:<12} {:<15} {expected}\n",
+            "{:>2}  {:<26} {:<56} {:<12} {:<15} {expected}\n",
             o.number,
             name,
             o.target,

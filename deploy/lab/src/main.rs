@@ -1,5 +1,6 @@
 //! `vantage-lab`: build, inspect and tear down the censorship lab, print its
-//! catalogue, and run the lab's own servers (DNS injector, QUIC, TCP echo).
+//! catalogue, and run the lab's own servers (DNS injector, QUIC SNI censor,
+//! QUIC, TCP echo, WireGuard peer).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use vantage_lab::{dns_injector, fleet, lab, plan, servers_rs};
+use vantage_lab::{dns_injector, fleet, lab, plan, quic_censor, servers_rs, wireguard_peer};
 
 #[derive(Parser)]
 #[command(
@@ -118,6 +119,22 @@ enum Cmd {
     },
     /// Run the lab's TCP echo server.
     EchoServer {
+        #[arg(long = "listen", required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// Run the QUIC SNI censor on an NFQUEUE (inside the lab's firewall namespace).
+    QuicCensor {
+        #[arg(long, default_value_t = quic_censor::LAB_QUEUE)]
+        queue: u16,
+        /// Drop Initials whose SNI contains this (case-insensitive); repeatable.
+        #[arg(long = "keyword", required = true)]
+        keywords: Vec<String>,
+        /// How long the rest of a blocked flow (its 5-tuple) stays dropped.
+        #[arg(long, default_value_t = 180)]
+        residual_window_secs: u64,
+    },
+    /// Run the lab's WireGuard peer (boringtun), answering the agent's probe key.
+    WireguardPeer {
         #[arg(long = "listen", required = true)]
         listen: Vec<SocketAddr>,
     },
@@ -270,6 +287,31 @@ fn main() -> anyhow::Result<()> {
         Cmd::EchoServer { listen } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(servers_rs::echo_server(&listen))?;
+        }
+        Cmd::QuicCensor {
+            queue,
+            keywords,
+            residual_window_secs,
+        } => {
+            quic_censor::serve(queue, &keywords, Duration::from_secs(residual_window_secs))
+                .with_context(|| format!("quic censor on nfqueue {queue}"))?;
+        }
+        Cmd::WireguardPeer { listen } => {
+            let secret = plan::WIREGUARD_SECRET;
+            let allowed = wireguard_peer::probe_public_key(&wireguard_peer::public_key(&secret));
+            let threads: Vec<_> = listen
+                .into_iter()
+                .map(|addr| {
+                    std::thread::spawn(move || {
+                        wireguard_peer::serve(addr, secret, allowed)
+                            .with_context(|| format!("wireguard peer on {addr}"))
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("a wireguard peer thread panicked"))??;
+            }
         }
     }
     Ok(())

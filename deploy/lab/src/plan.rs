@@ -19,7 +19,7 @@
 use serde::Serialize;
 use vantage_proto::v1::{
     probe_input::Kind, DnsInput, EncryptedInput, HttpInput, OpenVpnInput, ProbeInput, QuicInput,
-    TcpInput, TlsInput, TorInput, WebInput,
+    TcpInput, TlsInput, TorInput, WebInput, WireGuardInput,
 };
 
 /// Namespace roles, in build order.
@@ -96,6 +96,7 @@ pub const QUIC_IP: &str = "198.19.3.19";
 pub const OPENVPN_IP: &str = "198.19.3.21";
 pub const ENCRYPTED_IP: &str = "198.19.3.22";
 pub const TOR_IP: &str = "198.19.3.23";
+pub const WIREGUARD_IP: &str = "198.19.3.24";
 pub const CLEAN_IP: &str = "198.19.3.30";
 pub const RESOLVER_IP: &str = "198.19.3.53";
 /// Runs no DNS server (the firewall blackholes it): any DNS answer from it
@@ -109,6 +110,11 @@ pub const BOGON_IP: &str = "10.10.10.10";
 pub const ENCRYPTED_PORT: u32 = 8443;
 pub const TOR_PORT: u32 = 9001;
 pub const OPENVPN_PORT: u32 = 1194;
+pub const WIREGUARD_PORT: u32 = 51820;
+
+/// The lab WireGuard peer's private key (lab only: it is in the source, and
+/// the peer routes nothing). Its public key is in the probe inputs.
+pub const WIREGUARD_SECRET: [u8; 32] = [0x57; 32];
 
 /// Addresses the targets namespace carries besides its segment address.
 pub const TARGET_IPS: &[&str] = &[
@@ -122,6 +128,7 @@ pub const TARGET_IPS: &[&str] = &[
     OPENVPN_IP,
     ENCRYPTED_IP,
     TOR_IP,
+    WIREGUARD_IP,
     CLEAN_IP,
     RESOLVER_IP,
 ];
@@ -162,6 +169,7 @@ pub const DNS_RECORDS: &[(&str, &str)] = &[
     ("vpn.lab.example", OPENVPN_IP),
     ("encrypted.lab.example", ENCRYPTED_IP),
     ("tor.lab.example", TOR_IP),
+    ("wireguard.lab.example", WIREGUARD_IP),
     ("clean.lab.example", CLEAN_IP),
     (INJECTED_NAME, CLEAN_IP),
     (HIJACKED_NAME, CLEAN_IP),
@@ -182,7 +190,7 @@ pub fn ns(prefix: &str, role: &str) -> String {
 /// One censorship condition of the catalogue.
 #[derive(Clone, Debug, Serialize)]
 pub struct Condition {
-    /// Number in the lab's list (1..=14).
+    /// Number in the lab's list (1..=14 are issue 5's, 15 is WireGuard).
     pub number: u32,
     /// Stable name, used by tests and docs.
     pub name: &'static str,
@@ -221,6 +229,23 @@ fn http(url: &str, ip: &str) -> ProbeInput {
         ip: ip.into(),
         max_redirects: 0,
         ..Default::default()
+    }))
+}
+
+fn quic(ip: &str, sni: &str) -> ProbeInput {
+    input(Kind::Quic(QuicInput {
+        ip: ip.into(),
+        port: 443,
+        sni: sni.into(),
+        alpn: vec!["h3".into()],
+    }))
+}
+
+fn wireguard(ip: &str) -> ProbeInput {
+    input(Kind::Wireguard(WireGuardInput {
+        ip: ip.into(),
+        port: WIREGUARD_PORT,
+        peer_public_key: crate::wireguard_peer::public_key(&WIREGUARD_SECRET).to_vec(),
     }))
 }
 
@@ -363,20 +388,16 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
         },
         Condition {
             number: 9,
-            name: "quic-drop",
-            description: "UDP from inside to 198.19.3.19:443 is dropped (the SNI in a QUIC \
-                          Initial is encrypted, so the kernel cannot match it: the lab blocks \
-                          the QUIC endpoint; TCP/TLS to the same address passes).",
+            name: "quic-sni-drop",
+            description: "QUIC to 198.19.3.19:443: an NFQUEUE censor on the firewall decrypts \
+                          each Initial (RFC 9001 initial keys), reads the ClientHello's SNI and, \
+                          when it contains `blocked-sni`, drops it and the rest of that flow \
+                          (its 5-tuple) for the residual window; other SNIs pass.",
             target: QUIC_IP,
             expected_status: "blocked",
             mechanism: "quic.timeout",
-            inputs: vec![input(Kind::Quic(QuicInput {
-                ip: QUIC_IP.into(),
-                port: 443,
-                sni: "quic.lab.example".into(),
-                alpn: vec!["h3".into()],
-            }))],
-            passes: Vec::new(),
+            inputs: vec![quic(QUIC_IP, "blocked-sni.lab.example")],
+            passes: vec![quic(QUIC_IP, "quic.lab.example")],
         },
         Condition {
             number: 10,
@@ -445,7 +466,8 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
         Condition {
             number: 14,
             name: "clean",
-            description: "198.19.3.30: nothing touches it (HTTP, HTTPS, QUIC, DNS, TCP echo).",
+            description: "198.19.3.30: nothing touches it (HTTP, HTTPS, QUIC, DNS, TCP echo, \
+                          WireGuard).",
             target: CLEAN_IP,
             expected_status: "ok",
             mechanism: "",
@@ -463,14 +485,22 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                     url: "http://clean.lab.example/".into(),
                     resolver: format!("{RESOLVER_IP}:53"),
                 })),
-                input(Kind::Quic(QuicInput {
-                    ip: CLEAN_IP.into(),
-                    port: 443,
-                    sni: "clean.lab.example".into(),
-                    alpn: vec!["h3".into()],
-                })),
+                quic(CLEAN_IP, "clean.lab.example"),
+                wireguard(CLEAN_IP),
             ],
             passes: Vec::new(),
+        },
+        Condition {
+            number: 15,
+            name: "wireguard-blocked",
+            description: "WireGuard to 198.19.3.24:51820: UDP datagrams shaped like a handshake \
+                          initiation (148 bytes, starting 01 00 00 00) are dropped (iptables \
+                          u32 fingerprint, any port); other UDP to the address passes.",
+            target: WIREGUARD_IP,
+            expected_status: "blocked",
+            mechanism: "vpn.blocked",
+            inputs: vec![wireguard(WIREGUARD_IP)],
+            passes: vec![quic(WIREGUARD_IP, "wireguard.lab.example")],
         },
     ]
 }
@@ -482,7 +512,7 @@ mod tests {
     #[test]
     fn catalogue_is_in_the_lab_range_and_round_trips() {
         let c = catalogue(30);
-        assert_eq!(c.iter().map(|c| c.number).max(), Some(14));
+        assert_eq!(c.iter().map(|c| c.number).max(), Some(15));
         for cond in &c {
             assert!(cond.target.starts_with("198.19."), "{}", cond.name);
             assert!(!cond.inputs.is_empty(), "{}", cond.name);

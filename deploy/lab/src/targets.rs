@@ -1,7 +1,8 @@
 //! The target servers: nginx (HTTP/HTTPS vhosts and the block page),
 //! dnsmasq (authoritative for `lab.example`), two openvpn servers (UDP and
-//! TCP 1194), a tor relay that never leaves the lab, and this crate's own
-//! QUIC and TCP echo servers; plus the DNS injector in `{prefix}-inj`.
+//! TCP 1194), a tor relay that never leaves the lab, this crate's own QUIC
+//! and TCP echo servers and its boringtun WireGuard peer; plus the censor's
+//! processes (`censor::start`: DNS injector, QUIC SNI censor).
 //! Configs and state live under the lab's state dir.
 
 use std::path::Path;
@@ -119,26 +120,14 @@ pub fn torrc(dir: &Path) -> String {
 pub fn start(cfg: &LabConfig, pki: &Pki, sp: &mut Spawner<'_>) -> Result<()> {
     let dir = cfg.state_dir.as_path();
     let targets = ns(&cfg.prefix, "targets");
-    let inj = ns(&cfg.prefix, "inj");
     let exe = std::env::current_exe().map_err(|source| LabError::Io {
         context: "cannot find the vantage-lab binary".into(),
         source,
     })?;
     let exe = p(&exe);
 
-    // DNS injector (conditions 1-3).
-    let mut args: Vec<String> = vec![
-        exe.clone(),
-        "dns-injector".into(),
-        "--replay-delay-ms".into(),
-        cfg.injection_delay_ms.to_string(),
-    ];
-    for r in censor::injector_rules() {
-        args.push("--rule".into());
-        args.push(r);
-    }
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    sp.spawn("dns-injector", &inj, &argv)?;
+    // The censor's processes (DNS injector, QUIC SNI censor).
+    censor::start(cfg, &exe, sp)?;
 
     // dnsmasq: authoritative-style answers for lab.example from host records.
     let mut args: Vec<String> = vec![
@@ -240,25 +229,30 @@ pub fn start(cfg: &LabConfig, pki: &Pki, sp: &mut Spawner<'_>) -> Result<()> {
         &["tor", "-f", &p(&rc), "--defaults-torrc", "/dev/null"],
     )?;
 
-    // QUIC server (blocked and clean addresses) and TCP echo.
-    let quic_blocked = format!("{}:443", plan::QUIC_IP);
-    let quic_clean = format!("{}:443", plan::CLEAN_IP);
-    sp.spawn(
-        "quic-server",
-        &targets,
-        &[
-            &exe,
-            "quic-server",
-            "--listen",
-            &quic_blocked,
-            "--listen",
-            &quic_clean,
-            "--cert",
-            &p(&pki.server_cert),
-            "--key",
-            &p(&pki.server_key),
-        ],
-    )?;
+    // QUIC server (the QUIC target, the WireGuard target's pass, clean)
+    // and TCP echo.
+    let mut args: Vec<String> = vec![exe.clone(), "quic-server".into()];
+    for ip in QUIC_IPS {
+        args.push("--listen".into());
+        args.push(format!("{ip}:443"));
+    }
+    args.extend([
+        "--cert".into(),
+        p(&pki.server_cert),
+        "--key".into(),
+        p(&pki.server_key),
+    ]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    sp.spawn("quic-server", &targets, &argv)?;
+
+    // WireGuard peer (boringtun), on the WireGuard target and the clean one.
+    let mut args: Vec<String> = vec![exe.clone(), "wireguard-peer".into()];
+    for ip in WIREGUARD_IPS {
+        args.push("--listen".into());
+        args.push(format!("{ip}:{}", plan::WIREGUARD_PORT));
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    sp.spawn("wireguard-peer", &targets, &argv)?;
     let echo_blocked = format!("{}:{}", plan::ENCRYPTED_IP, plan::ENCRYPTED_PORT);
     let echo_clean = format!("{}:{}", plan::CLEAN_IP, plan::ENCRYPTED_PORT);
     sp.spawn(
@@ -276,6 +270,11 @@ pub fn start(cfg: &LabConfig, pki: &Pki, sp: &mut Spawner<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Where the lab's QUIC server listens (UDP 443).
+const QUIC_IPS: &[&str] = &[plan::QUIC_IP, plan::WIREGUARD_IP, plan::CLEAN_IP];
+/// Where the lab's WireGuard peer listens.
+const WIREGUARD_IPS: &[&str] = &[plan::WIREGUARD_IP, plan::CLEAN_IP];
+
 /// Sockets that must be listening in the targets namespace: (proto, addr).
 pub fn expected_listeners() -> Vec<(&'static str, String)> {
     let mut v = vec![
@@ -283,14 +282,18 @@ pub fn expected_listeners() -> Vec<(&'static str, String)> {
         ("udp", format!("{}:1194", plan::OPENVPN_IP)),
         ("tcp", format!("{}:1194", plan::OPENVPN_IP)),
         ("tcp", format!("{}:{}", plan::TOR_IP, plan::TOR_PORT)),
-        ("udp", format!("{}:443", plan::QUIC_IP)),
-        ("udp", format!("{}:443", plan::CLEAN_IP)),
         (
             "tcp",
             format!("{}:{}", plan::ENCRYPTED_IP, plan::ENCRYPTED_PORT),
         ),
         ("tcp", format!("{}:80", plan::BLOCKPAGE_IP)),
     ];
+    for ip in QUIC_IPS {
+        v.push(("udp", format!("{ip}:443")));
+    }
+    for ip in WIREGUARD_IPS {
+        v.push(("udp", format!("{ip}:{}", plan::WIREGUARD_PORT)));
+    }
     for ip in plan::WEB_IPS {
         v.push(("tcp", format!("{ip}:80")));
         v.push(("tcp", format!("{ip}:443")));
@@ -322,6 +325,9 @@ pub fn wait_ready(cfg: &LabConfig, st: &State) -> Result<()> {
             .map(|p| format!("{} exited (see {})", p.name, p.log.display()))
             .collect();
         missing.extend(dead);
+        if !censor::quic_censor_bound(&cfg.prefix) {
+            missing.push("the QUIC censor's nfqueue".into());
+        }
         missing.is_empty()
     });
     if ok {

@@ -208,7 +208,7 @@ fn timeout_for(input: &ProbeInput) -> &'static str {
     match &input.kind {
         Some(Kind::Encrypted(_)) => "40s",
         Some(Kind::Tcp(_)) | Some(Kind::Tor(_)) | Some(Kind::Quic(_)) => "4s",
-        Some(Kind::Openvpn(_)) | Some(Kind::DnsInjection(_)) => "4s",
+        Some(Kind::Openvpn(_)) | Some(Kind::DnsInjection(_)) | Some(Kind::Wireguard(_)) => "4s",
         _ => "10s",
     }
 }
@@ -255,8 +255,8 @@ fn every_condition_differs_inside_and_outside_as_expected() {
     }
     assert_eq!(
         mechanisms.len(),
-        15,
-        "14 conditions (2 has two variants): {mechanisms:?}"
+        16,
+        "15 conditions (2 has two variants): {mechanisms:?}"
     );
     assert_eq!(mechanisms["dns-injection"], "dns.injection");
     assert_eq!(mechanisms["tls-sni-reset"], "tls.reset");
@@ -416,8 +416,9 @@ fn every_condition_differs_inside_and_outside_as_expected() {
         );
         assert_eq!(http_last(o), (200, plan::CLEAN_SITE.to_string()), "{o:?}");
     });
-    // 9. QUIC dropped.
-    check("quic-drop", 0, &|i, o| {
+    // 9. QUIC with a listed SNI dropped (the pass, a clean SNI to the same
+    // address, is checked with the other passes).
+    check("quic-sni-drop", 0, &|i, o| {
         assert_eq!(
             outcome(i),
             pair("generic_timeout_error", "quic_handshake"),
@@ -469,6 +470,14 @@ fn every_condition_differs_inside_and_outside_as_expected() {
             panic!("{o:?}")
         };
         assert!(r.failure.is_none() && !r.link_versions.is_empty(), "{r:?}");
+    });
+    // 15. WireGuard initiations dropped by fingerprint inside; answered outside.
+    check("wireguard-blocked", 0, &|i, o| {
+        assert_eq!(outcome(i), pair("generic_timeout_error", "read"), "{i:?}");
+        let Some(measurement::Result::Wireguard(r)) = &o.result else {
+            panic!("{o:?}")
+        };
+        assert!(r.response_received && r.failure.is_none(), "{r:?}");
     });
     // 13. Down for everyone.
     for n in 0..2 {
@@ -646,10 +655,11 @@ fn every_condition_gets_its_verdict_through_campaigns() {
         ("ip-blackhole", ("blocked", "tcp.timeout")),
         ("tcp-refused", ("blocked", "tcp.refused")),
         ("http-blockpage", ("blocked", "http.blockpage")),
-        ("quic-drop", ("blocked", "quic.timeout")),
+        ("quic-sni-drop", ("blocked", "quic.timeout")),
         ("openvpn-blocked", ("blocked", "vpn.blocked")),
         ("encrypted-residual", ("blocked", "residual")),
         ("tor-blocked", ("blocked", "tcp.timeout")),
+        ("wireguard-blocked", ("blocked", "vpn.blocked")),
         ("down", ("down", "")),
         ("clean", ("ok", "")),
     ]
@@ -690,7 +700,16 @@ fn every_condition_gets_its_verdict_through_campaigns() {
         .iter()
         .filter(|r| r["condition"] == "down")
         .all(|r| r["status"] == "down"));
-    assert!(rows.iter().filter(|r| r["pass"] == true).count() >= 2);
-    // One verdict per inside input of the catalogue (27 today).
-    assert!(rows.len() >= 25, "{} verdicts", rows.len());
+    assert!(rows.iter().filter(|r| r["pass"] == true).count() >= 4);
+    // QUIC: blocked with the listed SNI, ok with a clean one, same address.
+    for (pass, status) in [(false, "blocked"), (true, "ok")] {
+        assert!(
+            rows.iter().any(|r| r["condition"] == "quic-sni-drop"
+                && r["pass"] == pass
+                && r["status"] == status),
+            "quic-sni-drop pass={pass}: want {status}"
+        );
+    }
+    // One verdict per inside input of the catalogue (31 today).
+    assert!(rows.len() >= 31, "{} verdicts", rows.len());
 }
