@@ -5,7 +5,7 @@
 # anywhere, nothing leaves the machine), starts a coordinator with its
 # embedded sled store, enrolls an inside agent behind the censoring firewall
 # and a control agent outside it, runs one campaign per censorship condition
-# (all fourteen), and prints the verdict table. From a terminal it then
+# (all fourteen, plus WireGuard), and prints the verdict table. From a terminal it then
 # serves the dashboard until Ctrl-C; the lab is torn down on exit.
 #
 #   bash deploy/demo.sh            # build, run, print, serve (terminal), tear down

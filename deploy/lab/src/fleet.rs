@@ -485,8 +485,15 @@ fn link_dashboard(prefix: &str) -> Result<()> {
 
 /// The verdict table: one line per inside verdict, with what was expected.
 pub fn table(outcomes: &[Outcome]) -> String {
+    // The target column is as wide as its longest entry, so rows line up.
+    let tw = outcomes
+        .iter()
+        .map(|o| o.target.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("TARGET".len());
     let mut s = format!(
-        "{:>2}  {:<26} {:<56} {:<12} {:<15} {}\n",
+        "{:>2}  {:<26} {:<tw$} {:<12} {:<15} {}\n",
         "#", "CONDITION", "TARGET", "STATUS", "MECHANISM", "EXPECTED"
     );
     for o in outcomes {
@@ -512,7 +519,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             )
         };
         s.push_str(&format!(
-            "{:>2}  {:<26} {:<56} {:<12} {:<15} {expected}\n",
+            "{:>2}  {:<26} {:<tw$} {:<12} {:<15} {expected}\n",
             o.number,
             name,
             o.target,
