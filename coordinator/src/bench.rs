@@ -125,12 +125,20 @@ pub struct CoordinatorProc {
 }
 
 impl CoordinatorProc {
-    /// Inits and starts `vantage-coordinator` (found next to this binary).
+    /// Inits and starts `vantage-coordinator` (found next to this binary,
+    /// or one directory up, where a test binary in `deps/` finds it).
     pub fn start() -> Result<CoordinatorProc, BenchError> {
-        let exe = std::env::current_exe()?.with_file_name("vantage-coordinator");
+        let me = std::env::current_exe()?;
+        let here = me.with_file_name("vantage-coordinator");
+        let exe = match me.parent().and_then(Path::parent) {
+            Some(up) if !here.exists() && up.join("vantage-coordinator").exists() => {
+                up.join("vantage-coordinator")
+            }
+            _ => here,
+        };
         if !exe.exists() {
             return Err(setup(format!(
-                "{} not found: build the workspace binaries",
+                "{} not found: build the workspace binaries (cargo build --workspace --bins)",
                 exe.display()
             )));
         }
@@ -378,6 +386,141 @@ pub fn raise_fd_limit(want: u64) -> u64 {
         .unwrap_or(1024)
 }
 
+/// Open file descriptors of a process (0 when unavailable).
+pub fn proc_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}
+
+/// Threads of a process (0 when unavailable).
+pub fn proc_threads(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Threads:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes of all files under `dir` (the store's size on disk).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// One signed synthetic result of about `size` bytes for the load
+/// generators (the padding sits in a step name; `i` keeps them distinct).
+pub fn bench_result(a: &BenchAgent, i: usize, size: usize) -> SignedResult {
+    let now = vantage_proto::now_us();
+    let m = Measurement {
+        id: vantage_proto::envelope::new_id(),
+        agent_id: a.agent_id.clone(),
+        start_us: now,
+        end_us: now,
+        steps: vec![Step {
+            name: format!("{i}-{}", "x".repeat(size.saturating_sub(120))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    vantage_proto::envelope::sign(&a.key, &m)
+}
+
+/// One load-generating session: sends result batches with at most
+/// `window` unacknowledged, and times each batch's ack. The coordinator
+/// acks a session's batches in order, so the oldest send time matches.
+pub struct Pump {
+    tx: mpsc::Sender<AgentMessage>,
+    inbound: tonic::Streaming<CoordinatorMessage>,
+    in_flight: std::collections::VecDeque<(Instant, usize)>,
+    window: usize,
+    /// Results acked (accepted) so far.
+    pub acked: u64,
+    /// Ack latency of each batch, ms.
+    pub latencies_ms: Vec<f64>,
+}
+
+impl Pump {
+    pub fn new(
+        session: (
+            mpsc::Sender<AgentMessage>,
+            tonic::Streaming<CoordinatorMessage>,
+        ),
+        window: usize,
+    ) -> Pump {
+        Pump {
+            tx: session.0,
+            inbound: session.1,
+            in_flight: Default::default(),
+            window: window.max(1),
+            acked: 0,
+            latencies_ms: Vec::new(),
+        }
+    }
+
+    /// Batches sent and not yet acked.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Sends one batch, first waiting for acks while the window is full.
+    pub async fn send(&mut self, results: Vec<SignedResult>) -> Result<(), BenchError> {
+        while self.in_flight.len() >= self.window {
+            self.next_ack().await?;
+        }
+        self.in_flight.push_back((Instant::now(), results.len()));
+        self.tx
+            .send(AgentMessage {
+                msg: Some(agent_message::Msg::Results(ResultBatch { results })),
+            })
+            .await
+            .map_err(|_| setup("session closed"))
+    }
+
+    /// Waits for the next ack; returns how many results it accepted. A
+    /// rejection is an error: the generators only send valid results.
+    /// Cancel-safe (the stream keeps its state), so it can sit in `select!`.
+    pub async fn next_ack(&mut self) -> Result<u64, BenchError> {
+        loop {
+            match self.inbound.message().await? {
+                Some(CoordinatorMessage {
+                    msg: Some(coordinator_message::Msg::Ack(a)),
+                }) => {
+                    if !a.rejected.is_empty() {
+                        return Err(setup(format!("rejected: {}", a.rejected[0].reason)));
+                    }
+                    let n = a.accepted.len() as u64;
+                    self.acked += n;
+                    if let Some((t, _)) = self.in_flight.pop_front() {
+                        self.latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    return Ok(n);
+                }
+                Some(_) => {}
+                None => return Err(setup("session ended")),
+            }
+        }
+    }
+
+    /// Waits until every batch sent has been acked.
+    pub async fn drain(&mut self) -> Result<(), BenchError> {
+        while !self.in_flight.is_empty() {
+            self.next_ack().await?;
+        }
+        Ok(())
+    }
+}
+
 /// Outcome of the ingest benchmark.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IngestReport {
@@ -438,26 +581,8 @@ pub async fn ingest(
             tokio::task::spawn_blocking(move || {
                 ids.iter()
                     .map(|a| {
-                        let envs: Vec<SignedResult> = (0..per_agent)
-                            .map(|i| {
-                                let now = vantage_proto::now_us();
-                                let m = Measurement {
-                                    id: vantage_proto::envelope::new_id(),
-                                    agent_id: a.agent_id.clone(),
-                                    start_us: now,
-                                    end_us: now,
-                                    steps: vec![Step {
-                                        name: format!(
-                                            "{i}-{}",
-                                            "x".repeat(size.saturating_sub(120))
-                                        ),
-                                        ..Default::default()
-                                    }],
-                                    ..Default::default()
-                                };
-                                vantage_proto::envelope::sign(&a.key, &m)
-                            })
-                            .collect();
+                        let envs: Vec<SignedResult> =
+                            (0..per_agent).map(|i| bench_result(a, i, size)).collect();
                         envs.chunks(256).map(|c| c.to_vec()).collect()
                     })
                     .collect()
@@ -468,56 +593,15 @@ pub async fn ingest(
         let cpu0 = c.cpu_seconds();
         let start = Instant::now();
         let mut handles = Vec::new();
-        for ((tx, mut inbound), agent_batches) in
-            std::mem::take(&mut sessions).into_iter().zip(batches)
-        {
+        for (session, agent_batches) in std::mem::take(&mut sessions).into_iter().zip(batches) {
             handles.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut sent_at = std::collections::VecDeque::new();
-                let mut acked = 0usize;
-                let total: usize = agent_batches.iter().map(|b| b.len()).sum();
-                let mut it = agent_batches.into_iter();
-                let window = 4;
-                loop {
-                    while sent_at.len() < window {
-                        match it.next() {
-                            Some(b) => {
-                                sent_at.push_back(Instant::now());
-                                if tx
-                                    .send(AgentMessage {
-                                        msg: Some(agent_message::Msg::Results(ResultBatch {
-                                            results: b,
-                                        })),
-                                    })
-                                    .await
-                                    .is_err()
-                                {
-                                    return Err(setup("session closed"));
-                                }
-                            }
-                            None => break,
-                        }
-                    }
-                    if acked >= total {
-                        break;
-                    }
-                    match inbound.message().await? {
-                        Some(CoordinatorMessage {
-                            msg: Some(coordinator_message::Msg::Ack(a)),
-                        }) => {
-                            if !a.rejected.is_empty() {
-                                return Err(setup(format!("rejected: {}", a.rejected[0].reason)));
-                            }
-                            acked += a.accepted.len();
-                            if let Some(t) = sent_at.pop_front() {
-                                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                            }
-                        }
-                        Some(_) => {}
-                        None => return Err(setup("session ended")),
-                    }
+                let mut pump = Pump::new(session, 4);
+                for b in agent_batches {
+                    pump.send(b).await?;
                 }
-                Ok::<_, BenchError>(((tx, inbound), lat))
+                pump.drain().await?;
+                let lat = std::mem::take(&mut pump.latencies_ms);
+                Ok::<_, BenchError>(((pump.tx, pump.inbound), lat))
             }));
         }
         for h in handles {
@@ -688,4 +772,537 @@ pub async fn sessions(n: usize, idle_s: f64) -> Result<SessionsReport, BenchErro
         dispatch_max_ms: lat.iter().cloned().fold(0.0, f64::max),
         dispatch_received: received,
     })
+}
+
+/// Settings of the soak benchmark.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    /// Results per second, all sessions together.
+    pub rate: f64,
+    /// Length of the main phase (new ids only).
+    pub seconds: f64,
+    /// Concurrent agent sessions sharing the rate.
+    pub agents: usize,
+    /// Approximate size of one signed result, bytes.
+    pub size: usize,
+    /// Length of an optional second phase that resends already stored
+    /// results at the same rate: the store stops growing, so RSS that still
+    /// grows there is not the store's.
+    pub dup_seconds: f64,
+    /// Time between samples.
+    pub sample_every: Duration,
+}
+
+impl Default for SoakOptions {
+    fn default() -> Self {
+        SoakOptions {
+            rate: 15_000.0,
+            seconds: 600.0,
+            agents: 20,
+            size: 1024,
+            dup_seconds: 0.0,
+            sample_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One sample of the coordinator process and its store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SoakSample {
+    /// Seconds since the load started.
+    pub t_s: f64,
+    /// `new` (fresh ids) or `dup` (resent ids).
+    pub phase: &'static str,
+    pub rss_mib: f64,
+    pub fds: u64,
+    pub threads: u64,
+    /// Results stored (the store's count).
+    pub stored: u64,
+    /// Bytes of the data dir on disk, MiB.
+    pub store_mib: f64,
+    /// Results sent and acked so far, all phases.
+    pub sent: u64,
+    pub acked: u64,
+}
+
+/// Summary of one phase of the soak.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SoakPhase {
+    pub phase: &'static str,
+    pub seconds: f64,
+    pub target_rate: f64,
+    /// Results acked per second over the phase.
+    pub achieved_rate: f64,
+    pub sent: u64,
+    pub acked: u64,
+    /// Median RSS of the samples in the first and the last window (a
+    /// minute, or a third of a phase shorter than three minutes).
+    pub window_s: f64,
+    pub first_rss_mib: f64,
+    pub last_rss_mib: f64,
+    /// Least-squares slope of RSS over the phase, MiB per minute.
+    pub slope_mib_per_min: f64,
+    pub first_fds: u64,
+    pub last_fds: u64,
+    pub first_threads: u64,
+    pub last_threads: u64,
+    /// Results stored at the end of the phase.
+    pub stored: u64,
+    /// `flat`, or `growing` when the last window's median RSS exceeds the
+    /// first's by more than 5 % and 16 MiB (see [`soak_verdict`]).
+    pub verdict: &'static str,
+}
+
+/// Outcome of the soak benchmark.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SoakReport {
+    pub agents: usize,
+    pub size: usize,
+    pub batch: usize,
+    pub samples: Vec<SoakSample>,
+    pub phases: Vec<SoakPhase>,
+    /// Distinct results sent (the `new` phase); each was acked.
+    pub sent_new: u64,
+    pub acked_new: u64,
+    /// Results the store holds at the end; must equal `acked_new`.
+    pub stored: u64,
+    /// Resends the coordinator acked and ignored (`duplicate_results`).
+    pub duplicates_ignored: u64,
+    pub ack_p50_ms: f64,
+    pub ack_p99_ms: f64,
+    pub coordinator_cpu_cores: f64,
+    pub coordinator_peak_rss_mib: f64,
+}
+
+/// `growing` when the last window's median RSS is above the first's by more
+/// than 5 % and more than 16 MiB (allocator noise and sled's cache warming
+/// stay under that); `flat` otherwise.
+pub fn soak_verdict(first_mib: f64, last_mib: f64) -> &'static str {
+    let growth = last_mib - first_mib;
+    if growth > 16.0 && growth > first_mib * 0.05 {
+        "growing"
+    } else {
+        "flat"
+    }
+}
+
+/// Least-squares slope of (t seconds, y) in y per minute.
+fn slope_per_min(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    if sxx == 0.0 {
+        0.0
+    } else {
+        sxy / sxx * 60.0
+    }
+}
+
+/// Summarises the samples of one phase (`t0`..`t1` seconds).
+fn summarise(
+    samples: &[SoakSample],
+    phase: &'static str,
+    (t0, t1): (f64, f64),
+    (rate, sent, acked): (f64, u64, u64),
+) -> SoakPhase {
+    let s: Vec<&SoakSample> = samples
+        .iter()
+        .filter(|x| x.t_s >= t0 - 0.5 && x.t_s <= t1 + 0.5)
+        .collect();
+    let len = (t1 - t0).max(0.0);
+    let window = if len >= 180.0 { 60.0 } else { len / 3.0 };
+    let mut first: Vec<f64> = s
+        .iter()
+        .filter(|x| x.t_s <= t0 + window + 0.5)
+        .map(|x| x.rss_mib)
+        .collect();
+    let mut last: Vec<f64> = s
+        .iter()
+        .filter(|x| x.t_s >= t1 - window - 0.5)
+        .map(|x| x.rss_mib)
+        .collect();
+    // A window with no sample in it takes the phase's first (last) sample.
+    if first.is_empty() {
+        first.extend(s.first().map(|x| x.rss_mib));
+    }
+    if last.is_empty() {
+        last.extend(s.last().map(|x| x.rss_mib));
+    }
+    let (first_rss, last_rss) = (median(&mut first), median(&mut last));
+    let pts: Vec<(f64, f64)> = s.iter().map(|x| (x.t_s, x.rss_mib)).collect();
+    let (a, b) = (s.first(), s.last());
+    SoakPhase {
+        phase,
+        seconds: len,
+        target_rate: rate,
+        achieved_rate: if len > 0.0 { acked as f64 / len } else { 0.0 },
+        sent,
+        acked,
+        window_s: window,
+        first_rss_mib: first_rss,
+        last_rss_mib: last_rss,
+        slope_mib_per_min: slope_per_min(&pts),
+        first_fds: a.map(|x| x.fds).unwrap_or(0),
+        last_fds: b.map(|x| x.fds).unwrap_or(0),
+        first_threads: a.map(|x| x.threads).unwrap_or(0),
+        last_threads: b.map(|x| x.threads).unwrap_or(0),
+        stored: b.map(|x| x.stored).unwrap_or(0),
+        verdict: soak_verdict(first_rss, last_rss),
+    }
+}
+
+/// Counters the sessions share with the sampler.
+#[derive(Default)]
+struct SoakCounters {
+    sent: std::sync::atomic::AtomicU64,
+    acked: std::sync::atomic::AtomicU64,
+    dup_phase: std::sync::atomic::AtomicBool,
+}
+
+/// One session's part of a soak phase: its pump back, and the results it
+/// kept for a resend phase.
+type PhaseTask = tokio::task::JoinHandle<Result<(Pump, Vec<SignedResult>), BenchError>>;
+
+/// Streams results at `per_s` per second on one session until `until`,
+/// sending `batch` at a time on a fixed schedule (late batches go out at
+/// once, so the mean rate holds while the coordinator keeps up). With `pool`
+/// empty each result is newly signed and kept in `keep` (up to `keep_max`)
+/// for a later resend; otherwise the pool is resent round robin.
+#[allow(clippy::too_many_arguments)]
+async fn paced(
+    pump: &mut Pump,
+    agent: &BenchAgent,
+    (per_s, batch, size): (f64, usize, usize),
+    until: Instant,
+    pool: &[SignedResult],
+    keep: &mut std::collections::VecDeque<SignedResult>,
+    keep_max: usize,
+    counters: &SoakCounters,
+) -> Result<(), BenchError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let every = Duration::from_secs_f64(batch as f64 / per_s);
+    let start = tokio::time::Instant::now();
+    let mut k: u32 = 0;
+    let mut next = 0usize;
+    loop {
+        // The phase ends on time: a generator that fell behind does not
+        // catch up afterwards (the achieved rate then shows the shortfall).
+        let due = start + every * k;
+        if due.into_std() >= until || Instant::now() >= until {
+            break;
+        }
+        // Take acks while waiting for the next batch's time.
+        loop {
+            if pump.in_flight() == 0 {
+                tokio::time::sleep_until(due).await;
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => break,
+                n = pump.next_ack() => { counters.acked.fetch_add(n?, Relaxed); }
+            }
+        }
+        let results: Vec<SignedResult> = if pool.is_empty() {
+            let v: Vec<SignedResult> = (0..batch)
+                .map(|i| bench_result(agent, k as usize * batch + i, size))
+                .collect();
+            for r in &v {
+                if keep.len() >= keep_max {
+                    keep.pop_front();
+                }
+                if keep_max > 0 {
+                    keep.push_back(r.clone());
+                }
+            }
+            v
+        } else {
+            (0..batch)
+                .map(|_| {
+                    next = (next + 1) % pool.len();
+                    pool[next].clone()
+                })
+                .collect()
+        };
+        let before = pump.acked;
+        pump.send(results).await?;
+        counters.acked.fetch_add(pump.acked - before, Relaxed);
+        counters.sent.fetch_add(batch as u64, Relaxed);
+        k += 1;
+    }
+    let before = pump.acked;
+    pump.drain().await?;
+    counters.acked.fetch_add(pump.acked - before, Relaxed);
+    Ok(())
+}
+
+/// The soak benchmark: a real coordinator process takes a fixed rate of
+/// signed results for `seconds` (new ids), then optionally the same ids
+/// again for `dup_seconds`, while its RSS, open fds, threads and store are
+/// sampled every `sample_every`. Samples are printed as they are taken.
+pub async fn soak(o: SoakOptions) -> Result<SoakReport, BenchError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if o.rate <= 0.0 || o.agents == 0 || o.seconds <= 0.0 {
+        return Err(setup("rate, agents and the duration must be positive"));
+    }
+    raise_fd_limit(65_536);
+    let per_agent = o.rate / o.agents as f64;
+    // About ten batches per second per session.
+    let batch = ((per_agent / 10.0).round() as usize).clamp(1, 256);
+    let keep_max = if o.dup_seconds > 0.0 {
+        (((per_agent * 20.0) as usize).max(batch)).min(200_000 / o.agents)
+    } else {
+        0
+    };
+    let c = Arc::new(CoordinatorProc::start()?);
+    eprintln!(
+        "soak: {} results/s (~{} B) from {} sessions, batches of {batch}, {:.0} s new ids{}",
+        o.rate,
+        o.size,
+        o.agents,
+        o.seconds,
+        if o.dup_seconds > 0.0 {
+            format!(" then {:.0} s of resends", o.dup_seconds)
+        } else {
+            String::new()
+        }
+    );
+    let ids = c.enroll(o.agents, &["bench"]).await?;
+    let mut pumps = Vec::with_capacity(o.agents);
+    for a in &ids {
+        pumps.push(Pump::new(c.session(a, &["tcp"]).await?, 16));
+    }
+    let counters = Arc::new(SoakCounters::default());
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<SoakSample>::new()));
+    let t0 = Instant::now();
+    let cpu0 = c.cpu_seconds();
+    let sampler = {
+        let (c, counters, samples, every) =
+            (c.clone(), counters.clone(), samples.clone(), o.sample_every);
+        tokio::spawn(async move {
+            let mut admin = c.admin().await.ok();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let stored = match admin.as_mut() {
+                    Some(a) => a
+                        .stats(StatsRequest {})
+                        .await
+                        .map(|r| r.into_inner().results_stored)
+                        .unwrap_or(0),
+                    None => 0,
+                };
+                let pid = c.pid();
+                let x = SoakSample {
+                    t_s: t0.elapsed().as_secs_f64(),
+                    phase: if counters.dup_phase.load(Relaxed) {
+                        "dup"
+                    } else {
+                        "new"
+                    },
+                    rss_mib: proc_rss(pid).0 as f64 / 1048576.0,
+                    fds: proc_fds(pid),
+                    threads: proc_threads(pid),
+                    stored,
+                    store_mib: dir_bytes(&c.dir) as f64 / 1048576.0,
+                    sent: counters.sent.load(Relaxed),
+                    acked: counters.acked.load(Relaxed),
+                };
+                eprintln!(
+                    "  t={:>5.0}s {:<3}  rss {:>7.1} MiB  fds {:>4}  threads {:>3}  stored {:>9}  store {:>8.1} MiB  sent {:>9}  acked {:>9}",
+                    x.t_s, x.phase, x.rss_mib, x.fds, x.threads, x.stored, x.store_mib, x.sent, x.acked
+                );
+                samples.lock().unwrap_or_else(|p| p.into_inner()).push(x);
+            }
+        })
+    };
+
+    let ids = Arc::new(ids);
+    let run_phase =
+        |pumps: Vec<Pump>, pools: Vec<Vec<SignedResult>>, secs: f64| -> Vec<PhaseTask> {
+            let until = Instant::now() + Duration::from_secs_f64(secs);
+            pumps
+                .into_iter()
+                .zip(pools)
+                .enumerate()
+                .map(|(i, (mut pump, pool))| {
+                    let (ids, counters, size) = (ids.clone(), counters.clone(), o.size);
+                    tokio::spawn(async move {
+                        let mut keep = std::collections::VecDeque::new();
+                        let keep_max = if pool.is_empty() { keep_max } else { 0 };
+                        paced(
+                            &mut pump,
+                            &ids[i],
+                            (per_agent, batch, size),
+                            until,
+                            &pool,
+                            &mut keep,
+                            keep_max,
+                            &counters,
+                        )
+                        .await?;
+                        Ok((pump, Vec::from(keep)))
+                    })
+                })
+                .collect()
+        };
+
+    // Phase 1: new ids.
+    let handles = run_phase(pumps, vec![Vec::new(); o.agents], o.seconds);
+    let mut pumps = Vec::with_capacity(o.agents);
+    let mut pools = Vec::with_capacity(o.agents);
+    for h in handles {
+        let (p, kept) = h.await.map_err(setup)??;
+        pumps.push(p);
+        pools.push(kept);
+    }
+    let t_new = t0.elapsed().as_secs_f64();
+    let sent_new = counters.sent.load(Relaxed);
+    let acked_new = counters.acked.load(Relaxed);
+    let stored_new = c
+        .admin()
+        .await?
+        .stats(StatsRequest {})
+        .await?
+        .into_inner()
+        .results_stored;
+
+    // Phase 2 (optional): the same envelopes again.
+    let mut t_dup = t_new;
+    if o.dup_seconds > 0.0 {
+        counters.dup_phase.store(true, Relaxed);
+        let handles = run_phase(pumps, pools, o.dup_seconds);
+        pumps = Vec::with_capacity(o.agents);
+        for h in handles {
+            pumps.push(h.await.map_err(setup)??.0);
+        }
+        t_dup = t0.elapsed().as_secs_f64();
+    }
+    // A last sample at the end, then the summary.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sampler.abort();
+    let stats = c.admin().await?.stats(StatsRequest {}).await?.into_inner();
+    let pid = c.pid();
+    let end = SoakSample {
+        t_s: t0.elapsed().as_secs_f64(),
+        phase: if o.dup_seconds > 0.0 { "dup" } else { "new" },
+        rss_mib: proc_rss(pid).0 as f64 / 1048576.0,
+        fds: proc_fds(pid),
+        threads: proc_threads(pid),
+        stored: stats.results_stored,
+        store_mib: dir_bytes(&c.dir) as f64 / 1048576.0,
+        sent: counters.sent.load(Relaxed),
+        acked: counters.acked.load(Relaxed),
+    };
+    let cpu = (c.cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
+    let peak = proc_rss(pid).1 as f64 / 1048576.0;
+    let mut samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
+    samples.push(end);
+    let mut phases = vec![summarise(
+        &samples,
+        "new",
+        (0.0, t_new),
+        (o.rate, sent_new, acked_new),
+    )];
+    if let Some(p) = phases.first_mut() {
+        p.stored = stored_new;
+    }
+    if o.dup_seconds > 0.0 {
+        phases.push(summarise(
+            &samples,
+            "dup",
+            (t_new, t_dup),
+            (
+                o.rate,
+                counters.sent.load(Relaxed) - sent_new,
+                counters.acked.load(Relaxed) - acked_new,
+            ),
+        ));
+    }
+    let mut lat: Vec<f64> = pumps
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.latencies_ms))
+        .collect();
+    Ok(SoakReport {
+        agents: o.agents,
+        size: o.size,
+        batch,
+        samples,
+        phases,
+        sent_new,
+        acked_new,
+        stored: stats.results_stored,
+        duplicates_ignored: stats
+            .counters
+            .iter()
+            .find(|x| x.name == "duplicate_results")
+            .map(|x| x.value)
+            .unwrap_or(0),
+        ack_p50_ms: quantile(&mut lat.clone(), 0.5),
+        ack_p99_ms: quantile(&mut lat, 0.99),
+        coordinator_cpu_cores: cpu,
+        coordinator_peak_rss_mib: peak,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_and_slope() {
+        assert_eq!(soak_verdict(100.0, 110.0), "flat");
+        assert_eq!(soak_verdict(100.0, 130.0), "growing");
+        assert_eq!(soak_verdict(1000.0, 1040.0), "flat");
+        let pts: Vec<(f64, f64)> = (0..10)
+            .map(|i| (i as f64 * 10.0, 50.0 + i as f64))
+            .collect();
+        assert!((slope_per_min(&pts) - 6.0).abs() < 1e-9);
+    }
+
+    /// A short soak against a real coordinator process (the binary from
+    /// `cargo build --workspace --bins`, which `cargo test` also builds):
+    /// every result sent is acked and stored once, duplicates are ignored.
+    #[test]
+    fn short_soak_stores_exactly_what_was_acked() {
+        vantage_proto::install_crypto_provider();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt
+            .block_on(soak(SoakOptions {
+                rate: 400.0,
+                seconds: 12.0,
+                agents: 4,
+                size: 512,
+                dup_seconds: 6.0,
+                sample_every: Duration::from_secs(2),
+            }))
+            .expect("soak");
+        assert_eq!(r.sent_new, r.acked_new, "every new result acked");
+        assert_eq!(r.stored, r.acked_new, "stored equals acked");
+        assert!(
+            r.acked_new >= 3_000,
+            "about 400/s for 12 s: {}",
+            r.acked_new
+        );
+        assert!(r.duplicates_ignored > 0, "resends were ignored");
+        assert_eq!(r.phases.len(), 2);
+        assert_eq!(
+            r.phases[1].stored, r.stored,
+            "resends did not grow the store"
+        );
+        assert!(r.samples.len() >= 6, "{} samples", r.samples.len());
+        assert!(r
+            .samples
+            .iter()
+            .all(|s| s.rss_mib > 0.0 && s.fds > 0 && s.threads > 0));
+    }
 }

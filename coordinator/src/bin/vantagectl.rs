@@ -128,6 +128,28 @@ enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// A fixed rate of signed results for a long time: the coordinator's
+    /// RSS, fds and threads every 10 s, first- vs last-minute RSS, the
+    /// slope, sent/acked/stored, and a verdict (flat or growing).
+    Soak {
+        /// Results per second (default: about half the ingest median in
+        /// BENCHMARKS.md).
+        #[arg(long, default_value_t = 15_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Duration in seconds instead of --minutes (short runs, CI).
+        #[arg(long)]
+        seconds: Option<f64>,
+        #[arg(long, default_value_t = 20)]
+        agents: usize,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Then resend already stored results for this long: the store
+        /// stops growing, so RSS growth there is not the store's.
+        #[arg(long, default_value_t = 0.0)]
+        dup_seconds: f64,
+    },
     /// N concurrent sessions with heartbeats: memory and idle CPU; then a
     /// campaign for all of them and the time until each has its task.
     Sessions {
@@ -589,6 +611,32 @@ async fn bench(cli: &Cli, cmd: &BenchCmd) -> Result<()> {
                 r.fraction_of_smaller_limit
             );
         }
+        BenchCmd::Soak {
+            rate,
+            minutes,
+            seconds,
+            agents,
+            size,
+            dup_seconds,
+        } => {
+            let r = bench::soak(bench::SoakOptions {
+                rate: *rate,
+                seconds: seconds.unwrap_or(minutes * 60.0),
+                agents: *agents,
+                size: *size,
+                dup_seconds: *dup_seconds,
+                ..Default::default()
+            })
+            .await?;
+            if cli.output != Output::Table {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_soak(&r);
+            }
+            if r.stored != r.acked_new {
+                anyhow::bail!("stored {} but acked {} new results", r.stored, r.acked_new);
+            }
+        }
         BenchCmd::Sessions {
             agents,
             idle_seconds,
@@ -622,6 +670,54 @@ async fn bench(cli: &Cli, cmd: &BenchCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_soak(r: &vantage_coordinator::bench::SoakReport) {
+    println!(
+        "soak: {} sessions, ~{} B results in batches of {}",
+        r.agents, r.size, r.batch
+    );
+    println!(
+        "  {:>6}  {:<5} {:>9} {:>5} {:>7} {:>10} {:>10} {:>10}",
+        "t (s)", "phase", "RSS MiB", "fds", "threads", "stored", "store MiB", "acked"
+    );
+    for s in &r.samples {
+        println!(
+            "  {:>6.0}  {:<5} {:>9.1} {:>5} {:>7} {:>10} {:>10.1} {:>10}",
+            s.t_s, s.phase, s.rss_mib, s.fds, s.threads, s.stored, s.store_mib, s.acked
+        );
+    }
+    for p in &r.phases {
+        println!(
+            "phase {} ({:.0} s): target {:.0}/s, achieved {:.0}/s; sent {}, acked {}; store holds {}",
+            p.phase, p.seconds, p.target_rate, p.achieved_rate, p.sent, p.acked, p.stored
+        );
+        println!(
+            "  RSS median first {:.0} s {:.1} MiB, last {:.0} s {:.1} MiB; slope {:+.2} MiB/min",
+            p.window_s, p.first_rss_mib, p.window_s, p.last_rss_mib, p.slope_mib_per_min
+        );
+        println!(
+            "  fds {} -> {}, threads {} -> {}",
+            p.first_fds, p.last_fds, p.first_threads, p.last_threads
+        );
+        println!("  verdict: {}", p.verdict);
+    }
+    println!(
+        "results: sent {} new, acked {}, stored {} ({}); resends ignored as duplicates {}",
+        r.sent_new,
+        r.acked_new,
+        r.stored,
+        if r.stored == r.acked_new {
+            "stored = acked"
+        } else {
+            "MISMATCH"
+        },
+        r.duplicates_ignored
+    );
+    println!(
+        "ack latency p50 / p99 {:.1} / {:.1} ms; coordinator CPU {:.2} cores, peak RSS {:.0} MiB",
+        r.ack_p50_ms, r.ack_p99_ms, r.coordinator_cpu_cores, r.coordinator_peak_rss_mib
+    );
 }
 
 fn print_verdicts(rows: &[VerdictRow]) {
