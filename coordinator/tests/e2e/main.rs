@@ -12,5 +12,6 @@ mod harness;
 mod hostile;
 mod http;
 mod outbox_full;
+mod partition;
 mod slow_clients;
 mod spine;

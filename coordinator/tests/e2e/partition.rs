@@ -1,0 +1,748 @@
+//! Network partition (issue 9), with real processes in network namespaces.
+//!
+//! Three namespaces of this run (`vpart-<pid>-c|i|o`), no default routes,
+//! addresses in 198.18.200.0/24 (no other test uses it):
+//!
+//! ```text
+//!   vpart-<pid>-i  in1, in2 (CN)  ──veth (cut)──  vpart-<pid>-c  coordinator 198.18.200.1
+//!   vpart-<pid>-o  in3 (CN), ctl (DE, control) ──veth──┘
+//! ```
+//!
+//! A campaign of slow probes (tcp to a blackholed address inside each agent
+//! namespace, each probe running its whole `max_probe_seconds`, two at a
+//! time) is dispatched to in1, in2 and ctl; right after, the link between
+//! the inside agents and the coordinator goes down for 60 s
+//! (`VANTAGE_PARTITION_SECS` overrides it for local iteration) while in1 and
+//! in2 keep producing results. Asserted:
+//!
+//! - the partitioned agents buffer: `vantage-agent status` shows not
+//!   connected and an outbox depth equal to every result they produced;
+//!   nothing of theirs reaches the store while the link is down;
+//! - their leases expire (run deadline + grace, `campaigns.rs`) and one task
+//!   is re-offered to in3, the matching inside agent that came online after
+//!   dispatch (the rule: another matching online agent not yet in the run);
+//! - after the link returns they reconnect (backoff, logged) and deliver
+//!   everything; late results still count as done;
+//! - every agent's results are stored exactly once: one result per task it
+//!   ran, no id twice, per-agent counts equal the agent's own delivered
+//!   counter, and the store count equals the listing;
+//! - every signature re-verifies (`vantagectl export` + `verify-export`).
+//!
+//! Namespaces are deleted on drop (also when the test fails); ones left by
+//! a crashed run (`vpart-<pid>-*` whose pid is gone) are deleted first.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{agent_bin, coordinator_bin, vantagectl_bin, wait_until, LAB_CONFIG};
+
+const TEST: &str = "partition::partition_buffers_expires_leases_and_delivers_each_result_once";
+const PREFIX: &str = "vpart-";
+const COORD_IP: &str = "198.18.200.1";
+const COORD_PORT: u16 = 7443;
+/// Blackholed target inside each agent namespace (a static neighbour on a
+/// veth whose peer drops the frames): a tcp probe waits its whole budget.
+const SINK_IP: &str = "198.18.200.40";
+const TARGETS: usize = 10;
+const CONCURRENCY: u64 = 2;
+
+fn outage() -> Duration {
+    let s = std::env::var("VANTAGE_PARTITION_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(60);
+    Duration::from_secs(s.max(10))
+}
+
+/// Root and `ip` present; otherwise a failure, or a skip line and `false`
+/// with VANTAGE_SKIP_LAB=1.
+fn lab_available() -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .unwrap_or_default();
+    let ip_ok = Command::new("ip")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let missing: Vec<&str> = [(uid != "0", "root"), (!ip_ok, "ip (iproute2)")]
+        .iter()
+        .filter(|(m, _)| *m)
+        .map(|(_, what)| *what)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED (VANTAGE_SKIP_LAB=1): {TEST} (missing: {})",
+            missing.join(", ")
+        );
+        return false;
+    }
+    panic!(
+        "{TEST}: needs {} (network namespaces and veth pairs); run as root with iproute2 \
+         installed, or set VANTAGE_SKIP_LAB=1 to skip",
+        missing.join(" and ")
+    );
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// `vpart-<pid>-*` namespaces whose pid no longer runs (a crashed run).
+fn clean_stale() {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("partition: deleting stale namespace {name}");
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// The run's namespaces; deleted on drop (their veths go with them).
+struct Net {
+    names: Vec<String>,
+}
+
+impl Net {
+    fn ns(&self, which: &str) -> String {
+        format!("{PREFIX}{}-{which}", std::process::id())
+    }
+
+    fn add(&mut self, which: &str) -> String {
+        let n = self.ns(which);
+        ip(&["netns", "add", &n]);
+        self.names.push(n.clone());
+        ip(&["-n", &n, "link", "set", "lo", "up"]);
+        n
+    }
+
+    /// A veth pair from `a` to `b` named `<tag><pid>a|b`, with addresses.
+    fn link(&self, tag: &str, (a, a_ip): (&str, &str), (b, b_ip): (&str, &str)) -> String {
+        let pid = std::process::id();
+        let (ea, eb) = (format!("{tag}{pid}a"), format!("{tag}{pid}b"));
+        ip(&["link", "add", &ea, "type", "veth", "peer", "name", &eb]);
+        ip(&["link", "set", &ea, "netns", a]);
+        ip(&["link", "set", &eb, "netns", b]);
+        for (ns, dev, addr) in [(a, &ea, a_ip), (b, &eb, b_ip)] {
+            if !addr.is_empty() {
+                ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            }
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        ea
+    }
+
+    /// `SINK_IP` in `ns`: a veth pair inside the namespace and a permanent
+    /// neighbour entry with a MAC nobody owns, so SYNs vanish silently.
+    fn sink(&self, ns: &str, tag: &str, net: &str) {
+        let dev = self.link(tag, (ns, net), (ns, ""));
+        ip(&[
+            "-n",
+            ns,
+            "neigh",
+            "replace",
+            SINK_IP,
+            "lladdr",
+            "02:00:00:00:00:28",
+            "dev",
+            &dev,
+            "nud",
+            "permanent",
+        ]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn in_ns(ns: &str, prog: &Path) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(prog);
+    c
+}
+
+fn spawn_logged(mut cmd: Command, log: &Path) -> Proc {
+    let f = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    Proc(
+        cmd.env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+struct Lab {
+    root: tempfile::TempDir,
+    core: String,
+    coord_dir: PathBuf,
+}
+
+impl Lab {
+    fn ctl(&self, args: &[&str]) -> Output {
+        in_ns(&self.core, &vantagectl_bin())
+            .arg("--data-dir")
+            .arg(&self.coord_dir)
+            .args(args)
+            .output()
+            .expect("run vantagectl")
+    }
+
+    fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "vantagectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--output", "json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ctl_ok(&a)).expect("json output")
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.root.path().join(format!("{name}.log"))
+    }
+
+    fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log(name)).unwrap_or_default()
+    }
+}
+
+/// The logs outlive the run (also a failed one) in
+/// `target/test-output/partition/`.
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = crate::dashboard::output_dir("partition");
+        for name in ["coordinator", "in1", "in2", "in3", "ctl"] {
+            let _ = std::fs::copy(self.log(name), out.join(format!("{name}.log")));
+        }
+    }
+}
+
+struct PAgent {
+    name: &'static str,
+    ns: String,
+    dir: PathBuf,
+    id: String,
+    proc: Option<Proc>,
+}
+
+impl PAgent {
+    fn enroll(lab: &Lab, name: &'static str, ns: &str, token: &str, cc: &str, tags: &str) -> Self {
+        let dir = lab.root.path().join(name);
+        let out = in_ns(ns, &agent_bin())
+            .args(["enroll", "--token", token, "--country", cc, "--asn", "4134"])
+            .args(["--tags", tags, "--accept-consent", "--data-dir"])
+            .arg(&dir)
+            .output()
+            .expect("enroll");
+        assert!(
+            out.status.success(),
+            "enroll {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let probe_s = probe_seconds();
+        std::fs::write(
+            dir.join("agent.toml"),
+            format!(
+                "{LAB_CONFIG}[limits]\nmax_concurrency = {CONCURRENCY}\nmax_probe_seconds = {probe_s}\n"
+            ),
+        )
+        .expect("agent.toml");
+        let id: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("identity.json")).expect("identity"))
+                .expect("identity json");
+        PAgent {
+            name,
+            ns: ns.to_string(),
+            dir,
+            id: id["agent_id"].as_str().unwrap_or_default().to_string(),
+            proc: None,
+        }
+    }
+
+    fn start(&mut self, lab: &Lab) {
+        let mut cmd = in_ns(&self.ns, &agent_bin());
+        cmd.args(["run", "--data-dir"]).arg(&self.dir);
+        self.proc = Some(spawn_logged(cmd, &lab.log(self.name)));
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(agent_bin())
+            .args(["status", "--json", "--data-dir"])
+            .arg(&self.dir)
+            .output()
+            .expect("vantage-agent status");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+}
+
+/// Each probe's budget: the slow campaign's probes run in
+/// `TARGETS / CONCURRENCY` waves that end well before the run deadline.
+fn probe_seconds() -> u64 {
+    (deadline_seconds() * 3 / 4 / (TARGETS as u64 / CONCURRENCY)).max(2)
+}
+
+/// The run deadline: two thirds of the outage, so the leases (deadline +
+/// grace) expire while the link is still down (60 s: 40 s, probes of 6 s).
+fn deadline_seconds() -> u64 {
+    (outage().as_secs() * 2 / 3).max(2 * TARGETS as u64 / CONCURRENCY + 4)
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn inside_group(st: &serde_json::Value) -> serde_json::Value {
+    st["runs"][0]["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|x| x["group"] == "inside").cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn partition_buffers_expires_leases_and_delivers_each_result_once() {
+    if !lab_available() {
+        return;
+    }
+    clean_stale();
+    let outage = outage();
+    let started = Instant::now();
+    let mut net = Net { names: Vec::new() };
+    let core = net.add("c");
+    let ins = net.add("i");
+    let out = net.add("o");
+    ip(&[
+        "-n",
+        &core,
+        "addr",
+        "add",
+        &format!("{COORD_IP}/32"),
+        "dev",
+        "lo",
+    ]);
+    let cut = net.link(
+        "vpi",
+        (&core, "198.18.200.9/30"),
+        (&ins, "198.18.200.10/30"),
+    );
+    net.link(
+        "vpo",
+        (&core, "198.18.200.13/30"),
+        (&out, "198.18.200.14/30"),
+    );
+    ip(&[
+        "-n",
+        &ins,
+        "route",
+        "add",
+        &format!("{COORD_IP}/32"),
+        "via",
+        "198.18.200.9",
+    ]);
+    ip(&[
+        "-n",
+        &out,
+        "route",
+        "add",
+        &format!("{COORD_IP}/32"),
+        "via",
+        "198.18.200.13",
+    ]);
+    net.sink(&ins, "vsi", "198.18.200.33/28");
+    net.sink(&out, "vso", "198.18.200.33/28");
+    for ns in [&core, &ins, &out] {
+        let routes = Command::new("ip")
+            .args(["-n", ns, "route", "show", "default"])
+            .output()
+            .expect("ip route");
+        assert!(routes.stdout.is_empty(), "{ns} has no default route");
+    }
+
+    // The coordinator, in its namespace.
+    let root = tempfile::tempdir().expect("tempdir");
+    let coord_dir = root.path().join("coord");
+    let init = in_ns(&core, &coordinator_bin())
+        .args([
+            "init",
+            "--listen",
+            &format!("{COORD_IP}:{COORD_PORT}"),
+            "--data-dir",
+        ])
+        .arg(&coord_dir)
+        .output()
+        .expect("init");
+    assert!(
+        init.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let lab = Lab {
+        root,
+        core: core.clone(),
+        coord_dir,
+    };
+    let mut serve = in_ns(&core, &coordinator_bin());
+    serve.args(["serve", "--data-dir"]).arg(&lab.coord_dir);
+    let _coordinator = spawn_logged(serve, &lab.log("coordinator"));
+    wait_until(Duration::from_secs(20), "the coordinator to serve", || {
+        lab.read_log("coordinator").contains("coordinator serving")
+    });
+
+    let token = lab.ctl_ok(&["token", "create", "--uses", "4", "--expires", "1h"]);
+    let token = token.trim();
+    let mut in1 = PAgent::enroll(&lab, "in1", &ins, token, "CN", "");
+    let mut in2 = PAgent::enroll(&lab, "in2", &ins, token, "CN", "");
+    let mut in3 = PAgent::enroll(&lab, "in3", &out, token, "CN", "");
+    let mut ctl = PAgent::enroll(&lab, "ctl", &out, token, "DE", "control");
+    for a in [&mut in1, &mut in2, &mut ctl] {
+        a.start(&lab);
+    }
+    let connected = |ids: &[&str]| {
+        let agents = lab.ctl_json(&["agents"]);
+        ids.iter().all(|id| {
+            agents.as_array().is_some_and(|v| {
+                v.iter()
+                    .any(|a| a["agent_id"] == *id && a["connected"] == true)
+            })
+        })
+    };
+    wait_until(Duration::from_secs(30), "in1, in2, ctl connected", || {
+        connected(&[&in1.id, &in2.id, &ctl.id])
+    });
+
+    // The slow campaign: in3 is offline, so in1 and in2 are the inside group.
+    let deadline = deadline_seconds();
+    let targets: String = (0..TARGETS)
+        .map(|i| {
+            format!(
+                "[[targets]]\ntcp = {{ host = \"{SINK_IP}\", port = {} }}\n\n",
+                1000 + i
+            )
+        })
+        .collect();
+    let spec = format!(
+        "version = 1\nname = \"partition\"\ndeadline = \"{deadline}s\"\nallow_private_targets = true\n\n\
+         [inside]\ncountries = [\"CN\"]\nmax_agents = 2\n\n[control]\ntags = [\"control\"]\n\n{targets}"
+    );
+    let spec_path = lab.root.path().join("spec.toml");
+    std::fs::write(&spec_path, spec).expect("spec");
+    let campaign = lab
+        .ctl_ok(&[
+            "campaign",
+            "create",
+            "-f",
+            spec_path.to_str().expect("path"),
+        ])
+        .trim()
+        .to_string();
+    let status = || lab.ctl_json(&["campaign", "status", &campaign]);
+    wait_until(Duration::from_secs(10), "the run to be dispatched", || {
+        status()["runs"][0]["state"] == "dispatched"
+    });
+    let dispatched = Instant::now();
+    let st = status();
+    assert_eq!(inside_group(&st)["agents"], 2, "in1 and in2 inside: {st}");
+    // Let the tasks reach the agents (their first results come after a
+    // whole probe budget), then cut the link.
+    std::thread::sleep(Duration::from_secs(1));
+    let stored_before = lab.ctl_json(&["stats"])["results_stored"]
+        .as_u64()
+        .unwrap_or(0);
+    let by_agent_before = count_by_agent(&lab);
+    ip(&["-n", &core, "link", "set", &cut, "down"]);
+    let down_at = Instant::now();
+    eprintln!(
+        "partition: link {cut} down {:.1} s after dispatch, for {} s; stored so far {stored_before}",
+        dispatched.elapsed().as_secs_f64(),
+        outage.as_secs()
+    );
+    in3.start(&lab);
+
+    // While down: buffering, leases expiring, a re-offer to in3.
+    let mut max_depth: HashMap<&str, u64> = HashMap::new();
+    let mut saw_disconnected: HashMap<&str, f64> = HashMap::new();
+    let mut max_expired = 0u64;
+    let mut max_inside_agents = 0u64;
+    while down_at.elapsed() < outage {
+        for a in [&in1, &in2] {
+            let s = a.status();
+            let d = s["outbox_depth"].as_u64().unwrap_or(0);
+            let m = max_depth.entry(a.name).or_default();
+            *m = (*m).max(d);
+            if s["connected"] == false && !saw_disconnected.contains_key(a.name) {
+                saw_disconnected.insert(a.name, down_at.elapsed().as_secs_f64());
+            }
+        }
+        let g = inside_group(&status());
+        max_expired = max_expired.max(g["expired"].as_u64().unwrap_or(0));
+        max_inside_agents = max_inside_agents.max(g["agents"].as_u64().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let during = count_by_agent(&lab);
+    let st_down = status();
+    ip(&["-n", &core, "link", "set", &cut, "up"]);
+    let up_at = Instant::now();
+    let up_us = now_us();
+    eprintln!(
+        "partition: link up; while down: max outbox depth {max_depth:?}, agents saw the session \
+         drop after {saw_disconnected:?} s, max expired {max_expired}, inside agents {max_inside_agents}"
+    );
+    for a in [&in1, &in2] {
+        assert_eq!(
+            during.get(&a.id),
+            by_agent_before.get(&a.id),
+            "nothing of {} reached the store while partitioned",
+            a.name
+        );
+        assert_eq!(
+            max_depth.get(a.name).copied(),
+            Some(TARGETS as u64),
+            "{} buffered every result it produced while down",
+            a.name
+        );
+        // The agent's HTTP/2 keepalive (30 s ping, 20 s timeout) notices a
+        // dead session within 50 s; shorter local outages may end first.
+        assert!(
+            saw_disconnected.contains_key(a.name) || outage < Duration::from_secs(55),
+            "{} noticed the dead session while down",
+            a.name
+        );
+    }
+    assert_eq!(
+        max_expired,
+        2 * TARGETS as u64,
+        "every lease of in1 and in2 expired while down: {st_down}"
+    );
+    assert_eq!(
+        max_inside_agents, 3,
+        "an expired task was re-offered to in3: {st_down}"
+    );
+    assert!(
+        lab.read_log("coordinator").contains("lease re-offered"),
+        "the coordinator logged the re-offer"
+    );
+
+    // After: reconnect and deliver everything.
+    let mut reconnect_s: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut drained_s: BTreeMap<&str, f64> = BTreeMap::new();
+    wait_until(
+        Duration::from_secs(150),
+        "in1 and in2 to reconnect and drain their outboxes",
+        || {
+            for a in [&in1, &in2] {
+                let s = a.status();
+                if s["connected"] == true
+                    && s["since_us"].as_i64().unwrap_or(0) >= up_us
+                    && !reconnect_s.contains_key(a.name)
+                {
+                    reconnect_s.insert(a.name, up_at.elapsed().as_secs_f64());
+                }
+                if reconnect_s.contains_key(a.name)
+                    && s["outbox_depth"] == 0
+                    && !drained_s.contains_key(a.name)
+                {
+                    drained_s.insert(a.name, up_at.elapsed().as_secs_f64());
+                }
+            }
+            drained_s.len() == 2
+        },
+    );
+    wait_until(Duration::from_secs(60), "the campaign done", || {
+        status()["campaign"]["state"] == "done"
+    });
+
+    // Exactly once, per agent, against the agents' own counters.
+    let listing = lab.ctl_ok(&["--output", "jsonl", "results"]);
+    let mut ids = HashSet::new();
+    let mut tasks_of: HashMap<String, Vec<String>> = HashMap::new();
+    for line in listing.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("result line");
+        let m = &v["measurement"];
+        let id = m["id"].as_str().unwrap_or_default().to_string();
+        assert!(ids.insert(id.clone()), "result {id} listed twice");
+        tasks_of
+            .entry(v["agent_id"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .push(m["task_id"].as_str().unwrap_or_default().to_string());
+    }
+    let stats = lab.ctl_json(&["stats"]);
+    assert_eq!(
+        stats["results_stored"].as_u64(),
+        Some(ids.len() as u64),
+        "store count equals the listing"
+    );
+    let run_tasks: HashSet<String> = tasks_of
+        .get(&ctl.id)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    assert_eq!(run_tasks.len(), TARGETS, "the control ran every task");
+    let mut delivered: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+    for a in [&in1, &in2, &in3, &ctl] {
+        let s = a.status();
+        let mine = tasks_of.get(&a.id).cloned().unwrap_or_default();
+        let uniq: HashSet<&String> = mine.iter().collect();
+        assert_eq!(uniq.len(), mine.len(), "{}: one result per task", a.name);
+        assert!(
+            uniq.iter().all(|t| run_tasks.contains(*t)),
+            "{}: results only for the run's tasks",
+            a.name
+        );
+        assert_eq!(
+            s["delivered_total"].as_u64(),
+            Some(mine.len() as u64),
+            "{}: the store holds what the agent says it delivered: {s}",
+            a.name
+        );
+        assert_eq!(
+            (s["outbox_depth"].as_u64(), s["outbox_dropped"].as_u64()),
+            (Some(0), Some(0)),
+            "{}: nothing left, nothing dropped: {s}",
+            a.name
+        );
+        delivered.insert(
+            a.name,
+            (s["delivered_total"].as_u64().unwrap_or(0), mine.len()),
+        );
+    }
+    for a in [&in1, &in2] {
+        assert_eq!(
+            tasks_of.get(&a.id).map(Vec::len),
+            Some(TARGETS),
+            "{} delivered a result for each of its {TARGETS} tasks",
+            a.name
+        );
+    }
+    assert!(
+        tasks_of.get(&in3.id).map(Vec::len).unwrap_or(0) >= 1,
+        "in3 ran the re-offered task"
+    );
+    let st_end = status();
+    let g = inside_group(&st_end);
+    assert_eq!(
+        (g["expired"].as_u64(), g["pending"].as_u64()),
+        (Some(0), Some(0)),
+        "late results count as done: {st_end}"
+    );
+
+    // Signatures re-verify.
+    let export = lab.root.path().join("export.jsonl");
+    let agents_json = lab.root.path().join("agents.json");
+    lab.ctl_ok(&[
+        "export",
+        &campaign,
+        "--format",
+        "jsonl",
+        "-o",
+        export.to_str().expect("path"),
+    ]);
+    std::fs::write(&agents_json, lab.ctl_ok(&["--output", "json", "agents"])).expect("agents");
+    let verified = lab.ctl_ok(&[
+        "verify-export",
+        export.to_str().expect("path"),
+        "--agents",
+        agents_json.to_str().expect("path"),
+    ]);
+    assert!(
+        verified.contains(&format!("{} verified, 0 failed", ids.len())),
+        "{verified}"
+    );
+
+    let reconnect_lines: HashMap<&str, usize> = [&in1, &in2]
+        .iter()
+        .map(|a| {
+            (
+                a.name,
+                lab.read_log(a.name).matches("reconnecting in").count(),
+            )
+        })
+        .collect();
+    let log = lab.read_log("coordinator");
+    let dups = stats["counters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|x| x["name"] == "duplicate_results"))
+        .and_then(|x| x["value"].as_u64())
+        .unwrap_or(0);
+    eprintln!(
+        "partition: outage {} s; in1/in2 produced {TARGETS} results each while down, buffered \
+         (max outbox depth {max_depth:?}), delivered after the link returned: {delivered:?} \
+         (delivered_total, stored); lost 0; stored twice 0 ({} results, all listed once, {dups} \
+         resends ignored as duplicates); leases expired while down {max_expired} \
+         (coordinator log: {} 'lease expired', {} 'lease re-offered'), re-offered to in3: {} \
+         result(s); session drop noticed after {saw_disconnected:?} s; reconnect attempts logged \
+         {reconnect_lines:?}; reconnected {reconnect_s:?} s and drained {drained_s:?} s after \
+         the link came up; all {} signatures verified; test took {:.0} s",
+        outage.as_secs(),
+        ids.len(),
+        log.matches("lease expired").count(),
+        log.matches("lease re-offered").count(),
+        tasks_of.get(&in3.id).map(Vec::len).unwrap_or(0),
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Stored results per agent id.
+fn count_by_agent(lab: &Lab) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for line in lab.ctl_ok(&["--output", "jsonl", "results"]).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("result line");
+        *out.entry(v["agent_id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    out
+}
