@@ -23,9 +23,11 @@
 //!   dispatch (the rule: another matching online agent not yet in the run);
 //! - after the link returns they reconnect (backoff, logged) and deliver
 //!   everything; late results still count as done;
-//! - every agent's results are stored exactly once: one result per task it
-//!   ran, no id twice, per-agent counts equal the agent's own delivered
-//!   counter, and the store count equals the listing;
+//! - every agent's results are stored exactly once: the ids in1 and in2
+//!   hold in their outboxes at the end of the outage (read from a copy
+//!   taken with the agent stopped) are exactly their ids in the store
+//!   listing; one result per task, no id twice, per-agent counts equal the
+//!   agent's own delivered counter, and the store count equals the listing;
 //! - every signature re-verifies (`vantagectl export` + `verify-export`).
 //!
 //! Namespaces are deleted on drop (also when the test fails); ones left by
@@ -533,6 +535,12 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
     }
     let during = count_by_agent(&lab);
     let st_down = status();
+    // The ids each partitioned agent produced: a copy of its outbox, taken
+    // with the agent stopped (every entry was fdatasynced when written).
+    let produced: HashMap<&str, HashSet<String>> = [&in1, &in2]
+        .iter()
+        .map(|a| (a.name, outbox_ids(a, lab.root.path())))
+        .collect();
     ip(&["-n", &core, "link", "set", &cut, "up"]);
     let up_at = Instant::now();
     let up_us = now_us();
@@ -608,11 +616,16 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
     let listing = lab.ctl_ok(&["--output", "jsonl", "results"]);
     let mut ids = HashSet::new();
     let mut tasks_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut ids_of: HashMap<String, HashSet<String>> = HashMap::new();
     for line in listing.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("result line");
         let m = &v["measurement"];
         let id = m["id"].as_str().unwrap_or_default().to_string();
         assert!(ids.insert(id.clone()), "result {id} listed twice");
+        ids_of
+            .entry(v["agent_id"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .insert(id.clone());
         tasks_of
             .entry(v["agent_id"].as_str().unwrap_or_default().to_string())
             .or_default()
@@ -660,6 +673,12 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
         );
     }
     for a in [&in1, &in2] {
+        assert_eq!(
+            ids_of.get(&a.id),
+            produced.get(a.name),
+            "{}: the store holds exactly the ids it buffered while down",
+            a.name
+        );
         assert_eq!(
             tasks_of.get(&a.id).map(Vec::len),
             Some(TARGETS),
@@ -719,7 +738,7 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
         .unwrap_or(0);
     eprintln!(
         "partition: outage {} s; in1/in2 produced {TARGETS} results each while down, buffered \
-         (max outbox depth {max_depth:?}), delivered after the link returned: {delivered:?} \
+         (max outbox depth {max_depth:?}; ids read from the outboxes: {:?}), delivered after the link returned: {delivered:?} \
          (delivered_total, stored); lost 0; stored twice 0 ({} results, all listed once, {dups} \
          resends ignored as duplicates); leases expired while down {max_expired} \
          (coordinator log: {} 'lease expired', {} 'lease re-offered'), re-offered to in3: {} \
@@ -727,6 +746,7 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
          {reconnect_lines:?}; reconnected {reconnect_s:?} s and drained {drained_s:?} s after \
          the link came up; all {} signatures verified; test took {:.0} s",
         outage.as_secs(),
+        produced.iter().map(|(k, v)| (*k, v.len())).collect::<BTreeMap<_, _>>(),
         ids.len(),
         log.matches("lease expired").count(),
         log.matches("lease re-offered").count(),
@@ -734,6 +754,24 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
         ids.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Ids in an agent's outbox, read from a copy taken while it is stopped.
+fn outbox_ids(a: &PAgent, scratch: &Path) -> HashSet<String> {
+    let pid = a.proc.as_ref().expect("agent running").0.id().to_string();
+    let copy = scratch.join(format!("{}-outbox-copy", a.name));
+    let st = Command::new("kill").args(["-STOP", &pid]).status();
+    assert!(st.is_ok_and(|s| s.success()), "kill -STOP {pid}");
+    let cp = Command::new("cp").arg("-a").arg(&a.dir).arg(&copy).status();
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    assert!(cp.is_ok_and(|s| s.success()), "copy of {}", a.dir.display());
+    let outbox = vantage_agent::outbox::Outbox::open(&copy, 1_000_000).expect("outbox copy");
+    outbox
+        .pending(100_000, &HashSet::new())
+        .expect("outbox entries")
+        .iter()
+        .map(|(_, env)| vantage_proto::envelope::decode(env).expect("envelope").id)
+        .collect()
 }
 
 /// Stored results per agent id.
