@@ -730,6 +730,12 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
             )
         })
         .collect();
+    for (name, n) in &reconnect_lines {
+        assert!(
+            *n >= 2 || outage < Duration::from_secs(55),
+            "{name} kept retrying while down (backoff): {n} attempts logged"
+        );
+    }
     let log = lab.read_log("coordinator");
     let dups = stats["counters"]
         .as_array()
