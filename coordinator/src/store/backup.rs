@@ -350,6 +350,7 @@ impl Store {
             sum.trees += 1;
             for kv in tree.iter() {
                 let (k, v) = kv.map_err(StoreError::from)?;
+                let v = self.entry_value(&name, &k, v)?;
                 w.put(b"E")?;
                 w.put_u32(
                     u32::try_from(k.len())
@@ -409,9 +410,8 @@ impl Store {
 
     fn import_into<R: Read>(data_dir: &Path, reader: R) -> Result<Summary, BackupError> {
         let store = Store::open(&data_dir.join(STORE_DIR))?;
-        let mut tree: Option<sled::Tree> = None;
-        let mut batch = sled::Batch::default();
-        let mut pending = 0usize;
+        let mut tree: Option<(Vec<u8>, sled::Tree)> = None;
+        let mut pending: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let summary = read_backup(reader, |rec| {
             match rec {
                 Record::File { name, mode, data } => {
@@ -427,36 +427,65 @@ impl Store {
                         .map_err(io(path.display().to_string()))?;
                 }
                 Record::Tree(name) => {
-                    if let Some(t) = &tree {
-                        t.apply_batch(std::mem::take(&mut batch))
-                            .map_err(StoreError::from)?;
-                        pending = 0;
+                    if let Some((n, t)) = &tree {
+                        store.import_entries(n, t, std::mem::take(&mut pending))?;
                     }
-                    let t = store.db.open_tree(name).map_err(StoreError::from)?;
+                    let t = store.db.open_tree(&name).map_err(StoreError::from)?;
                     if !t.is_empty() {
                         return Err(BackupError::Corrupt("a tree appears twice".into()));
                     }
-                    tree = Some(t);
+                    tree = Some((name, t));
                 }
                 Record::Entry(k, v) => {
-                    batch.insert(k, v);
-                    pending += 1;
-                    if pending >= 4096 {
-                        if let Some(t) = &tree {
-                            t.apply_batch(std::mem::take(&mut batch))
-                                .map_err(StoreError::from)?;
+                    pending.push((k, v));
+                    if pending.len() >= 4096 {
+                        if let Some((n, t)) = &tree {
+                            store.import_entries(n, t, std::mem::take(&mut pending))?;
                         }
-                        pending = 0;
+                        pending.clear();
                     }
                 }
             }
             Ok(())
         })?;
-        if let Some(t) = &tree {
-            t.apply_batch(batch).map_err(StoreError::from)?;
+        if let Some((n, t)) = &tree {
+            store.import_entries(n, t, pending)?;
         }
         store.sync()?;
         Ok(summary)
+    }
+
+    /// Writes restored entries of one tree; result bodies go to the value
+    /// log first (synced), their pointers into sled, as the commit thread
+    /// does.
+    fn import_entries(
+        &self,
+        name: &[u8],
+        tree: &sled::Tree,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let is_body = |k: &[u8]| name == b"results" && k.first() == Some(&b'r');
+        let ptrs = self.values.append(
+            entries
+                .iter()
+                .filter(|(k, _)| is_body(k))
+                .map(|(_, v)| v.as_slice()),
+        )?;
+        let mut ptrs = ptrs.into_iter();
+        let mut batch = sled::Batch::default();
+        for (k, v) in entries {
+            if is_body(&k) {
+                let p = ptrs.next().ok_or_else(|| StoreError::Corrupt {
+                    tree: "values",
+                    detail: "fewer pointers than values".into(),
+                })?;
+                batch.insert(k, &p.encode()[..]);
+            } else {
+                batch.insert(k, v);
+            }
+        }
+        tree.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Every tree and entry, sorted by tree name (for checks and tests).
@@ -470,6 +499,7 @@ impl Store {
             let mut entries = Vec::new();
             for kv in tree.iter() {
                 let (k, v) = kv?;
+                let v = self.entry_value(&name, &k, v)?;
                 entries.push((k.to_vec(), v.to_vec()));
             }
             out.push((name.to_vec(), entries));
@@ -496,7 +526,32 @@ mod tests {
             s.results.insert(i.to_be_bytes(), vec![7u8; 100]).unwrap();
         }
         s.meta.insert(b"counter/x", &5u64.to_be_bytes()).unwrap();
+        // Result bodies through the commit thread (into the value log), and
+        // one stored inline as versions before the value log did.
+        let commit = super::super::CommitHandle::start(s.clone(), |_| {});
+        let results = (0..300u32)
+            .map(|i| super::super::PendingResult {
+                id: *uuid::Uuid::now_v7().as_bytes(),
+                agent: [1; 16],
+                task: Some([2; 16]),
+                campaign: None,
+                value: format!("body {i}").repeat(40).into_bytes(),
+                measurement: Default::default(),
+            })
+            .collect();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(commit.commit(results))
+            .unwrap();
+        s.results
+            .insert(super::super::result_key(&[9; 16]), &b"\x0ainline"[..])
+            .unwrap();
         (d, s)
+    }
+
+    fn bodies(s: &Store) -> Vec<Vec<u8>> {
+        s.results(None).map(|v| v.unwrap().to_vec()).collect()
     }
 
     #[test]
@@ -512,6 +567,11 @@ mod tests {
         Store::import(&target, &buf[..]).unwrap();
         let r = Store::open(&target.join(STORE_DIR)).unwrap();
         assert_eq!(r.dump().unwrap(), s.dump().unwrap());
+        let b = bodies(&r);
+        assert_eq!(b.len(), 301);
+        assert_eq!(b, bodies(&s));
+        assert!(b.contains(&b"\x0ainline".to_vec()));
+        assert_eq!(r.results(Some((b't', [2; 16]))).count(), 300);
         let mode = std::fs::metadata(target.join("ca.key"))
             .unwrap()
             .permissions()

@@ -1,6 +1,7 @@
 //! Group commit: one thread owns result writes. It drains every pending
-//! batch, applies them as one sled batch, flushes, fdatasyncs the log file,
-//! and only then answers each waiting session. An id already stored, or
+//! batch, appends the new bodies to the value log (fdatasynced), applies
+//! their pointers and index entries as one sled batch, flushes, fdatasyncs
+//! sled's log file, and only then answers each waiting session. An id already stored, or
 //! twice in the same group, is written once: the same signed measurement
 //! again is a [`Outcome::Duplicate`], a different one an
 //! [`Outcome::Conflict`] that never overwrites. Doing this check here, where
@@ -157,7 +158,7 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreEr
     // First measurement offered in this group for each id.
     let mut seen: HashMap<[u8; 16], &prost::bytes::Bytes> = HashMap::new();
     let mut per_job = Vec::with_capacity(jobs.len());
-    let mut total = 0u64;
+    let mut new: Vec<&PendingResult> = Vec::new();
     for job in jobs {
         let mut outcomes = Vec::with_capacity(job.results.len());
         for r in &job.results {
@@ -171,6 +172,7 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreEr
             }
             seen.insert(r.id, &r.measurement);
             if let Some(stored) = store.results.get(result_key(&r.id))? {
+                let stored = store.values.resolve(stored)?;
                 outcomes.push(
                     if stored_measurement(&stored) == Some(r.measurement.clone()) {
                         Outcome::Duplicate
@@ -181,8 +183,19 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreEr
                 continue;
             }
             outcomes.push(Outcome::New);
-            total += 1;
-            batch.insert(&result_key(&r.id)[..], r.value.as_slice());
+            new.push(r);
+        }
+        per_job.push(outcomes);
+    }
+    let total = new.len() as u64;
+    if total > 0 {
+        // Bodies first, synced: a pointer sled holds always points at
+        // bytes on disk (values.rs).
+        let ptrs = store
+            .values
+            .append(new.iter().map(|r| r.value.as_slice()))?;
+        for (r, p) in new.iter().zip(ptrs) {
+            batch.insert(&result_key(&r.id)[..], &p.encode()[..]);
             batch.insert(index_key(b'a', &r.agent, &r.id), &[][..]);
             if let Some(t) = &r.task {
                 batch.insert(index_key(b't', t, &r.id), &[][..]);
@@ -191,9 +204,6 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreEr
                 batch.insert(index_key(b'c', c, &r.id), &[][..]);
             }
         }
-        per_job.push(outcomes);
-    }
-    if total > 0 {
         // The count travels in the same atomic batch as the results, so it
         // survives a kill -9 exactly as they do.
         let count = store.result_count()? + total;

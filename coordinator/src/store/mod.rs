@@ -9,7 +9,9 @@
 //! - `certs`:   client-certificate SHA-256 (hex) -> agent id (16 bytes).
 //! - `results`: one tree so that a result and its index entries land in one
 //!   atomic batch:
-//!   - `r` id16            -> prost `StoredResult` (the envelope as received)
+//!   - `r` id16            -> pointer into the value log (`values.rs`) to the
+//!     prost `StoredResult` (the envelope as received); stores written
+//!     before the value log hold the `StoredResult` inline, read as is
 //!   - `a` agent16 id16    -> ()
 //!   - `t` task16 id16     -> ()
 //!   - `c` campaign16 id16 -> ()
@@ -21,13 +23,17 @@
 //! Durability: a result is acknowledged only after the batch holding it was
 //! applied, `flush`ed, and sled's log file `fdatasync`ed (sled's own flush uses
 //! `sync_file_range`, which does not reach the drive's cache; sled #1452).
+//! Result bodies are appended to the value log and fdatasynced before the
+//! sled batch holding their pointers is applied.
 
 pub mod backup;
 mod commit;
 mod query;
 mod records;
+mod values;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use commit::{CommitHandle, GroupStats, Outcome, PendingResult};
 pub use records::{
@@ -68,6 +74,7 @@ pub struct Store {
     tasks: sled::Tree,
     campaigns: sled::Tree,
     verdicts: sled::Tree,
+    values: Arc<values::ValueLog>,
 }
 
 /// 16-byte key of a UUID string; `None` when it is not a UUID.
@@ -135,6 +142,7 @@ impl Store {
             tasks: db.open_tree("tasks")?,
             campaigns: db.open_tree("campaigns")?,
             verdicts: db.open_tree("verdicts")?,
+            values: Arc::new(values::ValueLog::open(&path.join(VALUES_DIR))?),
             db,
             path,
         })
@@ -159,7 +167,7 @@ impl Store {
 
     /// Approximate on-disk size in bytes.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.values.size_on_disk()
     }
 
     // ------------------------------------------------------------ tokens
@@ -395,19 +403,36 @@ impl Store {
         self.results.scan_prefix(prefix).map(move |kv| {
             let (k, v) = kv?;
             if !via_index {
-                return Ok(v);
+                return self.values.resolve(v);
             }
             let id: [u8; 16] = k[plen..].try_into().map_err(|_| StoreError::Corrupt {
                 tree: "results",
                 detail: "short index key".into(),
             })?;
-            self.results
+            let v = self
+                .results
                 .get(result_key(&id))?
                 .ok_or_else(|| StoreError::Corrupt {
                     tree: "results",
                     detail: format!("index points at missing result {}", id_string(&id)),
-                })
+                })?;
+            self.values.resolve(v)
         })
+    }
+
+    /// An entry of `tree` as a backup or dump shows it: a result's body
+    /// instead of its value-log pointer, everything else as stored.
+    fn entry_value(
+        &self,
+        tree: &[u8],
+        key: &[u8],
+        v: sled::IVec,
+    ) -> Result<sled::IVec, StoreError> {
+        if tree == b"results" && key.first() == Some(&b'r') {
+            self.values.resolve(v)
+        } else {
+            Ok(v)
+        }
     }
 
     /// Counter persisted in `meta`.
@@ -443,6 +468,9 @@ impl Store {
 /// Key of the result count inside the results tree (`m` sorts apart from
 /// the `r`, `a`, `t` and `c` families).
 const COUNT_KEY: &[u8] = b"m/count";
+
+/// The value log's directory inside the store directory.
+const VALUES_DIR: &str = "values";
 
 fn result_key(id: &[u8; 16]) -> [u8; 17] {
     let mut k = [0u8; 17];

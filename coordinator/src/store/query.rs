@@ -56,7 +56,7 @@ impl Store {
                             detail: "result key of the wrong length".into(),
                         })?;
                 if !via_index {
-                    return Ok((id, v));
+                    return Ok((id, self.values.resolve(v)?));
                 }
                 let v = self
                     .results
@@ -68,7 +68,7 @@ impl Store {
                             uuid::Uuid::from_bytes(id)
                         ),
                     })?;
-                Ok((id, v))
+                Ok((id, self.values.resolve(v)?))
             })
     }
 
