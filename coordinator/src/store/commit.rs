@@ -155,33 +155,34 @@ fn run(
 
 fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreError> {
     let mut batch = sled::Batch::default();
-    // First measurement offered in this group for each id.
-    let mut seen: HashMap<[u8; 16], &prost::bytes::Bytes> = HashMap::new();
+    // For each id met in this group, the measurement stored (or about to
+    // be): a later copy is compared with that, not with the first offer,
+    // which may itself have been a refused conflict.
+    let mut seen: HashMap<[u8; 16], Option<prost::bytes::Bytes>> = HashMap::new();
     let mut per_job = Vec::with_capacity(jobs.len());
     let mut new: Vec<&PendingResult> = Vec::new();
+    let same = |held: &Option<prost::bytes::Bytes>, offered: &prost::bytes::Bytes| {
+        if held.as_ref() == Some(offered) {
+            Outcome::Duplicate
+        } else {
+            Outcome::Conflict
+        }
+    };
     for job in jobs {
         let mut outcomes = Vec::with_capacity(job.results.len());
         for r in &job.results {
-            if let Some(first) = seen.get(&r.id) {
-                outcomes.push(if **first == r.measurement {
-                    Outcome::Duplicate
-                } else {
-                    Outcome::Conflict
-                });
+            if let Some(held) = seen.get(&r.id) {
+                outcomes.push(same(held, &r.measurement));
                 continue;
             }
-            seen.insert(r.id, &r.measurement);
             if let Some(stored) = store.results.get(result_key(&r.id))? {
-                let stored = store.values.resolve(stored)?;
-                outcomes.push(
-                    if stored_measurement(&stored) == Some(r.measurement.clone()) {
-                        Outcome::Duplicate
-                    } else {
-                        Outcome::Conflict
-                    },
-                );
+                // An unreadable stored measurement matches nothing.
+                let held = stored_measurement(&store.values.resolve(stored)?);
+                outcomes.push(same(&held, &r.measurement));
+                seen.insert(r.id, held);
                 continue;
             }
+            seen.insert(r.id, Some(r.measurement.clone()));
             outcomes.push(Outcome::New);
             new.push(r);
         }
@@ -229,4 +230,91 @@ fn index_key(tag: u8, owner: &[u8; 16], id: &[u8; 16]) -> Vec<u8> {
     k.extend_from_slice(owner);
     k.extend_from_slice(id);
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn offer(id: u8, m: &str) -> PendingResult {
+        let measurement = prost::bytes::Bytes::from(m.to_string());
+        let value = vantage_proto::v1::StoredResult {
+            envelope: Some(vantage_proto::v1::SignedResult {
+                measurement: measurement.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        PendingResult {
+            id: [id; 16],
+            agent: [1; 16],
+            task: None,
+            campaign: None,
+            value,
+            measurement,
+        }
+    }
+
+    /// Many jobs offering the same ids at once, so copies meet in one
+    /// group and across groups (in sled): each id is new exactly once,
+    /// the body stored is the new one's, every other offer is a duplicate
+    /// when it equals it and a conflict otherwise, and the count is exact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_offers_of_one_id_store_it_once() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let commit = CommitHandle::start(store.clone(), |_| {});
+        let mut tasks = Vec::new();
+        for round in 0..40u8 {
+            let c = commit.clone();
+            let batch: Vec<PendingResult> = (0..30u8)
+                .map(|id| offer(id, if (round + id) % 3 == 0 { "b" } else { "a" }))
+                .collect();
+            let sent: Vec<String> = batch
+                .iter()
+                .map(|r| String::from_utf8(r.measurement.to_vec()).unwrap())
+                .collect();
+            tasks.push(tokio::spawn(async move {
+                (sent, c.commit(batch).await.unwrap())
+            }));
+        }
+        let mut offers: Vec<Vec<(String, Outcome)>> = vec![Vec::new(); 30];
+        for t in tasks {
+            let (sent, outcomes) = t.await.unwrap();
+            for (i, (m, o)) in sent.into_iter().zip(outcomes).enumerate() {
+                offers[i].push((m, o));
+            }
+        }
+        for (id, offers) in offers.iter().enumerate() {
+            let new: Vec<&String> = offers
+                .iter()
+                .filter(|(_, o)| *o == Outcome::New)
+                .map(|(m, _)| m)
+                .collect();
+            assert_eq!(new.len(), 1, "id {id}: {offers:?}");
+            let stored = store
+                .values
+                .resolve(
+                    store
+                        .results
+                        .get(result_key(&[id as u8; 16]))
+                        .unwrap()
+                        .unwrap(),
+                )
+                .unwrap();
+            let stored = String::from_utf8(stored_measurement(&stored).unwrap().to_vec()).unwrap();
+            assert_eq!(&stored, new[0]);
+            for (m, o) in offers.iter().filter(|(_, o)| *o != Outcome::New) {
+                let want = if *m == stored {
+                    Outcome::Duplicate
+                } else {
+                    Outcome::Conflict
+                };
+                assert_eq!(*o, want, "id {id}");
+            }
+        }
+        assert_eq!(store.result_count().unwrap(), 30);
+    }
 }
