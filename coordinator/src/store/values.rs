@@ -170,30 +170,34 @@ impl ValueLog {
         if buf.is_empty() {
             return Ok(ptrs);
         }
-        if w.file.is_none() {
-            let path = self.dir.join(segment_name(w.segment));
-            let f = OpenOptions::new()
+        let path = self.dir.join(segment_name(w.segment));
+        let start = w.len;
+        let opened = match w.file.take() {
+            Some(f) => Ok(f),
+            None => OpenOptions::new()
                 .create_new(true)
                 .append(true)
                 .open(&path)
-                .map_err(io_err(&path))?;
-            // The new file's name must survive a crash too.
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(&self.dir))?;
-            w.file = Some(f);
-        }
-        let path = self.dir.join(segment_name(w.segment));
-        let start = w.len;
-        let f = w.file.as_mut().expect("opened above");
-        let written = f.write_all(&buf).and_then(|_| f.sync_data());
-        if let Err(e) = written {
-            // Whatever part reached the file is unreferenced; continue in
-            // a fresh segment so offsets stay exact.
-            w.file = None;
-            w.len = 0;
-            w.segment = w.segment.saturating_add(1);
-            return Err(io_err(&path)(e));
+                .and_then(|f| {
+                    // The new file's name must survive a crash too.
+                    File::open(&self.dir).and_then(|d| d.sync_all())?;
+                    Ok(f)
+                }),
+        };
+        let written = opened.and_then(|mut f| {
+            f.write_all(&buf)?;
+            f.sync_data()?;
+            Ok(f)
+        });
+        match written {
+            Ok(f) => w.file = Some(f),
+            Err(e) => {
+                // Whatever reached the file is unreferenced; go on in a
+                // fresh segment (disk full, say), so offsets stay exact.
+                w.len = 0;
+                w.segment = w.segment.saturating_add(1);
+                return Err(io_err(&path)(e));
+            }
         }
         w.len = start + buf.len() as u64;
         Ok(ptrs)
