@@ -74,7 +74,7 @@ impl AdminService for AdminApi {
             .map(|a| AgentInfo {
                 connected: s.hub.is_connected(&a.agent_id),
                 results: crate::store::uuid_key(&a.agent_id)
-                    .map(|k| s.store.results(Some((b'a', k))).count() as u64)
+                    .map(|k| s.store.indexed_results(b'a', k))
                     .unwrap_or(0),
                 labels: Some(Labels {
                     country: a.country,

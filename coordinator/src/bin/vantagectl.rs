@@ -607,7 +607,27 @@ async fn bench(cli: &Cli, cmd: &BenchCmd) -> Result<()> {
             );
             println!("  limit: sled group commit {:.0}/s", r.commit_limit_per_s);
             println!(
-                "  ingest / smaller limit   {:.2}   (budget >= 0.5)",
+                "         campaign-shaped   {:.0}/s (results with a task and a campaign; not the limit used below)",
+                r.commit_limit_campaign_per_s
+            );
+            println!(
+                "  load generator CPU       {:.2} cores (same machine)",
+                r.generator_cpu_cores
+            );
+            println!(
+                "  ingest / verify per core {:.2}   (DESIGN.md's measure)",
+                r.fraction_of_verify_per_core
+            );
+            println!(
+                "  ingest / verify machine  {:.2}   (every core verifying, nothing else)",
+                r.fraction_of_verify_machine
+            );
+            println!(
+                "  ingest / commit limit    {:.2}",
+                r.fraction_of_commit_limit
+            );
+            println!(
+                "  ingest / smaller limit   {:.2}   (of verify per core and commit; budget >= 0.5)",
                 r.fraction_of_smaller_limit
             );
         }

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 use tokio::sync::oneshot;
 
-use super::{result_key, Store, StoreError};
+use super::{postings, result_key, Store, StoreError};
 
 /// One verified result waiting to be made durable.
 pub struct PendingResult {
@@ -195,15 +195,20 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreEr
         let ptrs = store
             .values
             .append(new.iter().map(|r| r.value.as_slice()))?;
+        // Index entries by owner: one posting per agent and campaign in
+        // the group rather than a key per result (postings.rs).
+        let mut owners: HashMap<(u8, [u8; 16]), Vec<[u8; 16]>> = HashMap::new();
         for (r, p) in new.iter().zip(ptrs) {
             batch.insert(&result_key(&r.id)[..], &p.encode()[..]);
-            batch.insert(index_key(b'a', &r.agent, &r.id), &[][..]);
-            if let Some(t) = &r.task {
-                batch.insert(index_key(b't', t, &r.id), &[][..]);
+            let tagged = [(b'a', Some(r.agent)), (b't', r.task), (b'c', r.campaign)];
+            for (tag, owner) in tagged {
+                if let Some(owner) = owner {
+                    owners.entry((tag, owner)).or_default().push(r.id);
+                }
             }
-            if let Some(c) = &r.campaign {
-                batch.insert(index_key(b'c', c, &r.id), &[][..]);
-            }
+        }
+        for ((tag, owner), ids) in owners {
+            postings::add(&store.results, &mut batch, tag, &owner, ids)?;
         }
         // The count travels in the same atomic batch as the results, so it
         // survives a kill -9 exactly as they do.
@@ -222,14 +227,6 @@ fn stored_measurement(value: &[u8]) -> Option<prost::bytes::Bytes> {
         .ok()?
         .envelope
         .map(|e| e.measurement)
-}
-
-fn index_key(tag: u8, owner: &[u8; 16], id: &[u8; 16]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(33);
-    k.push(tag);
-    k.extend_from_slice(owner);
-    k.extend_from_slice(id);
-    k
 }
 
 #[cfg(test)]

@@ -12,9 +12,10 @@
 //!   - `r` id16            -> pointer into the value log (`values.rs`) to the
 //!     prost `StoredResult` (the envelope as received); stores written
 //!     before the value log hold the `StoredResult` inline, read as is
-//!   - `a` agent16 id16    -> ()
-//!   - `t` task16 id16     -> ()
-//!   - `c` campaign16 id16 -> ()
+//!   - `a` agent16 id16    -> (), and packed postings
+//!     `A` agent16 first16 -> id16 id16 ... (`postings.rs`)
+//!   - `t` task16 id16     -> (), and `T` postings
+//!   - `c` campaign16 id16 -> (), and `C` postings
 //!   - `m/count`           -> number of results (u64, big-endian)
 //! - `tasks`:   task id (16 bytes) -> [`TaskRecord`] (JSON).
 //! - `campaigns`: campaign id (16 bytes) -> [`CampaignRecord`] (JSON), with
@@ -28,6 +29,7 @@
 
 pub mod backup;
 mod commit;
+mod postings;
 mod query;
 mod records;
 mod values;
@@ -396,33 +398,16 @@ impl Store {
         &self,
         index: Option<(u8, [u8; 16])>,
     ) -> impl Iterator<Item = Result<sled::IVec, StoreError>> + '_ {
-        let (prefix, via_index): (Vec<u8>, bool) = match index {
-            None => (b"r".to_vec(), false),
-            Some((tag, id)) => {
-                let mut p = vec![tag];
-                p.extend_from_slice(&id);
-                (p, true)
-            }
-        };
-        let plen = prefix.len();
-        self.results.scan_prefix(prefix).map(move |kv| {
-            let (k, v) = kv?;
-            if !via_index {
-                return self.values.resolve(v);
-            }
-            let id: [u8; 16] = k[plen..].try_into().map_err(|_| StoreError::Corrupt {
-                tree: "results",
-                detail: "short index key".into(),
-            })?;
-            let v = self
-                .results
-                .get(result_key(&id))?
-                .ok_or_else(|| StoreError::Corrupt {
-                    tree: "results",
-                    detail: format!("index points at missing result {}", id_string(&id)),
-                })?;
-            self.values.resolve(v)
-        })
+        self.results_after(index, None).map(|r| r.map(|(_, v)| v))
+    }
+
+    /// How many results one index holds (`b'a'` agent, `b't'` task, `b'c'`
+    /// campaign), counted from the index alone: no body is read. An
+    /// unreadable index entry is not counted.
+    pub fn indexed_results(&self, tag: u8, owner: [u8; 16]) -> u64 {
+        postings::scan(&self.results, tag, owner, None)
+            .filter(|r| r.is_ok())
+            .count() as u64
     }
 
     /// An entry of `tree` as a backup or dump shows it: a result's body

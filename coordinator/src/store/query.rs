@@ -4,21 +4,7 @@
 
 use std::ops::Bound;
 
-use super::{records, result_key, Store, StoreError, TaskRecord};
-
-/// Where a results scan reads: every result (`r` family), or one secondary
-/// index (`b'a'` agent, `b't'` task, `b'c'` campaign) and its owner.
-fn prefix_of(index: Option<(u8, [u8; 16])>) -> Vec<u8> {
-    match index {
-        None => b"r".to_vec(),
-        Some((tag, owner)) => {
-            let mut p = Vec::with_capacity(17);
-            p.push(tag);
-            p.extend_from_slice(&owner);
-            p
-        }
-    }
-}
+use super::{postings, records, result_key, Store, StoreError, TaskRecord};
 
 impl Store {
     /// Stored results (prost `StoredResult` bytes) with their ids, in id
@@ -29,35 +15,31 @@ impl Store {
         index: Option<(u8, [u8; 16])>,
         after: Option<[u8; 16]>,
     ) -> impl Iterator<Item = Result<([u8; 16], sled::IVec), StoreError>> + '_ {
-        let prefix = prefix_of(index);
-        let plen = prefix.len();
-        let start = match after {
-            Some(id) => {
-                let mut k = prefix.clone();
-                k.extend_from_slice(&id);
-                Bound::Excluded(k)
-            }
-            None => Bound::Included(prefix.clone()),
-        };
-        let via_index = index.is_some();
-        self.results
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .take_while(move |kv| match kv {
-                Ok((k, _)) => k.starts_with(&prefix),
-                Err(_) => true,
-            })
-            .map(move |kv| {
-                let (k, v) = kv?;
-                let id: [u8; 16] =
-                    k.get(plen..)
-                        .and_then(|s| s.try_into().ok())
+        let Some((tag, owner)) = index else {
+            let start = match after {
+                Some(id) => Bound::Excluded(result_key(&id).to_vec()),
+                None => Bound::Included(b"r".to_vec()),
+            };
+            let all = self
+                .results
+                .range::<Vec<u8>, _>((start, Bound::Unbounded))
+                .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.first() == Some(&b'r')))
+                .map(move |kv| {
+                    let (k, v) = kv?;
+                    let id = k
+                        .get(1..)
+                        .and_then(|s| <[u8; 16]>::try_from(s).ok())
                         .ok_or_else(|| StoreError::Corrupt {
                             tree: "results",
                             detail: "result key of the wrong length".into(),
                         })?;
-                if !via_index {
-                    return Ok((id, self.values.resolve(v)?));
-                }
+                    Ok((id, self.values.resolve(v)?))
+                });
+            return Box::new(all) as Box<dyn Iterator<Item = _>>;
+        };
+        Box::new(
+            postings::scan(&self.results, tag, owner, after).map(move |id| {
+                let id = id?;
                 let v = self
                     .results
                     .get(result_key(&id))?
@@ -69,7 +51,8 @@ impl Store {
                         ),
                     })?;
                 Ok((id, self.values.resolve(v)?))
-            })
+            }),
+        )
     }
 
     /// The greatest stored result id, if any.
@@ -140,5 +123,65 @@ mod tests {
         assert_eq!(v, vec![vec![1], vec![3], vec![5]]);
         assert_eq!(store.last_result_id().unwrap(), Some(id(5)));
         assert_eq!(store.tasks().count(), 0);
+    }
+
+    /// Through the commit thread: a group packed into postings, a late
+    /// group of older ids (single entries), a third group after both, and
+    /// a reopened store: index scans and counts see every id once, in
+    /// order, from any cursor.
+    #[tokio::test]
+    async fn index_scans_merge_postings_and_late_ids_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, camp) = ([1u8; 16], [7u8; 16]);
+        let wide = |n: u16| {
+            let mut a = [0u8; 16];
+            a[14..].copy_from_slice(&n.to_be_bytes());
+            a
+        };
+        let offer = |range: std::ops::Range<u16>| -> Vec<PendingResult> {
+            range
+                .map(|n| PendingResult {
+                    id: wide(n),
+                    agent,
+                    task: Some(wide(n)),
+                    campaign: Some(camp),
+                    value: n.to_be_bytes().to_vec(),
+                    measurement: Default::default(),
+                })
+                .collect()
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let commit = CommitHandle::start(store.clone(), |_| {});
+            for range in [100..700, 0..50, 700..710] {
+                commit.commit(offer(range)).await.unwrap();
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let want: Vec<u16> = (0..50).chain(100..710).collect();
+        for index in [Some((b'a', agent)), Some((b'c', camp)), None] {
+            for after in [None, Some(0u16), Some(49), Some(100), Some(450), Some(709)] {
+                let got: Vec<u16> = store
+                    .results_after(index, after.map(wide))
+                    .map(|r| {
+                        let (id, v) = r.unwrap();
+                        assert_eq!(&id[14..], &v[..]);
+                        u16::from_be_bytes([id[14], id[15]])
+                    })
+                    .collect();
+                let expect: Vec<u16> = want
+                    .iter()
+                    .copied()
+                    .filter(|n| after.is_none_or(|a| *n > a))
+                    .collect();
+                assert_eq!(got, expect, "{index:?} after {after:?}");
+            }
+        }
+        assert_eq!(store.indexed_results(b'a', agent), 660);
+        assert_eq!(store.indexed_results(b't', wide(300)), 1);
+        assert_eq!(store.result_count().unwrap(), 660);
+        // The late group went to single entries, the others to postings.
+        assert_eq!(store.results.scan_prefix([b'a']).count(), 50);
+        assert!(store.results.scan_prefix([b'A']).count() >= 3);
     }
 }
