@@ -447,10 +447,26 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 /// One signed synthetic result of about `size` bytes for the load
 /// generators (the padding sits in a step name; `i` keeps them distinct).
 pub fn bench_result(a: &BenchAgent, i: usize, size: usize) -> SignedResult {
+    bench_task_result(a, i, size, None)
+}
+
+/// [`bench_result`] answering `task` (campaign-shaped: the coordinator
+/// checks the assignment, indexes the task and campaign, and marks the
+/// assignment done).
+pub fn bench_task_result(
+    a: &BenchAgent,
+    i: usize,
+    size: usize,
+    task: Option<&vantage_proto::v1::Task>,
+) -> SignedResult {
     let now = vantage_proto::now_us();
+    let t = task.cloned().unwrap_or_default();
     let m = Measurement {
         id: vantage_proto::envelope::new_id(),
         agent_id: a.agent_id.clone(),
+        task_id: t.task_id,
+        campaign_id: t.campaign_id,
+        run_id: t.run_id,
         start_us: now,
         end_us: now,
         steps: vec![Step {
@@ -551,6 +567,8 @@ impl Pump {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IngestReport {
     pub agents: usize,
+    /// Set when the results answered a campaign of this many targets.
+    pub campaign_targets: Option<usize>,
     pub results_per_run: usize,
     pub runs_results_per_s: Vec<f64>,
     pub median_results_per_s: f64,
@@ -583,6 +601,7 @@ pub async fn ingest(
     per_agent: usize,
     size: usize,
     runs: usize,
+    campaign_targets: Option<usize>,
 ) -> Result<IngestReport, BenchError> {
     raise_fd_limit(65_536);
     let cores = std::thread::available_parallelism()
@@ -610,11 +629,22 @@ pub async fn ingest(
 
     let c = CoordinatorProc::start()?;
     eprintln!("enrolling {agents} agents ...");
-    let ids = c.enroll(agents, &["bench"]).await?;
-    let mut sessions = Vec::with_capacity(agents);
+    let mut ids = match campaign_targets {
+        // One of them is the campaign's control agent.
+        Some(_) => {
+            c.enroll(agents.saturating_sub(1).max(1), &["bench"])
+                .await?
+        }
+        None => c.enroll(agents, &["bench"]).await?,
+    };
+    if campaign_targets.is_some() {
+        ids.extend(c.enroll(1, &["benchctl"]).await?);
+    }
+    let mut sessions = Vec::with_capacity(ids.len());
     for a in &ids {
         sessions.push(c.session(a, &["tcp"]).await?);
     }
+    let agents = ids.len();
     let ids = Arc::new(ids);
     let mut rates = Vec::new();
     let mut lat_ms: Vec<f64> = Vec::new();
@@ -622,14 +652,29 @@ pub async fn ingest(
     let mut gen_cpu = 0.0;
     let mut wall = 0.0;
     for run in 0..runs {
+        // A campaign of its own per run, so every result answers a task
+        // its agent has not answered yet, as in a real run.
+        let tasks = match campaign_targets {
+            Some(n) => {
+                let (got, t) = campaign_tasks(&c, std::mem::take(&mut sessions), n).await?;
+                sessions = got;
+                Arc::new(t)
+            }
+            None => Arc::new(vec![Vec::new(); ids.len()]),
+        };
         // Pre-sign outside the timed part.
         let batches: Vec<Vec<Vec<SignedResult>>> = {
-            let ids = ids.clone();
+            let (ids, tasks) = (ids.clone(), tasks.clone());
             tokio::task::spawn_blocking(move || {
                 ids.iter()
-                    .map(|a| {
-                        let envs: Vec<SignedResult> =
-                            (0..per_agent).map(|i| bench_result(a, i, size)).collect();
+                    .zip(tasks.iter())
+                    .map(|(a, tasks)| {
+                        let envs: Vec<SignedResult> = (0..per_agent)
+                            .map(|i| {
+                                let task = (!tasks.is_empty()).then(|| &tasks[i % tasks.len()]);
+                                bench_task_result(a, i, size, task)
+                            })
+                            .collect();
                         envs.chunks(256).map(|c| c.to_vec()).collect()
                     })
                     .collect()
@@ -682,6 +727,7 @@ pub async fn ingest(
     let frac = |limit: f64| if limit > 0.0 { med / limit } else { 0.0 };
     Ok(IngestReport {
         agents,
+        campaign_targets,
         results_per_run: agents * per_agent,
         runs_results_per_s: rates,
         median_results_per_s: med,
@@ -700,6 +746,92 @@ pub async fn ingest(
         fraction_of_commit_limit: frac(commit),
         generator_cpu_cores: if wall > 0.0 { gen_cpu / wall } else { 0.0 },
     })
+}
+
+/// One agent session of the load generator: the stream in and out.
+type BenchSession = (
+    mpsc::Sender<AgentMessage>,
+    tonic::Streaming<CoordinatorMessage>,
+);
+
+/// Creates a campaign of `targets` TCP targets for every session's agent
+/// (the last one is the control) and reads each session's tasks off its
+/// stream, all sessions at once (the coordinator pushes every task of a
+/// run back to back): the sessions back, and the tasks their
+/// campaign-shaped results answer.
+async fn campaign_tasks(
+    c: &CoordinatorProc,
+    sessions: Vec<BenchSession>,
+    targets: usize,
+) -> Result<(Vec<BenchSession>, Vec<Vec<vantage_proto::v1::Task>>), BenchError> {
+    let inside = sessions.len().saturating_sub(1).max(1);
+    let mut spec = format!(
+        "version = 1\nname = \"bench ingest\"\nallow_private_targets = true\n\
+         deadline = \"1h\"\n[inside]\ntags = [\"bench\"]\nmax_agents = {inside}\n\
+         [control]\ntags = [\"benchctl\"]\n"
+    );
+    for i in 0..targets {
+        spec.push_str(&format!(
+            "[[targets]]\ntcp = {{ host = \"192.0.2.1\", port = {} }}\n",
+            1000 + i
+        ));
+    }
+    let readers: Vec<_> = sessions
+        .into_iter()
+        .map(|(tx, mut inbound)| {
+            tokio::spawn(async move {
+                let mut tasks = Vec::with_capacity(targets);
+                let mut seq = 0;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+                while tasks.len() < targets {
+                    // Heartbeats keep the session from being closed as
+                    // idle while a large run is dispatched.
+                    let m = match tokio::time::timeout(Duration::from_secs(5), inbound.message())
+                        .await
+                    {
+                        Ok(m) => m?,
+                        Err(_) if tokio::time::Instant::now() < deadline => {
+                            seq += 1;
+                            let hb = agent_message::Msg::Heartbeat(Heartbeat {
+                                seq,
+                                ..Default::default()
+                            });
+                            let _ = tx.send(AgentMessage { msg: Some(hb) }).await;
+                            continue;
+                        }
+                        Err(_) => {
+                            let got = tasks.len();
+                            return Err(setup(format!("only {got} of {targets} tasks arrived")));
+                        }
+                    };
+                    match m {
+                        Some(CoordinatorMessage {
+                            msg: Some(coordinator_message::Msg::Task(t)),
+                        }) => tasks.push(t),
+                        Some(_) => {}
+                        None => return Err(setup("session ended while waiting for tasks")),
+                    }
+                }
+                Ok::<_, BenchError>(((tx, inbound), tasks))
+            })
+        })
+        .collect();
+    c.admin()
+        .await?
+        .create_campaign(CreateCampaignRequest {
+            spec,
+            format: "toml".into(),
+        })
+        .await?;
+    let mut sessions = Vec::with_capacity(readers.len());
+    let mut out = Vec::with_capacity(readers.len());
+    for r in readers {
+        let (session, tasks) = r.await.map_err(setup)??;
+        sessions.push(session);
+        out.push(tasks);
+    }
+    eprintln!("  campaign of {targets} targets: every agent holds its tasks");
+    Ok((sessions, out))
 }
 
 /// Outcome of the sessions (and dispatch) benchmark.

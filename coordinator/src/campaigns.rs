@@ -18,6 +18,8 @@ use crate::store::{CampaignRecord, RunRecord, TaskAssignment, TaskRecord};
 
 /// How often the scheduler looks at the clock.
 pub const TICK: Duration = Duration::from_millis(250);
+/// How often queued task marks are written (`dispatch::queue_marks`).
+const MARK_TICK: Duration = Duration::from_millis(50);
 
 fn spec_of(rec: &CampaignRecord) -> Result<CampaignSpec, ServiceError> {
     serde_json::from_value(rec.spec.clone()).map_err(|e| {
@@ -253,11 +255,25 @@ pub fn spawn(s: Shared) {
         Ok(_) => {}
         Err(e) => tracing::error!("cannot list runs for verdicts: {e}"),
     }
+    let m = s.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MARK_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = crate::dispatch::flush_marks(&m) {
+                tracing::error!("task marks: {e}");
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if let Err(e) = crate::dispatch::flush_marks(&s) {
+                tracing::error!("task marks: {e}");
+            }
             if let Err(e) = step(&s).await {
                 tracing::error!("scheduler: {e}");
             }

@@ -120,13 +120,60 @@ pub fn mark(
     agent_id: &str,
     state: TaskAssignment,
 ) -> Result<(), StoreError> {
+    apply_marks(shared, task_id, &[(agent_id.to_string(), state)])
+}
+
+fn apply_marks(
+    shared: &Shared,
+    task_id: &str,
+    marks: &[(String, TaskAssignment)],
+) -> Result<(), StoreError> {
     shared.store.modify_task(task_id, |t| {
-        if let Some(cur) = t.assignments.get_mut(agent_id) {
-            // Done is final; a late acceptance never undoes it.
-            if *cur != TaskAssignment::Done {
-                *cur = state;
+        for (agent_id, state) in marks {
+            if let Some(cur) = t.assignments.get_mut(agent_id) {
+                // Done is final; a late acceptance never undoes it.
+                if *cur != TaskAssignment::Done {
+                    *cur = *state;
+                }
             }
         }
     })?;
     Ok(())
+}
+
+/// Queues `state` for `agent_id` on each of `tasks`, to be written by
+/// [`flush_marks`]. A task record holds every assignment of a target
+/// (often a hundred agents answering the same target within moments), and
+/// each write parses and rewrites all of it: written one result at a time
+/// this cost more than verifying and storing the results (BENCHMARKS.md).
+/// Queued marks of one task are written together. Like [`mark`], they are
+/// soft state (not synced): the results themselves are already durable.
+pub fn queue_marks(shared: &Shared, tasks: Vec<String>, agent_id: &str, state: TaskAssignment) {
+    if tasks.is_empty() {
+        return;
+    }
+    let mut q = shared
+        .pending_marks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    for t in tasks {
+        q.entry(t).or_default().push((agent_id.to_string(), state));
+    }
+}
+
+/// Writes every queued mark, one task record update per task; returns how
+/// many tasks were written. The scheduler flushes before each pass, so
+/// it never judges a lease on a result already received.
+pub fn flush_marks(shared: &Shared) -> Result<usize, StoreError> {
+    let pending = std::mem::take(
+        &mut *shared
+            .pending_marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    let n = pending.len();
+    for (task_id, marks) in pending {
+        apply_marks(shared, &task_id, &marks)?;
+    }
+    Ok(n)
 }

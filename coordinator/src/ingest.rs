@@ -189,19 +189,54 @@ fn task_check(
     if c.task_id.is_empty() {
         return (!c.campaign_id.is_empty()).then_some("unknown_task");
     }
-    let entry =
-        cache
-            .entry(c.task_id.clone())
-            .or_insert_with(|| match shared.store.task(&c.task_id) {
-                Ok(Some(t)) => Some((t.campaign_id, t.assignments.contains_key(&agent.agent_id))),
-                Ok(None) => None,
-                Err(_) => Some((c.campaign_id.clone(), true)),
-            });
+    let entry = cache
+        .entry(c.task_id.clone())
+        .or_insert_with(|| assignment(shared, &c.task_id, &agent.agent_id, &c.campaign_id));
     match entry {
         None => Some("unknown_task"),
         Some((_, false)) => Some("not_assigned"),
         Some((campaign, true)) if *campaign != c.campaign_id => Some("campaign_mismatch"),
         Some(_) => None,
+    }
+}
+
+/// Most tasks [`assignment`] remembers; the cache starts over when full.
+const TASK_CACHE_MAX: usize = 16_384;
+
+/// The campaign of `task_id` and whether `agent_id` is assigned to it, or
+/// `None` for an unknown task. Every result of a campaign names a task
+/// whose record holds all of its assignments (often a hundred agents):
+/// parsing it for every result cost as much as verifying the result, so
+/// the assigned agents are remembered. Assignments are only ever added,
+/// so a remembered one is current; an agent not (yet) remembered makes the
+/// record be read again (a task re-offered to it since).
+fn assignment(
+    shared: &Shared,
+    task_id: &str,
+    agent_id: &str,
+    campaign_id: &str,
+) -> Option<(String, bool)> {
+    {
+        let cache = shared.task_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((campaign, agents)) = cache.get(task_id) {
+            if agents.contains(agent_id) {
+                return Some((campaign.clone(), true));
+            }
+        }
+    }
+    match shared.store.task(task_id) {
+        Ok(Some(t)) => {
+            let assigned = t.assignments.contains_key(agent_id);
+            let mut cache = shared.task_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= TASK_CACHE_MAX {
+                cache.clear();
+            }
+            let agents = t.assignments.into_keys().collect();
+            cache.insert(task_id.to_string(), (t.campaign_id.clone(), agents));
+            Some((t.campaign_id, assigned))
+        }
+        Ok(None) => None,
+        Err(_) => Some((campaign_id.to_string(), true)),
     }
 }
 

@@ -69,6 +69,9 @@ pub fn open_state(data_dir: &Path, config: Config) -> Result<Shared, ServeError>
         data_dir: data_dir.to_path_buf(),
         sent_log: Default::default(),
         dirty_runs: Default::default(),
+        verdict_backoff: Default::default(),
+        pending_marks: Default::default(),
+        task_cache: Default::default(),
     }))
 }
 

@@ -25,6 +25,20 @@ pub struct State {
     /// Runs (campaign id, run id) that received results since their
     /// verdicts were last computed (`crate::verdicts`).
     pub dirty_runs: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// Campaign id -> the earliest time the scheduler may recompute its
+    /// dirty runs again in the background (`crate::verdicts::refresh_some`).
+    /// Assignment states waiting to be written, by task id
+    /// (`crate::dispatch::queue_marks`).
+    pub pending_marks: std::sync::Mutex<
+        std::collections::HashMap<String, Vec<(String, crate::store::TaskAssignment)>>,
+    >,
+    /// Task id -> (campaign id, agents assigned), for ingest's checks
+    /// (`crate::ingest`): an assignment is never removed, so a hit is
+    /// current; a miss re-reads the store.
+    pub task_cache: std::sync::Mutex<
+        std::collections::HashMap<String, (String, std::collections::HashSet<String>)>,
+    >,
+    pub verdict_backoff: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 pub type Shared = Arc<State>;

@@ -175,10 +175,28 @@ pub fn of_campaign(s: &Shared, rec: &CampaignRecord) -> Result<Vec<VerdictRow>, 
     Ok(rows)
 }
 
-/// Recomputes a few dirty runs (the scheduler calls this each pass).
+/// After a background recomputation that took `t`, the scheduler leaves
+/// the campaign alone for this many times `t`: a recomputation reads every
+/// result of the campaign, so while results stream into a large campaign,
+/// recomputing on every pass would cost time quadratic in its size (a
+/// 600,000-result campaign took ingest from 60,000 to 10,000 results/s,
+/// BENCHMARKS.md). This bounds the background work to about a tenth of one
+/// core; readers still recompute a dirty run on read.
+const BACKOFF_FACTOR: u32 = 10;
+
+/// Recomputes a few dirty runs (the scheduler calls this each pass),
+/// skipping campaigns still in their backoff ([`BACKOFF_FACTOR`]).
 pub fn refresh_some(s: &Shared) -> Result<usize, ServiceError> {
     let mut done = 0;
+    let now = std::time::Instant::now();
     for (campaign_id, run_id) in s.some_dirty_runs(REFRESH_PER_PASS) {
+        let not_before = {
+            let b = s.verdict_backoff.lock().unwrap_or_else(|p| p.into_inner());
+            b.get(&campaign_id).copied()
+        };
+        if not_before.is_some_and(|t| now < t) {
+            continue;
+        }
         let Some(rec) = s.store.campaign(&campaign_id)? else {
             // Results naming a campaign that is not stored: nothing to do.
             s.take_dirty_run(&campaign_id, &run_id);
@@ -189,7 +207,13 @@ pub fn refresh_some(s: &Shared) -> Result<usize, ServiceError> {
             continue;
         }
         // Reading recomputes whatever of this campaign is dirty.
+        let t0 = std::time::Instant::now();
         of_campaign(s, &rec)?;
+        let took = t0.elapsed();
+        s.verdict_backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(campaign_id, t0 + took + took * BACKOFF_FACTOR);
         done += 1;
     }
     Ok(done)

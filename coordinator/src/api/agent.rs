@@ -434,9 +434,7 @@ async fn handle_message(
             let _ = tx
                 .send(Ok(msg(coordinator_message::Msg::Ack(done.ack))))
                 .await;
-            for t in done.tasks {
-                crate::dispatch::mark(shared, &t, &id.agent_id, TaskAssignment::Done)?;
-            }
+            crate::dispatch::queue_marks(shared, done.tasks, &id.agent_id, TaskAssignment::Done);
         }
         None => {
             shared.count("rejected/empty_message");

@@ -127,6 +127,12 @@ enum BenchCmd {
         size: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Campaign-shaped results: a campaign of this many targets for
+        /// every agent (the last is its control); each result answers one
+        /// of the agent's tasks, so the coordinator checks the assignment,
+        /// indexes task and campaign and marks the assignment done.
+        #[arg(long)]
+        campaign_targets: Option<usize>,
     },
     /// A fixed rate of signed results for a long time: the coordinator's
     /// RSS, fds and threads every 10 s, first- vs last-minute RSS, the
@@ -567,15 +573,23 @@ async fn bench(cli: &Cli, cmd: &BenchCmd) -> Result<()> {
             per_agent,
             size,
             runs,
+            campaign_targets,
         } => {
-            let r = bench::ingest(*agents, *per_agent, *size, *runs).await?;
+            let r = bench::ingest(*agents, *per_agent, *size, *runs, *campaign_targets).await?;
             if cli.output != Output::Table {
                 println!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(());
             }
             println!(
-                "ingest: {} agents x {} results of ~{} B, {} runs",
-                r.agents, per_agent, size, runs
+                "ingest: {} agents x {} results of ~{} B, {} runs{}",
+                r.agents,
+                per_agent,
+                size,
+                runs,
+                match r.campaign_targets {
+                    Some(n) => format!(", campaign-shaped ({n} targets)"),
+                    None => String::new(),
+                }
             );
             println!(
                 "  results/s per run        {:?}",
