@@ -177,3 +177,71 @@ pub fn flush_marks(shared: &Shared) -> Result<usize, StoreError> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TaskRecord;
+
+    fn task(id: &str, agents: &[&str]) -> TaskRecord {
+        TaskRecord {
+            task_id: id.into(),
+            campaign_id: "0190a8b2-0000-7000-8000-0000000000c1".into(),
+            run_id: "r1".into(),
+            created_us: 1,
+            deadline_us: 2,
+            input: serde_json::Value::Null,
+            assignments: agents
+                .iter()
+                .map(|a| (a.to_string(), TaskAssignment::Sent))
+                .collect(),
+        }
+    }
+
+    /// Queued marks touch nothing until flushed; a flush writes each task
+    /// once with every agent's mark, keeps Done final, and leaves other
+    /// agents' assignments alone.
+    #[tokio::test]
+    async fn queued_marks_are_written_together_and_done_stays_final() {
+        let d = tempfile::tempdir().unwrap();
+        crate::pki::init(d.path(), &["localhost".into()]).unwrap();
+        let s = crate::server::open_state(
+            d.path(),
+            crate::config::Config::new("127.0.0.1:0".into(), vec![]),
+        )
+        .unwrap();
+        let (t1, t2) = (
+            "0190a8b2-0000-7000-8000-000000000001",
+            "0190a8b2-0000-7000-8000-000000000002",
+        );
+        s.store.put_task(&task(t1, &["a", "b", "c"])).unwrap();
+        s.store.put_task(&task(t2, &["a"])).unwrap();
+        queue_marks(&s, vec![t1.into(), t2.into()], "a", TaskAssignment::Done);
+        queue_marks(&s, vec![t1.into()], "b", TaskAssignment::Done);
+        queue_marks(&s, vec![t1.into()], "stranger", TaskAssignment::Done);
+        let state = |t: &str, a: &str| {
+            s.store
+                .task(t)
+                .unwrap()
+                .unwrap()
+                .assignments
+                .get(a)
+                .copied()
+        };
+        assert_eq!(
+            state(t1, "a"),
+            Some(TaskAssignment::Sent),
+            "not before the flush"
+        );
+        assert_eq!(flush_marks(&s).unwrap(), 2, "one write per task");
+        assert_eq!(state(t1, "a"), Some(TaskAssignment::Done));
+        assert_eq!(state(t1, "b"), Some(TaskAssignment::Done));
+        assert_eq!(state(t1, "c"), Some(TaskAssignment::Sent));
+        assert_eq!(state(t1, "stranger"), None, "marks never add an assignment");
+        assert_eq!(state(t2, "a"), Some(TaskAssignment::Done));
+        queue_marks(&s, vec![t1.into()], "a", TaskAssignment::Accepted);
+        assert_eq!(flush_marks(&s).unwrap(), 1);
+        assert_eq!(state(t1, "a"), Some(TaskAssignment::Done), "Done is final");
+        assert_eq!(flush_marks(&s).unwrap(), 0, "nothing queued");
+    }
+}

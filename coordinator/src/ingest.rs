@@ -300,3 +300,45 @@ pub fn check_envelope(
     }
     Ok(c.id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{TaskAssignment, TaskRecord};
+
+    /// A remembered task answers for the agents it holds; an agent it does
+    /// not hold (a re-offer since) makes the record be read again; an
+    /// unknown task stays unknown.
+    #[tokio::test]
+    async fn remembered_assignments_see_a_later_reoffer() {
+        let d = tempfile::tempdir().unwrap();
+        crate::pki::init(d.path(), &["localhost".into()]).unwrap();
+        let s = crate::server::open_state(
+            d.path(),
+            crate::config::Config::new("127.0.0.1:0".into(), vec![]),
+        )
+        .unwrap();
+        let (t, camp) = (
+            "0190a8b2-0000-7000-8000-000000000001",
+            "0190a8b2-0000-7000-8000-0000000000c1",
+        );
+        let mut rec = TaskRecord {
+            task_id: t.into(),
+            campaign_id: camp.into(),
+            run_id: "r1".into(),
+            created_us: 1,
+            deadline_us: 2,
+            input: serde_json::Value::Null,
+            assignments: [("a".to_string(), TaskAssignment::Sent)].into(),
+        };
+        s.store.put_task(&rec).unwrap();
+        assert_eq!(assignment(&s, t, "a", camp), Some((camp.into(), true)));
+        assert_eq!(assignment(&s, t, "b", camp), Some((camp.into(), false)));
+        rec.assignments.insert("b".into(), TaskAssignment::Sent);
+        s.store.put_task(&rec).unwrap();
+        assert_eq!(assignment(&s, t, "b", camp), Some((camp.into(), true)));
+        assert_eq!(s.task_cache.lock().unwrap().len(), 1);
+        let unknown = "0190a8b2-0000-7000-8000-0000000000ff";
+        assert_eq!(assignment(&s, unknown, "a", camp), None);
+    }
+}
