@@ -437,21 +437,67 @@ async fn dispatch_run(
         s.store.put_task(&t)?;
         run.tasks.push(t.task_id.clone());
     }
-    // All tasks are stored first, then pushed back to back.
+    // All tasks are stored first, then pushed back to back. What does not
+    // fit in an agent's session queue (1,024 messages) follows as the agent
+    // reads, until the run's deadline: a run of more targets than that
+    // used to lose the rest as "session closed" (BENCHMARKS.md).
     let mut tasks: HashMap<String, TaskRecord> = HashMap::new();
+    let mut backlogs: HashMap<String, (crate::hub::Outbound, Vec<CoordinatorMessage>)> =
+        HashMap::new();
     for (agent, group, task_id) in sends {
         if !tasks.contains_key(&task_id) {
             if let Some(t) = s.store.task(&task_id)? {
                 tasks.insert(task_id.clone(), t);
             }
         }
-        if let Some(t) = tasks.get(&task_id) {
-            if !send(s, &agent, &wire_task(t, group)) {
-                run.skipped.push(format!(
-                    "{group} {agent}: session closed before the task was sent"
-                ));
-            }
+        let Some(t) = tasks.get(&task_id) else {
+            continue;
+        };
+        let m = CoordinatorMessage {
+            msg: Some(coordinator_message::Msg::Task(wire_task(t, group))),
+        };
+        if let Some((_, backlog)) = backlogs.get_mut(&agent) {
+            backlog.push(m);
+            continue;
         }
+        let sent = match s.hub.sender(&agent) {
+            None => false,
+            Some(tx) => match tx.try_send(Ok(m)) {
+                Ok(()) => true,
+                Err(tokio::sync::mpsc::error::TrySendError::Full(Ok(m))) => {
+                    backlogs.insert(agent.clone(), (tx, vec![m]));
+                    true
+                }
+                Err(_) => false,
+            },
+        };
+        if !sent {
+            run.skipped.push(format!(
+                "{group} {agent}: session closed before the task was sent"
+            ));
+        }
+    }
+    let until = tokio::time::Instant::now()
+        + Duration::from_micros(u64::try_from(run.deadline_us - now).unwrap_or(0));
+    for (agent, (tx, backlog)) in backlogs {
+        tracing::info!(agent = %agent, tasks = backlog.len(), "session queue full: the rest of the run follows as the agent reads");
+        let s = s.clone();
+        tokio::spawn(async move {
+            let total = backlog.len();
+            for (i, m) in backlog.into_iter().enumerate() {
+                if !matches!(
+                    tokio::time::timeout_at(until, tx.send(Ok(m))).await,
+                    Ok(Ok(()))
+                ) {
+                    let left = (total - i) as u64;
+                    tracing::warn!(agent = %agent, left, "session gone or run deadline passed: tasks not sent (their leases expire)");
+                    if let Err(e) = s.store.add_counter("tasks_not_sent", left) {
+                        tracing::warn!("cannot update counter tasks_not_sent: {e}");
+                    }
+                    break;
+                }
+            }
+        });
     }
     run.state = "dispatched".into();
     tracing::info!(
@@ -565,4 +611,90 @@ async fn supervise_run(
         tracing::info!(run = %run.run_id, "run complete");
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AgentRecord;
+
+    fn agent(n: u8, tag: &str) -> AgentRecord {
+        AgentRecord {
+            agent_id: format!("0190a8b2-0000-7000-8000-0000000000{n:02x}"),
+            public_key: String::new(),
+            country: "CN".into(),
+            asn: 1,
+            tags: vec![tag.into()],
+            cert_fingerprint: format!("fp{n}"),
+            enrolled_us: 1,
+            last_seen_us: 1,
+            revoked: false,
+            software_version: "test".into(),
+            consent_kinds: vec!["tcp".into()],
+            max_concurrency: 1,
+            max_tasks_per_hour: 0,
+        }
+    }
+
+    /// A run with more targets than an agent's session queue holds: every
+    /// task still reaches every agent, in order, as the agent reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_larger_than_the_session_queue_reaches_every_agent() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let mut inboxes = Vec::new();
+        for (n, tag) in [(1, "in"), (2, "ctl")] {
+            let rec = agent(n, tag);
+            s.store.put_agent(&rec).unwrap();
+            // A queue of 4, like the real 1,024 against a larger run.
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            s.hub.register(&rec.agent_id, tx);
+            inboxes.push(rx);
+        }
+        const TARGETS: usize = 30;
+        let mut spec = String::from(
+            "version = 1\nname = \"big\"\nallow_private_targets = true\ndeadline = \"10m\"\n\
+             [inside]\ntags = [\"in\"]\n[control]\ntags = [\"ctl\"]\n",
+        );
+        for i in 0..TARGETS {
+            spec.push_str(&format!(
+                "[[targets]]\ntcp = {{ host = \"192.0.2.1\", port = {} }}\n",
+                1000 + i
+            ));
+        }
+        create(
+            &s,
+            CreateCampaignRequest {
+                spec,
+                format: "toml".into(),
+            },
+        )
+        .await
+        .unwrap();
+        step(&s).await.unwrap();
+        for rx in &mut inboxes {
+            let mut ports = Vec::new();
+            while ports.len() < TARGETS {
+                let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("only {} of {TARGETS} tasks arrived", ports.len()))
+                    .unwrap()
+                    .unwrap();
+                if let Some(coordinator_message::Msg::Task(t)) = m.msg {
+                    match t.input.and_then(|i| i.kind) {
+                        Some(probe_input::Kind::Tcp(tcp)) => ports.push(tcp.port),
+                        other => panic!("unexpected input {other:?}"),
+                    }
+                }
+            }
+            let want: Vec<u32> = (0..TARGETS as u32).map(|i| 1000 + i).collect();
+            assert_eq!(ports, want);
+        }
+        let campaign = &s.store.campaigns().unwrap()[0];
+        assert!(
+            campaign.runs[0].skipped.is_empty(),
+            "{:?}",
+            campaign.runs[0].skipped
+        );
+    }
 }

@@ -312,12 +312,7 @@ mod tests {
     #[tokio::test]
     async fn remembered_assignments_see_a_later_reoffer() {
         let d = tempfile::tempdir().unwrap();
-        crate::pki::init(d.path(), &["localhost".into()]).unwrap();
-        let s = crate::server::open_state(
-            d.path(),
-            crate::config::Config::new("127.0.0.1:0".into(), vec![]),
-        )
-        .unwrap();
+        let s = crate::server::test_state(d.path());
         let (t, camp) = (
             "0190a8b2-0000-7000-8000-000000000001",
             "0190a8b2-0000-7000-8000-0000000000c1",

@@ -55,6 +55,14 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// A fresh coordinator state in `dir` (CA, store, commit thread) for unit
+/// tests: nothing listens.
+#[cfg(test)]
+pub(crate) fn test_state(dir: &Path) -> Shared {
+    pki::init(dir, &["localhost".into()]).expect("pki init");
+    open_state(dir, Config::new("127.0.0.1:0".into(), vec![])).expect("open state")
+}
+
 /// Opens the store and loads the CA: everything `serve` needs.
 pub fn open_state(data_dir: &Path, config: Config) -> Result<Shared, ServeError> {
     let store = Store::open(&data_dir.join("store"))?;
