@@ -613,7 +613,7 @@ pub async fn ingest(
         .map_err(setup)?;
     let tmp = tempfile::tempdir()?;
     let tmp_path = tmp.path().to_path_buf();
-    let commit = tokio::task::spawn_blocking(move || {
+    let (commit, commit_campaign) = tokio::task::spawn_blocking(move || {
         Ok::<_, BenchError>((
             commit_rate(&tmp_path, 256, size, 3.0, false)?,
             commit_rate(&tmp_path, 256, size, 3.0, true)?,
@@ -621,7 +621,6 @@ pub async fn ingest(
     })
     .await
     .map_err(setup)??;
-    let (commit, commit_campaign) = commit;
     eprintln!(
         "  verify {verify:.0}/s per core ({cores} cores), commit {commit:.0}/s \
          ({commit_campaign:.0}/s campaign-shaped)"
@@ -629,15 +628,15 @@ pub async fn ingest(
 
     let c = CoordinatorProc::start()?;
     eprintln!("enrolling {agents} agents ...");
-    let mut ids = match campaign_targets {
-        // One of them is the campaign's control agent.
-        Some(_) => {
-            c.enroll(agents.saturating_sub(1).max(1), &["bench"])
-                .await?
-        }
-        None => c.enroll(agents, &["bench"]).await?,
+    // With a campaign, the last agent is its control.
+    let campaign = campaign_targets.is_some();
+    let inside = if campaign {
+        agents.saturating_sub(1).max(1)
+    } else {
+        agents
     };
-    if campaign_targets.is_some() {
+    let mut ids = c.enroll(inside, &["bench"]).await?;
+    if campaign {
         ids.extend(c.enroll(1, &["benchctl"]).await?);
     }
     let mut sessions = Vec::with_capacity(ids.len());

@@ -255,24 +255,19 @@ pub fn spawn(s: Shared) {
         Ok(_) => {}
         Err(e) => tracing::error!("cannot list runs for verdicts: {e}"),
     }
-    let m = s.clone();
     tokio::spawn(async move {
+        // Queued task marks are written every MARK_TICK, the scheduler
+        // passes run every TICK, each right after a flush.
         let mut tick = tokio::time::interval(MARK_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = crate::dispatch::flush_marks(&m) {
-                tracing::error!("task marks: {e}");
-            }
-        }
-    });
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let per_pass = (TICK.as_millis() / MARK_TICK.as_millis()).max(1);
+        for n in 0u128.. {
             tick.tick().await;
             if let Err(e) = crate::dispatch::flush_marks(&s) {
                 tracing::error!("task marks: {e}");
+            }
+            if n % per_pass != 0 {
+                continue;
             }
             if let Err(e) = step(&s).await {
                 tracing::error!("scheduler: {e}");

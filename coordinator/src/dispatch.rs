@@ -172,8 +172,21 @@ pub fn flush_marks(shared: &Shared) -> Result<usize, StoreError> {
             .unwrap_or_else(|p| p.into_inner()),
     );
     let n = pending.len();
-    for (task_id, marks) in pending {
-        apply_marks(shared, &task_id, &marks)?;
+    let mut pending = pending.into_iter();
+    while let Some((task_id, marks)) = pending.next() {
+        if let Err(e) = apply_marks(shared, &task_id, &marks) {
+            // Queued again (ahead of newer marks), for the next flush.
+            let mut q = shared
+                .pending_marks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for (t, mut m) in std::iter::once((task_id, marks)).chain(pending) {
+                let newer = q.remove(&t).unwrap_or_default();
+                m.extend(newer);
+                q.insert(t, m);
+            }
+            return Err(e);
+        }
     }
     Ok(n)
 }
@@ -184,18 +197,7 @@ mod tests {
     use crate::store::TaskRecord;
 
     fn task(id: &str, agents: &[&str]) -> TaskRecord {
-        TaskRecord {
-            task_id: id.into(),
-            campaign_id: "0190a8b2-0000-7000-8000-0000000000c1".into(),
-            run_id: "r1".into(),
-            created_us: 1,
-            deadline_us: 2,
-            input: serde_json::Value::Null,
-            assignments: agents
-                .iter()
-                .map(|a| (a.to_string(), TaskAssignment::Sent))
-                .collect(),
-        }
+        TaskRecord::for_test(id, "0190a8b2-0000-7000-8000-0000000000c1", agents)
     }
 
     /// Queued marks touch nothing until flushed; a flush writes each task

@@ -317,15 +317,7 @@ mod tests {
             "0190a8b2-0000-7000-8000-000000000001",
             "0190a8b2-0000-7000-8000-0000000000c1",
         );
-        let mut rec = TaskRecord {
-            task_id: t.into(),
-            campaign_id: camp.into(),
-            run_id: "r1".into(),
-            created_us: 1,
-            deadline_us: 2,
-            input: serde_json::Value::Null,
-            assignments: [("a".to_string(), TaskAssignment::Sent)].into(),
-        };
+        let mut rec = TaskRecord::for_test(t, camp, &["a"]);
         s.store.put_task(&rec).unwrap();
         assert_eq!(assignment(&s, t, "a", camp), Some((camp.into(), true)));
         assert_eq!(assignment(&s, t, "b", camp), Some((camp.into(), false)));

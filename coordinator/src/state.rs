@@ -71,10 +71,19 @@ impl State {
         d.remove(&(campaign_id.to_string(), run_id.to_string()))
     }
 
-    /// Up to `n` dirty runs, in key order (marks kept).
-    pub fn some_dirty_runs(&self, n: usize) -> Vec<(String, String)> {
+    /// Up to `n` dirty runs of campaigns `wanted` accepts, in key order
+    /// (marks kept).
+    pub fn some_dirty_runs(
+        &self,
+        n: usize,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<(String, String)> {
         let d = self.dirty_runs.lock().unwrap_or_else(|p| p.into_inner());
-        d.iter().take(n).cloned().collect()
+        d.iter()
+            .filter(|(campaign, _)| wanted(campaign))
+            .take(n)
+            .cloned()
+            .collect()
     }
 
     /// Increments a persisted counter (rejections, refusals); failures to

@@ -189,14 +189,13 @@ const BACKOFF_FACTOR: u32 = 10;
 pub fn refresh_some(s: &Shared) -> Result<usize, ServiceError> {
     let mut done = 0;
     let now = std::time::Instant::now();
-    for (campaign_id, run_id) in s.some_dirty_runs(REFRESH_PER_PASS) {
-        let not_before = {
-            let b = s.verdict_backoff.lock().unwrap_or_else(|p| p.into_inner());
-            b.get(&campaign_id).copied()
-        };
-        if not_before.is_some_and(|t| now < t) {
-            continue;
-        }
+    let due = {
+        let backoff = s.verdict_backoff.lock().unwrap_or_else(|p| p.into_inner());
+        s.some_dirty_runs(REFRESH_PER_PASS, |c| {
+            backoff.get(c).is_none_or(|not_before| now >= *not_before)
+        })
+    };
+    for (campaign_id, run_id) in due {
         let Some(rec) = s.store.campaign(&campaign_id)? else {
             // Results naming a campaign that is not stored: nothing to do.
             s.take_dirty_run(&campaign_id, &run_id);

@@ -60,6 +60,25 @@ pub struct TaskRecord {
     pub assignments: BTreeMap<String, TaskAssignment>,
 }
 
+#[cfg(test)]
+impl TaskRecord {
+    /// A task of run `r1` of `campaign_id`, sent to `agents` (unit tests).
+    pub(crate) fn for_test(task_id: &str, campaign_id: &str, agents: &[&str]) -> TaskRecord {
+        TaskRecord {
+            task_id: task_id.into(),
+            campaign_id: campaign_id.into(),
+            run_id: "r1".into(),
+            created_us: 1,
+            deadline_us: 2,
+            input: serde_json::Value::Null,
+            assignments: agents
+                .iter()
+                .map(|a| (a.to_string(), TaskAssignment::Sent))
+                .collect(),
+        }
+    }
+}
+
 /// A campaign: its validated spec, state and runs.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CampaignRecord {
