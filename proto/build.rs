@@ -62,9 +62,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut in_enum = false;
     let lines: Vec<&str> = src.lines().collect();
     for (i, line) in lines.iter().enumerate() {
-        // ProbeInput is written as its oneof alone ({"tcp": {...}}), through
-        // From impls in lib.rs, so a misspelt field inside is an error that
-        // names it (a flattened Option would swallow it silently).
+        // ProbeInput is written as its oneof ({"tcp": {...}}) beside an
+        // optional name, through lib.rs's probe_input_serde, so a misspelt
+        // field inside is an error that names it (a flattened Option would
+        // swallow it silently).
         if line.trim() == "#[serde(default)]"
             && lines[i + 1..]
                 .iter()
@@ -72,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .any(|l| l.starts_with("pub struct ProbeInput "))
         {
             fixed.push_str(
-                "#[serde(from = \"probe_input::Kind\", into = \"Option<probe_input::Kind>\")]\n",
+                "#[serde(from = \"crate::probe_input_serde::Repr\", into = \"crate::probe_input_serde::Repr\")]\n",
             );
             continue;
         }

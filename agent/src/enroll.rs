@@ -177,3 +177,112 @@ pub async fn enroll(dir: &Path, token: &str, labels: Labels) -> Result<Identity,
     }
     Ok(id)
 }
+
+/// What `vantage-agent enroll` tells the volunteer about probe kinds: which
+/// ones `agent.toml` in `dir` turns on, which it leaves off, and how to turn
+/// one on. Tasks of a kind that is off are never sent to this agent (the
+/// coordinator counts them as skipped for want of consent).
+pub fn kinds_notice(dir: &Path) -> String {
+    let path = dir.join(CONFIG_FILE);
+    let cfg = match AgentConfig::load(dir) {
+        Ok(c) => c,
+        Err(e) => return format!("Probe kinds: cannot read {}: {e}\n", path.display()),
+    };
+    let on: Vec<&str> = vantage_proto::PROBE_KINDS
+        .iter()
+        .copied()
+        .filter(|k| cfg.consent.kinds.iter().any(|c| c == k))
+        .collect();
+    let off: Vec<&str> = vantage_proto::PROBE_KINDS
+        .iter()
+        .copied()
+        .filter(|k| !on.contains(k))
+        .collect();
+    let mut out = format!(
+        "Probe kinds on:  {}\n",
+        if on.is_empty() {
+            "none".to_string()
+        } else {
+            on.join(", ")
+        }
+    );
+    if off.is_empty() {
+        out.push_str("Probe kinds off: none\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "Probe kinds off: {} (VPN, Tor and encrypted probes can draw attention to your connection)\n",
+        off.join(", ")
+    ));
+    let mut example: Vec<String> = on.iter().map(|k| format!("{k:?}")).collect();
+    example.push(format!("{:?}", off[0]));
+    out.push_str(&format!(
+        "  To turn one on, add it to `kinds` under [consent] in {}, e.g.\n    kinds = [{}]\n  then restart the agent (systemctl restart vantage-agent).\n",
+        path.display(),
+        example.join(", ")
+    ));
+    out
+}
+
+#[cfg(test)]
+mod kinds_notice_tests {
+    use super::*;
+
+    #[test]
+    fn names_the_kinds_that_are_off_and_how_to_turn_them_on() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(CONFIG_FILE), AgentConfig::default_file_text()).unwrap();
+        let text = kinds_notice(d.path());
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix:?} line in {text}"))
+                .to_string()
+        };
+        let on = line("Probe kinds on:");
+        let off = line("Probe kinds off:");
+        for k in crate::config::DEFAULT_KINDS {
+            assert!(on.contains(k), "{k} on: {text}");
+        }
+        for k in vantage_proto::PROBE_KINDS
+            .iter()
+            .filter(|k| !crate::config::DEFAULT_KINDS.contains(k))
+        {
+            assert!(off.contains(k) && !on.contains(k), "{k} off: {text}");
+        }
+        assert!(
+            text.contains("[consent]") && text.contains("agent.toml"),
+            "{text}"
+        );
+        // The example line is a valid kinds list with one more kind on.
+        let example = line("    kinds = ");
+        let toml_text = AgentConfig::default_file_text().replace(
+            &AgentConfig::default_file_text()
+                .lines()
+                .find(|l| l.starts_with("kinds = "))
+                .unwrap()
+                .to_string(),
+            example.trim(),
+        );
+        let cfg = AgentConfig::parse(&toml_text).unwrap();
+        assert_eq!(
+            cfg.consent.kinds.len(),
+            crate::config::DEFAULT_KINDS.len() + 1
+        );
+
+        // Everything on: nothing to explain.
+        let all = vantage_proto::PROBE_KINDS
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(
+            d.path().join(CONFIG_FILE),
+            toml_text.replace(example.trim(), &format!("kinds = [{all}]")),
+        )
+        .unwrap();
+        let text = kinds_notice(d.path());
+        assert!(text.contains("Probe kinds off: none"), "{text}");
+        assert!(!text.contains("To turn one on"), "{text}");
+    }
+}

@@ -356,6 +356,7 @@ impl Agent {
                             host: "192.0.2.1".into(),
                             port: 443,
                         })),
+                        ..Default::default()
                     }),
                     steps: vec![Step {
                         name: format!("synthetic-{i}-{pad}"),

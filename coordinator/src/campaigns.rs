@@ -21,6 +21,35 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// How often queued task marks are written (`dispatch::queue_marks`).
 const MARK_TICK: Duration = Duration::from_millis(50);
 
+/// Campaign and run states. Finished is "done" for both, as
+/// `CampaignInfo.runs_done` always said.
+pub mod state {
+    /// Campaign: dispatching its runs as they fall due.
+    pub const ACTIVE: &str = "active";
+    /// Campaign: no new runs until resumed.
+    pub const PAUSED: &str = "paused";
+    /// Campaign or run: stopped for good.
+    pub const CANCELLED: &str = "cancelled";
+    /// Campaign: every run done or cancelled. Run: nothing outstanding.
+    pub const DONE: &str = "done";
+    /// Run: waiting for its dispatch time.
+    pub const SCHEDULED: &str = "scheduled";
+    /// Run: tasks sent, results coming in.
+    pub const DISPATCHED: &str = "dispatched";
+    /// What runs stored before the vocabulary was unified say for done.
+    pub const LEGACY_COMPLETE: &str = "complete";
+}
+
+/// A stored run state in today's words: "complete" (stores written before
+/// runs said "done") reads as "done".
+pub fn run_state(stored: &str) -> &str {
+    if stored == state::LEGACY_COMPLETE {
+        state::DONE
+    } else {
+        stored
+    }
+}
+
 fn spec_of(rec: &CampaignRecord) -> Result<CampaignSpec, ServiceError> {
     serde_json::from_value(rec.spec.clone()).map_err(|e| {
         ServiceError::Internal(format!(
@@ -54,7 +83,7 @@ pub async fn create(
         campaign_id: campaign_id.clone(),
         name: spec.name.clone(),
         description: spec.description.clone(),
-        state: "active".into(),
+        state: state::ACTIVE.into(),
         created_us: now,
         spec: serde_json::to_value(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?,
         runs: plans
@@ -63,7 +92,7 @@ pub async fn create(
                 run_id: vantage_proto::envelope::new_id(),
                 index: p.index,
                 dispatch_at_us: p.dispatch_us,
-                state: "scheduled".into(),
+                state: state::SCHEDULED.into(),
                 ..Default::default()
             })
             .collect(),
@@ -84,7 +113,11 @@ fn info(rec: &CampaignRecord) -> CampaignInfo {
         state: rec.state.clone(),
         created_us: rec.created_us,
         runs_total: rec.runs.len() as u32,
-        runs_done: rec.runs.iter().filter(|r| r.state == "complete").count() as u32,
+        runs_done: rec
+            .runs
+            .iter()
+            .filter(|r| run_state(&r.state) == state::DONE)
+            .count() as u32,
         targets: rec
             .spec
             .get("targets")
@@ -108,6 +141,13 @@ fn load(s: &Shared, id: &str) -> Result<CampaignRecord, ServiceError> {
 
 pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceError> {
     let rec = load(s, id)?;
+    // Targets per kind, for agents left out of a run for want of consent.
+    let mut targets_of: HashMap<&'static str, u64> = HashMap::new();
+    if let Ok(spec) = spec_of(&rec) {
+        for t in &spec.targets {
+            *targets_of.entry(t.kind_name()).or_default() += 1;
+        }
+    }
     let mut runs = Vec::with_capacity(rec.runs.len());
     for run in &rec.runs {
         let mut groups = vec![
@@ -153,19 +193,73 @@ pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceErr
             run_id: run.run_id.clone(),
             index: run.index,
             dispatch_at_us: run.dispatch_at_us,
-            state: run.state.clone(),
+            state: run_state(&run.state).to_string(),
             groups,
             failures: failures
                 .into_iter()
                 .map(|(name, value)| Counter { name, value })
                 .collect(),
             skipped: run.skipped.clone(),
+            consent_skipped: consent_skipped(&run.skipped, &targets_of)
+                .into_iter()
+                .map(|(name, value)| Counter { name, value })
+                .collect(),
         });
     }
     Ok(CampaignStatusResponse {
         campaign: Some(info(&rec)),
         runs,
     })
+}
+
+/// The `skipped` entry for a task not given to `agent` because its
+/// volunteer has not consented to `kind` ([`unconsented_kinds`] reads it).
+fn consent_skip(group: &str, agent: &str, kind: &str) -> String {
+    format!("{group} {agent}: has not consented to {kind} probes")
+}
+
+/// The probe kinds a run's `skipped` entry says the agent's volunteer has
+/// not consented to: the task's kind for a task skipped at dispatch
+/// ([`consent_skip`]), or every kind of the campaign for an agent left out
+/// at selection (`SkipReason::NotConsented`). `None` for other entries.
+fn unconsented_kinds(entry: &str) -> Option<(Vec<&str>, bool)> {
+    let (_, reason) = entry.split_once(": ")?;
+    if let Some(list) =
+        reason.strip_prefix("has not consented to any probe kind of this campaign (")
+    {
+        let list = list.strip_suffix(')')?;
+        return Some((list.split(", ").filter(|k| !k.is_empty()).collect(), true));
+    }
+    let kind = reason
+        .strip_prefix("has not consented to ")?
+        .strip_suffix(" probes")?;
+    Some((vec![kind], false))
+}
+
+/// Tasks not given to matching agents for want of consent, per kind
+/// (sorted by kind): one per task skipped at dispatch, and for an agent
+/// left out at selection, one per target of each kind it would have run.
+fn consent_skipped(
+    skipped: &[String],
+    targets_of: &HashMap<&'static str, u64>,
+) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for entry in skipped {
+        let Some((kinds, whole_agent)) = unconsented_kinds(entry) else {
+            continue;
+        };
+        for k in kinds {
+            let n = if whole_agent {
+                targets_of.get(k).copied().unwrap_or(0)
+            } else {
+                1
+            };
+            if n > 0 {
+                *out.entry(k.to_string()).or_default() += n;
+            }
+        }
+    }
+    out
 }
 
 fn progress(group: &str, agents: &[String]) -> GroupProgress {
@@ -204,14 +298,14 @@ fn first_failure(m: &Measurement) -> Option<String> {
 pub fn set_state(s: &Shared, id: &str, action: &str) -> Result<String, ServiceError> {
     let mut rec = load(s, id)?;
     let next = match (action, rec.state.as_str()) {
-        (_, "cancelled") => {
+        (_, state::CANCELLED) => {
             return Err(ServiceError::InvalidArgument(format!(
                 "campaign {id} is cancelled"
             )));
         }
-        ("pause", "active") => "paused",
-        ("resume", "paused") => "active",
-        ("cancel", _) => "cancelled",
+        ("pause", state::ACTIVE) => state::PAUSED,
+        ("resume", state::PAUSED) => state::ACTIVE,
+        ("cancel", _) => state::CANCELLED,
         ("pause" | "resume", st) => {
             return Err(ServiceError::InvalidArgument(format!(
                 "cannot {action} a campaign that is {st}"
@@ -224,13 +318,13 @@ pub fn set_state(s: &Shared, id: &str, action: &str) -> Result<String, ServiceEr
         }
     };
     rec.state = next.into();
-    if next == "cancelled" {
+    if next == state::CANCELLED {
         for r in rec
             .runs
             .iter_mut()
-            .filter(|r| r.state == "scheduled" || r.state == "dispatched")
+            .filter(|r| r.state == state::SCHEDULED || r.state == state::DISPATCHED)
         {
-            r.state = "cancelled".into();
+            r.state = state::CANCELLED.into();
         }
     }
     s.store.put_campaign(&rec)?;
@@ -283,18 +377,18 @@ pub fn spawn(s: Shared) {
 pub async fn step(s: &Shared) -> Result<(), ServiceError> {
     let now = vantage_proto::now_us();
     for mut rec in s.store.campaigns()? {
-        if rec.state != "active" {
+        if rec.state != state::ACTIVE {
             continue;
         }
         let spec = spec_of(&rec)?;
         let mut changed = false;
         for i in 0..rec.runs.len() {
             match rec.runs[i].state.as_str() {
-                "scheduled" if rec.runs[i].dispatch_at_us <= now => {
+                state::SCHEDULED if rec.runs[i].dispatch_at_us <= now => {
                     dispatch_run(s, &rec.campaign_id, &spec, &mut rec.runs[i], now).await?;
                     changed = true;
                 }
-                "dispatched" => {
+                state::DISPATCHED => {
                     changed |= supervise_run(s, &spec, &mut rec.runs[i], now).await?;
                 }
                 _ => {}
@@ -303,9 +397,9 @@ pub async fn step(s: &Shared) -> Result<(), ServiceError> {
         if rec
             .runs
             .iter()
-            .all(|r| r.state == "complete" || r.state == "cancelled")
+            .all(|r| matches!(run_state(&r.state), state::DONE | state::CANCELLED))
         {
-            rec.state = "done".into();
+            rec.state = state::DONE.into();
             changed = true;
             tracing::info!(campaign = %rec.campaign_id, "campaign done");
         }
@@ -411,8 +505,7 @@ async fn dispatch_run(
                     .iter()
                     .any(|v| &v.agent_id == a && v.consent_kinds.iter().any(|k| k == kind));
                 if !consents {
-                    run.skipped
-                        .push(format!("{group} {a}: has not consented to {kind} probes"));
+                    run.skipped.push(consent_skip(group, a, kind));
                     continue;
                 }
                 let per_hour = agents_by_id
@@ -494,7 +587,7 @@ async fn dispatch_run(
             }
         });
     }
-    run.state = "dispatched".into();
+    run.state = state::DISPATCHED.into();
     tracing::info!(
         campaign = %campaign_id, run = run.index, inside = run.inside.len(), control = run.control.len(),
         tasks = run.tasks.len(), "run dispatched"
@@ -601,9 +694,9 @@ async fn supervise_run(
         }
     }
     if outstanding == 0 {
-        run.state = "complete".into();
+        run.state = state::DONE.into();
         changed = true;
-        tracing::info!(run = %run.run_id, "run complete");
+        tracing::info!(run = %run.run_id, "run done");
     }
     Ok(changed)
 }
@@ -629,6 +722,97 @@ mod tests {
             max_concurrency: 1,
             max_tasks_per_hour: 0,
         }
+    }
+
+    fn spec(targets: &str) -> CreateCampaignRequest {
+        CreateCampaignRequest {
+            spec: format!(
+                "version = 1\nname = \"t\"\nallow_private_targets = true\n\
+                 [inside]\ntags = [\"in\"]\n[control]\ntags = [\"ctl\"]\n{targets}"
+            ),
+            format: "toml".into(),
+        }
+    }
+
+    /// Tasks skipped for want of consent are counted per kind: a task
+    /// skipped at dispatch counts one, an agent left out at selection
+    /// (consenting to none of the campaign's kinds) counts each target.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consent_skips_are_counted_per_kind() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let mut inboxes = Vec::new();
+        for (n, tag, kinds) in [
+            (1, "in", &["tcp"][..]),
+            (2, "ctl", &["tcp"][..]),
+            (3, "in", &["dns"][..]),
+            (4, "in", &["quic"][..]),
+        ] {
+            let mut rec = agent(n, tag);
+            rec.consent_kinds = kinds.iter().map(|k| k.to_string()).collect();
+            s.store.put_agent(&rec).unwrap();
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            s.hub.register(&rec.agent_id, tx);
+            inboxes.push(rx);
+        }
+        let r = create(
+            &s,
+            spec(
+                "[[targets]]\ntcp = { host = \"192.0.2.1\", port = 1 }\n\
+                 [[targets]]\ntcp = { host = \"192.0.2.1\", port = 2 }\n\
+                 [[targets]]\ndns = { domain = \"example.org\", resolver = \"192.0.2.53\" }\n",
+            ),
+        )
+        .await
+        .unwrap();
+        step(&s).await.unwrap();
+        let st = status(&s, &r.campaign_id).unwrap();
+        let got: Vec<(String, u64)> = st.runs[0]
+            .consent_skipped
+            .iter()
+            .map(|c| (c.name.clone(), c.value))
+            .collect();
+        // dns: agents 1 and 2 at dispatch, agent 4 at selection (1 target);
+        // tcp: agent 3 at dispatch (2 targets), agent 4 at selection (2).
+        assert_eq!(
+            got,
+            vec![("dns".to_string(), 3), ("tcp".to_string(), 4)],
+            "{:?}",
+            st.runs[0].skipped
+        );
+        // Entries that are not about consent do not count.
+        let none = consent_skipped(
+            &["inside a: offline".into(), "control b: listed twice".into()],
+            &HashMap::from([("tcp", 2)]),
+        );
+        assert!(none.is_empty(), "{none:?}");
+    }
+
+    /// Runs stored when a finished run said "complete" read as "done", and
+    /// count as done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn legacy_complete_runs_read_as_done() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let r = create(
+            &s,
+            spec("[[targets]]\ntcp = { host = \"192.0.2.1\", port = 1 }\n"),
+        )
+        .await
+        .unwrap();
+        let mut rec = s.store.campaign(&r.campaign_id).unwrap().unwrap();
+        rec.runs[0].state = state::LEGACY_COMPLETE.into();
+        s.store.put_campaign(&rec).unwrap();
+        let st = status(&s, &r.campaign_id).unwrap();
+        assert_eq!(st.runs[0].state, state::DONE);
+        let info = st.campaign.unwrap();
+        assert_eq!((info.runs_done, info.runs_total), (1, 1));
+        // The scheduler finishes the campaign: every run is done.
+        step(&s).await.unwrap();
+        let rec = s.store.campaign(&r.campaign_id).unwrap().unwrap();
+        assert_eq!(rec.state, state::DONE);
+        assert_eq!(run_state("complete"), "done");
+        assert_eq!(run_state("dispatched"), "dispatched");
     }
 
     /// A run with more targets than an agent's session queue holds: every

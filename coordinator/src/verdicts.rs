@@ -56,12 +56,36 @@ fn agent_places(s: &Shared) -> Result<HashMap<String, (String, u32)>, StoreError
         .collect())
 }
 
+/// Target key -> the target's name, from a campaign's stored spec: names
+/// for results of agents too old to carry the input's name.
+fn target_names(rec: &CampaignRecord) -> HashMap<String, String> {
+    let Some(targets) = rec.spec.get("targets").and_then(|t| t.as_array()) else {
+        return HashMap::new();
+    };
+    targets
+        .iter()
+        .filter_map(|t| serde_json::from_value::<vantage_proto::v1::ProbeInput>(t.clone()).ok())
+        .filter(|t| !t.name.is_empty())
+        .map(|t| {
+            let name = t.name.clone();
+            let m = Measurement {
+                input: Some(t),
+                ..Default::default()
+            };
+            (analysis::target_key(&m), name)
+        })
+        .collect()
+}
+
 /// Computes one run's verdict rows from `results` (all of the campaign's).
+/// Each row carries its target's name: the one in the inside result's
+/// input (agents copy the input), else the spec's (`names`, by target key).
 /// Returns the rows and the (inside, control) result counts.
 pub fn compute_run(
     run: &RunRecord,
     results: &[Measurement],
     places: &HashMap<String, (String, u32)>,
+    names: &HashMap<String, String>,
 ) -> (Vec<VerdictRow>, u32, u32) {
     let control_set: HashSet<&String> = run.control.iter().collect();
     let (control, inside): (Vec<Measurement>, Vec<Measurement>) = results
@@ -76,6 +100,12 @@ pub fn compute_run(
             let m = by_id.get(mid.as_str());
             let agent_id = m.map(|m| m.agent_id.clone()).unwrap_or_default();
             let (country, asn) = places.get(&agent_id).cloned().unwrap_or_default();
+            let name = m
+                .and_then(|m| m.input.as_ref())
+                .map(|i| i.name.clone())
+                .filter(|n| !n.is_empty())
+                .or_else(|| names.get(&target).cloned())
+                .unwrap_or_default();
             VerdictRow {
                 run_id: run.run_id.clone(),
                 target,
@@ -93,6 +123,7 @@ pub fn compute_run(
                     .unwrap_or_default(),
                 computed_us: 0,
                 revision: 0,
+                name,
             }
         })
         .collect();
@@ -103,13 +134,15 @@ pub fn compute_run(
 struct Inputs {
     results: Vec<Measurement>,
     places: HashMap<String, (String, u32)>,
+    names: HashMap<String, String>,
 }
 
 impl Inputs {
-    fn load(s: &Shared, campaign_id: &str) -> Result<Inputs, StoreError> {
+    fn load(s: &Shared, rec: &CampaignRecord) -> Result<Inputs, StoreError> {
         Ok(Inputs {
-            results: results_of(s, campaign_id)?,
+            results: results_of(s, &rec.campaign_id)?,
             places: agent_places(s)?,
+            names: target_names(rec),
         })
     }
 }
@@ -123,7 +156,7 @@ fn recompute(
     inputs: &Inputs,
     previous: Option<RunVerdicts>,
 ) -> Result<RunVerdicts, StoreError> {
-    let (rows, inside, control) = compute_run(run, &inputs.results, &inputs.places);
+    let (rows, inside, control) = compute_run(run, &inputs.results, &inputs.places, &inputs.names);
     let revision = match &previous {
         Some(p) if p.verdicts == rows => p.revision,
         Some(p) => p.revision + 1,
@@ -158,7 +191,7 @@ pub fn of_campaign(s: &Shared, rec: &CampaignRecord) -> Result<Vec<VerdictRow>, 
             Some(v) if !dirty => v,
             previous => {
                 if inputs.is_none() {
-                    inputs = Some(Inputs::load(s, &rec.campaign_id)?);
+                    inputs = Some(Inputs::load(s, rec)?);
                 }
                 let Some(inp) = inputs.as_ref() else {
                     continue;
@@ -232,4 +265,68 @@ pub fn mark_all(s: &Shared) -> Result<usize, StoreError> {
     let n = runs.len();
     s.mark_runs_dirty(runs);
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_proto::v1::{measurement, probe_input::Kind, ProbeInput, TcpInput, TcpResult};
+
+    fn tcp(id: &str, agent: &str, name: &str) -> Measurement {
+        Measurement {
+            id: id.into(),
+            agent_id: agent.into(),
+            run_id: "run".into(),
+            input: Some(ProbeInput {
+                kind: Some(Kind::Tcp(TcpInput {
+                    host: "192.0.2.1".into(),
+                    port: 443,
+                })),
+                name: name.into(),
+            }),
+            result: Some(measurement::Result::Tcp(TcpResult {
+                ip: "192.0.2.1".into(),
+                port: 443,
+                connect_us: 1_000,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// Rows carry the target's name: from the inside result's input, else
+    /// (an agent too old to copy it) from the spec; never in the key.
+    #[test]
+    fn verdict_rows_carry_the_target_name() {
+        let run = RunRecord {
+            run_id: "run".into(),
+            inside: vec!["in".into()],
+            control: vec!["ctl".into()],
+            ..Default::default()
+        };
+        let places = HashMap::from([("in".to_string(), ("CN".to_string(), 4134))]);
+        let results = [tcp("m1", "in", "Relay"), tcp("m2", "ctl", "Relay")];
+        let (rows, inside, control) = compute_run(&run, &results, &places, &HashMap::new());
+        assert_eq!((inside, control, rows.len()), (1, 1, 1));
+        assert_eq!(rows[0].name, "Relay");
+        assert_eq!(rows[0].country, "CN");
+        assert!(!rows[0].target.contains("Relay"), "{}", rows[0].target);
+
+        let old = [tcp("m1", "in", ""), tcp("m2", "ctl", "")];
+        let rec = CampaignRecord {
+            campaign_id: "c".into(),
+            name: "c".into(),
+            description: String::new(),
+            state: "active".into(),
+            created_us: 0,
+            spec: serde_json::json!({
+                "targets": [{"name": "From the spec", "tcp": {"host": "192.0.2.1", "port": 443}}]
+            }),
+            runs: vec![run.clone()],
+        };
+        let (rows, _, _) = compute_run(&run, &old, &places, &target_names(&rec));
+        assert_eq!(rows[0].name, "From the spec");
+        let (rows, _, _) = compute_run(&run, &old, &places, &HashMap::new());
+        assert_eq!(rows[0].name, "");
+    }
 }

@@ -20,6 +20,11 @@ pub const SSL_INVALID_HOSTNAME: &str = "ssl_invalid_hostname";
 pub const SSL_UNKNOWN_AUTHORITY: &str = "ssl_unknown_authority";
 pub const SSL_INVALID_CERTIFICATE: &str = "ssl_invalid_certificate";
 pub const SSL_FAILED_HANDSHAKE: &str = "ssl_failed_handshake";
+/// An HTTP client ran out of redirects (a loop, or a chain longer than the
+/// input's `max_redirects`): the page was never reached, so this is a
+/// failure, never success. Browsers stop at 20 and say so
+/// (`ERR_TOO_MANY_REDIRECTS`); OONI's Go client stops at 10.
+pub const TOO_MANY_REDIRECTS: &str = "http_too_many_redirects";
 
 /// Operations a failure is attributed to.
 pub mod op {
@@ -48,6 +53,7 @@ pub const VOCABULARY: &[&str] = &[
     SSL_UNKNOWN_AUTHORITY,
     SSL_INVALID_CERTIFICATE,
     SSL_FAILED_HANDSHAKE,
+    TOO_MANY_REDIRECTS,
 ];
 
 /// Builds a failure record.

@@ -29,6 +29,7 @@ pub mod tls;
 pub mod tor;
 pub mod web;
 pub mod wireguard;
+mod x509;
 
 pub use policy::TargetPolicy;
 
@@ -115,7 +116,17 @@ impl ProbeOutput {
 }
 
 /// Runs the probe named by `input` under `ctx`.
+///
+/// The input is first checked and normalised by `vantage_proto::validate`,
+/// the same function the coordinator applies when a campaign is created: a
+/// refused input is the refusal `malformed_input: <kind>: <why>` before any
+/// packet is sent, and the probe runs with the normalised input (host names
+/// in IDNA punycode). The probes' own checks stay as a second line.
 pub async fn run(input: &ProbeInput, ctx: &ProbeContext) -> ProbeOutput {
+    let input = match vantage_proto::validate::validate(input) {
+        Ok(i) => i,
+        Err(e) => return ProbeOutput::refused(malformed(input, &e)),
+    };
     match &input.kind {
         Some(Kind::Dns(i)) => dns::run(i, ctx).await,
         Some(Kind::DnsInjection(i)) => dns::run_injection(i, ctx).await,
@@ -129,5 +140,13 @@ pub async fn run(input: &ProbeInput, ctx: &ProbeContext) -> ProbeOutput {
         Some(Kind::Encrypted(i)) => encrypted::run(i, ctx).await,
         Some(Kind::Wireguard(i)) => wireguard::run(i, ctx).await,
         None => ProbeOutput::refused("malformed_input: task carries no probe input"),
+    }
+}
+
+/// The refusal reason for an input `validate` refused.
+fn malformed(input: &ProbeInput, e: &vantage_proto::validate::InputError) -> String {
+    match &input.kind {
+        None => format!("malformed_input: {e}"),
+        Some(_) => format!("malformed_input: {}: {e}", input.kind_name()),
     }
 }

@@ -121,6 +121,9 @@ impl AdminService for AdminApi {
         let input = r
             .input
             .ok_or_else(|| ServiceError::InvalidArgument("dispatch needs a probe input".into()))?;
+        // Refused here for what every agent would refuse; sent normalised.
+        let input = vantage_proto::validate::validate(&input)
+            .map_err(|e| ServiceError::InvalidArgument(format!("probe input: {e}")))?;
         let o = crate::dispatch::dispatch(&self.shared, input, r.agent_ids, r.deadline_s).await?;
         Ok(Response::new(DispatchResponse {
             task_id: o.task_id,

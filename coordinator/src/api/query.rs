@@ -192,6 +192,11 @@ fn campaign_detail(d: CampaignDetail) -> CampaignStatusResponse {
                     .map(|(name, value)| Counter { name, value })
                     .collect(),
                 skipped: r.skipped,
+                consent_skipped: r
+                    .consent_skipped
+                    .into_iter()
+                    .map(|(name, value)| Counter { name, value })
+                    .collect(),
             })
             .collect(),
     }
@@ -226,6 +231,7 @@ fn verdict_entry(v: VerdictView) -> VerdictEntry {
         run_id: v.run_id,
         dispatch_at_us: v.dispatch_at_us,
         target: v.target,
+        name: v.name,
         kind: v.kind,
         agent_id: v.agent_id,
         country: v.country,

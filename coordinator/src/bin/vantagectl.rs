@@ -61,8 +61,14 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         deadline: u32,
     },
-    /// Stored results (signed envelopes), oldest first.
+    /// Stored results (signed envelopes), oldest first: of a campaign
+    /// (`results ID` or `--campaign ID`), a task, an agent, or all.
     Results {
+        /// Campaign id (the same as --campaign).
+        #[arg(value_name = "CAMPAIGN_ID", conflicts_with = "campaign")]
+        campaign_id: Option<String>,
+        #[arg(long)]
+        campaign: Option<String>,
         #[arg(long)]
         task: Option<String>,
         #[arg(long)]
@@ -77,11 +83,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CampaignCmd,
     },
-    /// Verdicts of a campaign: target x group x status x mechanism.
+    /// Verdicts of a campaign: one row per run, target and inside agent
+    /// (its country and ASN), with status, mechanism and confidence.
     Verdicts { campaign_id: String },
     /// Export a campaign's results: jsonl (decoded + signed envelope),
-    /// ooni-jsonl (OONI base data format), csv, or parquet (the csv columns
-    /// typed, plus the signed envelope bytes).
+    /// ooni-jsonl (OONI's measurement format and test keys, with the
+    /// campaign's verdicts and the signed envelope), csv, or parquet (the
+    /// csv columns typed, plus the signed envelope bytes).
     Export {
         campaign_id: String,
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
@@ -397,6 +405,10 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let input: ProbeInput =
                 serde_json::from_str(input).context("the probe input is not valid")?;
+            // What every agent would refuse, refused here; agents get the
+            // normalised input (IDNA host names).
+            let input = vantage_proto::validate::validate(&input)
+                .map_err(|e| anyhow!("the probe input is refused: {e}"))?;
             let r = admin
                 .dispatch(DispatchRequest {
                     input: Some(input),
@@ -416,13 +428,22 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             }
         }
-        Cmd::Results { task, agent, limit } => {
+        Cmd::Results {
+            campaign_id,
+            campaign,
+            task,
+            agent,
+            limit,
+        } => {
             let mut q = QueryServiceClient::new(conn.channel.clone());
             let mut stream = q
                 .list_results(ListResultsRequest {
                     task_id: task.clone().unwrap_or_default(),
                     agent_id: agent.clone().unwrap_or_default(),
-                    campaign_id: String::new(),
+                    campaign_id: campaign_id
+                        .clone()
+                        .or_else(|| campaign.clone())
+                        .unwrap_or_default(),
                     limit: *limit,
                 })
                 .await
@@ -470,6 +491,28 @@ async fn run(cli: Cli) -> Result<()> {
             use std::io::Write;
             use vantage_coordinator::export;
             let mut q = QueryServiceClient::new(conn.channel.clone());
+            // OONI's web_connectivity says whether a page was blocked: that
+            // is the campaign's verdict (inside vs control), when there is one.
+            let verdicts = if *format == ExportFormat::OoniJsonl {
+                match q
+                    .verdicts(VerdictsRequest {
+                        campaign_id: campaign_id.clone(),
+                    })
+                    .await
+                {
+                    Ok(r) => export::VerdictIndex::new(r.into_inner().verdicts),
+                    Err(e) => {
+                        eprintln!(
+                            "warning: no verdicts ({}): blocking/accessible follow each \
+                             measurement alone",
+                            e.message()
+                        );
+                        export::VerdictIndex::default()
+                    }
+                }
+            } else {
+                export::VerdictIndex::default()
+            };
             let mut stream = q
                 .list_results(ListResultsRequest {
                     campaign_id: campaign_id.clone(),
@@ -505,7 +548,11 @@ async fn run(cli: Cli) -> Result<()> {
                 let m = vantage_proto::envelope::decode(&sr.envelope.clone().unwrap_or_default())?;
                 match format {
                     ExportFormat::Jsonl => writeln!(w, "{}", export::jsonl(&sr, &m))?,
-                    ExportFormat::OoniJsonl => writeln!(w, "{}", export::ooni(&sr, &m))?,
+                    ExportFormat::OoniJsonl => writeln!(
+                        w,
+                        "{}",
+                        export::ooni_with_verdict(&sr, &m, verdicts.get(&m))
+                    )?,
                     ExportFormat::Csv => writeln!(w, "{}", export::csv_row(&sr, &m))?,
                     ExportFormat::Parquet => {
                         if let Some(pq) = pq.as_mut() {
@@ -754,37 +801,58 @@ fn print_soak(r: &vantage_coordinator::bench::SoakReport) {
     );
 }
 
+/// The verdict table: one row per (run, target, inside agent). COUNTRY
+/// and ASN are the inside agent's (verdicts judge inside results against
+/// the controls); NAME appears when any target has one.
 fn print_verdicts(rows: &[VerdictRow]) {
-    let w = rows
-        .iter()
-        .map(|r| r.target.len())
-        .max()
-        .unwrap_or(6)
-        .clamp(6, 60);
-    println!(
-        "{:<w$}  {:<7}  {:<12}  {:<16}  {:>4}  REASON",
-        "TARGET", "GROUP", "STATUS", "MECHANISM", "CONF"
-    );
-    for r in rows {
-        let group = if r.country.is_empty() {
+    print!("{}", verdict_table(rows));
+}
+
+fn verdict_table(rows: &[VerdictRow]) -> String {
+    use std::fmt::Write;
+    let width = |f: fn(&VerdictRow) -> usize, min: usize, max: usize| {
+        rows.iter().map(f).max().unwrap_or(min).clamp(min, max)
+    };
+    let tw = width(|r| r.target.chars().count(), 6, 60);
+    let named = rows.iter().any(|r| !r.name.is_empty());
+    let nw = width(|r| r.name.chars().count(), 4, 40);
+    let dash = |s: &str| {
+        if s.is_empty() {
             "-".to_string()
         } else {
-            r.country.clone()
-        };
-        println!(
-            "{:<w$}  {:<7}  {:<12}  {:<16}  {:>4.2}  {}",
+            s.to_string()
+        }
+    };
+    let mut out = String::new();
+    if named {
+        let _ = write!(out, "{:<nw$}  ", "NAME");
+    }
+    let _ = writeln!(
+        out,
+        "{:<tw$}  {:<7}  {:>8}  {:<12}  {:<16}  {:>4}  REASON",
+        "TARGET", "COUNTRY", "ASN", "STATUS", "MECHANISM", "CONF"
+    );
+    for r in rows {
+        if named {
+            let _ = write!(out, "{:<nw$}  ", dash(&r.name));
+        }
+        let _ = writeln!(
+            out,
+            "{:<tw$}  {:<7}  {:>8}  {:<12}  {:<16}  {:>4.2}  {}",
             r.target,
-            group,
-            r.status,
-            if r.mechanism.is_empty() {
-                "-"
+            dash(&r.country),
+            if r.asn == 0 {
+                "-".to_string()
             } else {
-                &r.mechanism
+                format!("AS{}", r.asn)
             },
+            r.status,
+            dash(&r.mechanism),
             r.confidence,
             r.reason
         );
     }
+    out
 }
 
 fn print_status(s: &CampaignStatusResponse) {
@@ -806,6 +874,12 @@ fn print_status(s: &CampaignStatusResponse) {
         }
         for k in &r.skipped {
             println!("    skipped {k}");
+        }
+        for c in &r.consent_skipped {
+            println!(
+                "    not consented {:<12} {} task(s) (volunteers have not enabled {} probes in agent.toml)",
+                c.name, c.value, c.name
+            );
         }
     }
 }
@@ -912,7 +986,8 @@ async fn campaign(
                     bar.set_position(done as u64);
                     bar.set_prefix(run.index.to_string());
                     bar.set_message(format!("{} ({})", run.state, c.state));
-                    let finished = run.state == "complete" || run.state == "cancelled";
+                    // "complete": a coordinator from before runs said "done".
+                    let finished = matches!(run.state.as_str(), "done" | "complete" | "cancelled");
                     if finished || c.state == "cancelled" || c.state == "done" {
                         bar.finish();
                         print_status(&r);
@@ -950,4 +1025,67 @@ async fn campaign(
 fn base64_std(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(target: &str, name: &str, country: &str) -> VerdictRow {
+        VerdictRow {
+            target: target.into(),
+            name: name.into(),
+            country: country.into(),
+            asn: 4134,
+            status: "blocked".into(),
+            mechanism: "tcp.reset".into(),
+            confidence: 0.9,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verdict_table_names_its_columns() {
+        let plain = verdict_table(&[row("tcp 192.0.2.1:443", "", "CN")]);
+        let head = plain.lines().next().unwrap();
+        assert!(head.starts_with("TARGET "), "{plain}");
+        assert!(head.contains("COUNTRY") && head.contains("ASN"), "{plain}");
+        assert!(!head.contains("GROUP") && !head.contains("NAME"), "{plain}");
+        assert!(plain.lines().nth(1).unwrap().contains("CN"), "{plain}");
+        assert!(plain.contains("AS4134"), "{plain}");
+        let named = verdict_table(&[
+            row("tcp 192.0.2.1:443", "Signal relay", "CN"),
+            row("tcp 192.0.2.2:443", "", ""),
+        ]);
+        let lines: Vec<&str> = named.lines().collect();
+        assert!(lines[0].starts_with("NAME "), "{named}");
+        assert!(lines[1].starts_with("Signal relay"), "{named}");
+        assert!(lines[2].starts_with("- "), "no name, no country: {named}");
+    }
+
+    #[test]
+    fn results_take_a_campaign_by_flag_or_position() {
+        for args in [
+            &["vantagectl", "results", "C1"][..],
+            &["vantagectl", "results", "--campaign", "C1"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            match cli.cmd {
+                Cmd::Results {
+                    campaign_id,
+                    campaign,
+                    ..
+                } => assert_eq!(campaign_id.or(campaign).as_deref(), Some("C1")),
+                _ => panic!("not results"),
+            }
+        }
+        // The old filters still work, alone or with a campaign.
+        let cli =
+            Cli::try_parse_from(["vantagectl", "results", "--task", "T", "--limit", "5"]).unwrap();
+        assert!(matches!(
+            cli.cmd,
+            Cmd::Results { task: Some(ref t), limit: 5, campaign_id: None, campaign: None, .. } if t == "T"
+        ));
+        assert!(Cli::try_parse_from(["vantagectl", "results", "C1", "--campaign", "C2"]).is_err());
+    }
 }

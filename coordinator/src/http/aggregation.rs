@@ -112,6 +112,7 @@ mod tests {
             run_id: "r".into(),
             dispatch_at_us: 86_400_000_000,
             target: "tcp 1.2.3.4:443".into(),
+            name: String::new(),
             kind: "tcp".into(),
             agent_id: "a".into(),
             country: country.into(),

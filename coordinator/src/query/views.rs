@@ -106,13 +106,16 @@ pub(crate) struct RunView {
     pub run_id: String,
     pub index: u32,
     pub dispatch_at_us: i64,
-    /// `scheduled`, `dispatched`, `complete` or `cancelled`.
+    /// `scheduled`, `dispatched`, `done` or `cancelled`.
     pub state: String,
     pub groups: Vec<GroupView>,
     /// Failure string -> count.
     pub failures: BTreeMap<String, u64>,
     /// "group agent: reason" for agents not used.
     pub skipped: Vec<String>,
+    /// Probe kind -> tasks not given to matching agents because their
+    /// volunteers have not consented to that kind.
+    pub consent_skipped: BTreeMap<String, u64>,
 }
 
 /// A campaign with its runs.
@@ -148,6 +151,11 @@ pub(crate) fn campaign_detail(s: CampaignStatusResponse) -> CampaignDetail {
                     .collect(),
                 failures: r.failures.into_iter().map(|c| (c.name, c.value)).collect(),
                 skipped: r.skipped,
+                consent_skipped: r
+                    .consent_skipped
+                    .into_iter()
+                    .map(|c| (c.name, c.value))
+                    .collect(),
             })
             .collect(),
     }
@@ -313,6 +321,8 @@ pub(crate) struct VerdictView {
     /// When the run was dispatched (inside and control together).
     pub dispatch_at_us: i64,
     pub target: String,
+    /// The target's name from the campaign spec; empty when it has none.
+    pub name: String,
     pub kind: String,
     pub agent_id: String,
     pub country: String,
@@ -350,6 +360,7 @@ pub(crate) fn campaign_verdicts(
             dispatch_at_us: runs.get(v.run_id.as_str()).copied().unwrap_or(0),
             run_id: v.run_id,
             target: v.target,
+            name: v.name,
             kind: v.kind,
             agent_id: v.agent_id,
             country: v.country,

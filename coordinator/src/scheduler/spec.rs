@@ -24,14 +24,20 @@
 //! tags = ["control"]
 //!
 //! [[targets]]
+//! name = "Blocked example"        # optional: shown with results and verdicts
 //! tls = { ip = "192.0.2.1", port = 443, sni = "blocked.example" }
 //! ```
+//!
+//! Targets are checked by `vantage_proto::validate`, the same function every
+//! agent runs before probing, and stored normalised (host names as IDNA
+//! punycode), so agents receive exactly what they will probe.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vantage_proto::v1::{probe_input::Kind, ProbeInput};
+use vantage_proto::validate::{parse_ip, parse_resolver};
 
 /// Most runs one campaign may expand to (four a day for about seven years,
 /// or every 10 minutes for about ten weeks).
@@ -248,6 +254,12 @@ impl CampaignSpec {
 
     /// Everything the spec says, checked. The first problem wins.
     pub fn validate(&self) -> Result<(), SpecError> {
+        self.clone().validated().map(|_| ())
+    }
+
+    /// The spec checked (the first problem wins), with its targets
+    /// normalised by `vantage_proto::validate` (what agents will probe).
+    pub fn validated(mut self) -> Result<CampaignSpec, SpecError> {
         if self.version != 1 {
             return Err(invalid(
                 "version",
@@ -273,7 +285,7 @@ impl CampaignSpec {
                 ));
             }
         }
-        self.validate_targets()?;
+        self.targets = self.validate_targets()?;
         for (name, g) in [("inside", &self.inside), ("control", &self.control)] {
             validate_group(name, g)?;
         }
@@ -294,10 +306,13 @@ impl CampaignSpec {
                 "selects exactly the agents inside does: a control must be outside",
             ));
         }
-        self.validate_schedule()
+        self.validate_schedule()?;
+        Ok(self)
     }
 
-    fn validate_targets(&self) -> Result<(), SpecError> {
+    /// The targets, each checked and normalised as agents would, then held
+    /// to the address policy (which depends on `allow_private_targets`).
+    fn validate_targets(&self) -> Result<Vec<ProbeInput>, SpecError> {
         if self.targets.is_empty() {
             return Err(invalid("targets", "at least one target is needed"));
         }
@@ -310,18 +325,20 @@ impl CampaignSpec {
                 ),
             ));
         }
+        let mut out = Vec::with_capacity(self.targets.len());
         for (i, t) in self.targets.iter().enumerate() {
             let field = format!("targets[{i}]");
-            let kind = t.kind.as_ref().ok_or_else(|| {
-                invalid(
-                    &field,
-                    format!(
-                        "no probe kind (one of: {})",
-                        vantage_proto::PROBE_KINDS.join(", ")
-                    ),
-                )
+            let t = vantage_proto::validate::validate(t).map_err(|e| {
+                let at = match e.field() {
+                    None => field.clone(),
+                    Some("name") => format!("{field}.name"),
+                    Some(f) => format!("{field}.{}.{f}", t.kind_name()),
+                };
+                invalid(at, e.to_string())
             })?;
-            check_target(kind).map_err(|m| invalid(format!("{field}.{}", t.kind_name()), m))?;
+            let Some(kind) = t.kind.as_ref() else {
+                return Err(invalid(&field, "no probe kind"));
+            };
             if !self.allow_private_targets {
                 for (what, ip) in literal_ips(kind) {
                     if let Some(range) = vantage_proto::ranges::special_range(ip) {
@@ -335,8 +352,9 @@ impl CampaignSpec {
                     }
                 }
             }
+            out.push(t);
         }
-        Ok(())
+        Ok(out)
     }
 
     fn validate_schedule(&self) -> Result<(), SpecError> {
@@ -473,34 +491,9 @@ fn selects_same(a: &GroupSelector, b: &GroupSelector) -> bool {
         && a.agent_ids == b.agent_ids
 }
 
-fn port_ok(p: u32) -> Result<(), String> {
-    if (1..=65535).contains(&p) {
-        Ok(())
-    } else {
-        Err(format!("port {p} is not in 1..=65535"))
-    }
-}
-
-fn ip_ok(s: &str) -> Result<(), String> {
-    parse_ip(s)
-        .map(|_| ())
-        .ok_or_else(|| format!("ip {s:?} is not an IP address"))
-}
-
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()
-}
-
-/// "ip:port", "[v6]:port" or a bare IP (port 53).
+/// The IP of a resolver ("ip:port", "[v6]:port" or a bare IP).
 fn resolver_ip(s: &str) -> Option<IpAddr> {
-    s.parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .ok()
-        .or_else(|| parse_ip(s))
+    parse_resolver(s).map(|a| a.ip())
 }
 
 /// The host of an http(s) URL, without port or brackets.
@@ -520,82 +513,6 @@ fn url_host(url: &str) -> Result<&str, String> {
         return Err(format!("url {url:?} has no host"));
     }
     Ok(host)
-}
-
-/// Per-kind shape checks the proto types cannot express.
-fn check_target(k: &Kind) -> Result<(), String> {
-    match k {
-        Kind::Dns(d) | Kind::DnsInjection(d) => {
-            if d.domain.trim().is_empty() {
-                return Err("domain must not be empty".into());
-            }
-            if !d.resolver.is_empty() && resolver_ip(&d.resolver).is_none() {
-                return Err(format!(
-                    "resolver {:?} is not \"ip:port\" or an IP",
-                    d.resolver
-                ));
-            }
-            if matches!(k, Kind::DnsInjection(_)) && d.resolver.is_empty() {
-                return Err(
-                    "dns_injection needs a resolver address that runs no DNS server".into(),
-                );
-            }
-            match d.transport.as_str() {
-                "" | "udp" | "tcp" => Ok(()),
-                "doh" => url_host(&d.doh_url).map(|_| ()),
-                other => Err(format!("transport {other:?} is not udp, tcp or doh")),
-            }
-        }
-        Kind::Tcp(t) => {
-            if t.host.trim().is_empty() {
-                return Err("host must not be empty".into());
-            }
-            port_ok(t.port)
-        }
-        Kind::Tls(t) => ip_ok(&t.ip).and(port_ok(t.port)),
-        Kind::Http(h) => {
-            url_host(&h.url)?;
-            if !h.ip.is_empty() {
-                ip_ok(&h.ip)?;
-            }
-            if h.port != 0 {
-                port_ok(h.port)?;
-            }
-            Ok(())
-        }
-        Kind::Web(w) => {
-            url_host(&w.url)?;
-            if !w.resolver.is_empty() && resolver_ip(&w.resolver).is_none() {
-                return Err(format!(
-                    "resolver {:?} is not \"ip:port\" or an IP",
-                    w.resolver
-                ));
-            }
-            Ok(())
-        }
-        Kind::Quic(q) => ip_ok(&q.ip).and(port_ok(q.port)),
-        Kind::Openvpn(o) => {
-            ip_ok(&o.ip)?;
-            port_ok(o.port)?;
-            match o.transport.as_str() {
-                "" | "udp" | "tcp" => Ok(()),
-                other => Err(format!("transport {other:?} is not udp or tcp")),
-            }
-        }
-        Kind::Tor(t) => ip_ok(&t.ip).and(port_ok(t.port)),
-        Kind::Encrypted(e) => ip_ok(&e.ip).and(port_ok(e.port)),
-        Kind::Wireguard(w) => {
-            ip_ok(&w.ip)?;
-            port_ok(w.port)?;
-            if w.peer_public_key.len() != 32 {
-                return Err(format!(
-                    "peer_public_key has {} bytes, a WireGuard key has 32",
-                    w.peer_public_key.len()
-                ));
-            }
-            Ok(())
-        }
-    }
 }
 
 /// Every literal IP a target would send packets to, with what it is.
@@ -683,18 +600,19 @@ fn key_offsets<'a>(text: &'a str, from: usize, key: &'a str) -> impl Iterator<It
 }
 
 /// Finds where `field` (dotted, e.g. "schedule.every", "inside",
-/// "targets[2].tcp") is written, for error messages.
+/// "targets[2].tcp.port") is written, for error messages.
 fn locate(text: &str, field: &str) -> Option<usize> {
     let mut parts = field.split('.');
     let head = parts.next()?;
-    let mut at = if let Some(rest) = head.strip_prefix("targets[") {
+    // Where the target's own keys may be: [lo, hi), its kind key at `at`.
+    let (mut at, lo, hi) = if let Some(rest) = head.strip_prefix("targets[") {
         let n: usize = rest.strip_suffix(']')?.parse().ok()?;
         let headers: Vec<usize> = key_offsets(text, 0, "targets").collect();
-        let (from, nth) = match headers.get(n) {
+        let (from, nth, next) = match headers.get(n) {
             // TOML [[targets]] headers: one per target.
-            Some(h) if headers.len() > 1 || n == 0 => (*h, 0),
+            Some(h) if headers.len() > 1 || n == 0 => (*h, 0, headers.get(n + 1).copied()),
             // One `targets` key holding an array: count kind keys.
-            _ => (*headers.first()?, n),
+            _ => (*headers.first()?, n, None),
         };
         let mut kinds: Vec<usize> = vantage_proto::PROBE_KINDS
             .iter()
@@ -702,15 +620,26 @@ fn locate(text: &str, field: &str) -> Option<usize> {
             .collect();
         kinds.sort_unstable();
         kinds.dedup();
-        match kinds.get(nth) {
-            Some(k) => *k,
-            None => from,
-        }
+        let at = kinds.get(nth).copied().unwrap_or(from);
+        let lo = match nth {
+            0 => from,
+            _ => kinds.get(nth - 1).map_or(from, |k| k + 1),
+        };
+        let hi = next
+            .or_else(|| kinds.get(nth + 1).copied())
+            .unwrap_or(text.len());
+        (at, lo, hi.max(at))
     } else {
-        key_offsets(text, 0, head).next()?
+        let at = key_offsets(text, 0, head).next()?;
+        (at, at, text.len())
     };
     for part in parts {
-        match key_offsets(text, at, part).next() {
+        // After the kind key (its fields), else before it (a `name`
+        // written first), never in another target.
+        let found = key_offsets(text, at, part)
+            .find(|o| *o < hi)
+            .or_else(|| key_offsets(text, lo, part).take_while(|o| *o < at).last());
+        match found {
             Some(o) => at = o,
             None => break,
         }
@@ -749,7 +678,7 @@ pub fn parse_spec(text: &str, format: SpecFormat) -> Result<CampaignSpec, SpecEr
             }
         })?,
     };
-    spec.validate().map_err(|e| match e {
+    spec.validated().map_err(|e| match e {
         SpecError::Invalid {
             line: None,
             field,
@@ -760,8 +689,7 @@ pub fn parse_spec(text: &str, format: SpecFormat) -> Result<CampaignSpec, SpecEr
             message,
         },
         other => other,
-    })?;
-    Ok(spec)
+    })
 }
 
 #[cfg(test)]

@@ -100,7 +100,8 @@ pub struct RunRecord {
     pub index: u32,
     pub dispatch_at_us: i64,
     pub deadline_us: i64,
-    /// "scheduled", "dispatched", "complete" or "cancelled".
+    /// "scheduled", "dispatched", "done" or "cancelled" (runs stored
+    /// before said "complete" for done: read with `campaigns::run_state`).
     pub state: String,
     pub inside: Vec<String>,
     pub control: Vec<String>,

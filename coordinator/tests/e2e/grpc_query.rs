@@ -395,19 +395,22 @@ async fn grpc_query_service_answers_as_the_http_api() {
     seen.add(&g);
     let mut g_json = json(&g);
     for run in g_json["runs"].as_array_mut().unwrap() {
-        let map: serde_json::Map<String, Value> = run["failures"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["name"].as_str().unwrap().to_string(), c["value"].clone()))
-            .collect();
-        run["failures"] = Value::Object(map);
+        // Counters are lists over gRPC, maps over HTTP.
+        for counters in ["failures", "consent_skipped"] {
+            let map: serde_json::Map<String, Value> = run[counters]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c["name"].as_str().unwrap().to_string(), c["value"].clone()))
+                .collect();
+            run[counters] = Value::Object(map);
+        }
     }
     assert_eq!(
         g_json,
         http_json(&http, &format!("/api/v1/campaigns/{id}")).await
     );
-    assert_eq!(g.runs[0].state, "complete");
+    assert_eq!(g.runs[0].state, "done");
     assert_eq!(g.runs[0].groups.len(), 2);
 
     // Results: the cursor walks every stored result exactly once, oldest

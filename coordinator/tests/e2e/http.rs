@@ -381,7 +381,7 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
         (Some(id.as_str()), Some(1))
     );
     let detail = get(&http, &format!("/api/v1/campaigns/{id}")).await.json();
-    assert_eq!(detail["runs"][0]["state"], "complete");
+    assert_eq!(detail["runs"][0]["state"], "done");
     assert_eq!(detail["runs"][0]["groups"].as_array().unwrap().len(), 2);
 
     // Pagination: every stored result exactly once across pages.

@@ -15,3 +15,4 @@ mod outbox_full;
 mod partition;
 mod slow_clients;
 mod spine;
+mod targets;

@@ -217,6 +217,129 @@ fn malformed_targets_are_refused() {
     }
 }
 
+/// What an agent refuses (`vantage_proto::validate`, run by `probes::run`)
+/// is refused here, naming the target, its kind and the field, on the
+/// field's line.
+#[test]
+fn inputs_agents_would_refuse_are_refused_at_creation() {
+    for (target, field, words) in [
+        // The agent's HTTP client would silently use port 80 for this.
+        (
+            "web = { url = \"http://example.org:99999/\" }",
+            "targets[1].web.url",
+            &["99999"][..],
+        ),
+        (
+            "http = { url = \"http://user@example.org/\" }",
+            "targets[1].http.url",
+            &["user name"][..],
+        ),
+        // Agents speak DoH over https only.
+        (
+            "dns = { domain = \"example.org\", transport = \"doh\", doh_url = \"http://dns.example/q\" }",
+            "targets[1].dns.doh_url",
+            &["https://"][..],
+        ),
+        (
+            "dns = { domain = \"example.org\", qtype = \"MX\" }",
+            "targets[1].dns.qtype",
+            &["MX"][..],
+        ),
+        (
+            "dns = { domain = \"bad..name\" }",
+            "targets[1].dns.domain",
+            &["empty label"][..],
+        ),
+        (
+            "tls = { ip = \"1.1.1.1\", port = 443, sni = \"xn--zz.example\" }",
+            "targets[1].tls.sni",
+            &["IDNA"][..],
+        ),
+        (
+            "encrypted = { ip = \"1.1.1.1\", port = 443, payload_bytes = 5000 }",
+            "targets[1].encrypted.payload_bytes",
+            &["5000", "1400"][..],
+        ),
+        (
+            "tor = { ip = \"1.1.1.1\" }",
+            "targets[1].tor.port",
+            &["port 0"][..],
+        ),
+    ] {
+        let text = GOOD.replace("tcp = { host = \"example.org\", port = 80 }", target);
+        let e = err(&text);
+        assert_eq!(e.field(), Some(field), "{e}");
+        assert_refused(&text, field, 15, words);
+    }
+}
+
+/// Targets are stored as agents will probe them: host names in IDNA
+/// punycode, so every agent gets the same ASCII names.
+#[test]
+fn targets_are_normalised_to_punycode() {
+    let text = GOOD
+        .replace("sni = \"blocked.example\"", "sni = \"Bücher.Example\"")
+        .replace(
+            "tcp = { host = \"example.org\", port = 80 }",
+            "web = { url = \"HTTP://bücher.example/ä?q=ö\" }",
+        );
+    let s = parse_spec(&text, SpecFormat::Toml).unwrap();
+    let json = serde_json::to_value(&s.targets).unwrap();
+    assert_eq!(json[0]["tls"]["sni"], "xn--bcher-kva.example");
+    assert_eq!(
+        json[1]["web"]["url"],
+        "http://xn--bcher-kva.example/%C3%A4?q=%C3%B6"
+    );
+    // Storing and reading back changes nothing.
+    let again = parse_spec(&serde_json::to_string(&s).unwrap(), SpecFormat::Json).unwrap();
+    assert_eq!(again, s);
+}
+
+#[test]
+fn targets_carry_a_name() {
+    let text = GOOD.replace(
+        "[[targets]]\ntcp =",
+        "[[targets]]\nname = \"Example, plain TCP\"\ntcp =",
+    );
+    let s = parse_spec(&text, SpecFormat::Toml).unwrap();
+    assert_eq!(s.targets[0].name, "");
+    assert_eq!(s.targets[1].name, "Example, plain TCP");
+    assert_eq!(s.targets[1].kind_name(), "tcp");
+    // In JSON beside the kind, and back.
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(
+        json.contains(r#""name":"Example, plain TCP","tcp":{"#),
+        "{json}"
+    );
+    assert_eq!(parse_spec(&json, SpecFormat::Json).unwrap(), s);
+    // A name is not a probe kind: the target still needs one.
+    let no_kind = GOOD.replace(
+        "tcp = { host = \"example.org\", port = 80 }",
+        "name = \"lonely\"",
+    );
+    assert_refused(&no_kind, "targets[1]", 14, &["no probe kind", "wireguard"]);
+    // Too long, or with control characters: refused on the name's line,
+    // written before or after the kind.
+    let long = "n".repeat(201);
+    let text = GOOD.replace(
+        "[[targets]]\ntcp =",
+        &format!("[[targets]]\nname = \"{long}\"\ntcp ="),
+    );
+    assert_refused(&text, "targets[1].name", 15, &["201", "200"]);
+    let text = GOOD.replace("port = 80 }", "port = 80 }\nname = \"tab\\there\"");
+    assert_refused(&text, "targets[1].name", 16, &["control"]);
+    // Two kinds in one target: an error on the second.
+    let two = GOOD.replace(
+        "tcp = { host = \"example.org\", port = 80 }",
+        "tcp = { host = \"example.org\", port = 80 }\ntor = { ip = \"1.1.1.1\", port = 9001 }",
+    );
+    let e = err(&two);
+    assert!(
+        e.to_string().starts_with("line 16") && e.to_string().contains("one probe kind"),
+        "{e}"
+    );
+}
+
 #[test]
 fn empty_target_list_is_refused() {
     let text = GOOD
