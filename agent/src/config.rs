@@ -25,6 +25,11 @@ pub struct AgentConfig {
     /// Lab use only: allow loopback, private and special-purpose targets.
     #[serde(default)]
     pub allow_private_targets: bool,
+    /// PEM files of extra CAs the probes trust besides the system roots
+    /// (a lab's CA, a corporate proxy's); relative paths are under the data
+    /// directory. `SSL_CERT_FILE` replaces the system bundle itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_ca_files: Vec<String>,
 }
 
 /// What the volunteer agreed to.
@@ -85,6 +90,7 @@ impl Default for AgentConfig {
             consent: Default::default(),
             limits: Default::default(),
             allow_private_targets: false,
+            extra_ca_files: Vec::new(),
         }
     }
 }
@@ -135,10 +141,21 @@ impl AgentConfig {
                 ));
             }
         }
+        if let Some(f) = c.extra_ca_files.iter().find(|f| f.trim().is_empty()) {
+            return Err(format!("extra_ca_files: empty path {f:?}"));
+        }
         if c.limits.max_concurrency == 0 {
             return Err("limits.max_concurrency must be at least 1".into());
         }
         Ok(c)
+    }
+
+    /// `extra_ca_files` as paths, relative ones under `data_dir`.
+    pub fn extra_ca_paths(&self, data_dir: &Path) -> Vec<std::path::PathBuf> {
+        self.extra_ca_files
+            .iter()
+            .map(|f| data_dir.join(f))
+            .collect()
     }
 
     /// The commented file `enroll` writes when none exists.
@@ -150,6 +167,11 @@ version = 1
 # Lab use only: allow probing loopback, private and other special-purpose
 # addresses. Leave false on a real network.
 allow_private_targets = false
+
+# PEM files of extra certificate authorities the probes trust besides the
+# system's (a lab's CA, a corporate proxy's). SSL_CERT_FILE, when set,
+# replaces the system bundle.
+# extra_ca_files = ["/etc/vantage-agent/lab-ca.pem"]
 
 [consent]
 # Probe kinds this agent may run. VPN (openvpn, wireguard), tor and
@@ -198,5 +220,22 @@ mod tests {
         assert!(e.contains("line 3") && e.contains("max_concurency"), "{e}");
         let e = AgentConfig::parse("version = 1\n[consent]\nkinds = [\"telnet\"]\n").unwrap_err();
         assert!(e.contains("telnet"), "{e}");
+    }
+
+    #[test]
+    fn extra_ca_files_resolve_under_the_data_dir() {
+        let c = AgentConfig::parse(
+            "version = 1\nextra_ca_files = [\"lab-ca.pem\", \"/etc/ssl/proxy.pem\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.extra_ca_paths(Path::new("/var/lib/vantage-agent")),
+            vec![
+                std::path::PathBuf::from("/var/lib/vantage-agent/lab-ca.pem"),
+                std::path::PathBuf::from("/etc/ssl/proxy.pem"),
+            ]
+        );
+        let e = AgentConfig::parse("version = 1\nextra_ca_files = [\" \"]\n").unwrap_err();
+        assert!(e.contains("extra_ca_files"), "{e}");
     }
 }

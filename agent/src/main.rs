@@ -105,6 +105,10 @@ enum Cmd {
         /// Hard deadline for the probe.
         #[arg(long, default_value = "10s", value_parser = humantime_duration)]
         timeout: Duration,
+        /// A PEM file of extra CAs to trust (repeatable), as agent.toml's
+        /// `extra_ca_files`.
+        #[arg(long = "ca-file")]
+        ca_files: Vec<PathBuf>,
     },
 }
 
@@ -333,6 +337,7 @@ async fn main() -> Result<()> {
             println!("  coordinator:    {}", id.coordinators.join(", "));
             println!("  CA fingerprint: sha256:{}", id.ca_sha256);
             println!("  data dir:       {}", data_dir.display());
+            print!("{}", enroll::kinds_notice(&data_dir));
             println!(
                 "Review {}/agent.toml, then start: vantage-agent run --data-dir {}",
                 data_dir.display(),
@@ -341,6 +346,11 @@ async fn main() -> Result<()> {
         }
         Cmd::Run { data_dir } => {
             let agent = Agent::open_to_run(data_dir)?;
+            let cas = agent.config.extra_ca_paths(&agent.dir);
+            let added = probes::tls::set_extra_ca_files(&cas).context("agent.toml")?;
+            if added > 0 {
+                tracing::info!(certificates = added, "trusting extra CAs from agent.toml");
+            }
             tracing::info!(agent = %agent.identity.agent_id, outbox = agent.outbox.len(), "agent starting");
             // Tell `status` at once that an agent runs, before any session.
             status::record(&agent.dir, &agent.outbox, status::Event::Disconnected);
@@ -378,7 +388,9 @@ async fn main() -> Result<()> {
             input,
             allow_private_targets,
             timeout,
+            ca_files,
         } => {
+            probes::tls::set_extra_ca_files(&ca_files).context("--ca-file")?;
             let input: ProbeInput = serde_json::from_str(&input)
                 .context("probe input is not valid JSON for a probe")?;
             let ctx = ProbeContext::with_budget(

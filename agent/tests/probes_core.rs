@@ -8,7 +8,7 @@
 
 mod support_core;
 
-use support_core::{lab_ready, self_signed, sha256_hex, Lab};
+use support_core::{ca_signed, lab_ready, self_signed, sha256_hex, Lab};
 use vantage_proto::v1::{
     measurement, DnsResult, Failure, HttpResult, Measurement, TcpResult, TlsResult, WebResult,
 };
@@ -302,21 +302,43 @@ fn http_follows_redirects_and_sees_block_page_and_host_reset() {
     assert_failure(&reset.failure, "connection_reset", "http_round_trip");
     assert!(reset.chain.is_empty());
 
-    // https with SNI and truncation at the byte cap.
+    // https to an untrusted (self-signed) server: a browser's failure,
+    // with the chain, issuer and key still recorded.
     let s = http(lab.probe(
         &format!(
             r#"{{"http":{{"url":"https://www.example.lab/","ip":"{srv}","max_body_bytes":10}}}}"#
         ),
         "5s",
     ));
-    assert_eq!(s.failure, None, "{s:?}");
+    assert_failure(&s.failure, "ssl_unknown_authority", "tls_handshake");
+    assert!(s.chain.is_empty(), "{s:?}");
     let t = s.tls.expect("tls recorded");
     assert_eq!(t.sni, "www.example.lab");
     assert_eq!(t.webpki, "ssl_unknown_authority");
-    assert_eq!(s.chain[0].status, 200);
-    assert!(s.chain[0].body_truncated);
-    assert_eq!(s.chain[0].body_length, 10);
-    assert_eq!(s.chain[0].body_sha256, sha256_hex(&INDEX.as_bytes()[..10]));
+    assert_eq!(t.issuer, "CN=rcgen self signed cert");
+    assert_eq!(t.leaf_spki_sha256.len(), 64);
+    assert_eq!(t.chain_sha256.len(), 1);
+
+    // A redirect loop, and a chain longer than the limit, are failures of
+    // their own, never success.
+    let lp = http(lab.probe(
+        &format!(r#"{{"http":{{"url":"http://www.example.lab/loop","ip":"{srv}"}}}}"#),
+        "5s",
+    ));
+    assert_failure(&lp.failure, "http_too_many_redirects", "http_round_trip");
+    assert_eq!(lp.chain.len(), 1, "{lp:?}");
+    let long = http(lab.probe(
+        &format!(
+            r#"{{"http":{{"url":"http://www.example.lab/hop/1","ip":"{srv}","max_redirects":3}}}}"#
+        ),
+        "5s",
+    ));
+    assert_failure(&long.failure, "http_too_many_redirects", "http_round_trip");
+    assert_eq!(long.chain.len(), 4, "{long:?}");
+    assert!(long.chain.iter().all(|h| h.status == 302));
+    // The body's duration is recorded with its length (the transfer rate).
+    assert!(control.chain[0].body_us > 0, "{control:?}");
+    assert!(control.chain[0].body_head.contains("Vantage lab"));
 }
 
 /// srv: dnsmasq resolver on 198.18.8.2 forwarding `lab` to an authoritative
@@ -520,8 +542,11 @@ fn web_composes_dns_tcp_tls_http_and_sees_host_reset() {
         return;
     }
     let mut lab = Lab::new("vp1e", 10);
-    let (cert, key, fp) = self_signed(&["www.example.lab", "www.blocked.lab"]);
+    let (cert, key, ca) = ca_signed(&["www.example.lab", "www.blocked.lab"]);
     lab.start_nginx(&[("index.html", INDEX)], Some((&cert, &key)), "");
+    let ca_file = lab.dir.path().join("test-ca.pem");
+    std::fs::write(&ca_file, ca).expect("ca file");
+    let ca_arg = ca_file.display().to_string();
     let srv = lab.srv_ip();
     let pidf = format!("--pid-file={}/dns.pid", lab.dir.path().display());
     let (listen, rec_a, rec_b) = (
@@ -580,13 +605,18 @@ fn web_composes_dns_tcp_tls_http_and_sees_host_reset() {
     assert_eq!(h.chain[0].status, 200);
     assert_eq!(h.chain[0].title, "Vantage lab");
 
-    let s = web(lab.probe(
+    // The test CA is trusted through --ca-file (agent.toml's
+    // extra_ca_files): the handshake verifies.
+    let s = web(lab.probe_args(
         &format!(r#"{{"web":{{"url":"https://www.example.lab/","resolver":"{srv}:53"}}}}"#),
         "6s",
+        &["--ca-file", &ca_arg],
     ));
     assert_eq!(s.failure, None, "{s:?}");
     let t = s.tls.expect("tls");
-    assert_eq!(t.chain_sha256, vec![fp]);
+    assert_eq!(t.chain_sha256.len(), 2, "leaf and CA");
+    assert_eq!(t.webpki, "valid");
+    assert_eq!(t.issuer, "CN=Vantage test CA");
     assert_eq!(t.sni, "www.example.lab");
     assert_eq!(s.http.expect("http").chain[0].status, 200);
 

@@ -2,7 +2,12 @@
 //! with the IP to connect to, the Host header and the SNI chosen
 //! independently. Records every hop of the redirect chain: status, headers,
 //! body length, body SHA-256, `<title>` and whether the body was truncated at
-//! the byte cap.
+//! the byte cap, with the time the body took (a throttle shows as a low
+//! rate). TLS is verified as a browser would: a certificate WebPKI rejects
+//! ends the chain with its `ssl_*` failure at `tls_handshake` (the chain,
+//! issuer and key are still recorded), so interception and broken sites
+//! are failures, never a page. A redirect loop, or a chain longer than
+//! `max_redirects`, ends with `http_too_many_redirects`.
 //!
 //! Target policy (same rule as `tcp.rs`): a forbidden literal `ip` in the
 //! input, or a forbidden literal host in the first URL, is a refusal. An
@@ -26,10 +31,15 @@ use vantage_proto::v1::{measurement, Failure, HttpHeader, HttpInput, HttpRespons
 
 use super::{tcp, tls, ProbeContext, ProbeOutput, Steps};
 
-/// Redirects followed when the input says 0.
-const DEFAULT_MAX_REDIRECTS: u32 = 5;
+/// Redirects followed when the input says 0: OONI's Go client stops
+/// after 10 (browsers after 20). Running out is the failure
+/// `http_too_many_redirects`, never success.
+const DEFAULT_MAX_REDIRECTS: u32 = 10;
 /// How much of the body is searched for a `<title>`.
 const TITLE_SCAN_BYTES: usize = 64 * 1024;
+/// Body bytes kept as `body_head` on the final response (block-page
+/// fingerprints are matched against it).
+const BODY_HEAD_BYTES: usize = 4 * 1024;
 /// Longest title kept.
 const TITLE_MAX_CHARS: usize = 256;
 
@@ -190,7 +200,9 @@ pub(crate) async fn fetch(
     let mut first = first;
     let mut hop = 0u32;
     let first_host = target.host.to_ascii_lowercase();
+    let mut visited: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
+        visited.insert(target.url.clone());
         // The input's overrides (ip, Host header, SNI) apply to the first hop
         // and to redirects that stay on the same host name; a redirect to
         // another host is resolved afresh and checked by the policy.
@@ -230,7 +242,7 @@ pub(crate) async fn fetch(
             let started = Instant::now();
             let alpn = vec!["http/1.1".to_string()];
             let (hs, tls_stream) =
-                tls::handshake(stream, ip, &sni, &alpn, ctx.remaining(), false).await;
+                tls::handshake(stream, ip, &sni, &alpn, ctx.remaining(), true).await;
             steps.record("tls_handshake", started, hs.failure.clone());
             let hs_failure = hs.failure.clone();
             if result.tls.is_none() {
@@ -255,27 +267,36 @@ pub(crate) async fn fetch(
             }
         };
         let read_failure = resp.1.clone();
+        if let Some(prev) = result.chain.last_mut() {
+            // Only the final response keeps its body head.
+            prev.body_head.clear();
+        }
         result.chain.push(resp.0);
         if let Some(f) = read_failure {
             result.failure = Some(f);
             return Ok(result);
         }
-        match next {
-            Some(location) if hop < max_redirects => match target.redirect(&location) {
-                Ok(t) => {
-                    target = t;
-                    hop += 1;
-                }
-                Err(reason) => {
-                    result.failure = Some(failure(
-                        &format!("unknown_failure: bad redirect: {reason}"),
-                        op::HTTP_ROUND_TRIP,
-                    ));
-                    return Ok(result);
-                }
-            },
-            _ => return Ok(result),
+        let Some(location) = next else {
+            return Ok(result);
+        };
+        let next = match target.redirect(&location) {
+            Ok(t) => t,
+            Err(reason) => {
+                result.failure = Some(failure(
+                    &format!("unknown_failure: bad redirect: {reason}"),
+                    op::HTTP_ROUND_TRIP,
+                ));
+                return Ok(result);
+            }
+        };
+        // A loop never ends, and a chain past the limit never reached a
+        // page: both are a failure with its own name.
+        if hop >= max_redirects || visited.contains(&next.url) {
+            result.failure = Some(failure(failure::TOO_MANY_REDIRECTS, op::HTTP_ROUND_TRIP));
+            return Ok(result);
         }
+        target = next;
+        hop += 1;
     }
 }
 
@@ -420,7 +441,7 @@ async fn round_trip(
         None
     };
 
-    // Body, capped.
+    // Body, capped. Its duration, with its length, is the transfer rate.
     let started = Instant::now();
     let mut body = resp.into_body();
     let mut hasher = Sha256::new();
@@ -457,11 +478,25 @@ async fn round_trip(
         }
     }
     driver.abort();
+    rec.body_us = started.elapsed().as_micros() as i64;
     steps.record("read", started, read_failure.clone());
     rec.body_length = total;
     rec.body_sha256 = hex::encode(hasher.finalize());
     rec.title = extract_title(&kept);
+    rec.body_head = head_text(&kept[..kept.len().min(BODY_HEAD_BYTES)]);
     Ok(((rec, read_failure), location))
+}
+
+/// Lossy UTF-8 of a body head, cut at a character boundary (a multi-byte
+/// character split by the cap is dropped, not shown as a replacement).
+fn head_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(e) if e.error_len().is_none() => {
+            String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned()
+        }
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// The text of the first `<title>` element, whitespace-collapsed.

@@ -147,6 +147,8 @@ async fn attempt(
 struct Seen {
     chain_sha256: Vec<String>,
     webpki: String,
+    leaf_spki_sha256: String,
+    issuer: String,
 }
 
 /// Wraps the WebPKI verifier: records the chain and the verdict, then accepts
@@ -181,6 +183,9 @@ impl ServerCertVerifier for RecordingVerifier {
                 .chain(intermediates.iter())
                 .map(|c| hex::encode(Sha256::digest(c.as_ref())))
                 .collect();
+            seen.leaf_spki_sha256 =
+                super::x509::spki_sha256(end_entity.as_ref()).unwrap_or_default();
+            seen.issuer = super::x509::issuer(end_entity.as_ref()).unwrap_or_default();
             seen.webpki = match &verdict {
                 Ok(_) => "valid".to_string(),
                 Err(e) => classify_webpki(e),
@@ -248,15 +253,73 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// The system roots from [`SYSTEM_ROOTS`], or an empty store when absent.
+/// Extra trust anchors (PEM files) set once at start from `agent.toml`'s
+/// `extra_ca_files`: a lab's CA, a corporate proxy's.
+static EXTRA_CA_FILES: OnceLock<Vec<std::path::PathBuf>> = OnceLock::new();
+
+/// Why the trust store could not be built as configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    #[error("CA file {0}: {1}")]
+    Read(String, String),
+    #[error("CA file {0} holds no certificate")]
+    Empty(String),
+    #[error("the extra CA files were already set for this process")]
+    AlreadySet,
+}
+
+/// Reads every certificate of a PEM file.
+fn pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    use rustls::pki_types::pem::PemObject;
+    let shown = path.display().to_string();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TrustError::Read(shown.clone(), e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| TrustError::Read(shown.clone(), e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TrustError::Empty(shown));
+    }
+    Ok(certs)
+}
+
+/// Checks the extra CA files and makes the probes trust them, besides the
+/// system roots. Call once, before the first probe. Returns how many
+/// certificates were added.
+pub fn set_extra_ca_files(files: &[std::path::PathBuf]) -> Result<usize, TrustError> {
+    let mut n = 0;
+    for f in files {
+        n += pem_certs(f)?.len();
+    }
+    EXTRA_CA_FILES
+        .set(files.to_vec())
+        .map_err(|_| TrustError::AlreadySet)?;
+    Ok(n)
+}
+
+/// The bundle the system roots come from: `SSL_CERT_FILE` when set (the
+/// OpenSSL convention labs and corporate proxies use), else Debian's.
+fn system_roots_file() -> std::path::PathBuf {
+    std::env::var_os("SSL_CERT_FILE")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| SYSTEM_ROOTS.into())
+}
+
+/// The system roots (see [`system_roots_file`]) plus the extra CA files,
+/// or an empty store when there are none.
 fn roots() -> Arc<RootCertStore> {
     static R: OnceLock<Arc<RootCertStore>> = OnceLock::new();
     R.get_or_init(|| {
-        use rustls::pki_types::pem::PemObject;
         let mut store = RootCertStore::empty();
-        if let Ok(iter) = CertificateDer::pem_file_iter(SYSTEM_ROOTS) {
-            let certs: Vec<CertificateDer<'static>> = iter.filter_map(Result::ok).collect();
-            let _ = store.add_parsable_certificates(certs);
+        let extra = EXTRA_CA_FILES.get().cloned().unwrap_or_default();
+        for f in std::iter::once(system_roots_file()).chain(extra) {
+            match pem_certs(&f) {
+                Ok(certs) => {
+                    let _ = store.add_parsable_certificates(certs);
+                }
+                Err(e) => tracing::debug!("trust store: {e}"),
+            }
         }
         Arc::new(store)
     })
@@ -367,6 +430,8 @@ pub(crate) async fn handshake(
     if let Ok(seen) = seen.lock() {
         hs.chain_sha256 = seen.chain_sha256.clone();
         hs.webpki = seen.webpki.clone();
+        hs.leaf_spki_sha256 = seen.leaf_spki_sha256.clone();
+        hs.issuer = seen.issuer.clone();
     }
     match res {
         Err(_) => fail(hs, failure(failure::GENERIC_TIMEOUT, op::TLS_HANDSHAKE)),
@@ -405,5 +470,19 @@ mod tests {
         assert_eq!(classify_webpki(&e), "ssl_invalid_hostname");
         let e = rustls::Error::InvalidCertificate(CertificateError::Expired);
         assert_eq!(classify_webpki(&e), "ssl_invalid_certificate");
+    }
+
+    #[test]
+    fn extra_ca_files_must_hold_certificates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(pem_certs(&missing), Err(TrustError::Read(..))));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        assert!(matches!(pem_certs(&empty), Err(TrustError::Empty(_))));
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_string()]).expect("rcgen");
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.cert.pem()).expect("write");
+        assert_eq!(pem_certs(&good).map(|c| c.len()).ok(), Some(1));
     }
 }

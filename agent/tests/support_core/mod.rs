@@ -293,6 +293,11 @@ impl Lab {
 
     /// Runs the real agent in the client namespace and parses its output.
     pub fn probe(&self, input_json: &str, timeout: &str) -> Measurement {
+        self.probe_args(input_json, timeout, &[])
+    }
+
+    /// [`Lab::probe`] with extra `vantage-agent probe` arguments.
+    pub fn probe_args(&self, input_json: &str, timeout: &str, extra: &[&str]) -> Measurement {
         let ns = self.ns("in");
         let out = Command::new("ip")
             .args([
@@ -304,8 +309,9 @@ impl Lab {
                 "--allow-private-targets",
                 "--timeout",
                 timeout,
-                input_json,
             ])
+            .args(extra)
+            .arg(input_json)
             .output()
             .expect("run vantage-agent");
         assert!(
@@ -345,7 +351,11 @@ impl Lab {
                client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n\
                server {{ listen 80; server_name _; root {d}/www;\n\
                  location = /redir {{ return 302 /final.html; }}\n\
-                 location = /redir-abs {{ return 302 http://{srv}/final.html; }} }}\n\
+                 location = /redir-abs {{ return 302 http://{srv}/final.html; }}\n\
+                 location = /loop {{ return 302 /loop; }}\n\
+                 location ~ ^/hop/([0-9]+)$ {{ return 302 /hop/x$1; }}\n\
+                 location ~ ^/hop/x([0-9]+)$ {{ return 302 /hop/xx$1; }}\n\
+                 location ~ ^/hop/(x+)([0-9]+)$ {{ return 302 /hop/$1x$2; }} }}\n\
                {tls_block}\n{extra}\n}}\n",
             d = d.display(),
             srv = self.srv_ip(),
@@ -390,6 +400,27 @@ pub fn self_signed(names: &[&str]) -> (String, String, String) {
             .expect("rcgen");
     let fp = hex::encode(sha2::Sha256::digest(ck.cert.der()));
     (ck.cert.pem(), ck.signing_key.serialize_pem(), fp)
+}
+
+/// A CA and a leaf it signed for `names`: (leaf + CA chain PEM, key PEM,
+/// CA PEM).
+pub fn ca_signed(names: &[&str]) -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Vantage test CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).expect("ca");
+    let leaf =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("leaf params");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = leaf.signed_by(&key, &ca).expect("leaf");
+    (
+        format!("{}{}", cert.pem(), ca.pem()),
+        key.serialize_pem(),
+        ca.pem(),
+    )
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
