@@ -8,6 +8,7 @@
 //! it (`rules.rs`); `analyze_run` pairs results by target and refines
 //! protocol labels into `udp.drop` when a whole address's UDP is silent.
 
+pub mod fingerprints;
 mod rules;
 
 use std::collections::BTreeMap;
@@ -16,10 +17,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use vantage_proto::v1::{measurement, probe_input::Kind, Measurement};
 
-pub use rules::verdict;
+pub use fingerprints::Fingerprints;
+pub use rules::{verdict, verdict_with};
 
 /// Overall status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -40,6 +42,10 @@ pub enum Mechanism {
     DnsNxdomain,
     #[serde(rename = "dns.timeout")]
     DnsTimeout,
+    /// DNS over TCP cut by a reset or a close (the query was seen on a
+    /// stream and killed; a UDP drop would be `dns.timeout`).
+    #[serde(rename = "dns.reset")]
+    DnsReset,
     #[serde(rename = "tcp.reset")]
     TcpReset,
     #[serde(rename = "tcp.timeout")]
@@ -58,6 +64,9 @@ pub enum Mechanism {
     HttpDiff,
     #[serde(rename = "http.reset")]
     HttpReset,
+    /// The body came at a small fraction of the controls' rate.
+    #[serde(rename = "http.throttle")]
+    HttpThrottle,
     #[serde(rename = "quic.timeout")]
     QuicTimeout,
     #[serde(rename = "udp.drop")]
@@ -99,6 +108,12 @@ pub struct Verdict {
     /// Measurement ids the verdict rests on (inside first).
     pub evidence: Vec<String>,
     pub reason: String,
+    /// Inside measurements (agents) of the run that reached this verdict.
+    #[serde(skip)]
+    pub inside_agree: u32,
+    /// Control measurements that back it (0: none, or not counted).
+    #[serde(skip)]
+    pub controls_agree: u32,
 }
 
 /// A stable key for "the same target": kind, address, port and names, so
@@ -167,6 +182,18 @@ pub fn analyze_run(
     inside: &[Measurement],
     control: &[Measurement],
 ) -> Vec<(String, String, Verdict)> {
+    analyze_run_with(inside, control, Fingerprints::builtin())
+}
+
+/// [`analyze_run`] with the given block-page fingerprints. Verdicts that
+/// several inside agents reach for one target gain confidence
+/// ([`rules::support_factor`]), and every counted verdict says how many
+/// measurements back it.
+pub fn analyze_run_with(
+    inside: &[Measurement],
+    control: &[Measurement],
+    fps: &Fingerprints,
+) -> Vec<(String, String, Verdict)> {
     let mut by_target: BTreeMap<String, Vec<&Measurement>> = BTreeMap::new();
     for c in control {
         by_target.entry(target_key(c)).or_default().push(c);
@@ -176,12 +203,41 @@ pub fn analyze_run(
         .map(|m| {
             let key = target_key(m);
             let controls = by_target.get(&key).cloned().unwrap_or_default();
-            (m.id.clone(), key, verdict(m, &controls))
+            (m.id.clone(), key, verdict_with(m, &controls, fps))
         })
         .collect();
     refine_udp_drop(inside, &mut out);
+    count_agreement(&mut out);
     out.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     out
+}
+
+/// Raises each counted verdict's confidence by the other inside agents of
+/// the run that reached the same status and mechanism for the target, and
+/// says in its reason how many measurements back it.
+fn count_agreement(out: &mut [(String, String, Verdict)]) {
+    let mut same: BTreeMap<(String, Status, Option<String>), u32> = BTreeMap::new();
+    let key = |t: &str, v: &Verdict| (t.to_string(), v.status, v.mechanism.map(|m| m.to_string()));
+    for (_, t, v) in out.iter() {
+        *same.entry(key(t, v)).or_default() += 1;
+    }
+    for (_, t, v) in out.iter_mut() {
+        if v.inside_agree == 0 {
+            continue;
+        }
+        let i = same.get(&key(t, v)).copied().unwrap_or(1);
+        let c = v.controls_agree;
+        let base = rules::support_factor(1, c);
+        if base > 0.0 {
+            v.confidence = (v.confidence / base * rules::support_factor(i, c)).clamp(0.0, 1.0);
+        }
+        v.inside_agree = i;
+        v.reason = format!(
+            "{} [{i} inside and {c} control measurement{} agree]",
+            v.reason,
+            if c == 1 { "" } else { "s" }
+        );
+    }
 }
 
 /// The address a UDP probe sends to, if `m` is one.

@@ -14,6 +14,7 @@ use vantage_proto::v1::{
     measurement::Result as R, DnsResult, HttpResponse, HttpResult, Measurement, TlsHandshake,
 };
 
+use super::fingerprints::Fingerprints;
 use super::{is_refusal, Mechanism as M, Status, Verdict};
 
 /// OONI web_connectivity: bodies "match" when the smaller is more than 70 %
@@ -99,7 +100,10 @@ fn mechanism(m: &Measurement, failure: &str, op: &str) -> M {
         // block, not protocol detection; anything later is the VPN blocked.
         Some(R::Openvpn(_)) | Some(R::Wireguard(_)) if !at_connect => return M::VpnBlocked,
         Some(R::Quic(_)) => return M::QuicTimeout,
-        Some(R::Dns(_)) | Some(R::DnsInjection(_)) if !at_connect => {
+        Some(R::Dns(d)) | Some(R::DnsInjection(d)) if !at_connect => {
+            if d.transport == "tcp" && is_reset(failure) {
+                return M::DnsReset;
+            }
             return dns_mechanism(failure);
         }
         _ => {}
@@ -117,6 +121,13 @@ fn mechanism(m: &Measurement, failure: &str, op: &str) -> M {
             if is_reset(failure) && matches!(m.result, Some(R::Http(_)) | Some(R::Web(_))) =>
         {
             M::HttpReset
+        }
+        // A redirect loop only the inside meets, or another odd failure
+        // of the exchange: the page differs, by no named mechanism.
+        f::op::HTTP_ROUND_TRIP | f::op::READ | f::op::WRITE
+            if !is_timeout(failure) && matches!(m.result, Some(R::Http(_)) | Some(R::Web(_))) =>
+        {
+            M::HttpDiff
         }
         _ if is_reset(failure) => M::TcpReset,
         _ if is_timeout(failure) => M::TcpTimeout,
@@ -147,6 +158,8 @@ fn v(
         confidence: confidence.clamp(0.0, 1.0),
         evidence,
         reason: reason.into(),
+        inside_agree: 0,
+        controls_agree: 0,
     }
 }
 
@@ -246,8 +259,11 @@ fn http_of(m: &Measurement) -> Option<&HttpResult> {
     }
 }
 
-/// Compares the final HTTP responses (OONI web_connectivity's checks: body
-/// proportion, status code, title).
+/// Compares the final HTTP responses (OONI web_connectivity's checks:
+/// status code, body proportion, uncommon headers, title words), with one
+/// rule of Vantage's own: a page whose title differs from the control's
+/// is a block page even when its length is close to the real page's.
+/// `None`: the pages match.
 fn http_compare(inside: &HttpResponse, control: &HttpResponse) -> Option<(M, f32, String)> {
     if inside.status == HTTP_LEGAL_BLOCK && control.status != HTTP_LEGAL_BLOCK {
         return Some((
@@ -265,9 +281,26 @@ fn http_compare(inside: &HttpResponse, control: &HttpResponse) -> Option<(M, f32
     } else {
         a.min(b) / a.max(b)
     };
+    // Two bodies cut at the read cap are both large: their lengths say
+    // nothing more (OONI skips the length check on a truncated body).
+    let body_match =
+        (inside.body_truncated && control.body_truncated) || proportion > BODY_PROPORTION;
     let status_match = inside.status == control.status;
-    let title_match = !inside.title.is_empty() && inside.title == control.title;
-    if status_match && (proportion > BODY_PROPORTION || title_match) {
+    let both_titled = !inside.title.trim().is_empty() && !control.title.trim().is_empty();
+    let title_match = both_titled && titles_match(&inside.title, &control.title);
+    let headers_match = !uncommon_headers(inside).is_disjoint(&uncommon_headers(control));
+    if both_titled && !title_match {
+        return Some((
+            M::HttpBlockpage,
+            if status_match { 0.8 } else { 0.7 },
+            format!(
+                "a different page was served: title {:?} vs control {:?} (status {} vs {}, \
+                 body proportion {proportion:.2})",
+                inside.title, control.title, inside.status, control.status
+            ),
+        ));
+    }
+    if status_match && (body_match || title_match || headers_match) {
         return None;
     }
     if status_match {
@@ -280,7 +313,7 @@ fn http_compare(inside: &HttpResponse, control: &HttpResponse) -> Option<(M, f32
                 inside.title, control.title
             ),
         ))
-    } else if !inside.title.is_empty() && !title_match && proportion <= BODY_PROPORTION {
+    } else if !inside.title.is_empty() && !title_match && !body_match {
         // A page of its own under an error status: many national block
         // pages answer 403 (OONI's fingerprint list has dozens), so a
         // different titled page is a block page, not a mere difference.
@@ -303,8 +336,36 @@ fn http_compare(inside: &HttpResponse, control: &HttpResponse) -> Option<(M, f32
 }
 
 /// The verdict for one inside measurement against its controls (control
-/// measurements of the same target in the same run).
+/// measurements of the same target in the same run), with the built-in
+/// block-page fingerprints.
 pub fn verdict(inside: &Measurement, controls: &[&Measurement]) -> Verdict {
+    verdict_with(inside, controls, Fingerprints::builtin())
+}
+
+/// [`verdict`] with the given fingerprint lists (the built-in ones plus a
+/// campaign's own).
+///
+/// The decision tree, in order (the first rule that fires decides):
+/// 1. the inside agent refused or produced nothing: `inconclusive`;
+/// 2. evidence needing no control: two DNS replies that differ (injection),
+///    a reply from an address that runs no DNS server, the in-task SNI
+///    comparison, residual blocking;
+/// 3. no usable control: `inconclusive`;
+/// 4. **the first interference decides**: an inside DNS answer no honest
+///    resolver gives (a special-purpose range none of the controls got, or
+///    a known block-page address) is `dns.hijack`, whatever failed after;
+/// 5. **throttling**: the body arrived at under [`THROTTLE_FRACTION`] of
+///    the fastest control's rate ([`throttle`]);
+/// 6. the inside failed: [`failed_verdict`] compares the step it failed at
+///    with how far each control got (same step: `down`; past it:
+///    `blocked`; never reached it: no evidence), then the DNS override;
+/// 7. the inside succeeded: DNS consistency, TLS (issuer and key), HTTP
+///    (fingerprints, 451, title, body, status), else `ok`.
+pub fn verdict_with(
+    inside: &Measurement,
+    controls: &[&Measurement],
+    fps: &Fingerprints,
+) -> Verdict {
     let mut evidence = vec![inside.id.clone()];
     if let Some(R::Refused(r)) = &inside.result {
         return v(
@@ -343,97 +404,600 @@ pub fn verdict(inside: &Measurement, controls: &[&Measurement]) -> Verdict {
             "no usable control measurement for this target",
         );
     }
-    let ok_controls = usable.iter().filter(|c| failure_of(c).is_none()).count();
-    let failed_controls = usable.len() - ok_controls;
-
+    if let Some(found) = forged_answer(inside, &usable, &evidence, fps) {
+        return found;
+    }
+    if let Some(found) = throttle(inside, &usable, &evidence) {
+        return found;
+    }
     if let Some((failure, op)) = failure_of(inside) {
-        // Majority of controls decides; a tie is controls disagreeing.
-        if failed_controls > ok_controls {
-            return v(
-                Status::Down,
-                None,
-                0.5 + 0.4 * failed_controls as f32 / usable.len() as f32,
-                evidence,
-                format!(
-                    "{failure} inside, and {failed_controls}/{} controls fail too",
-                    usable.len()
-                ),
-            );
-        }
-        if failed_controls == ok_controls {
-            return v(
-                Status::Inconclusive,
-                None,
-                0.3,
-                evidence,
-                "controls disagree among themselves",
-            );
-        }
-        let mech = mechanism(inside, &failure, &op);
-        let reason = if op.is_empty() {
-            failure.clone()
-        } else {
-            format!("{failure} at {op}")
-        };
-        let base = match mech {
-            // An alert or odd handshake failure is weaker evidence.
-            M::TlsReset if !is_reset(&failure) => 0.6,
-            // Error answers other than NXDOMAIN may be resolver trouble.
-            M::DnsNxdomain if failure != f::DNS_NXDOMAIN => 0.6,
-            _ => 0.9,
-        };
-        return v(
-            Status::Blocked,
-            Some(mech),
-            base * ok_controls as f32 / usable.len() as f32,
-            evidence,
-            format!(
-                "{reason} inside, while {ok_controls}/{} controls succeed",
-                usable.len()
-            ),
-        );
+        let found = failed_verdict(inside, &usable, &evidence, &failure, &op);
+        return dns_override(inside, &usable, found);
     }
 
     // Inside succeeded: compare what it saw with a control that succeeded.
     let reference = usable.iter().copied().find(|c| failure_of(c).is_none());
+    let n_ok = usable.iter().filter(|c| failure_of(c).is_none()).count() as u32;
+    let page = http_verdict(inside, reference, &evidence, fps);
     if let Some(d) = dns_of(inside) {
-        if let Some(found) = dns_consistency(inside, d, reference, &evidence) {
+        // Whether the page differs, when there are two pages to compare.
+        let comparable = reference.and_then(http_of).and_then(final_hop).is_some()
+            && http_of(inside).and_then(final_hop).is_some();
+        let page_differs =
+            comparable.then(|| page.as_ref().is_some_and(|p| p.status == Status::Blocked));
+        if let Some(found) = dns_consistency(inside, d, &usable, &evidence, page_differs) {
             return found;
         }
     }
-    if let (Some(R::Tls(t)), Some(r)) = (&inside.result, reference) {
-        if let (Some(h), Some(R::Tls(ct))) = (&t.handshake, &r.result) {
-            if let Some(ch) = &ct.handshake {
-                // Interception: a chain WebPKI rejects, unlike the control's.
-                if h.webpki != "valid" && ch.webpki == "valid" && h.chain_sha256 != ch.chain_sha256
-                {
-                    return v(
-                        Status::Blocked,
-                        Some(M::TlsMitm),
-                        0.8,
-                        evidence,
-                        format!(
-                            "certificate chain differs from the control's and WebPKI says {}",
-                            h.webpki
-                        ),
-                    );
-                }
-            }
-        }
+    if let Some(found) = tls_interception(inside, &usable, &evidence) {
+        return found;
     }
-    if let (Some(h), Some(r)) = (http_of(inside), reference.and_then(http_of)) {
-        if let (Some(a), Some(b)) = (final_hop(h), final_hop(r)) {
-            if let Some((mech, conf, reason)) = http_compare(a, b) {
-                return v(Status::Blocked, Some(mech), conf, evidence, reason);
-            }
-        }
+    if let Some(found) = page {
+        return found;
+    }
+    if reference.is_none() && ghost_dns(inside, &usable) {
+        return with_support(
+            v(
+                Status::Blocked,
+                Some(M::DnsHijack),
+                0.7,
+                evidence,
+                "the inside resolved a name every control was told does not exist \
+                 (a censor's resolver answering for it)",
+            ),
+            usable.len() as u32,
+        );
     }
     let reason = if reference.is_some() {
         "inside matches the control"
     } else {
         "inside succeeded (the controls failed)"
     };
-    v(Status::Ok, None, 0.9, evidence, reason)
+    with_support(v(Status::Ok, None, 0.9, evidence, reason), n_ok)
+}
+
+/// How many measurements back a verdict: it says so in its reason, and its
+/// confidence is scaled by `1 - 0.5^(inside + controls)`, so one inside
+/// and one control measurement give 0.75 of the rule's own confidence, two
+/// controls 0.875, and every agreeing measurement more raises it.
+/// [`super::analyze_run`] adds the inside agents that agree.
+pub(crate) fn support_factor(inside: u32, controls: u32) -> f32 {
+    1.0 - 0.5f32.powi((inside + controls) as i32)
+}
+
+fn with_support(mut verdict: Verdict, controls: u32) -> Verdict {
+    verdict.controls_agree = controls;
+    verdict.inside_agree = 1;
+    verdict.confidence = (verdict.confidence * support_factor(1, controls)).clamp(0.0, 1.0);
+    verdict
+}
+
+/// Where in a measurement's path a failure happened: resolve < connect <
+/// handshake < request < reading the body. "The same way" is the same
+/// step (OONI counts any failure of the control at the same step as
+/// expected, whatever its string).
+fn step_rank(op: &str) -> u8 {
+    match op {
+        f::op::RESOLVE => 0,
+        f::op::CONNECT => 1,
+        f::op::TLS_HANDSHAKE | f::op::QUIC_HANDSHAKE => 2,
+        f::op::WRITE | f::op::HTTP_ROUND_TRIP => 3,
+        f::op::READ => 4,
+        _ => 5,
+    }
+}
+
+/// The inside failed at `op`. Each usable control either failed at the
+/// same step (the site fails for it too), got past it, or failed before
+/// it (it never tried that step: no evidence either way).
+///
+/// | same vs past          | verdict |
+/// |-----------------------|---------|
+/// | same > past           | `down` (broken for everyone, the same way) |
+/// | past > same           | `blocked`, mechanism of the inside's failure |
+/// | same = past > 0       | `inconclusive` (controls disagree) |
+/// | both 0 (all earlier)  | ghost DNS -> `dns.hijack`; else `inconclusive` |
+///
+/// OONI's decision tree treats a control DNS failure with an inside
+/// success as DNS inconsistency ("ghost" domains, QA `ghostDNSBlocking*`);
+/// Vantage does so only when the controls were told the name does not
+/// exist (NXDOMAIN, no answer). A control whose resolver timed out or
+/// failed proves nothing about the inside's answer, so that split is
+/// `inconclusive`, never `down`.
+fn failed_verdict(
+    inside: &Measurement,
+    usable: &[&Measurement],
+    evidence: &[String],
+    failure: &str,
+    op: &str,
+) -> Verdict {
+    let rank = step_rank(op);
+    let (mut same, mut past, mut earlier) = (0u32, 0u32, 0u32);
+    for c in usable {
+        match failure_of(c) {
+            None => past += 1,
+            Some((_, cop)) => match step_rank(&cop).cmp(&rank) {
+                std::cmp::Ordering::Equal => same += 1,
+                std::cmp::Ordering::Greater => past += 1,
+                std::cmp::Ordering::Less => earlier += 1,
+            },
+        }
+    }
+    let n = usable.len();
+    let evidence = evidence.to_vec();
+    let reason = if op.is_empty() {
+        failure.to_string()
+    } else {
+        format!("{failure} at {op}")
+    };
+    if same > past {
+        return with_support(
+            v(
+                Status::Down,
+                None,
+                0.9,
+                evidence,
+                format!("{reason} inside, and {same}/{n} controls fail at the same step"),
+            ),
+            same,
+        );
+    }
+    if past > same {
+        let mech = mechanism(inside, failure, op);
+        let base = match mech {
+            // An alert or odd handshake failure is weaker evidence.
+            M::TlsReset if !is_reset(failure) => 0.6,
+            // Error answers other than NXDOMAIN may be resolver trouble.
+            M::DnsNxdomain if failure != f::DNS_NXDOMAIN => 0.6,
+            _ => 0.9,
+        };
+        let base = base * (past as f32 / n as f32).max(0.5);
+        return with_support(
+            v(
+                Status::Blocked,
+                Some(mech),
+                base,
+                evidence,
+                format!("{reason} inside, while {past}/{n} controls got past that step"),
+            ),
+            past,
+        );
+    }
+    if same > 0 {
+        return v(
+            Status::Inconclusive,
+            None,
+            0.3,
+            evidence,
+            format!(
+                "{reason} inside; controls disagree ({same} fail there too, {past} get past it)"
+            ),
+        );
+    }
+    if ghost_dns(inside, usable) {
+        return with_support(
+            v(
+                Status::Blocked,
+                Some(M::DnsHijack),
+                0.7,
+                evidence,
+                format!(
+                    "the inside resolved a name every control was told does not exist, \
+                     then {reason}"
+                ),
+            ),
+            earlier,
+        );
+    }
+    v(
+        Status::Inconclusive,
+        None,
+        0.2,
+        evidence,
+        format!(
+            "{reason} inside, but {earlier}/{n} controls failed before that step: \
+             no control shows what that step does for everyone"
+        ),
+    )
+}
+
+/// The inside resolved addresses, and every control that tried was told
+/// the name does not exist (NXDOMAIN or no answer).
+fn ghost_dns(inside: &Measurement, usable: &[&Measurement]) -> bool {
+    let resolved = dns_of(inside).is_some_and(|d| !first_answers(d).is_empty());
+    let told_absent = |c: &&Measurement| {
+        failure_of(c).is_some_and(|(fl, op)| {
+            op == f::op::RESOLVE && matches!(fl.as_str(), f::DNS_NXDOMAIN | f::DNS_NO_ANSWER)
+        })
+    };
+    resolved && !usable.is_empty() && usable.iter().all(told_absent)
+}
+
+/// OONI's DNS override: when the inside's answers are inconsistent with
+/// the controls' (no shared /24, TLS did not verify the name), a failure
+/// that followed is attributed to DNS, the first interference.
+fn dns_override(inside: &Measurement, usable: &[&Measurement], found: Verdict) -> Verdict {
+    if found.status == Status::Ok
+        || found.mechanism == Some(M::DnsHijack)
+        || !matches!(inside.result, Some(R::Web(_)))
+    {
+        return found;
+    }
+    // A failure at DNS itself keeps its own mechanism.
+    if failure_of(inside).is_some_and(|(_, op)| op == f::op::RESOLVE) {
+        return found;
+    }
+    let Some(d) = dns_of(inside) else {
+        return found;
+    };
+    let ins = first_answers(d);
+    let ctl: HashSet<String> = usable
+        .iter()
+        .filter_map(|c| dns_of(c))
+        .flat_map(all_answers)
+        .collect();
+    if !answers_disjoint(&ins, &ctl) || tls_verified(inside) {
+        return found;
+    }
+    let mut out = found;
+    out.reason = format!(
+        "answers {:?} share no /24 with the controls' {:?}, and then: {}",
+        sorted(&ins),
+        sorted(&ctl),
+        out.reason
+    );
+    out.status = Status::Blocked;
+    out.mechanism = Some(M::DnsHijack);
+    out.confidence = DISJOINT_ANSWERS_CONFIDENCE * support_factor(1, out.controls_agree.max(1));
+    out
+}
+
+fn answers_disjoint(ins: &HashSet<String>, ctl: &HashSet<String>) -> bool {
+    let ins_p: HashSet<_> = ins.iter().filter_map(|i| prefix(i)).collect();
+    let ctl_p: HashSet<_> = ctl.iter().filter_map(|i| prefix(i)).collect();
+    !ins_p.is_empty() && !ctl_p.is_empty() && ins_p.is_disjoint(&ctl_p)
+}
+
+/// Rule 4: an answer no honest resolver gives. A special-purpose address
+/// (loopback, private, link-local, ...) that no control got, or an
+/// address or CNAME on a block-page fingerprint list, is `dns.hijack`
+/// even when everything after it failed (OONI QA `dnsBlockingBOGON`,
+/// `dnsHijackingToLocalhost*`). Everyone getting the same bogon is a
+/// broken site, not censorship (`localhostWith*`): left to the rules after.
+fn forged_answer(
+    inside: &Measurement,
+    usable: &[&Measurement],
+    evidence: &[String],
+    fps: &Fingerprints,
+) -> Option<Verdict> {
+    let d = dns_of(inside)?;
+    let ins = first_answers(d);
+    let ctl: HashSet<String> = usable
+        .iter()
+        .filter_map(|c| dns_of(c))
+        .flat_map(all_answers)
+        .collect();
+    let names = d
+        .replies
+        .iter()
+        .filter(|r| !r.malformed)
+        .take(1)
+        .flat_map(|r| r.answers.iter().map(|a| a.data.clone()));
+    for a in sorted(&ins).into_iter().chain(names) {
+        if let Some(fp) = fps.dns_match(&a) {
+            return Some(with_support(
+                v(
+                    Status::Blocked,
+                    Some(M::DnsHijack),
+                    0.95,
+                    evidence.to_vec(),
+                    format!("answer {a} is a known block-page address: fingerprint {fp}"),
+                ),
+                usable.len() as u32,
+            ));
+        }
+    }
+    let b = sorted(&ins).into_iter().find(|ip| is_bogon(ip))?;
+    if ctl.contains(&b) {
+        return None;
+    }
+    let then = failure_of(inside)
+        .map(|(fl, op)| format!(" (then {fl} at {op})"))
+        .unwrap_or_default();
+    Some(with_support(
+        v(
+            Status::Blocked,
+            Some(M::DnsHijack),
+            0.9,
+            evidence.to_vec(),
+            format!(
+                "answer {b} is in a special-purpose range no control got (controls: {:?}){then}",
+                sorted(&ctl)
+            ),
+        ),
+        usable.len() as u32,
+    ))
+}
+
+/// A transfer slower than this fraction of the fastest control's is
+/// throttled. Throttles seen in the wild are far below it: Russia's 2021
+/// slowdown of Twitter held flows to about 128 kbit/s (Xue et al.,
+/// "Throttling Twitter", IMC 2021), under 1 % of a residential line.
+pub(crate) const THROTTLE_FRACTION: f64 = 0.1;
+/// A control body shorter than this measures latency, not bandwidth.
+pub(crate) const THROTTLE_MIN_BYTES: u64 = 64 * 1024;
+/// An inside transfer shorter than this is not throttled, whatever its
+/// rate: a few round trips of a slow path look like a low rate.
+pub(crate) const THROTTLE_MIN_US: i64 = 1_000_000;
+
+/// (bytes, duration) of the final response's body.
+fn transfer(m: &Measurement) -> Option<(u64, i64)> {
+    let h = http_of(m)?;
+    let last = h.chain.last()?;
+    (last.body_us > 0).then_some((last.body_length, last.body_us))
+}
+
+fn rate(bytes: u64, us: i64) -> f64 {
+    bytes as f64 * 1e6 / us.max(1) as f64
+}
+
+/// Rule 5, `http.throttle`: the inside's body came (or stalled, read
+/// timeout) at under [`THROTTLE_FRACTION`] of the fastest control's rate
+/// over a control body of at least [`THROTTLE_MIN_BYTES`], and the inside
+/// transfer lasted at least [`THROTTLE_MIN_US`]. Rates are bytes over the
+/// body's own time (after the response head), so the agent's read cap
+/// bounds the bytes, never hides the rate.
+fn throttle(inside: &Measurement, usable: &[&Measurement], evidence: &[String]) -> Option<Verdict> {
+    let (ib, ius) = transfer(inside)?;
+    if ius < THROTTLE_MIN_US || ib == 0 {
+        return None;
+    }
+    // Only a read that went on until it stopped: a reset mid-body is not
+    // a slow body.
+    if let Some((fl, op)) = failure_of(inside) {
+        if op != f::op::READ || !is_timeout(&fl) {
+            return None;
+        }
+    }
+    let fast: Vec<(u64, i64)> = usable
+        .iter()
+        .filter(|c| failure_of(c).is_none())
+        .filter_map(|c| transfer(c))
+        .filter(|(b, _)| *b >= THROTTLE_MIN_BYTES)
+        .collect();
+    let best = fast
+        .iter()
+        .map(|(b, us)| rate(*b, *us))
+        .fold(0.0f64, f64::max);
+    let inside_rate = rate(ib, ius);
+    if best <= 0.0 || inside_rate >= THROTTLE_FRACTION * best {
+        return None;
+    }
+    let slower = fast
+        .iter()
+        .filter(|(b, us)| inside_rate < THROTTLE_FRACTION * rate(*b, *us))
+        .count() as u32;
+    Some(with_support(
+        v(
+            Status::Blocked,
+            Some(M::HttpThrottle),
+            0.8,
+            evidence.to_vec(),
+            format!(
+                "body at {:.0} B/s inside ({ib} B in {:.1} s) vs {:.0} B/s for the fastest \
+                 control: {:.3} of it, under {THROTTLE_FRACTION}",
+                inside_rate,
+                ius as f64 / 1e6,
+                best,
+                inside_rate / best
+            ),
+        ),
+        slower,
+    ))
+}
+
+/// TLS interception by a CA the inside trusts (a national root, a
+/// corporate proxy): both handshakes verified, but the inside's leaf was
+/// issued by someone else AND carries another key than every control saw.
+/// A certificate the inside does not trust is caught earlier, as a
+/// handshake failure (`tls.mitm` by [`mechanism`]).
+fn tls_interception(
+    inside: &Measurement,
+    usable: &[&Measurement],
+    evidence: &[String],
+) -> Option<Verdict> {
+    let ih = handshake_of(inside)?;
+    if fail_of(&ih.failure).is_some() {
+        return None;
+    }
+    // A chain WebPKI rejects, unlike the control's (the `tls` kind records
+    // the verdict and goes on; `http` and `web` fail the handshake).
+    if !ih.webpki.is_empty() && ih.webpki != "valid" {
+        let valid = usable
+            .iter()
+            .filter_map(|c| handshake_of(c))
+            .find(|h| fail_of(&h.failure).is_none() && h.webpki == "valid")?;
+        if valid.chain_sha256 == ih.chain_sha256 {
+            return None;
+        }
+        return Some(with_support(
+            v(
+                Status::Blocked,
+                Some(M::TlsMitm),
+                0.8,
+                evidence.to_vec(),
+                format!(
+                    "certificate chain differs from the control's and WebPKI says {}",
+                    ih.webpki
+                ),
+            ),
+            1,
+        ));
+    }
+    if ih.issuer.is_empty() || ih.leaf_spki_sha256.is_empty() {
+        return None;
+    }
+    let ctl: Vec<&TlsHandshake> = usable
+        .iter()
+        .filter_map(|c| handshake_of(c))
+        .filter(|h| fail_of(&h.failure).is_none() && !h.issuer.is_empty())
+        .collect();
+    if ctl.is_empty() {
+        return None;
+    }
+    let same_issuer = ctl.iter().any(|h| h.issuer == ih.issuer);
+    let same_key = ctl
+        .iter()
+        .any(|h| h.leaf_spki_sha256 == ih.leaf_spki_sha256);
+    if same_issuer || same_key {
+        return None;
+    }
+    let trusted = ih.webpki == "valid";
+    Some(with_support(
+        v(
+            Status::Blocked,
+            Some(M::TlsMitm),
+            if trusted { 0.7 } else { 0.85 },
+            evidence.to_vec(),
+            format!(
+                "the inside saw a certificate issued by {:?} with another key than the \
+                 control(s) saw (issuer {:?}){}",
+                ih.issuer,
+                ctl[0].issuer,
+                if trusted {
+                    "; the inside trusts that issuer"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        ctl.len() as u32,
+    ))
+}
+
+/// The handshake a measurement made (tls, http over https, web).
+fn handshake_of(m: &Measurement) -> Option<&TlsHandshake> {
+    match &m.result {
+        Some(R::Tls(t)) => t.handshake.as_ref(),
+        Some(R::Http(h)) => h.tls.as_ref(),
+        Some(R::Web(w)) => w.tls.as_ref(),
+        _ => None,
+    }
+}
+
+/// Rule 7's page comparison: the inside's final response against a
+/// control's. Over HTTPS with a verified certificate the page came from
+/// the site itself, so only a fingerprint or 451 makes it a block page
+/// (OONI: a TLS-authenticated final response is accessible).
+fn http_verdict(
+    inside: &Measurement,
+    reference: Option<&Measurement>,
+    evidence: &[String],
+    fps: &Fingerprints,
+) -> Option<Verdict> {
+    let a = final_hop(http_of(inside)?)?;
+    let b = reference.and_then(http_of).and_then(final_hop);
+    let n = u32::from(b.is_some());
+    if let Some(fp) = fps.http_match(
+        &a.body_head,
+        a.headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str())),
+    ) {
+        let control_too = b.is_some_and(|b| {
+            fps.http_match(
+                &b.body_head,
+                b.headers
+                    .iter()
+                    .map(|h| (h.name.as_str(), h.value.as_str())),
+            )
+            .is_some()
+        });
+        if !control_too {
+            return Some(with_support(
+                v(
+                    Status::Blocked,
+                    Some(M::HttpBlockpage),
+                    0.95,
+                    evidence.to_vec(),
+                    format!("the page matches block-page fingerprint {fp}"),
+                ),
+                n.max(1),
+            ));
+        }
+    }
+    let b = b?;
+    let verified = handshake_of(inside).is_some_and(|h| h.webpki == "valid")
+        && a.url.to_ascii_lowercase().starts_with("https:");
+    if verified && a.status != HTTP_LEGAL_BLOCK {
+        return None;
+    }
+    let (mech, conf, reason) = http_compare(a, b)?;
+    Some(with_support(
+        v(Status::Blocked, Some(mech), conf, evidence.to_vec(), reason),
+        1,
+    ))
+}
+
+/// Response headers most servers send, left out of the header comparison
+/// (OONI web_connectivity compares only the uncommon ones).
+const COMMON_HEADERS: &[&str] = &[
+    "date",
+    "content-type",
+    "server",
+    "cache-control",
+    "vary",
+    "set-cookie",
+    "location",
+    "expires",
+    "x-powered-by",
+    "content-encoding",
+    "last-modified",
+    "accept-ranges",
+    "pragma",
+    "x-frame-options",
+    "etag",
+    "x-content-type-options",
+    "age",
+    "via",
+    "p3p",
+    "x-xss-protection",
+    "content-language",
+    "cf-ray",
+    "strict-transport-security",
+    "link",
+    "x-varnish",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+];
+
+fn uncommon_headers(r: &HttpResponse) -> HashSet<String> {
+    r.headers
+        .iter()
+        .map(|h| h.name.to_ascii_lowercase())
+        .filter(|n| !COMMON_HEADERS.contains(&n.as_str()))
+        .collect()
+}
+
+/// Title words of five letters or more, lower-cased (OONI's title match
+/// ignores short words, which block pages and real pages share).
+fn title_words(t: &str) -> HashSet<String> {
+    t.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 5)
+        .map(|w| w.to_lowercase())
+        .collect()
+}
+
+/// Titles match when both are empty, or neither has a long word the other
+/// lacks (and they are not both made of short words only and different).
+fn titles_match(a: &str, b: &str) -> bool {
+    let (wa, wb) = (title_words(a), title_words(b));
+    if wa.is_empty() && wb.is_empty() {
+        return a.trim().eq_ignore_ascii_case(b.trim());
+    }
+    wa == wb
 }
 
 /// Evidence that needs no control measurement.
@@ -528,46 +1092,58 @@ fn control_free(
     }
 }
 
-/// OONI's DNS consistency, without ASNs: bogon answers, then answer sets
-/// sharing no prefix with the control's, unless TLS verified the address.
+/// OONI's DNS consistency, without ASNs: answer sets sharing no /24
+/// with any control's, unless TLS verified the address for the name.
+/// When there are pages to compare (`page_differs` is `Some`), an
+/// inconsistent answer counts only when the page differs too: a page that
+/// matches the control's came from the site, whatever DNS said (OONI QA
+/// `dnsHijackingToProxy*`: accessible).
 fn dns_consistency(
     inside: &Measurement,
     d: &DnsResult,
-    reference: Option<&Measurement>,
+    usable: &[&Measurement],
     evidence: &[String],
+    page_differs: Option<bool>,
 ) -> Option<Verdict> {
     let ins = first_answers(d);
-    let ctl = reference
-        .and_then(dns_of)
-        .map(all_answers)
-        .unwrap_or_default();
-    // A bogon the control did not also get needs no working control.
-    if let Some(b) = sorted(&ins).into_iter().find(|ip| is_bogon(ip)) {
-        if !ctl.contains(&b) {
-            return Some(v(
-                Status::Blocked,
-                Some(M::DnsHijack),
-                0.9,
-                evidence.to_vec(),
-                format!("answer {b} is a bogon; the control got {:?}", sorted(&ctl)),
-            ));
-        }
-    }
-    let ins_p: HashSet<_> = ins.iter().filter_map(|i| prefix(i)).collect();
-    let ctl_p: HashSet<_> = ctl.iter().filter_map(|i| prefix(i)).collect();
-    if ins_p.is_empty() || ctl_p.is_empty() || !ins_p.is_disjoint(&ctl_p) || tls_verified(inside) {
+    let ctl: HashSet<String> = usable
+        .iter()
+        .filter_map(|c| dns_of(c))
+        .flat_map(all_answers)
+        .collect();
+    if !answers_disjoint(&ins, &ctl) || tls_verified(inside) {
         return None;
     }
-    Some(v(
-        Status::Blocked,
-        Some(M::DnsHijack),
-        DISJOINT_ANSWERS_CONFIDENCE,
-        evidence.to_vec(),
-        format!(
-            "answers {:?} share no /24 with the control's {:?} (may be a CDN)",
-            sorted(&ins),
-            sorted(&ctl)
+    if page_differs == Some(false) {
+        return None;
+    }
+    let web = page_differs == Some(true);
+    let agree = usable
+        .iter()
+        .filter(|c| dns_of(c).is_some_and(|cd| !all_answers(cd).is_empty()))
+        .count() as u32;
+    Some(with_support(
+        v(
+            Status::Blocked,
+            Some(M::DnsHijack),
+            if web {
+                0.8
+            } else {
+                DISJOINT_ANSWERS_CONFIDENCE
+            },
+            evidence.to_vec(),
+            format!(
+                "answers {:?} share no /24 with the controls' {:?}{}",
+                sorted(&ins),
+                sorted(&ctl),
+                if web {
+                    ", and the page differs from the control's"
+                } else {
+                    " (may be a CDN)"
+                }
+            ),
         ),
+        agree.max(1),
     ))
 }
 

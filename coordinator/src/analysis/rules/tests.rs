@@ -3,13 +3,16 @@ use vantage_proto::failure::{self as f, failure, op};
 use vantage_proto::v1::probe_input::Kind;
 use vantage_proto::v1::*;
 
-use super::super::{analyze_run, Mechanism as M, Status};
+use super::super::{analyze_run, Mechanism as M, Status, Verdict};
 use super::verdict;
 
 fn m(id: &str, input: Kind, result: measurement::Result) -> Measurement {
     Measurement {
         id: id.into(),
-        input: Some(ProbeInput { kind: Some(input) }),
+        input: Some(ProbeInput {
+            kind: Some(input),
+            ..Default::default()
+        }),
         result: Some(result),
         ..Default::default()
     }
@@ -938,7 +941,10 @@ fn arb_result() -> impl Strategy<Value = (Kind, Option<measurement::Result>)> {
 fn meas(id: &str, (k, r): (Kind, Option<measurement::Result>)) -> Measurement {
     Measurement {
         id: id.into(),
-        input: Some(ProbeInput { kind: Some(k) }),
+        input: Some(ProbeInput {
+            kind: Some(k),
+            ..Default::default()
+        }),
         result: r,
         ..Default::default()
     }
@@ -947,7 +953,11 @@ fn meas(id: &str, (k, r): (Kind, Option<measurement::Result>)) -> Measurement {
 /// A control of the same kind as `x` that failed (timed out) outright.
 fn failing_like(x: &Measurement) -> Measurement {
     use measurement::Result as R;
-    let t = Some(failure(f::GENERIC_TIMEOUT, op::CONNECT));
+    // At the step the inside failed at ("the same way"), else at connect.
+    let at = super::failure_of(x)
+        .map(|(_, o)| o)
+        .unwrap_or_else(|| op::CONNECT.to_string());
+    let t = Some(failure(f::GENERIC_TIMEOUT, &at));
     let hs = Some(TlsHandshake {
         failure: t.clone(),
         ..Default::default()
@@ -1027,13 +1037,18 @@ proptest! {
         prop_assert_eq!(got.evidence.first().map(String::as_str), Some("i"));
         prop_assert_eq!(got.mechanism.is_some(), got.status == Status::Blocked, "{:?}", got);
         let j = serde_json::to_string(&got).unwrap();
-        prop_assert_eq!(serde_json::from_str::<super::super::Verdict>(&j).unwrap(), got);
+        // The agreement counts are working state, not serialised.
+        let mut want = got.clone();
+        want.inside_agree = 0;
+        want.controls_agree = 0;
+        prop_assert_eq!(serde_json::from_str::<super::super::Verdict>(&j).unwrap(), want);
         let _ = analyze_run(std::slice::from_ref(&inside), &controls);
     }
 
     /// Blocked because a step failed inside while controls worked: the same
-    /// inside result against failing controls is `down`. Rules that need no
-    /// control (injection, in-task SNI comparison, residual) are exempt.
+    /// inside result against controls failing at the same step is `down`.
+    /// Rules that need no control (injection, in-task SNI comparison,
+    /// residual), the first-interference DNS rule and throttling are exempt.
     #[test]
     fn failing_controls_turn_blocked_into_down(
         inside in arb_result(), n in 1usize..4
@@ -1046,7 +1061,10 @@ proptest! {
             verdict(&inside, &[&c])
         };
         let failed_step = super::failure_of(&inside).is_some();
-        let control_free = matches!(got_blocked.mechanism, Some(M::DnsInjection | M::Residual))
+        let control_free = matches!(
+            got_blocked.mechanism,
+            Some(M::DnsInjection | M::Residual | M::DnsHijack | M::HttpThrottle)
+        )
             || got_blocked.reason.contains("to the same address succeeded");
         if got_blocked.status == Status::Blocked && failed_step && !control_free {
             let failing: Vec<Measurement> = (0..n).map(|_| failing_like(&inside)).collect();
@@ -1079,4 +1097,691 @@ fn clear_failure(c: &mut Measurement) {
         }
         _ => {}
     }
+}
+
+// ---- the web matrix (issue 18): hand-built inside/control pairs for each
+// rule of the decision tree, OONI QA scenario names in comments.
+
+/// A web measurement built step by step.
+#[derive(Clone)]
+struct Web {
+    url: &'static str,
+    ips: Vec<&'static str>,
+    dns_fail: Option<&'static str>,
+    connect_fail: Option<&'static str>,
+    tls: Option<TlsHandshake>,
+    pages: Vec<HttpResponse>,
+    http_fail: Option<(&'static str, &'static str)>,
+}
+
+impl Web {
+    fn http(url: &'static str, ips: &[&'static str]) -> Web {
+        Web {
+            url,
+            ips: ips.to_vec(),
+            dns_fail: None,
+            connect_fail: None,
+            tls: None,
+            pages: vec![page(200, "Example Domain", 1256, "aa")],
+            http_fail: None,
+        }
+    }
+
+    fn https(url: &'static str, ips: &[&'static str]) -> Web {
+        Web {
+            tls: Some(valid_tls("CN=Real CA", "key-real")),
+            ..Web::http(url, ips)
+        }
+    }
+
+    fn build(&self, id: &str) -> Measurement {
+        let fail = if let Some(d) = self.dns_fail {
+            Some(failure(d, op::RESOLVE))
+        } else if let Some(c) = self.connect_fail {
+            Some(failure(c, op::CONNECT))
+        } else if let Some(t) = self.tls.as_ref().and_then(|t| t.failure.clone()) {
+            Some(t)
+        } else {
+            self.http_fail.map(|(a, b)| failure(a, b))
+        };
+        let connected = self.dns_fail.is_none() && self.connect_fail.is_none();
+        let http = connected && self.tls.as_ref().is_none_or(|t| t.failure.is_none());
+        m(
+            id,
+            Kind::Web(WebInput {
+                url: self.url.into(),
+                ..Default::default()
+            }),
+            measurement::Result::Web(WebResult {
+                dns: Some(DnsResult {
+                    replies: if self.ips.is_empty() {
+                        vec![]
+                    } else {
+                        vec![reply(&self.ips)]
+                    },
+                    failure: self.dns_fail.map(|d| failure(d, op::RESOLVE)),
+                    ..Default::default()
+                }),
+                tcp: if self.dns_fail.is_some() {
+                    vec![]
+                } else {
+                    vec![TcpResult {
+                        ip: self.ips.first().copied().unwrap_or_default().into(),
+                        port: 443,
+                        failure: self.connect_fail.map(|c| failure(c, op::CONNECT)),
+                        ..Default::default()
+                    }]
+                },
+                tls: if connected { self.tls.clone() } else { None },
+                http: http.then(|| HttpResult {
+                    // Pages fetched over TLS have https URLs.
+                    chain: self
+                        .pages
+                        .iter()
+                        .map(|p| HttpResponse {
+                            url: if self.tls.is_some() {
+                                p.url.replace("http://", "https://")
+                            } else {
+                                p.url.clone()
+                            },
+                            ..p.clone()
+                        })
+                        .collect(),
+                    failure: self.http_fail.map(|(a, b)| failure(a, b)),
+                    tls: self.tls.clone(),
+                }),
+                failure: fail,
+            }),
+        )
+    }
+}
+
+fn page(status: u32, title: &str, len: u64, sha: &str) -> HttpResponse {
+    HttpResponse {
+        url: "http://site.example/".into(),
+        status,
+        title: title.into(),
+        body_length: len,
+        body_sha256: sha.into(),
+        body_us: 2_000,
+        ..Default::default()
+    }
+}
+
+fn valid_tls(issuer: &str, key: &str) -> TlsHandshake {
+    TlsHandshake {
+        sni: "site.example".into(),
+        webpki: "valid".into(),
+        issuer: issuer.into(),
+        leaf_spki_sha256: key.into(),
+        chain_sha256: vec![format!("chain-{key}")],
+        ..Default::default()
+    }
+}
+
+fn failed_tls(fail: &str, issuer: &str, key: &str) -> TlsHandshake {
+    TlsHandshake {
+        failure: Some(failure(fail, op::TLS_HANDSHAKE)),
+        webpki: fail.into(),
+        ..valid_tls(issuer, key)
+    }
+}
+
+const REAL: &str = "93.184.216.34";
+const SITE: &str = "http://site.example/";
+const SITE_TLS: &str = "https://site.example/";
+
+fn judge(inside: &Web, controls: &[Web]) -> Verdict {
+    let i = inside.build("i");
+    let cs: Vec<Measurement> = controls
+        .iter()
+        .enumerate()
+        .map(|(n, c)| c.build(&format!("c{n}")))
+        .collect();
+    let refs: Vec<&Measurement> = cs.iter().collect();
+    verdict(&i, &refs)
+}
+
+#[test]
+fn web_matrix() {
+    let ok = Web::http(SITE, &[REAL]);
+    let ok_tls = Web::https(SITE_TLS, &[REAL]);
+    let blocked = |v: &Verdict| (v.status, v.mechanism);
+    type Row = (&'static str, Web, Vec<Web>, Status, Option<M>);
+    let rows: Vec<Row> =
+        vec![
+        // successWithHTTP / successWithHTTPS
+        ("success http", ok.clone(), vec![ok.clone()], Status::Ok, None),
+        ("success https", ok_tls.clone(), vec![ok_tls.clone()], Status::Ok, None),
+        // 1. TLS interception: the inside does not trust the censor's chain.
+        (
+            "mitm, untrusted censor CA",
+            Web {
+                tls: Some(failed_tls(f::SSL_UNKNOWN_AUTHORITY, "CN=Censor CA", "key-censor")),
+                ..ok_tls.clone()
+            },
+            vec![ok_tls.clone()],
+            Status::Blocked,
+            Some(M::TlsMitm),
+        ),
+        // ... or trusts it (a national root): another issuer and key.
+        (
+            "mitm, trusted interception CA",
+            Web {
+                tls: Some(valid_tls("CN=National Root", "key-censor")),
+                ..ok_tls.clone()
+            },
+            vec![ok_tls.clone()],
+            Status::Blocked,
+            Some(M::TlsMitm),
+        ),
+        (
+            "same issuer, rotated key is not interception",
+            Web {
+                tls: Some(valid_tls("CN=Real CA", "key-rotated")),
+                ..ok_tls.clone()
+            },
+            vec![ok_tls.clone()],
+            Status::Ok,
+            None,
+        ),
+        // 2. Broken for everyone is down (badSSL*, redirects, silence).
+        (
+            "expired certificate for everyone",
+            Web {
+                tls: Some(failed_tls(f::SSL_INVALID_CERTIFICATE, "CN=Real CA", "k")),
+                ..ok_tls.clone()
+            },
+            vec![Web {
+                tls: Some(failed_tls(f::SSL_INVALID_CERTIFICATE, "CN=Real CA", "k")),
+                ..ok_tls.clone()
+            }],
+            Status::Down,
+            None,
+        ),
+        (
+            "untrusted root for everyone",
+            Web {
+                tls: Some(failed_tls(f::SSL_UNKNOWN_AUTHORITY, "CN=Self", "k")),
+                ..ok_tls.clone()
+            },
+            vec![Web {
+                tls: Some(failed_tls(f::SSL_UNKNOWN_AUTHORITY, "CN=Self", "k")),
+                ..ok_tls.clone()
+            }],
+            Status::Down,
+            None,
+        ),
+        (
+            "too many redirects for everyone",
+            Web {
+                http_fail: Some((f::TOO_MANY_REDIRECTS, op::HTTP_ROUND_TRIP)),
+                ..ok.clone()
+            },
+            vec![Web {
+                http_fail: Some((f::TOO_MANY_REDIRECTS, op::HTTP_ROUND_TRIP)),
+                ..ok.clone()
+            }],
+            Status::Down,
+            None,
+        ),
+        (
+            "a server that never answers",
+            Web {
+                pages: vec![],
+                http_fail: Some((f::GENERIC_TIMEOUT, op::HTTP_ROUND_TRIP)),
+                ..ok.clone()
+            },
+            vec![Web {
+                pages: vec![],
+                http_fail: Some((f::GENERIC_TIMEOUT, op::HTTP_ROUND_TRIP)),
+                ..ok.clone()
+            }],
+            Status::Down,
+            None,
+        ),
+        // websiteDownNXDOMAIN, websiteDownTCPConnect
+        (
+            "nxdomain for everyone",
+            Web {
+                ips: vec![],
+                dns_fail: Some(f::DNS_NXDOMAIN),
+                ..ok.clone()
+            },
+            vec![Web {
+                ips: vec![],
+                dns_fail: Some(f::DNS_NXDOMAIN),
+                ..ok.clone()
+            }],
+            Status::Down,
+            None,
+        ),
+        (
+            "refused for everyone, different strings at the same step",
+            Web {
+                connect_fail: Some(f::CONNECTION_REFUSED),
+                ..ok.clone()
+            },
+            vec![Web {
+                connect_fail: Some(f::GENERIC_TIMEOUT),
+                ..ok.clone()
+            }],
+            Status::Down,
+            None,
+        ),
+        // 3. The first interference decides (dnsBlockingBOGON,
+        // dnsHijackingToLocalhost*).
+        (
+            "bogon answer, then the connect fails",
+            Web {
+                ips: vec!["10.10.10.10"],
+                connect_fail: Some(f::NETWORK_UNREACHABLE),
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Blocked,
+            Some(M::DnsHijack),
+        ),
+        (
+            "loopback answer only inside",
+            Web {
+                ips: vec!["127.0.0.1"],
+                connect_fail: Some("unknown_failure: forbidden_target: 127.0.0.1 is loopback"),
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Blocked,
+            Some(M::DnsHijack),
+        ),
+        (
+            "loopback for everyone is down (localhostWithHTTP)",
+            Web {
+                ips: vec!["127.0.0.1"],
+                connect_fail: Some("unknown_failure: forbidden_target: 127.0.0.1 is loopback"),
+                ..ok.clone()
+            },
+            vec![Web {
+                ips: vec!["127.0.0.1"],
+                connect_fail: Some("unknown_failure: forbidden_target: 127.0.0.1 is loopback"),
+                ..ok.clone()
+            }],
+            Status::Down,
+            None,
+        ),
+        (
+            "known block-page address (GFW poison reply)",
+            Web {
+                ips: vec!["8.7.198.45"],
+                connect_fail: Some(f::GENERIC_TIMEOUT),
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Blocked,
+            Some(M::DnsHijack),
+        ),
+        (
+            "inconsistent answer, then a timeout (tcpBlocking...WithInconsistentDNS)",
+            Web {
+                ips: vec!["104.16.0.80"],
+                connect_fail: Some(f::GENERIC_TIMEOUT),
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Blocked,
+            Some(M::DnsHijack),
+        ),
+        (
+            "inconsistent answer, same page: a faithful proxy (dnsHijackingToProxy)",
+            Web {
+                ips: vec!["104.16.0.80"],
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Ok,
+            None,
+        ),
+        (
+            "inconsistent answer to a block page",
+            Web {
+                ips: vec!["104.16.0.80"],
+                pages: vec![page(200, "Access Denied by order", 900, "bb")],
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Blocked,
+            Some(M::DnsHijack),
+        ),
+        // 4. Split failures.
+        (
+            "control DNS times out, inside resolves then fails: not down",
+            Web {
+                connect_fail: Some(f::GENERIC_TIMEOUT),
+                ..ok.clone()
+            },
+            vec![Web {
+                ips: vec![],
+                dns_fail: Some(f::GENERIC_TIMEOUT),
+                ..ok.clone()
+            }],
+            Status::Inconclusive,
+            None,
+        ),
+        (
+            "control DNS times out, inside reaches the page",
+            ok.clone(),
+            vec![Web {
+                ips: vec![],
+                dns_fail: Some(f::GENERIC_TIMEOUT),
+                ..ok.clone()
+            }],
+            Status::Ok,
+            None,
+        ),
+        (
+            "ghost: controls told NXDOMAIN, inside resolves a page (ghostDNSBlockingWithHTTP)",
+            Web {
+                pages: vec![page(200, "Blocked", 300, "cc")],
+                ..ok.clone()
+            },
+            vec![Web {
+                ips: vec![],
+                dns_fail: Some(f::DNS_NXDOMAIN),
+                ..ok.clone()
+            }],
+            Status::Blocked,
+            Some(M::DnsHijack),
+        ),
+        (
+            "ghost, then refused (ghostDNSBlockingWithHTTPS)",
+            Web {
+                connect_fail: Some(f::CONNECTION_REFUSED),
+                ..ok_tls.clone()
+            },
+            vec![Web {
+                ips: vec![],
+                dns_fail: Some(f::DNS_NXDOMAIN),
+                ..ok_tls.clone()
+            }],
+            Status::Blocked,
+            Some(M::DnsHijack),
+        ),
+        (
+            "inside TLS fails, control never connected: no evidence",
+            Web {
+                tls: Some(failed_tls(f::CONNECTION_RESET, "", "")),
+                ..ok_tls.clone()
+            },
+            vec![Web {
+                connect_fail: Some(f::GENERIC_TIMEOUT),
+                ..ok_tls.clone()
+            }],
+            Status::Inconclusive,
+            None,
+        ),
+        (
+            "inside connect times out, control connects then its TLS is expired",
+            Web {
+                connect_fail: Some(f::GENERIC_TIMEOUT),
+                ..ok_tls.clone()
+            },
+            vec![Web {
+                tls: Some(failed_tls(f::SSL_INVALID_CERTIFICATE, "CN=Real CA", "k")),
+                ..ok_tls.clone()
+            }],
+            Status::Blocked,
+            Some(M::TcpTimeout),
+        ),
+        // 5. Block pages by content.
+        (
+            "same size, another title",
+            Web {
+                pages: vec![page(200, "Access Denied - censor", 1200, "dd")],
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Blocked,
+            Some(M::HttpBlockpage),
+        ),
+        (
+            "a known fingerprint in the body, no title",
+            Web {
+                pages: vec![HttpResponse {
+                    body_head: "<html><iframe src=\"http://10.10.34.34?type=Invalid\">".into(),
+                    ..page(200, "", 1250, "ee")
+                }],
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Blocked,
+            Some(M::HttpBlockpage),
+        ),
+        (
+            "a known fingerprint in a header",
+            Web {
+                pages: vec![HttpResponse {
+                    headers: vec![HttpHeader {
+                        name: "Server".into(),
+                        value: "Protected by WireFilter 8000".into(),
+                    }],
+                    ..page(200, "Example Domain", 1256, "ff")
+                }],
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Blocked,
+            Some(M::HttpBlockpage),
+        ),
+        (
+            "a dynamic page: same title words, other length",
+            Web {
+                pages: vec![page(200, "example domain", 1500, "ab")],
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Ok,
+            None,
+        ),
+        (
+            "verified HTTPS with another title is the site's own page (cloudflareCAPTCHAWithHTTPS)",
+            Web {
+                pages: vec![page(403, "Just a moment", 9000, "gg")],
+                ..ok_tls.clone()
+            },
+            vec![ok_tls.clone()],
+            Status::Ok,
+            None,
+        ),
+        (
+            "large file, both truncated (largeFileWithHTTP)",
+            Web {
+                pages: vec![HttpResponse {
+                    body_truncated: true,
+                    ..page(200, "", 1 << 20, "h1")
+                }],
+                ..ok.clone()
+            },
+            vec![Web {
+                pages: vec![HttpResponse {
+                    body_truncated: true,
+                    ..page(200, "", 1 << 20, "h2")
+                }],
+                ..ok.clone()
+            }],
+            Status::Ok,
+            None,
+        ),
+        (
+            "HTTP reset inside only",
+            Web {
+                pages: vec![],
+                http_fail: Some((f::CONNECTION_RESET, op::HTTP_ROUND_TRIP)),
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Blocked,
+            Some(M::HttpReset),
+        ),
+        (
+            "a redirect loop only inside",
+            Web {
+                http_fail: Some((f::TOO_MANY_REDIRECTS, op::HTTP_ROUND_TRIP)),
+                ..ok.clone()
+            },
+            vec![ok.clone()],
+            Status::Blocked,
+            Some(M::HttpDiff),
+        ),
+    ];
+    for (name, inside, controls, status, mech) in rows {
+        let got = judge(&inside, &controls);
+        assert_eq!(blocked(&got), (status, mech), "{name}: {}", got.reason);
+        assert!((0.0..=1.0).contains(&got.confidence), "{name}");
+        assert_eq!(got.evidence[0], "i", "{name}");
+    }
+}
+
+/// A body of `len` bytes read in `us`.
+fn body(len: u64, us: i64) -> HttpResponse {
+    HttpResponse {
+        body_us: us,
+        ..page(200, "Big", len, &format!("sha-{len}"))
+    }
+}
+
+#[test]
+fn throttling_is_a_rate_far_below_the_controls() {
+    let fast = Web {
+        pages: vec![body(512 * 1024, 20_000)],
+        ..Web::http(SITE, &[REAL])
+    };
+    // 512 KiB in 16 s (32 KiB/s) vs in 20 ms: throttled.
+    let slow = Web {
+        pages: vec![body(512 * 1024, 16_000_000)],
+        ..fast.clone()
+    };
+    let got = judge(&slow, std::slice::from_ref(&fast));
+    assert_eq!(
+        (got.status, got.mechanism),
+        (Status::Blocked, Some(M::HttpThrottle)),
+        "{}",
+        got.reason
+    );
+    assert!(got.reason.contains("B/s"), "{}", got.reason);
+    // Stalled: part of the body, then the read timed out.
+    let stalled = Web {
+        pages: vec![body(100 * 1024, 30_000_000)],
+        http_fail: Some((f::GENERIC_TIMEOUT, op::READ)),
+        ..fast.clone()
+    };
+    let got = judge(&stalled, std::slice::from_ref(&fast));
+    assert_eq!(
+        (got.status, got.mechanism),
+        (Status::Blocked, Some(M::HttpThrottle)),
+        "{}",
+        got.reason
+    );
+    // Half the control's rate is a slower line, not a throttle.
+    let slower = Web {
+        pages: vec![body(512 * 1024, 40_000)],
+        ..fast.clone()
+    };
+    assert_eq!(
+        judge(&slower, std::slice::from_ref(&fast)).status,
+        Status::Ok
+    );
+    // A short transfer measures round trips, not bandwidth.
+    let short = Web {
+        pages: vec![body(512 * 1024, 900_000)],
+        ..fast.clone()
+    };
+    assert_eq!(
+        judge(&short, std::slice::from_ref(&fast)).status,
+        Status::Ok
+    );
+    // A small control body measures latency: no throttle verdict.
+    let small = Web {
+        pages: vec![body(2_000, 1_000)],
+        ..fast.clone()
+    };
+    let small_slow = Web {
+        pages: vec![body(2_000, 2_000_000)],
+        ..fast.clone()
+    };
+    assert_ne!(
+        judge(&small_slow, std::slice::from_ref(&small)).mechanism,
+        Some(M::HttpThrottle)
+    );
+}
+
+#[test]
+fn dns_over_tcp_cut_by_a_reset_has_its_own_mechanism() {
+    let over_tcp = |id: &str, fail: Option<&str>| {
+        let mut x = dns(
+            id,
+            if fail.is_some() {
+                vec![]
+            } else {
+                vec![reply(&[REAL])]
+            },
+            None,
+        );
+        if let Some(measurement::Result::Dns(d)) = x.result.as_mut() {
+            d.transport = "tcp".into();
+            d.failure = fail.map(|fl| failure(fl, op::READ));
+        }
+        x
+    };
+    for fl in [f::CONNECTION_RESET, f::EOF] {
+        let got = verdict(&over_tcp("i", Some(fl)), &[&over_tcp("c", None)]);
+        assert_eq!(
+            (got.status, got.mechanism),
+            (Status::Blocked, Some(M::DnsReset)),
+            "{fl}"
+        );
+    }
+    // A timeout over TCP stays dns.timeout; a UDP reply never "resets".
+    let got = verdict(
+        &over_tcp("i", Some(f::GENERIC_TIMEOUT)),
+        &[&over_tcp("c", None)],
+    );
+    assert_eq!(got.mechanism, Some(M::DnsTimeout));
+}
+
+#[test]
+fn confidence_grows_with_agreeing_measurements_and_says_how_many() {
+    let inside = tcp("i", Some(f::CONNECTION_RESET));
+    let one = analyze_run(std::slice::from_ref(&inside), &[tcp("c1", None)]);
+    let two = analyze_run(
+        std::slice::from_ref(&inside),
+        &[tcp("c1", None), tcp("c2", None)],
+    );
+    let (a, b) = (&one[0].2, &two[0].2);
+    assert_eq!(a.status, Status::Blocked);
+    assert!(
+        a.reason
+            .contains("[1 inside and 1 control measurement agree]"),
+        "{}",
+        a.reason
+    );
+    assert!(
+        b.reason
+            .contains("[1 inside and 2 control measurements agree]"),
+        "{}",
+        b.reason
+    );
+    assert!(
+        b.confidence > a.confidence,
+        "{} vs {}",
+        b.confidence,
+        a.confidence
+    );
+    // A second inside agent seeing the same raises both.
+    let mut i2 = tcp("i2", Some(f::CONNECTION_RESET));
+    i2.agent_id = "agent-2".into();
+    let both = analyze_run(&[inside.clone(), i2], &[tcp("c1", None)]);
+    assert!(both.iter().all(|(_, _, v)| v.confidence > a.confidence));
+    assert!(both[0]
+        .2
+        .reason
+        .contains("[2 inside and 1 control measurement agree]"));
 }
