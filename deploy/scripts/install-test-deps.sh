@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite needs: real servers used as
-# probe targets in the network-namespace lab, and the tools that build it.
+# Installs what the test suite needs: the Debian packages of real servers
+# used as probe targets in the network-namespace lab and the tools that build
+# it, cargo-deb, and OONI's Python data library (in a virtual environment).
 # Safe to re-run; does nothing when everything is present.
 set -euo pipefail
 
@@ -11,6 +12,28 @@ BINARIES=(ip iptables nginx unbound dnsmasq openvpn tor openssl pkill systemd-an
 if ! command -v cargo-deb >/dev/null 2>&1 && ! [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then
   echo "test dependencies: installing cargo-deb"
   cargo install --locked cargo-deb
+fi
+
+# OONI's data library reads `vantagectl export --format ooni-jsonl` in
+# coordinator/tests/ooni_export.rs. It pins old click/cryptography, so it
+# lives in its own virtual environment instead of the system's Python.
+OONIDATA_VERSION=0.3.0
+OONIDATA_VENV="${VANTAGE_OONIDATA_VENV:-$HOME/.cache/vantage/oonidata-$OONIDATA_VERSION}"
+if ! "$OONIDATA_VENV/bin/python3" -c 'import oonidata.dataclient' >/dev/null 2>&1; then
+  echo "test dependencies: installing oonidata==$OONIDATA_VERSION in $OONIDATA_VENV"
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "error: python3 with venv is needed for oonidata (apt-get install python3-venv, as root)" >&2
+      exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+  fi
+  rm -rf "$OONIDATA_VENV"
+  python3 -m venv "$OONIDATA_VENV"
+  "$OONIDATA_VENV/bin/python3" -m pip install -q --disable-pip-version-check "oonidata==$OONIDATA_VERSION"
+  "$OONIDATA_VENV/bin/python3" -c 'import oonidata.dataclient'
 fi
 
 missing=()

@@ -4,9 +4,12 @@
 //!
 //! - `jsonl`: one line per result with the decoded measurement AND the
 //!   signed envelope exactly as stored (base64), so anyone can re-verify it.
-//! - `ooni-jsonl`: OONI's base data format (`probe_cc`, `probe_asn`,
-//!   `test_name`, `test_keys`, `measurement_start_time`, failure strings),
-//!   so existing OONI tooling can read it.
+//! - `ooni-jsonl`: OONI's measurement format, one measurement per line, in
+//!   [`ooni`] (its own module): the base envelope (`probe_cc`, `test_name`,
+//!   `measurement_start_time`, ...) and OONI's test keys (`queries`,
+//!   `tcp_connect`, `tls_handshakes`, `requests`, `network_events`, and
+//!   web_connectivity's `blocking`/`accessible`), with the signed envelope
+//!   and the decoded measurement under `test_keys.x_vantage`.
 //! - `csv`: one row per result with the headline fields.
 //! - `parquet`: the csv columns, typed (times as UTC microsecond timestamps,
 //!   absent country/ASN/failure as nulls), plus the signed envelope bytes
@@ -21,6 +24,10 @@ use base64::Engine;
 use ed25519_dalek::VerifyingKey;
 use serde_json::{json, Value};
 use vantage_proto::v1::{Measurement, SignedResult, StoredResult};
+
+mod ooni;
+
+pub use ooni::{ooni, ooni_test_name, ooni_with_verdict, VerdictIndex};
 
 /// Export failures.
 #[derive(Debug, thiserror::Error)]
@@ -50,34 +57,7 @@ pub fn jsonl(sr: &StoredResult, m: &Measurement) -> Value {
     })
 }
 
-fn ooni_time(us: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
-    // "2026-11-22T19:00:00Z" -> OONI's "2026-11-22 19:00:00".
-    humantime::format_rfc3339_seconds(t)
-        .to_string()
-        .trim_end_matches('Z')
-        .replace('T', " ")
-}
-
-/// OONI's test name for a probe kind (nettest names where one exists).
-pub fn ooni_test_name(kind: &str) -> &'static str {
-    match kind {
-        "web" => "web_connectivity",
-        "dns" => "dnscheck",
-        "dns_injection" => "dns_injection",
-        "tcp" => "tcp_connect",
-        "tls" => "tls_handshake",
-        "http" => "http_requests",
-        "quic" => "quic_handshake",
-        "openvpn" => "openvpn",
-        "tor" => "tor",
-        "encrypted" => "fully_encrypted",
-        "wireguard" => "wireguard",
-        _ => "unknown",
-    }
-}
-
-/// First failure string in the result (OONI puts one in `test_keys.failure`).
+/// First failure string in the result.
 fn failure_of(v: &Value) -> Value {
     match v {
         Value::Object(o) => {
@@ -100,43 +80,6 @@ fn failure_of(v: &Value) -> Value {
             .unwrap_or(Value::Null),
         _ => Value::Null,
     }
-}
-
-/// The OONI base-format record for a result.
-pub fn ooni(sr: &StoredResult, m: &Measurement) -> Value {
-    let kind = m.input.as_ref().map(|i| i.kind_name()).unwrap_or("none");
-    let mut keys = serde_json::to_value(m).unwrap_or(Value::Null);
-    let input = crate::analysis::target_key(m);
-    let labels = m.labels.clone().unwrap_or_default();
-    let result = keys
-        .as_object_mut()
-        .and_then(|o| {
-            let k = vantage_proto::PROBE_KINDS
-                .iter()
-                .chain(["refused"].iter())
-                .find(|k| o.contains_key(**k))?;
-            o.remove(*k)
-        })
-        .unwrap_or(Value::Null);
-    let failure = failure_of(&result);
-    json!({
-        "data_format_version": "0.2.0",
-        "measurement_uid": m.id,
-        "report_id": format!("{}_{}", m.run_id, sr.agent_id),
-        "input": input,
-        "measurement_start_time": ooni_time(m.start_us),
-        "test_start_time": ooni_time(m.start_us),
-        "test_runtime": (m.end_us - m.start_us) as f64 / 1e6,
-        "probe_cc": if labels.country.is_empty() { "ZZ".to_string() } else { labels.country.clone() },
-        "probe_asn": if labels.asn == 0 { "AS0".to_string() } else { format!("AS{}", labels.asn) },
-        "probe_ip": "127.0.0.1",
-        "software_name": "vantage",
-        "software_version": m.software_version,
-        "test_name": ooni_test_name(kind),
-        "test_version": "0.1.0",
-        "annotations": { "campaign_id": m.campaign_id, "task_id": m.task_id, "agent_id": sr.agent_id },
-        "test_keys": { "failure": failure, "steps": m.steps, "result": result },
-    })
 }
 
 /// CSV header and row.
@@ -494,6 +437,7 @@ mod tests {
                     host: "192.0.2.1".into(),
                     port: 443,
                 })),
+                ..Default::default()
             }),
             result: Some(vantage_proto::v1::measurement::Result::Tcp(
                 vantage_proto::v1::TcpResult {
@@ -518,14 +462,9 @@ mod tests {
     }
 
     #[test]
-    fn ooni_record_has_the_base_fields() {
+    fn csv_row_has_every_column() {
         let k = SigningKey::from_bytes(&[3; 32]);
         let (sr, m) = stored(&k, "a");
-        let o = ooni(&sr, &m);
-        assert_eq!(o["test_name"], "tcp_connect");
-        assert_eq!(o["probe_cc"], "ZZ");
-        assert_eq!(o["measurement_start_time"], "2026-11-18 11:06:40");
-        assert_eq!(o["test_keys"]["failure"], "connection_reset");
         let row = csv_row(&sr, &m);
         assert!(
             row.ends_with(",,,") && row.contains("connection_reset"),
