@@ -86,6 +86,7 @@ pub fn compute_run(
     results: &[Measurement],
     places: &HashMap<String, (String, u32)>,
     names: &HashMap<String, String>,
+    fps: &analysis::Fingerprints,
 ) -> (Vec<VerdictRow>, u32, u32) {
     let control_set: HashSet<&String> = run.control.iter().collect();
     let (control, inside): (Vec<Measurement>, Vec<Measurement>) = results
@@ -94,7 +95,7 @@ pub fn compute_run(
         .cloned()
         .partition(|m| control_set.contains(&m.agent_id));
     let by_id: HashMap<&str, &Measurement> = inside.iter().map(|m| (m.id.as_str(), m)).collect();
-    let rows = analysis::analyze_run(&inside, &control)
+    let rows = analysis::analyze_run_with(&inside, &control, fps)
         .into_iter()
         .map(|(mid, target, v)| {
             let m = by_id.get(mid.as_str());
@@ -135,6 +136,19 @@ struct Inputs {
     results: Vec<Measurement>,
     places: HashMap<String, (String, u32)>,
     names: HashMap<String, String>,
+    fps: analysis::Fingerprints,
+}
+
+/// The built-in block-page fingerprints plus the campaign's own.
+fn fingerprints_of(rec: &CampaignRecord) -> analysis::Fingerprints {
+    let own = rec
+        .spec
+        .get("blockpage_fingerprints")
+        .cloned()
+        .and_then(|v| serde_json::from_value::<Vec<crate::scheduler::FingerprintSpec>>(v).ok())
+        .unwrap_or_default();
+    let rows: Vec<_> = own.iter().filter_map(|f| f.parse().ok()).collect();
+    analysis::Fingerprints::with_extra(&rows)
 }
 
 impl Inputs {
@@ -143,6 +157,7 @@ impl Inputs {
             results: results_of(s, &rec.campaign_id)?,
             places: agent_places(s)?,
             names: target_names(rec),
+            fps: fingerprints_of(rec),
         })
     }
 }
@@ -156,7 +171,13 @@ fn recompute(
     inputs: &Inputs,
     previous: Option<RunVerdicts>,
 ) -> Result<RunVerdicts, StoreError> {
-    let (rows, inside, control) = compute_run(run, &inputs.results, &inputs.places, &inputs.names);
+    let (rows, inside, control) = compute_run(
+        run,
+        &inputs.results,
+        &inputs.places,
+        &inputs.names,
+        &inputs.fps,
+    );
     let revision = match &previous {
         Some(p) if p.verdicts == rows => p.revision,
         Some(p) => p.revision + 1,
@@ -306,7 +327,13 @@ mod tests {
         };
         let places = HashMap::from([("in".to_string(), ("CN".to_string(), 4134))]);
         let results = [tcp("m1", "in", "Relay"), tcp("m2", "ctl", "Relay")];
-        let (rows, inside, control) = compute_run(&run, &results, &places, &HashMap::new());
+        let (rows, inside, control) = compute_run(
+            &run,
+            &results,
+            &places,
+            &HashMap::new(),
+            analysis::Fingerprints::builtin(),
+        );
         assert_eq!((inside, control, rows.len()), (1, 1, 1));
         assert_eq!(rows[0].name, "Relay");
         assert_eq!(rows[0].country, "CN");
@@ -324,9 +351,21 @@ mod tests {
             }),
             runs: vec![run.clone()],
         };
-        let (rows, _, _) = compute_run(&run, &old, &places, &target_names(&rec));
+        let (rows, _, _) = compute_run(
+            &run,
+            &old,
+            &places,
+            &target_names(&rec),
+            &fingerprints_of(&rec),
+        );
         assert_eq!(rows[0].name, "From the spec");
-        let (rows, _, _) = compute_run(&run, &old, &places, &HashMap::new());
+        let (rows, _, _) = compute_run(
+            &run,
+            &old,
+            &places,
+            &HashMap::new(),
+            analysis::Fingerprints::builtin(),
+        );
         assert_eq!(rows[0].name, "");
     }
 }

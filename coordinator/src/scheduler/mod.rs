@@ -16,6 +16,6 @@ pub use select::{
     GROUP,
 };
 pub use spec::{
-    parse_spec, CampaignSpec, GroupSelector, Schedule, SpecError, SpecFormat, DEFAULT_DEADLINE,
-    MAX_DEADLINE, MAX_RUNS, MAX_TARGETS,
+    parse_spec, CampaignSpec, FingerprintSpec, GroupSelector, Schedule, SpecError, SpecFormat,
+    DEFAULT_DEADLINE, MAX_DEADLINE, MAX_RUNS, MAX_TARGETS,
 };

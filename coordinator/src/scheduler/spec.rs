@@ -190,6 +190,69 @@ pub struct CampaignSpec {
     pub deadline: Option<String>,
     #[serde(default)]
     pub allow_private_targets: bool,
+    /// Block-page fingerprints of the campaign's own, added to the
+    /// built-in list (`analysis/fingerprints/`), in the columns of OONI's
+    /// public fingerprint lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blockpage_fingerprints: Vec<FingerprintSpec>,
+}
+
+/// Most fingerprints one campaign may add.
+pub(super) const MAX_FINGERPRINTS: usize = 1_000;
+
+/// One fingerprint row of a spec, with the column names of OONI's lists
+/// (`ooni/blocking-fingerprints`), e.g.
+///
+/// ```toml
+/// [[blockpage_fingerprints]]
+/// name = "lab.censor_0"
+/// location_found = "body"        # body | header.<name> | dns
+/// pattern_type = "contains"      # contains | prefix | full
+/// pattern = "Access Denied - Vantage lab censor"
+/// source = "vantage lab"
+/// ```
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FingerprintSpec {
+    pub name: String,
+    pub scope: String,
+    pub other_names: String,
+    pub location_found: String,
+    pub pattern_type: String,
+    pub pattern: String,
+    pub confidence_no_fp: Option<u32>,
+    pub expected_countries: String,
+    pub source: String,
+    pub exp_url: String,
+    pub notes: String,
+}
+
+impl FingerprintSpec {
+    /// The checked fingerprint.
+    pub fn parse(&self) -> Result<crate::analysis::fingerprints::Fingerprint, String> {
+        crate::analysis::fingerprints::row(&[
+            &self.name,
+            &self.scope,
+            &self.other_names,
+            &self.location_found,
+            &self.pattern_type,
+            &self.pattern,
+            "",
+            &self.expected_countries,
+            &self.source,
+        ])
+    }
+}
+
+impl CampaignSpec {
+    /// The campaign's own fingerprints (those that parse; a stored spec
+    /// was validated when created).
+    pub fn fingerprints(&self) -> Vec<crate::analysis::fingerprints::Fingerprint> {
+        self.blockpage_fingerprints
+            .iter()
+            .filter_map(|f| f.parse().ok())
+            .collect()
+    }
 }
 
 /// Parses a duration field ("30s", "10m", "6h", "1day").
@@ -286,6 +349,16 @@ impl CampaignSpec {
             }
         }
         self.targets = self.validate_targets()?;
+        if self.blockpage_fingerprints.len() > MAX_FINGERPRINTS {
+            return Err(invalid(
+                "blockpage_fingerprints",
+                format!("more than the {MAX_FINGERPRINTS} allowed"),
+            ));
+        }
+        for (i, f) in self.blockpage_fingerprints.iter().enumerate() {
+            f.parse()
+                .map_err(|m| invalid(format!("blockpage_fingerprints[{i}]"), m))?;
+        }
         for (name, g) in [("inside", &self.inside), ("control", &self.control)] {
             validate_group(name, g)?;
         }

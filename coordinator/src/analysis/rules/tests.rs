@@ -1785,3 +1785,35 @@ fn confidence_grows_with_agreeing_measurements_and_says_how_many() {
         .reason
         .contains("[2 inside and 1 control measurement agree]"));
 }
+
+#[test]
+fn a_campaigns_own_fingerprint_finds_its_block_page() {
+    use super::super::fingerprints::{parse_csv, Fingerprints, HEADER};
+    let ok = Web::http(SITE, &[REAL]);
+    // The same length and status, no title: the built-in rules see nothing.
+    let block = Web {
+        pages: vec![HttpResponse {
+            body_head: "<p>Blocked by order of the Lab Ministry</p>".into(),
+            ..page(200, "", 1250, "zz")
+        }],
+        ..ok.clone()
+    };
+    let (i, c) = (block.build("i"), ok.build("c"));
+    let plain = analyze_run(std::slice::from_ref(&i), std::slice::from_ref(&c));
+    assert_eq!(plain[0].2.status, Status::Ok, "{}", plain[0].2.reason);
+    let own = parse_csv(&format!(
+        "{HEADER}\nlab.ministry_0,nat,,body,contains,Lab Ministry,5,ZZ,lab,,\n"
+    ))
+    .expect("csv");
+    let fps = Fingerprints::with_extra(&own);
+    let got = super::super::analyze_run_with(&[i], &[c], &fps);
+    assert_eq!(
+        (got[0].2.status, got[0].2.mechanism),
+        (Status::Blocked, Some(M::HttpBlockpage))
+    );
+    assert!(
+        got[0].2.reason.contains("lab.ministry_0"),
+        "{}",
+        got[0].2.reason
+    );
+}

@@ -507,3 +507,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_campaign_adds_block_page_fingerprints_in_the_ooni_columns() {
+    let text = format!(
+        "{GOOD}\n[[blockpage_fingerprints]]\nname = \"lab.censor_0\"\nlocation_found = \"body\"\n\
+         pattern_type = \"contains\"\npattern = \"Vantage lab censor\"\nsource = \"lab\"\n"
+    );
+    let spec = parse_spec(&text, SpecFormat::Toml).expect("accepted");
+    let fps = spec.fingerprints();
+    assert_eq!(fps.len(), 1);
+    assert_eq!(fps[0].name, "lab.censor_0");
+    assert_eq!(fps[0].pattern, "Vantage lab censor");
+    let bad = text.replace("location_found = \"body\"", "location_found = \"cookie\"");
+    let e = err(&bad);
+    assert_eq!(e.field(), Some("blockpage_fingerprints[0]"), "{e}");
+    assert!(e.to_string().contains("cookie"), "{e}");
+    let typo = text.replace("pattern_type =", "patern_type =");
+    assert!(err(&typo).to_string().contains("patern_type"));
+}
