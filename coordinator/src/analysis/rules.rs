@@ -360,7 +360,8 @@ pub fn verdict(inside: &Measurement, controls: &[&Measurement]) -> Verdict {
 ///    with how far each control got (same step: `down`; past it:
 ///    `blocked`; never reached it: no evidence), then the DNS override;
 /// 7. the inside succeeded: DNS consistency, TLS (issuer and key), HTTP
-///    (fingerprints, 451, title, body, status), else `ok`.
+///    (fingerprints, 451, title, body, status), ghost DNS; a plain-HTTP
+///    page no control could compare is `inconclusive`; else `ok`.
 pub fn verdict_with(
     inside: &Measurement,
     controls: &[&Measurement],
@@ -447,6 +448,25 @@ pub fn verdict_with(
             ),
             usable.len() as u32,
         );
+    }
+    if reference.is_none() {
+        // No control got a page: a plain-HTTP page (or one over TLS that
+        // was not verified) may be anyone's, a block page included. Only a
+        // TLS-authenticated page vouches for itself (OONI QA
+        // controlFailureWithSuccessfulHTTP(S)Website: null, accessible).
+        let unvouched = http_of(inside).and_then(final_hop).is_some_and(|p| {
+            !(p.url.to_ascii_lowercase().starts_with("https:")
+                && handshake_of(inside).is_some_and(|h| h.webpki == "valid"))
+        });
+        if unvouched {
+            return v(
+                Status::Inconclusive,
+                None,
+                0.3,
+                evidence,
+                "the inside got a page over plain HTTP, and no control got one to compare",
+            );
+        }
     }
     let reason = if reference.is_some() {
         "inside matches the control"

@@ -1467,12 +1467,23 @@ fn web_matrix() {
             None,
         ),
         (
-            "control DNS times out, inside reaches the page",
+            "control DNS times out, inside reaches a plain-HTTP page nobody vouches for",
             ok.clone(),
             vec![Web {
                 ips: vec![],
                 dns_fail: Some(f::GENERIC_TIMEOUT),
                 ..ok.clone()
+            }],
+            Status::Inconclusive,
+            None,
+        ),
+        (
+            "control DNS times out, inside reaches a verified HTTPS page",
+            ok_tls.clone(),
+            vec![Web {
+                ips: vec![],
+                dns_fail: Some(f::GENERIC_TIMEOUT),
+                ..ok_tls.clone()
             }],
             Status::Ok,
             None,
