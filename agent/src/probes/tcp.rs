@@ -102,10 +102,15 @@ async fn run_inner(input: &TcpInput, ctx: &ProbeContext) -> ProbeOutput {
     finish(result, steps)
 }
 
-/// The safety net every core probe runs under: the whole probe is cut at
-/// `ctx.deadline`, whatever the per-operation timeouts did. (Per-operation
-/// timeouts use the same deadline and are polled first, so normally they fire
-/// and keep the partial data; this only guards against a missed one.)
+/// How long after the deadline [`within_deadline`]'s guard fires.
+const DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The safety net every core probe runs under: the whole probe is cut
+/// [`DEADLINE_GRACE`] after `ctx.deadline`, whatever the per-operation
+/// timeouts did. (Per-operation timeouts use the deadline itself, so they
+/// fire first and keep the partial data and the step that timed out; this
+/// only guards against a missed one.)
+
 pub(crate) async fn within_deadline<F>(
     ctx: &ProbeContext,
     fut: F,
@@ -114,7 +119,11 @@ pub(crate) async fn within_deadline<F>(
 where
     F: std::future::Future<Output = ProbeOutput>,
 {
-    match tokio::time::timeout_at(tokio::time::Instant::from_std(ctx.deadline), fut).await {
+    // The guard fires a little after the deadline, so the per-operation
+    // timeouts (at the deadline) win the race and keep the partial data
+    // and the step that was running.
+    let guard = ctx.deadline + DEADLINE_GRACE;
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(guard), fut).await {
         Ok(out) => out,
         Err(_) => ProbeOutput {
             result: on_timeout(failure(failure::GENERIC_TIMEOUT, op::CONNECT)),

@@ -1,10 +1,13 @@
 //! The censorship conditions: iptables rules in `{prefix}-fw`, every one of
 //! them matching `-i fw-in` (traffic from the inside segment) only, each
-//! bound to its own target address or name, and the censor's own processes
-//! (DNS injector, QUIC SNI censor). See README.md for the list.
+//! bound to its own target address or name, a tc shaper on `fw-in`'s egress
+//! (toward the inside segment) for the throttled site, and the censor's own
+//! processes (DNS injector, QUIC SNI censor). The one exception is not
+//! censorship: conditions 26-27 drop the control's (`-i fw-out`) DNS
+//! queries for two names, a control-side failure. See README.md.
 
 use crate::lab::{LabConfig, Spawner};
-use crate::plan::{self, ns, FW_INSIDE_IF as IN};
+use crate::plan::{self, ns, FW_INSIDE_IF as IN, FW_OUTSIDE_IF};
 use crate::quic_censor;
 use crate::sys::{self, Result};
 
@@ -17,8 +20,31 @@ pub fn injector_rules() -> Vec<String> {
         format!("{}={}", plan::HIJACKED_NAME, plan::BOGON_IP),
         format!("{}={}", plan::HIJACKED_BLOCKPAGE_NAME, plan::BLOCKPAGE_IP),
         format!("{}=nxdomain", plan::NXDOMAIN_NAME),
+        format!("{}={}", plan::HIJACKED_LOCALHOST_NAME, plan::LOCALHOST_IP),
+        format!("{}={}", plan::GHOST_NAME, plan::BLOCKPAGE_IP),
+        format!(
+            "{}={}",
+            plan::GHOST_HTTPS_NAME,
+            plan::LOOKALIKE_BLOCKPAGE_IP
+        ),
+        format!("{}={}", plan::TLS_HIJACK_NAME, plan::INTERCEPT_IP),
+        format!("{}={}", plan::PROXIED_NAME, plan::PROXY_IP),
     ]
 }
+
+/// Names whose inside queries are mirrored to the injector (every name of
+/// [`injector_rules`]).
+pub const INJECTED_NAMES: &[&str] = &[
+    plan::INJECTED_NAME,
+    plan::HIJACKED_NAME,
+    plan::HIJACKED_BLOCKPAGE_NAME,
+    plan::NXDOMAIN_NAME,
+    plan::HIJACKED_LOCALHOST_NAME,
+    plan::GHOST_NAME,
+    plan::GHOST_HTTPS_NAME,
+    plan::TLS_HIJACK_NAME,
+    plan::PROXIED_NAME,
+];
 
 /// A DNS name in wire format for `iptables -m string --hex-string`.
 pub fn qname_hex(name: &str) -> String {
@@ -45,12 +71,9 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
     // 1-3. DNS: mirror inside queries for listed names to the injector
     // (TEE) and hold the original back; the injector answers first and, for
     // injection, re-emits the original after the delay.
-    for name in [
-        plan::INJECTED_NAME,
-        plan::HIJACKED_NAME,
-        plan::HIJACKED_BLOCKPAGE_NAME,
-        plan::NXDOMAIN_NAME,
-    ] {
+    // 25 (hijack to 127.0.0.1) and 32-34 (ghost names, hijacks to the
+    // interception server and to the transparent proxy) work the same way.
+    for name in INJECTED_NAMES {
         let hex = qname_hex(name);
         ipt(
             fw,
@@ -479,7 +502,165 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
         ],
     )?;
 
-    // 13 (down) is a route, set with the topology; 14 (clean) has no rule.
+    qa_matrix(fw)?;
+
+    // 13 (down) is a route, set with the topology; 14 (clean) has no rule;
+    // 17-24 are broken for everyone by their servers and records, not here.
+    Ok(())
+}
+
+/// DNAT inside TCP to `ip:port` toward another server (the censor's).
+fn dnat(fw: &str, ip: &str, port: &str, to: &str) -> Result<()> {
+    ipt(
+        fw,
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-i",
+            IN,
+            "-d",
+            ip,
+            "-p",
+            "tcp",
+            "--dport",
+            port,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            to,
+        ],
+    )
+}
+
+/// Conditions 16-31 (OONI's Web Connectivity QA matrix, issue 18) that the
+/// firewall makes.
+fn qa_matrix(fw: &str) -> Result<()> {
+    // 16. TLS interception: inside's :443 to the site goes to the censor's
+    // interception server, which presents the censor CA's certificate.
+    dnat(
+        fw,
+        plan::MITM_IP,
+        "443",
+        &format!("{}:443", plan::INTERCEPT_IP),
+    )?;
+
+    // 34. The transparent proxy passes TLS through to the real site.
+    dnat(
+        fw,
+        plan::PROXY_IP,
+        "443",
+        &format!("{}:443", plan::CLEAN_IP),
+    )?;
+
+    // 26, 27. Split failures: the CONTROL's (outside segment's) queries for
+    // two names are dropped. Not censorship (the only rules here that
+    // match another interface than fw-in): a control that cannot resolve.
+    for name in [
+        plan::CONTROL_DNSFAIL_NAME,
+        plan::CONTROL_DNSFAIL_BLACKHOLED_NAME,
+    ] {
+        ipt(
+            fw,
+            &[
+                "-A",
+                "FORWARD",
+                "-i",
+                FW_OUTSIDE_IF,
+                "-p",
+                "udp",
+                "--dport",
+                "53",
+                "-m",
+                "string",
+                "--algo",
+                "bm",
+                "--icase",
+                "--hex-string",
+                &qname_hex(name),
+                "-j",
+                "DROP",
+            ],
+        )?;
+    }
+
+    // 28, 29. Block pages the body length cannot tell: inside HTTP to the
+    // site goes to a censor page of about the same size.
+    dnat(
+        fw,
+        plan::LOOKALIKE_IP,
+        "80",
+        &format!("{}:80", plan::LOOKALIKE_BLOCKPAGE_IP),
+    )?;
+    dnat(
+        fw,
+        plan::FINGERPRINT_IP,
+        "80",
+        &format!("{}:80", plan::FINGERPRINT_BLOCKPAGE_IP),
+    )?;
+
+    // 30. Throttling: what leaves the firewall toward the inside segment
+    // from the throttled site goes through a 256 kbit/s htb class; all
+    // other traffic is unclassified (htb `default 0`: sent directly,
+    // unshaped). The control's path (fw-out) has no qdisc.
+    let tc = |args: &[&str]| {
+        let mut full = vec!["tc"];
+        full.extend_from_slice(args);
+        sys::ns_run(fw, &full).map(|_| ())
+    };
+    tc(&[
+        "qdisc", "add", "dev", IN, "root", "handle", "1:", "htb", "default", "0",
+    ])?;
+    tc(&[
+        "class",
+        "add",
+        "dev",
+        IN,
+        "parent",
+        "1:",
+        "classid",
+        "1:30",
+        "htb",
+        "rate",
+        plan::THROTTLE_RATE,
+        "ceil",
+        plan::THROTTLE_RATE,
+    ])?;
+    let src = format!("{}/32", plan::THROTTLED_IP);
+    tc(&[
+        "filter", "add", "dev", IN, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match",
+        "ip", "src", &src, "flowid", "1:30",
+    ])?;
+
+    // 31. DNS over TCP cut by a reset: a segment to the resolver's TCP 53
+    // carrying the name (wire form) is answered with a reset.
+    ipt(
+        fw,
+        &[
+            "-A",
+            "FORWARD",
+            "-i",
+            IN,
+            "-d",
+            plan::RESOLVER_IP,
+            "-p",
+            "tcp",
+            "--dport",
+            "53",
+            "-m",
+            "string",
+            "--algo",
+            "bm",
+            "--icase",
+            "--hex-string",
+            &qname_hex(plan::DNS_TCP_RESET_NAME),
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    )?;
     Ok(())
 }
 

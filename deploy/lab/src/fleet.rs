@@ -115,15 +115,22 @@ fn random_hex() -> Result<String> {
 }
 
 /// The agents' config: every probe kind consented to (this is a lab), lab
-/// targets allowed, network labels shared so verdicts can group by country.
-const AGENT_TOML: &str = "# Written by vantage-lab: a lab agent consents to every probe kind.
+/// targets allowed, the lab CA trusted (never the censor's), network labels
+/// shared so verdicts can group by country.
+fn agent_toml(lab_ca: &Path) -> String {
+    let ca = serde_json::to_string(&lab_ca.to_string_lossy()).unwrap_or_default();
+    format!(
+        "# Written by vantage-lab: a lab agent consents to every probe kind.
 version = 1
 allow_private_targets = true
+extra_ca_files = [{ca}]
 
 [consent]
 kinds = [\"dns\", \"dns_injection\", \"tcp\", \"tls\", \"http\", \"web\", \"quic\", \"openvpn\", \"tor\", \"encrypted\", \"wireguard\"]
 share_network_labels = true
-";
+"
+    )
+}
 
 impl Fleet {
     /// Starts the coordinator and both agents in the lab `state` describes
@@ -223,7 +230,10 @@ impl Fleet {
                     tags,
                 ],
             )?;
-            sys::write(&data.join("agent.toml"), AGENT_TOML)?;
+            sys::write(
+                &data.join("agent.toml"),
+                agent_toml(&crate::pki::ca_path(state_dir)),
+            )?;
             let mut sp = Spawner::new(state_dir, state);
             pids.push(sp.spawn(
                 &format!("agent-{role}"),
@@ -369,10 +379,11 @@ impl Fleet {
                 if targets.is_empty() {
                     continue;
                 }
-                let deadline = if c.name == "encrypted-residual" {
-                    u64::from(residual_window_secs) + 40
-                } else {
-                    30
+                let deadline = match c.name {
+                    "encrypted-residual" => u64::from(residual_window_secs) + 40,
+                    // 512 KiB at 256 kbit/s: about 17 s inside.
+                    "http-throttle" => plan::THROTTLE_DEADLINE_SECS,
+                    _ => 30,
                 };
                 let name = format!(
                     "lab-{:02}-{}{}",
@@ -492,8 +503,14 @@ pub fn table(outcomes: &[Outcome]) -> String {
         .max()
         .unwrap_or(0)
         .max("TARGET".len());
+    let cw = outcomes
+        .iter()
+        .map(|o| o.condition.chars().count() + if o.pass { 7 } else { 0 })
+        .max()
+        .unwrap_or(0)
+        .max(26);
     let mut s = format!(
-        "{:>2}  {:<26} {:<tw$} {:<12} {:<15} {}\n",
+        "{:>2}  {:<cw$} {:<tw$} {:<12} {:<15} {}\n",
         "#", "CONDITION", "TARGET", "STATUS", "MECHANISM", "EXPECTED"
     );
     for o in outcomes {
@@ -519,7 +536,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             )
         };
         s.push_str(&format!(
-            "{:>2}  {:<26} {:<tw$} {:<12} {:<15} {expected}\n",
+            "{:>2}  {:<cw$} {:<tw$} {:<12} {:<15} {expected}\n",
             o.number,
             name,
             o.target,

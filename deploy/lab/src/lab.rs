@@ -122,6 +122,10 @@ pub fn down(prefix: &str, state_dir: &Path) -> Result<()> {
     let existing = sys::list_namespaces();
     for role in plan::ROLES {
         let name = ns(prefix, role);
+        let etc = netns_etc(&name);
+        if etc.exists() {
+            let _ = std::fs::remove_dir_all(&etc);
+        }
         if !existing.contains(&name) {
             continue;
         }
@@ -129,6 +133,8 @@ pub fn down(prefix: &str, state_dir: &Path) -> Result<()> {
         sys::stop_pids(&pids);
         sys::try_run(&["ip", "netns", "del", &name]);
     }
+    // Only removed when empty: other namespaces may keep files there.
+    let _ = std::fs::remove_dir("/etc/netns");
     let leftover: Vec<String> = sys::list_namespaces()
         .into_iter()
         .filter(|n| plan::ROLES.iter().any(|r| *n == ns(prefix, r)))
@@ -236,7 +242,35 @@ impl<'a> Spawner<'a> {
     }
 }
 
+/// `ip netns exec NAME` bind-mounts the files of `/etc/netns/NAME/` over
+/// `/etc/` for the command it runs.
+fn netns_etc(name: &str) -> PathBuf {
+    PathBuf::from("/etc/netns").join(name)
+}
+
+/// The system resolver of the agents' namespaces is the lab resolver, so
+/// what a probe resolves through getaddrinfo (redirect hops to another
+/// name) stays in the lab and, from inside, meets the censor. Without it
+/// the namespaces would inherit the machine's resolver, which they cannot
+/// reach (no route).
+fn resolv_conf(prefix: &str) -> Result<()> {
+    for role in ["inside", "outside"] {
+        let dir = netns_etc(&ns(prefix, role));
+        sys::mkdir(&dir)?;
+        sys::write(
+            &dir.join("resolv.conf"),
+            format!(
+                "# Written by vantage-lab for {}: the lab resolver only.\nnameserver {}\noptions timeout:2 attempts:2\n",
+                ns(prefix, role),
+                plan::RESOLVER_IP
+            ),
+        )?;
+    }
+    Ok(())
+}
+
 fn topology(prefix: &str) -> Result<()> {
+    resolv_conf(prefix)?;
     for role in plan::ROLES {
         let n = ns(prefix, role);
         sys::run(&["ip", "netns", "add", &n])?;
@@ -264,6 +298,13 @@ fn topology(prefix: &str) -> Result<()> {
     }
     let fw = ns(prefix, "fw");
     sys::ns_run(&fw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    // The firewall answers host/port unreachable for several conditions (13,
+    // 7, and every address of the targets /24 nobody holds); the kernel's
+    // per-destination ICMP rate limit (a burst of about 6, then one a
+    // second toward the same host) would turn some of those answers into
+    // silence, and a `host_unreachable` into a timeout, when many probes
+    // run at once. A lab router answers every time.
+    sys::ns_run(&fw, &["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])?;
     for seg in plan::SEGMENTS {
         let leaf = ns(prefix, seg.role);
         sys::run(&[

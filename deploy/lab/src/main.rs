@@ -1,6 +1,6 @@
 //! `vantage-lab`: build, inspect and tear down the censorship lab, print its
 //! catalogue, and run the lab's own servers (DNS injector, QUIC SNI censor,
-//! QUIC, TCP echo, WireGuard peer).
+//! QUIC, TCP echo, silent server, WireGuard peer).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -119,6 +119,11 @@ enum Cmd {
     },
     /// Run the lab's TCP echo server.
     EchoServer {
+        #[arg(long = "listen", required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// Run the lab's silent server: accepts TCP and never sends a byte.
+    SilentServer {
         #[arg(long = "listen", required = true)]
         listen: Vec<SocketAddr>,
     },
@@ -287,6 +292,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::EchoServer { listen } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(servers_rs::echo_server(&listen))?;
+        }
+        Cmd::SilentServer { listen } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(servers_rs::silent_server(&listen))?;
         }
         Cmd::QuicCensor {
             queue,

@@ -46,7 +46,7 @@ pub const SEGMENTS: &[Segment] = &[
         role: "outside",
         leaf_if: "out0",
         leaf_ip: OUTSIDE_IP,
-        fw_if: "fw-out",
+        fw_if: FW_OUTSIDE_IF,
         fw_ip: "198.19.2.1",
     },
     Segment {
@@ -81,6 +81,9 @@ pub const INJECTOR_IP: &str = "198.19.5.2";
 /// The firewall's interface toward the inside segment: every censorship rule
 /// matches `-i` this interface only.
 pub const FW_INSIDE_IF: &str = "fw-in";
+/// The firewall's interface toward the outside (control) segment: only the
+/// split-failure conditions (26, 27) match it.
+pub const FW_OUTSIDE_IF: &str = "fw-out";
 
 /// The censor's own network (routed by the firewall to the targets
 /// namespace): where its block-page server lives.
@@ -98,7 +101,34 @@ pub const ENCRYPTED_IP: &str = "198.19.3.22";
 pub const TOR_IP: &str = "198.19.3.23";
 pub const WIREGUARD_IP: &str = "198.19.3.24";
 pub const CLEAN_IP: &str = "198.19.3.30";
+/// Condition 16: the real site the censor intercepts (TLS from inside is
+/// DNATed to [`INTERCEPT_IP`]).
+pub const MITM_IP: &str = "198.19.3.31";
+/// Conditions 17-21: name-based virtual hosts broken for everyone (expired,
+/// wrong-name and untrusted certificates, a redirect loop, a 30-hop chain).
+pub const BROKEN_IP: &str = "198.19.3.32";
+/// Condition 22: accepts TCP on :80 and :443 and never answers.
+pub const SILENT_IP: &str = "198.19.3.33";
+/// Condition 28: a real site whose HTTP the censor swaps for a look-alike.
+pub const LOOKALIKE_IP: &str = "198.19.3.34";
+/// Condition 29: a real site whose HTTP the censor swaps for a page
+/// carrying a known block-page fingerprint.
+pub const FINGERPRINT_IP: &str = "198.19.3.35";
+/// Condition 30: a site the censor throttles toward the inside segment.
+pub const THROTTLED_IP: &str = "198.19.3.36";
 pub const RESOLVER_IP: &str = "198.19.3.53";
+/// The censor's TLS interception server (condition 16), in its own network:
+/// terminates TLS with a certificate from the censor's CA and proxies to
+/// the real site.
+pub const INTERCEPT_IP: &str = "198.19.6.9";
+/// The censor's look-alike block page (condition 28).
+pub const LOOKALIKE_BLOCKPAGE_IP: &str = "198.19.6.10";
+/// The censor's fingerprinted block page (condition 29).
+pub const FINGERPRINT_BLOCKPAGE_IP: &str = "198.19.6.11";
+/// The censor's transparent proxy (condition 34): nginx reverse proxy to
+/// the real site on :80, and on :443 a firewall DNAT to the real site (a
+/// TLS passthrough: the certificate stays the site's).
+pub const PROXY_IP: &str = "198.19.6.12";
 /// Runs no DNS server (the firewall blackholes it): any DNS answer from it
 /// is injected.
 pub const SILENT_DNS_IP: &str = "198.19.3.199";
@@ -111,6 +141,17 @@ pub const ENCRYPTED_PORT: u32 = 8443;
 pub const TOR_PORT: u32 = 9001;
 pub const OPENVPN_PORT: u32 = 1194;
 pub const WIREGUARD_PORT: u32 = 51820;
+
+/// Condition 30: the rate the firewall allows from [`THROTTLED_IP`] toward
+/// the inside segment (tc htb class on `fw-in`), and the size of the file
+/// fetched through it: 512 KiB at 256 kbit/s is about 17 s inside, a few
+/// milliseconds for the control.
+pub const THROTTLE_RATE: &str = "256kbit";
+pub const THROTTLED_BODY_BYTES: usize = 512 * 1024;
+pub const THROTTLED_PATH: &str = "/big.bin";
+/// The throttle condition's campaign deadline (the others use 30 s): the
+/// inside fetch needs about 17 s of it.
+pub const THROTTLE_DEADLINE_SECS: u64 = 60;
 
 /// The lab WireGuard peer's private key (lab only: it is in the source, and
 /// the peer routes nothing). Its public key is in the probe inputs.
@@ -131,9 +172,20 @@ pub const TARGET_IPS: &[&str] = &[
     WIREGUARD_IP,
     CLEAN_IP,
     RESOLVER_IP,
+    MITM_IP,
+    BROKEN_IP,
+    SILENT_IP,
+    LOOKALIKE_IP,
+    FINGERPRINT_IP,
+    THROTTLED_IP,
+    INTERCEPT_IP,
+    LOOKALIKE_BLOCKPAGE_IP,
+    FINGERPRINT_BLOCKPAGE_IP,
+    PROXY_IP,
 ];
 
-/// nginx serves HTTP and HTTPS on these (the block page has its own server).
+/// nginx serves HTTP and HTTPS on these (the censor's servers have their own
+/// server blocks).
 pub const WEB_IPS: &[&str] = &[
     SNI_IP,
     HOST_IP,
@@ -141,6 +193,11 @@ pub const WEB_IPS: &[&str] = &[
     REFUSED_IP,
     BLOCKPAGE_DNAT_IP,
     CLEAN_IP,
+    MITM_IP,
+    BROKEN_IP,
+    LOOKALIKE_IP,
+    FINGERPRINT_IP,
+    THROTTLED_IP,
 ];
 
 pub const INJECTED_NAME: &str = "injected.lab.example";
@@ -153,6 +210,80 @@ pub const BLOCKED_SITE: &str = "blocked-site.example";
 pub const CLEAN_SITE: &str = "clean-site.example";
 /// The `<title>` of the block page.
 pub const BLOCKPAGE_TITLE: &str = "Access Denied - Vantage lab censor";
+
+// The OONI Web Connectivity QA matrix (issue 18): names of conditions 16-31.
+pub const MITM_NAME: &str = "mitm.lab.example";
+pub const EXPIRED_NAME: &str = "expired.lab.example";
+pub const WRONG_HOST_NAME: &str = "wrong-host.lab.example";
+/// The only name on the certificate `wrong-host.lab.example` presents.
+pub const WRONG_HOST_CERT_NAME: &str = "another-site.example";
+pub const UNTRUSTED_NAME: &str = "untrusted.lab.example";
+pub const REDIRECT_LOOP_NAME: &str = "redirect-loop.lab.example";
+pub const REDIRECTS_NAME: &str = "redirects.lab.example";
+/// `/r/N` redirects to `/r/N-1`; `/r/0` is the page.
+pub const REDIRECT_HOPS: u32 = 30;
+pub const SILENT_NAME: &str = "silent.lab.example";
+/// Resolves to 127.0.0.1 for everyone (the lab resolver's record).
+pub const LOCALHOST_NAME: &str = "localhost.lab.example";
+/// In no record: the lab resolver answers NXDOMAIN to everyone.
+pub const NX_EVERYONE_NAME: &str = "nonexistent.lab.example";
+/// The censor answers 127.0.0.1 for it (inside only).
+pub const HIJACKED_LOCALHOST_NAME: &str = "hijacked-localhost.lab.example";
+pub const LOCALHOST_IP: &str = "127.0.0.1";
+/// The control's (outside's) DNS queries for these are dropped by the
+/// firewall: a failure on the control side only.
+pub const CONTROL_DNSFAIL_NAME: &str = "control-dnsfail.lab.example";
+pub const CONTROL_DNSFAIL_BLACKHOLED_NAME: &str = "control-dnsfail-blackholed.lab.example";
+pub const LOOKALIKE_NAME: &str = "lookalike.lab.example";
+/// The look-alike block page's title (the real site's is its name).
+pub const LOOKALIKE_BLOCKPAGE_TITLE: &str = "Notice - this content is unavailable";
+pub const FINGERPRINT_NAME: &str = "fingerprint.lab.example";
+/// A body string of a real block page from OONI's fingerprint list
+/// (ooni/blocking-fingerprints `fingerprints_http.csv`, `ooni.ir_0`: Iran's
+/// national block page, an iframe to 10.10.34.34; "body contains").
+pub const BLOCKPAGE_FINGERPRINT: &str = "iframe src=\"http://10.10.34.34";
+pub const THROTTLED_NAME: &str = "throttled.lab.example";
+/// DNS over TCP for this name is reset by the firewall (inside only).
+pub const DNS_TCP_RESET_NAME: &str = "dns-tcp-reset.lab.example";
+/// An internationalised name and its A-label (what the resolver holds).
+pub const IDN_NAME: &str = "bücher.lab.example";
+pub const IDN_PUNYCODE: &str = "xn--bcher-kva.lab.example";
+/// The same name with its first letter upper case (must be case-folded
+/// before IDNA encoding).
+pub const IDN_NAME_UPPER: &str = "Bücher.lab.example";
+/// Ghost names (condition 32): in no record, so the lab resolver answers
+/// NXDOMAIN to everyone; the censor still answers inside queries with a
+/// censor address (HTTP: the block page; HTTPS: a censor host that refuses
+/// :443).
+pub const GHOST_NAME: &str = "ghost.lab.example";
+pub const GHOST_HTTPS_NAME: &str = "ghost-https.lab.example";
+/// Condition 33: the censor answers inside queries with its interception
+/// server's address (a certificate no agent trusts).
+pub const TLS_HIJACK_NAME: &str = "tls-hijack.lab.example";
+/// Condition 34: the censor answers inside queries with its transparent
+/// proxy's address; the page and the certificate are the real ones.
+pub const PROXIED_NAME: &str = "proxied.lab.example";
+/// Condition 35: a body larger than the agents' read cap (1 MiB).
+pub const LARGE_NAME: &str = "large.lab.example";
+pub const LARGE_PATH: &str = "/large.bin";
+pub const LARGE_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Condition 36: `Location: http://` (and `https://`), no host.
+pub const BROKEN_REDIRECT_NAME: &str = "broken-redirect.lab.example";
+/// Condition 37: a port nobody listens on.
+pub const CLOSED_PORT: u16 = 444;
+/// Conditions 39-43: redirects (on 198.19.3.32, :80 and :443) to a name
+/// the censor interferes with, each path to another: (path, target URL).
+pub const REDIRECT_TO_NAME: &str = "redirect-to.lab.example";
+pub const REDIRECT_TARGETS: &[(&str, &str)] = &[
+    ("/host-reset", "http://blocked-site.example/"),
+    ("/sni-reset", "https://blocked-sni.lab.example/"),
+    ("/refused", "http://refused.lab.example/"),
+    ("/nxdomain", "http://censored-nx.lab.example/"),
+    ("/timeout", "http://blackholed.lab.example/"),
+];
+/// Condition 38: only an AAAA record (an A query gets NOERROR, no answer).
+pub const NO_ADDRS_NAME: &str = "noaddrs.lab.example";
+pub const NO_ADDRS_AAAA: &str = "2001:db8::18";
 
 /// A records the lab resolver serves (zone `lab.example` plus the two
 /// example sites).
@@ -180,7 +311,33 @@ pub const DNS_RECORDS: &[(&str, &str)] = &[
     ("bench.lab.example", CLEAN_IP),
     (BLOCKED_SITE, HOST_IP),
     (CLEAN_SITE, CLEAN_IP),
+    // Issue 18 (OONI's QA matrix), conditions 16-31.
+    (MITM_NAME, MITM_IP),
+    (EXPIRED_NAME, BROKEN_IP),
+    (WRONG_HOST_NAME, BROKEN_IP),
+    (UNTRUSTED_NAME, BROKEN_IP),
+    (REDIRECT_LOOP_NAME, BROKEN_IP),
+    (REDIRECTS_NAME, BROKEN_IP),
+    (SILENT_NAME, SILENT_IP),
+    (LOCALHOST_NAME, LOCALHOST_IP),
+    (HIJACKED_LOCALHOST_NAME, CLEAN_IP),
+    (CONTROL_DNSFAIL_NAME, CLEAN_IP),
+    (CONTROL_DNSFAIL_BLACKHOLED_NAME, BLACKHOLE_IP),
+    (LOOKALIKE_NAME, LOOKALIKE_IP),
+    (FINGERPRINT_NAME, FINGERPRINT_IP),
+    (THROTTLED_NAME, THROTTLED_IP),
+    (DNS_TCP_RESET_NAME, CLEAN_IP),
+    (IDN_PUNYCODE, CLEAN_IP),
+    (TLS_HIJACK_NAME, CLEAN_IP),
+    (PROXIED_NAME, CLEAN_IP),
+    (LARGE_NAME, CLEAN_IP),
+    (BROKEN_REDIRECT_NAME, BROKEN_IP),
+    (REDIRECT_TO_NAME, BROKEN_IP),
 ];
+
+/// AAAA-only records of the lab resolver (IPv6 is off in the lab: these
+/// exist only to be "no A record").
+pub const AAAA_RECORDS: &[(&str, &str)] = &[(NO_ADDRS_NAME, NO_ADDRS_AAAA)];
 
 /// Namespace name for a role.
 pub fn ns(prefix: &str, role: &str) -> String {
@@ -190,7 +347,8 @@ pub fn ns(prefix: &str, role: &str) -> String {
 /// One censorship condition of the catalogue.
 #[derive(Clone, Debug, Serialize)]
 pub struct Condition {
-    /// Number in the lab's list (1..=14 are issue 5's, 15 is WireGuard).
+    /// Number in the lab's list (1..=14 are issue 5's, 15 is WireGuard,
+    /// 16..=43 OONI's Web Connectivity QA matrix, issue 18).
     pub number: u32,
     /// Stable name, used by tests and docs.
     pub name: &'static str,
@@ -198,7 +356,8 @@ pub struct Condition {
     /// The address the condition is bound to.
     pub target: &'static str,
     /// What the analysis should conclude for an inside agent:
-    /// `blocked`, `down` or `ok`.
+    /// `blocked`, `down`, `ok` or (only where the control cannot be used)
+    /// `inconclusive`.
     pub expected_status: &'static str,
     /// Mechanism name from DESIGN.md (`dns.injection`, `tcp.reset`, ...);
     /// empty when the status is not `blocked`.
@@ -212,7 +371,10 @@ pub struct Condition {
 }
 
 fn input(kind: Kind) -> ProbeInput {
-    ProbeInput { kind: Some(kind) }
+    ProbeInput {
+        kind: Some(kind),
+        ..Default::default()
+    }
 }
 
 fn dns(domain: &str, resolver: &str) -> ProbeInput {
@@ -249,6 +411,33 @@ fn wireguard(ip: &str) -> ProbeInput {
     }))
 }
 
+/// The `web` probe for `url`, resolving with the lab resolver.
+fn web(url: &str) -> ProbeInput {
+    input(Kind::Web(WebInput {
+        url: url.into(),
+        resolver: format!("{RESOLVER_IP}:53"),
+    }))
+}
+
+/// A DNS query over TCP to the lab resolver.
+fn dns_tcp(domain: &str) -> ProbeInput {
+    input(Kind::Dns(DnsInput {
+        domain: domain.into(),
+        resolver: format!("{RESOLVER_IP}:53"),
+        transport: "tcp".into(),
+        ..Default::default()
+    }))
+}
+
+fn tls(ip: &str, sni: &str) -> ProbeInput {
+    input(Kind::Tls(TlsInput {
+        ip: ip.into(),
+        port: 443,
+        sni: sni.into(),
+        ..Default::default()
+    }))
+}
+
 fn tcp(host: &str, port: u32) -> ProbeInput {
     input(Kind::Tcp(TcpInput {
         host: host.into(),
@@ -279,6 +468,9 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                     resolver: format!("{SILENT_DNS_IP}:53"),
                     ..Default::default()
                 })),
+                // The web probe: the forged address answers nothing, but
+                // the first interference is the injection.
+                web(&format!("http://{INJECTED_NAME}/")),
             ],
             passes: Vec::new(),
         },
@@ -290,7 +482,12 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             target: RESOLVER_IP,
             expected_status: "blocked",
             mechanism: "dns.hijack",
-            inputs: vec![dns(HIJACKED_NAME, RESOLVER_IP)],
+            // The web probe resolves the bogon and cannot connect: the
+            // first interference (the hijack) names the mechanism.
+            inputs: vec![
+                dns(HIJACKED_NAME, RESOLVER_IP),
+                web(&format!("http://{HIJACKED_NAME}/")),
+            ],
             passes: Vec::new(),
         },
         Condition {
@@ -318,7 +515,10 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             target: RESOLVER_IP,
             expected_status: "blocked",
             mechanism: "dns.nxdomain",
-            inputs: vec![dns(NXDOMAIN_NAME, RESOLVER_IP)],
+            inputs: vec![
+                dns(NXDOMAIN_NAME, RESOLVER_IP),
+                web(&format!("http://{NXDOMAIN_NAME}/")),
+            ],
             passes: Vec::new(),
         },
         Condition {
@@ -329,13 +529,16 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             target: SNI_IP,
             expected_status: "blocked",
             mechanism: "tls.reset",
-            inputs: vec![input(Kind::Tls(TlsInput {
-                ip: SNI_IP.into(),
-                port: 443,
-                sni: "blocked-sni.lab.example".into(),
-                control_sni: "clean.lab.example".into(),
-                ..Default::default()
-            }))],
+            inputs: vec![
+                input(Kind::Tls(TlsInput {
+                    ip: SNI_IP.into(),
+                    port: 443,
+                    sni: "blocked-sni.lab.example".into(),
+                    control_sni: "clean.lab.example".into(),
+                    ..Default::default()
+                })),
+                web("https://blocked-sni.lab.example/"),
+            ],
             passes: vec![input(Kind::Tls(TlsInput {
                 ip: SNI_IP.into(),
                 port: 443,
@@ -351,7 +554,10 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             target: HOST_IP,
             expected_status: "blocked",
             mechanism: "http.reset",
-            inputs: vec![http(&format!("http://{BLOCKED_SITE}/"), HOST_IP)],
+            inputs: vec![
+                http(&format!("http://{BLOCKED_SITE}/"), HOST_IP),
+                web(&format!("http://{BLOCKED_SITE}/")),
+            ],
             passes: vec![http(&format!("http://{CLEAN_SITE}/"), HOST_IP)],
         },
         Condition {
@@ -361,7 +567,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             target: BLACKHOLE_IP,
             expected_status: "blocked",
             mechanism: "tcp.timeout",
-            inputs: vec![tcp(BLACKHOLE_IP, 80)],
+            inputs: vec![tcp(BLACKHOLE_IP, 80), web("http://blackholed.lab.example/")],
             passes: Vec::new(),
         },
         Condition {
@@ -383,7 +589,10 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             target: BLOCKPAGE_DNAT_IP,
             expected_status: "blocked",
             mechanism: "http.blockpage",
-            inputs: vec![http(&format!("http://{CLEAN_SITE}/"), BLOCKPAGE_DNAT_IP)],
+            inputs: vec![
+                http(&format!("http://{CLEAN_SITE}/"), BLOCKPAGE_DNAT_IP),
+                web("http://blockpage-site.lab.example/"),
+            ],
             passes: Vec::new(),
         },
         Condition {
@@ -460,7 +669,11 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             target: DOWN_IP,
             expected_status: "down",
             mechanism: "",
-            inputs: vec![tcp(DOWN_IP, 80), http("http://down.lab.example/", DOWN_IP)],
+            inputs: vec![
+                tcp(DOWN_IP, 80),
+                http("http://down.lab.example/", DOWN_IP),
+                web("http://down.lab.example/"),
+            ],
             passes: Vec::new(),
         },
         Condition {
@@ -487,6 +700,13 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 })),
                 quic(CLEAN_IP, "clean.lab.example"),
                 wireguard(CLEAN_IP),
+                // HTTPS through the web probe (the agents trust the lab CA)
+                // and an internationalised name (the resolver holds its
+                // A-label, xn--bcher-kva.lab.example).
+                web("https://clean.lab.example/"),
+                web(&format!("http://{IDN_NAME}/")),
+                // OONI QA idnaWithoutCensorshipWithFirstLetterUppercase.
+                web(&format!("http://{IDN_NAME_UPPER}/")),
             ],
             passes: Vec::new(),
         },
@@ -502,6 +722,420 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             inputs: vec![wireguard(WIREGUARD_IP)],
             passes: vec![quic(WIREGUARD_IP, "wireguard.lab.example")],
         },
+        // ---- Issue 18: OONI's Web Connectivity QA matrix, as far as real
+        // servers and the kernel can build it. ----
+        Condition {
+            number: 16,
+            name: "tls-mitm",
+            description: "TLS from inside to mitm.lab.example (198.19.3.31:443) is DNATed to the \
+                          censor's interception server (198.19.6.9, nginx), which presents a \
+                          certificate for the requested name issued by the censor's own CA (not \
+                          the lab CA the agents trust) and proxies to the real site: same page, \
+                          another certificate. Plain HTTP to the site passes.",
+            target: MITM_IP,
+            expected_status: "blocked",
+            mechanism: "tls.mitm",
+            inputs: vec![
+                web(&format!("https://{MITM_NAME}/")),
+                http(&format!("https://{MITM_NAME}/"), MITM_IP),
+                tls(MITM_IP, MITM_NAME),
+            ],
+            passes: vec![web(&format!("http://{MITM_NAME}/"))],
+        },
+        Condition {
+            number: 17,
+            name: "tls-expired",
+            description: "Broken for everyone, nothing filtered: expired.lab.example \
+                          (198.19.3.32:443) presents a lab-CA certificate that expired in 2021.",
+            target: BROKEN_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![web(&format!("https://{EXPIRED_NAME}/"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 18,
+            name: "tls-wrong-host",
+            description: "Broken for everyone, nothing filtered: wrong-host.lab.example \
+                          (198.19.3.32:443) presents a lab-CA certificate for another name \
+                          (another-site.example) only.",
+            target: BROKEN_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![web(&format!("https://{WRONG_HOST_NAME}/"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 19,
+            name: "tls-untrusted-root",
+            description: "Broken for everyone, nothing filtered: untrusted.lab.example \
+                          (198.19.3.32:443) presents a self-signed certificate no agent trusts.",
+            target: BROKEN_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![web(&format!("https://{UNTRUSTED_NAME}/"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 20,
+            name: "redirect-loop",
+            description: "Broken for everyone, nothing filtered: redirect-loop.lab.example \
+                          (198.19.3.32, :80 and :443) answers every request with a 302 to itself.",
+            target: BROKEN_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![
+                web(&format!("http://{REDIRECT_LOOP_NAME}/")),
+                web(&format!("https://{REDIRECT_LOOP_NAME}/")),
+            ],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 21,
+            name: "too-many-redirects",
+            description: "Broken for everyone, nothing filtered: redirects.lab.example \
+                          (198.19.3.32, :80 and :443) is a chain of 30 redirects, /r/30 -> /r/29 \
+                          -> ... -> /r/0 (the page), longer than any client follows (OONI's \
+                          stops after 10).",
+            target: BROKEN_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![
+                web(&format!("http://{REDIRECTS_NAME}/r/{REDIRECT_HOPS}")),
+                web(&format!("https://{REDIRECTS_NAME}/r/{REDIRECT_HOPS}")),
+            ],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 22,
+            name: "tcp-silent",
+            description: "Broken for everyone, nothing filtered: silent.lab.example \
+                          (198.19.3.33) accepts TCP on :80 and :443 (`vantage-lab silent-server`) \
+                          and never sends a byte: HTTP and the TLS handshake time out.",
+            target: SILENT_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![
+                web(&format!("http://{SILENT_NAME}/")),
+                web(&format!("https://{SILENT_NAME}/")),
+            ],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 23,
+            name: "localhost-for-everyone",
+            description: "Broken for everyone, nothing filtered: the lab resolver itself answers \
+                          127.0.0.1 for localhost.lab.example, to inside and control alike \
+                          (HTTP and HTTPS).",
+            target: RESOLVER_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![
+                web(&format!("http://{LOCALHOST_NAME}/")),
+                web(&format!("https://{LOCALHOST_NAME}/")),
+            ],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 24,
+            name: "nxdomain-for-everyone",
+            description: "Broken for everyone, nothing filtered: nonexistent.lab.example has no \
+                          record; the lab resolver answers NXDOMAIN to inside and control alike.",
+            target: RESOLVER_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![web(&format!("http://{NX_EVERYONE_NAME}/"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 25,
+            name: "dns-hijack-localhost",
+            description: "The censor answers inside queries for hijacked-localhost.lab.example \
+                          with 127.0.0.1 (the genuine answer is 198.19.3.30); the web probe then \
+                          connects to its own loopback and fails, but the first interference is \
+                          the hijack.",
+            target: RESOLVER_IP,
+            expected_status: "blocked",
+            mechanism: "dns.hijack",
+            inputs: vec![
+                dns(HIJACKED_LOCALHOST_NAME, RESOLVER_IP),
+                web(&format!("http://{HIJACKED_LOCALHOST_NAME}/")),
+                web(&format!("https://{HIJACKED_LOCALHOST_NAME}/")),
+            ],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 26,
+            name: "control-dns-fail-https",
+            description: "SPLIT FAILURE, control side only (not censorship): the firewall drops \
+                          the control's (outside segment's) DNS queries for \
+                          control-dnsfail.lab.example; inside resolves it and fetches the page \
+                          over HTTPS with a certificate valid for the name (the lab CA). A \
+                          TLS-authenticated final page needs no control: ok (OONI QA \
+                          controlFailureWithSuccessfulHTTPSWebsite; a DNS inconsistency never \
+                          overrides an ok final response).",
+            target: CLEAN_IP,
+            expected_status: "ok",
+            mechanism: "",
+            inputs: vec![web(&format!("https://{CONTROL_DNSFAIL_NAME}/"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 27,
+            name: "control-dns-fail-no-control",
+            description: "SPLIT FAILURE, no usable control: the firewall drops the control's DNS \
+                          queries for control-dnsfail.lab.example and \
+                          control-dnsfail-blackholed.lab.example. Inside, the first is fetched \
+                          over plain HTTP (a page no control can vouch for: OONI QA \
+                          controlFailureWithSuccessfulHTTPWebsite gives null/null); the second \
+                          resolves to 198.19.3.16, whose connect is blackholed. Inconclusive, \
+                          never down: the control's failure is not the inside's.",
+            target: CLEAN_IP,
+            expected_status: "inconclusive",
+            mechanism: "",
+            inputs: vec![
+                web(&format!("http://{CONTROL_DNSFAIL_NAME}/")),
+                web(&format!("http://{CONTROL_DNSFAIL_BLACKHOLED_NAME}/")),
+            ],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 28,
+            name: "http-blockpage-lookalike",
+            description: "HTTP from inside to lookalike.lab.example (198.19.3.34:80) is DNATed to \
+                          a censor page (198.19.6.10) with status 200 and a body length within \
+                          10 % of the real page's, but another <title>. HTTPS to the site passes.",
+            target: LOOKALIKE_IP,
+            expected_status: "blocked",
+            mechanism: "http.blockpage",
+            inputs: vec![
+                web(&format!("http://{LOOKALIKE_NAME}/")),
+                http(&format!("http://{LOOKALIKE_NAME}/"), LOOKALIKE_IP),
+            ],
+            passes: vec![web(&format!("https://{LOOKALIKE_NAME}/"))],
+        },
+        Condition {
+            number: 29,
+            name: "http-blockpage-fingerprint",
+            description: "HTTP from inside to fingerprint.lab.example (198.19.3.35:80) is DNATed \
+                          to a censor page (198.19.6.11) with status 200, the real page's \
+                          <title> and a body length within 10 % of it, carrying Iran's block \
+                          page iframe (`iframe src=\"http://10.10.34.34`, OONI fingerprint \
+                          ooni.ir_0): only the fingerprint gives it away. HTTPS passes.",
+            target: FINGERPRINT_IP,
+            expected_status: "blocked",
+            mechanism: "http.blockpage",
+            inputs: vec![
+                web(&format!("http://{FINGERPRINT_NAME}/")),
+                http(&format!("http://{FINGERPRINT_NAME}/"), FINGERPRINT_IP),
+            ],
+            passes: vec![web(&format!("https://{FINGERPRINT_NAME}/"))],
+        },
+        Condition {
+            number: 30,
+            name: "http-throttle",
+            description: "Traffic from throttled.lab.example (198.19.3.36) toward the inside \
+                          segment is shaped to 256 kbit/s (tc htb class on the firewall's fw-in, \
+                          u32 filter on the source address); the control is not. The 512 KiB \
+                          /big.bin takes about 17 s inside, milliseconds outside.",
+            target: THROTTLED_IP,
+            expected_status: "blocked",
+            mechanism: "http.throttle",
+            inputs: vec![web(&format!("http://{THROTTLED_NAME}{THROTTLED_PATH}"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 31,
+            name: "dns-tcp-reset",
+            description: "DNS over TCP from inside to the lab resolver asking for \
+                          dns-tcp-reset.lab.example is answered with a TCP reset (iptables \
+                          string match on the name's wire form, REJECT --reject-with \
+                          tcp-reset); the same name over UDP and other names over TCP pass.",
+            target: RESOLVER_IP,
+            expected_status: "blocked",
+            mechanism: "dns.reset",
+            inputs: vec![dns_tcp(DNS_TCP_RESET_NAME)],
+            passes: vec![
+                dns(DNS_TCP_RESET_NAME, RESOLVER_IP),
+                dns_tcp("clean.lab.example"),
+            ],
+        },
+        // ---- More rows of OONI's QA matrix that the lab can build. ----
+        Condition {
+            number: 32,
+            name: "dns-ghost",
+            description:
+                "Ghost DNS (OONI QA ghostDNSBlockingWithHTTP/HTTPS): ghost.lab.example and \
+                          ghost-https.lab.example exist nowhere (the lab resolver answers NXDOMAIN \
+                          to the control), but the censor still answers inside queries with its \
+                          block page's address (HTTP: 198.19.6.8) or a censor host that refuses \
+                          :443 (198.19.6.10). The control's failure must not make it down.",
+            target: RESOLVER_IP,
+            expected_status: "blocked",
+            mechanism: "dns.hijack",
+            inputs: vec![
+                web(&format!("http://{GHOST_NAME}/")),
+                web(&format!("https://{GHOST_HTTPS_NAME}/")),
+            ],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 33,
+            name: "dns-hijack-untrusted-tls",
+            description:
+                "OONI QA badSSLWithUnknownAuthorityWithInconsistentDNS: the censor answers \
+                          inside queries for tls-hijack.lab.example with its interception server \
+                          (198.19.6.9), whose certificate no agent trusts; the control resolves \
+                          198.19.3.30 and gets a valid one. The first interference is DNS.",
+            target: RESOLVER_IP,
+            expected_status: "blocked",
+            mechanism: "dns.hijack",
+            inputs: vec![web(&format!("https://{TLS_HIJACK_NAME}/"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 34,
+            name: "dns-hijack-transparent-proxy",
+            description: "OONI QA dnsHijackingToProxyWithHTTP(S)URL: the censor answers inside \
+                          queries for proxied.lab.example with its transparent proxy \
+                          (198.19.6.12), which fetches the real page over HTTP (nginx \
+                          proxy_pass) and passes HTTPS through to the real site (DNAT), \
+                          certificate included. The page is the real one: ok.",
+            target: PROXY_IP,
+            expected_status: "ok",
+            mechanism: "",
+            inputs: vec![
+                web(&format!("http://{PROXIED_NAME}/")),
+                web(&format!("https://{PROXIED_NAME}/")),
+            ],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 35,
+            name: "large-body",
+            description:
+                "OONI QA largeFileWithHTTP(S): large.lab.example/large.bin is 2 MiB, more \
+                          than the agents read (1 MiB): both bodies are truncated, nothing is \
+                          filtered.",
+            target: CLEAN_IP,
+            expected_status: "ok",
+            mechanism: "",
+            inputs: vec![
+                web(&format!("http://{LARGE_NAME}{LARGE_PATH}")),
+                web(&format!("https://{LARGE_NAME}{LARGE_PATH}")),
+            ],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 36,
+            name: "redirect-broken-location",
+            description: "Broken for everyone (OONI QA redirectWithBrokenLocationForHTTP(S)): \
+                          broken-redirect.lab.example (198.19.3.32) answers 302 with \
+                          `Location: http://` (`https://` over TLS), no host.",
+            target: BROKEN_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![
+                web(&format!("http://{BROKEN_REDIRECT_NAME}/")),
+                web(&format!("https://{BROKEN_REDIRECT_NAME}/")),
+            ],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 37,
+            name: "closed-port",
+            description: "Broken for everyone (OONI QA websiteDownTCPConnect): nothing listens on \
+                          198.19.3.30:444, so the targets host refuses the connection for \
+                          inside and control alike.",
+            target: CLEAN_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![web(&format!("http://clean.lab.example:{CLOSED_PORT}/"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 38,
+            name: "no-addrs",
+            description:
+                "Broken for everyone (OONI QA websiteDownNoAddrs): noaddrs.lab.example has \
+                          only an AAAA record, so every A query gets NOERROR with no answer.",
+            target: RESOLVER_IP,
+            expected_status: "down",
+            mechanism: "",
+            inputs: vec![web(&format!("http://{NO_ADDRS_NAME}/"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 39,
+            name: "redirect-then-http-reset",
+            description: "A redirect, then interference on the next hop (OONI QA \
+                          redirectWithConsistentDNSAndThenConnectionResetForHTTP): \
+                          https://redirect-to.lab.example/host-reset (198.19.3.32, nothing filtered) \
+                          answers 302 to HTTP to blocked-site.example, whose Host header the censor \
+                          resets (condition 5). The first hop works; the interference is on the second.",
+            target: BROKEN_IP,
+            expected_status: "blocked",
+            mechanism: "http.reset",
+            inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/host-reset"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 40,
+            name: "redirect-then-tls-reset",
+            description: "A redirect, then interference on the next hop (OONI QA \
+                          redirectWithConsistentDNSAndThenConnectionResetForHTTPS): \
+                          https://redirect-to.lab.example/sni-reset (198.19.3.32, nothing filtered) \
+                          answers 302 to HTTPS to blocked-sni.lab.example, whose SNI the censor resets \
+                          (condition 4). The first hop works; the interference is on the second.",
+            target: BROKEN_IP,
+            expected_status: "blocked",
+            mechanism: "tls.reset",
+            inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/sni-reset"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 41,
+            name: "redirect-then-refused",
+            description: "A redirect, then interference on the next hop (OONI QA \
+                          redirectWithConsistentDNSAndThenConnectionRefusedForHTTP): \
+                          https://redirect-to.lab.example/refused (198.19.3.32, nothing filtered) \
+                          answers 302 to HTTP to refused.lab.example, whose SYNs the censor answers with \
+                          a reset (condition 7). The first hop works; the interference is on the second.",
+            target: BROKEN_IP,
+            expected_status: "blocked",
+            mechanism: "tcp.refused",
+            inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/refused"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 42,
+            name: "redirect-then-nxdomain",
+            description: "A redirect, then interference on the next hop (OONI QA \
+                          redirectWithConsistentDNSAndThenNXDOMAIN): \
+                          https://redirect-to.lab.example/nxdomain (198.19.3.32, nothing filtered) \
+                          answers 302 to HTTP to censored-nx.lab.example, which the censor answers \
+                          NXDOMAIN (condition 3; the hop resolves with the system resolver, the lab \
+                          resolver). The first hop works; the interference is on the second.",
+            target: BROKEN_IP,
+            expected_status: "blocked",
+            mechanism: "dns.nxdomain",
+            inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/nxdomain"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 43,
+            name: "redirect-then-timeout",
+            description: "A redirect, then interference on the next hop (OONI QA \
+                          redirectWithConsistentDNSAndThenTimeoutForHTTP, with an IP blackhole): \
+                          https://redirect-to.lab.example/timeout (198.19.3.32, nothing filtered) \
+                          answers 302 to HTTP to blackholed.lab.example, whose address the censor drops \
+                          (condition 6). The first hop works; the interference is on the second.",
+            target: BROKEN_IP,
+            expected_status: "blocked",
+            mechanism: "tcp.timeout",
+            inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/timeout"))],
+            passes: Vec::new(),
+        },
     ]
 }
 
@@ -512,7 +1146,7 @@ mod tests {
     #[test]
     fn catalogue_is_in_the_lab_range_and_round_trips() {
         let c = catalogue(30);
-        assert_eq!(c.iter().map(|c| c.number).max(), Some(15));
+        assert_eq!(c.iter().map(|c| c.number).max(), Some(43));
         for cond in &c {
             assert!(cond.target.starts_with("198.19."), "{}", cond.name);
             assert!(!cond.inputs.is_empty(), "{}", cond.name);

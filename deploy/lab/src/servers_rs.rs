@@ -1,7 +1,7 @@
 //! The lab's small Rust servers, for targets Debian has no package for:
 //! a QUIC server (quinn; completes handshakes and echoes bidirectional
-//! streams) and a plain TCP echo server (the peer of the fully-encrypted
-//! traffic test).
+//! streams), a plain TCP echo server (the peer of the fully-encrypted
+//! traffic test) and a silent server (accepts TCP, never answers).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -117,6 +117,43 @@ pub async fn echo_server(listen: &[SocketAddr]) -> Result<(), ServerError> {
                                     break;
                                 }
                             }
+                        }
+                    }
+                });
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+/// Accepts TCP on every address and never sends a byte (condition 22: a
+/// server that takes the connection and then hangs). What the client sends
+/// is read and discarded, so its writes never block; the connection is held
+/// until the client closes it.
+pub async fn silent_server(listen: &[SocketAddr]) -> Result<(), ServerError> {
+    let mut tasks = Vec::new();
+    for addr in listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: *addr,
+                source,
+            })?;
+        eprintln!("silent-server: listening on tcp {addr}");
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
                         }
                     }
                 });

@@ -34,7 +34,7 @@ pub type Result<T> = std::result::Result<T, LabError>;
 
 /// Tools `up` needs on the PATH.
 pub const TOOLS: &[&str] = &[
-    "ip", "iptables", "sysctl", "ss", "nginx", "dnsmasq", "openvpn", "tor",
+    "ip", "iptables", "tc", "sysctl", "ss", "nginx", "dnsmasq", "openvpn", "tor",
 ];
 
 /// Finds a tool on PATH (or the usual sbin directories).

@@ -1,7 +1,8 @@
-//! The target servers: nginx (HTTP/HTTPS vhosts and the block page),
+//! The target servers: nginx (HTTP/HTTPS vhosts, the block pages, the
+//! censor's TLS interception server and the broken-for-everyone sites),
 //! dnsmasq (authoritative for `lab.example`), two openvpn servers (UDP and
-//! TCP 1194), a tor relay that never leaves the lab, this crate's own QUIC
-//! and TCP echo servers and its boringtun WireGuard peer; plus the censor's
+//! TCP 1194), a tor relay that never leaves the lab, this crate's own QUIC,
+//! TCP echo and silent servers and its boringtun WireGuard peer; plus the censor's
 //! processes (`censor::start`: DNS injector, QUIC SNI censor).
 //! Configs and state live under the lab's state dir.
 
@@ -27,9 +28,218 @@ fn site_page(title: &str, body: &str) -> String {
 }
 
 fn page(title: &str, body: &str) -> String {
-    // nginx `return` text: double quotes escaped for the config string.
+    esc(&raw_page(title, body))
+}
+
+/// nginx `return` text: double quotes escaped for the config string.
+fn esc(text: &str) -> String {
+    text.replace('"', "\\\"")
+}
+
+fn raw_page(title: &str, body: &str) -> String {
     format!("<!doctype html><html><head><title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>\n")
-        .replace('"', "\\\"")
+}
+
+fn raw_site_page(title: &str, body: &str) -> String {
+    raw_page(title, &format!("<p>{body}</p>").repeat(40))
+}
+
+/// A censor's page made to look like the real one by size: `body` and then
+/// filler paragraphs until it is 95-100 % of `like_len` bytes (conditions
+/// 28 and 29: the body-length comparison alone cannot tell them apart).
+fn page_sized_like(title: &str, body: &str, like_len: usize) -> String {
+    let filler = "<p>This content is not available on your network.</p>";
+    let mut content = body.to_string();
+    let target = like_len * 97 / 100;
+    while raw_page(title, &content).len() + filler.len() <= target {
+        content.push_str(filler);
+    }
+    raw_page(title, &content)
+}
+
+/// The real pages of conditions 28 and 29, and the censor's stand-ins.
+pub fn lookalike_pages() -> (String, String) {
+    let real = raw_site_page(
+        plan::LOOKALIKE_NAME,
+        "A site whose look-alike the censor serves.",
+    );
+    let fake = page_sized_like(
+        plan::LOOKALIKE_BLOCKPAGE_TITLE,
+        "<p>The page you asked for is unavailable.</p>",
+        real.len(),
+    );
+    (real, fake)
+}
+
+pub fn fingerprint_pages() -> (String, String) {
+    let real = raw_site_page(
+        plan::FINGERPRINT_NAME,
+        "A site the censor swaps for its own page.",
+    );
+    // Iran's national block page is an iframe to 10.10.34.34 (OONI
+    // fingerprint ooni.ir_0); here it sits under the real page's title.
+    let iframe = "<iframe src=\"http://10.10.34.34?type=Invalid Site&policy=MainPolicy \" \
+                  style=\"width: 100%; height: 100%\" scrolling=\"no\" marginwidth=\"0\" \
+                  marginheight=\"0\" frameborder=\"0\" vspace=\"0\" hspace=\"0\"></iframe>";
+    let fake = page_sized_like(plan::FINGERPRINT_NAME, iframe, real.len());
+    (real, fake)
+}
+
+/// `listen` lines for one address, HTTP and HTTPS.
+fn listen_on(ip: &str) -> String {
+    format!("    listen {ip}:80;\n    listen {ip}:443 ssl;\n")
+}
+
+/// nginx server blocks of the issue-18 conditions (16-21, 28-30, 34-36).
+fn qa_servers(dir: &Path, pki: &Pki) -> String {
+    let mut s = String::new();
+    // 16: the real site, and the censor's interception server: TLS with
+    // the censor's certificate, proxied to the real site (a transparent
+    // interception: same page, another certificate).
+    s.push_str(&format!(
+        "  server {{\n{listen}    server_name {name};\n    location / {{ return 200 \"{page}\"; }}\n  }}\n",
+        listen = listen_on(plan::MITM_IP),
+        name = plan::MITM_NAME,
+        page = site_page(plan::MITM_NAME, "A site the censor intercepts."),
+    ));
+    s.push_str(&format!(
+        "  server {{\n    listen {ip}:443 ssl default_server;\n    server_name _;\n    \
+         ssl_certificate {cert};\n    ssl_certificate_key {key};\n    \
+         location / {{\n      proxy_pass https://{real};\n      proxy_set_header Host $host;\n      \
+         proxy_ssl_server_name on;\n      proxy_ssl_name $host;\n    }}\n  }}\n",
+        ip = plan::INTERCEPT_IP,
+        cert = p(&pki.censor.cert),
+        key = p(&pki.censor.key),
+        real = plan::MITM_IP,
+    ));
+    // 17-19: broken certificates, chosen by SNI on one address.
+    for (name, files) in [
+        (plan::EXPIRED_NAME, &pki.expired),
+        (plan::WRONG_HOST_NAME, &pki.wrong_host),
+        (plan::UNTRUSTED_NAME, &pki.untrusted),
+    ] {
+        s.push_str(&format!(
+            "  server {{\n    listen {ip}:443 ssl;\n    server_name {name};\n    \
+             ssl_certificate {cert};\n    ssl_certificate_key {key};\n    \
+             location / {{ return 200 \"{page}\"; }}\n  }}\n",
+            ip = plan::BROKEN_IP,
+            cert = p(&files.cert),
+            key = p(&files.key),
+            page = site_page(name, "A site with a broken certificate."),
+        ));
+    }
+    // 20: a redirect to itself.
+    s.push_str(&format!(
+        "  server {{\n    listen {ip}:80;\n    listen {ip}:443 ssl;\n    server_name {name};\n    location / {{ return 302 /; }}\n  }}\n",
+        ip = plan::BROKEN_IP,
+        name = plan::REDIRECT_LOOP_NAME,
+    ));
+    // 21: /r/N -> /r/N-1 ... -> /r/0, the page.
+    let mut hops = String::new();
+    for n in (1..=plan::REDIRECT_HOPS).rev() {
+        hops.push_str(&format!(
+            "    location = /r/{n} {{ return 302 /r/{}; }}\n",
+            n - 1
+        ));
+    }
+    s.push_str(&format!(
+        "  server {{\n    listen {ip}:80;\n    listen {ip}:443 ssl;\n    server_name {name};\n{hops}    \
+         location = /r/0 {{ return 200 \"{page}\"; }}\n    location / {{ return 302 /r/{n}; }}\n  }}\n",
+        ip = plan::BROKEN_IP,
+        name = plan::REDIRECTS_NAME,
+        page = site_page(plan::REDIRECTS_NAME, "The end of a long chain of redirects."),
+        n = plan::REDIRECT_HOPS,
+    ));
+    // 36: redirects whose Location has no host.
+    s.push_str(&format!(
+        "  server {{\n    listen {ip}:80;\n    listen {ip}:443 ssl;\n    server_name {name};\n    \
+         location / {{ return 302 $scheme://; }}\n  }}\n",
+        ip = plan::BROKEN_IP,
+        name = plan::BROKEN_REDIRECT_NAME,
+    ));
+    // 39-43: redirects to names the censor interferes with.
+    let mut to = String::new();
+    for (path, url) in plan::REDIRECT_TARGETS {
+        to.push_str(&format!("    location = {path} {{ return 302 {url}; }}\n"));
+    }
+    s.push_str(&format!(
+        "  server {{\n    listen {ip}:80;\n    listen {ip}:443 ssl;\n    server_name {name};\n{to}  }}\n",
+        ip = plan::BROKEN_IP,
+        name = plan::REDIRECT_TO_NAME,
+    ));
+    // 34: the censor's transparent proxy (HTTP; HTTPS is a DNAT).
+    s.push_str(&format!(
+        "  server {{\n    listen {ip}:80 default_server;\n    server_name _;\n    \
+         location / {{\n      proxy_pass http://{real};\n      proxy_set_header Host $host;\n    }}\n  }}\n",
+        ip = plan::PROXY_IP,
+        real = plan::CLEAN_IP,
+    ));
+    // 35: a file larger than the agents read.
+    s.push_str(&format!(
+        "  server {{\n{listen}    server_name {name};\n    root {www};\n    \
+         location = {path} {{ default_type application/octet-stream; }}\n  }}\n",
+        listen = listen_on(plan::CLEAN_IP),
+        name = plan::LARGE_NAME,
+        www = p(&dir.join("www")),
+        path = plan::LARGE_PATH,
+    ));
+    // 28, 29: the real sites and the censor's stand-ins (status 200).
+    for (name, ip, bp_ip, (real, fake)) in [
+        (
+            plan::LOOKALIKE_NAME,
+            plan::LOOKALIKE_IP,
+            plan::LOOKALIKE_BLOCKPAGE_IP,
+            lookalike_pages(),
+        ),
+        (
+            plan::FINGERPRINT_NAME,
+            plan::FINGERPRINT_IP,
+            plan::FINGERPRINT_BLOCKPAGE_IP,
+            fingerprint_pages(),
+        ),
+    ] {
+        s.push_str(&format!(
+            "  server {{\n{listen}    server_name {name};\n    location / {{ return 200 \"{real}\"; }}\n  }}\n",
+            listen = listen_on(ip),
+            real = esc(&real),
+        ));
+        s.push_str(&format!(
+            "  server {{\n    listen {bp_ip}:80 default_server;\n    server_name _;\n    \
+             location / {{ return 200 \"{fake}\"; }}\n  }}\n",
+            fake = esc(&fake),
+        ));
+    }
+    // 30: a big static file.
+    s.push_str(&format!(
+        "  server {{\n{listen}    server_name {name};\n    root {www};\n    \
+         location = {path} {{ default_type application/octet-stream; }}\n    \
+         location / {{ return 200 \"{page}\"; }}\n  }}\n",
+        listen = listen_on(plan::THROTTLED_IP),
+        name = plan::THROTTLED_NAME,
+        www = p(&dir.join("www")),
+        path = plan::THROTTLED_PATH,
+        page = site_page(plan::THROTTLED_NAME, "A site the censor slows down."),
+    ));
+    s
+}
+
+/// The throttled file's bytes: incompressible-looking and deterministic.
+pub fn throttled_body() -> Vec<u8> {
+    noise(plan::THROTTLED_BODY_BYTES)
+}
+
+/// `len` incompressible-looking, deterministic bytes.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            // xorshift64*
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
 }
 
 /// nginx.conf: every web target answers on :80 and :443 with three virtual
@@ -80,7 +290,7 @@ http {{
     server_name _;
     location / {{ return 403 "{block_page}"; }}
   }}
-}}
+{qa}}}
 "#,
         pid = p(&dir.join("nginx.pid")),
         dir = p(dir),
@@ -95,6 +305,7 @@ http {{
             plan::BLOCKPAGE_TITLE,
             "<p>This site has been blocked by the lab censor.</p>"
         ),
+        qa = qa_servers(dir, pki),
     )
 }
 
@@ -148,7 +359,7 @@ pub fn start(cfg: &LabConfig, pki: &Pki, sp: &mut Spawner<'_>) -> Result<()> {
         "--local=/blocked-site.example/".into(),
         "--local=/clean-site.example/".into(),
     ];
-    for (name, ip) in plan::DNS_RECORDS {
+    for (name, ip) in plan::DNS_RECORDS.iter().chain(plan::AAAA_RECORDS) {
         args.push(format!("--host-record={name},{ip}"));
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -156,6 +367,16 @@ pub fn start(cfg: &LabConfig, pki: &Pki, sp: &mut Spawner<'_>) -> Result<()> {
 
     // nginx.
     sys::mkdir(&dir.join("nginx-tmp"))?;
+    let www = dir.join("www");
+    sys::mkdir(&www)?;
+    sys::write(
+        &www.join(plan::THROTTLED_PATH.trim_start_matches('/')),
+        throttled_body(),
+    )?;
+    sys::write(
+        &www.join(plan::LARGE_PATH.trim_start_matches('/')),
+        noise(plan::LARGE_BODY_BYTES),
+    )?;
     let conf = dir.join("nginx.conf");
     sys::write(&conf, nginx_conf(dir, pki))?;
     sp.spawn(
@@ -253,6 +474,21 @@ pub fn start(cfg: &LabConfig, pki: &Pki, sp: &mut Spawner<'_>) -> Result<()> {
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     sp.spawn("wireguard-peer", &targets, &argv)?;
+    // Condition 22: accepts TCP and never answers.
+    let silent80 = format!("{}:80", plan::SILENT_IP);
+    let silent443 = format!("{}:443", plan::SILENT_IP);
+    sp.spawn(
+        "silent-server",
+        &targets,
+        &[
+            &exe,
+            "silent-server",
+            "--listen",
+            &silent80,
+            "--listen",
+            &silent443,
+        ],
+    )?;
     let echo_blocked = format!("{}:{}", plan::ENCRYPTED_IP, plan::ENCRYPTED_PORT);
     let echo_clean = format!("{}:{}", plan::CLEAN_IP, plan::ENCRYPTED_PORT);
     sp.spawn(
@@ -287,6 +523,12 @@ pub fn expected_listeners() -> Vec<(&'static str, String)> {
             format!("{}:{}", plan::ENCRYPTED_IP, plan::ENCRYPTED_PORT),
         ),
         ("tcp", format!("{}:80", plan::BLOCKPAGE_IP)),
+        ("tcp", format!("{}:443", plan::INTERCEPT_IP)),
+        ("tcp", format!("{}:80", plan::LOOKALIKE_BLOCKPAGE_IP)),
+        ("tcp", format!("{}:80", plan::FINGERPRINT_BLOCKPAGE_IP)),
+        ("tcp", format!("{}:80", plan::PROXY_IP)),
+        ("tcp", format!("{}:80", plan::SILENT_IP)),
+        ("tcp", format!("{}:443", plan::SILENT_IP)),
     ];
     for ip in QUIC_IPS {
         v.push(("udp", format!("{ip}:443")));
@@ -337,5 +579,38 @@ pub fn wait_ready(cfg: &LabConfig, st: &State) -> Result<()> {
             "lab servers not ready after 30 s: {}",
             missing.join(", ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn censor_pages_match_the_real_ones_in_size_only() {
+        for (real, fake) in [lookalike_pages(), fingerprint_pages()] {
+            assert!(fake.len() <= real.len(), "{} > {}", fake.len(), real.len());
+            assert!(fake.len() * 10 >= real.len() * 9, "within 10 %");
+            assert_ne!(real, fake);
+        }
+        let (real, fake) = lookalike_pages();
+        let title = |p: &str| {
+            p.split("<title>")
+                .nth(1)
+                .and_then(|t| t.split("</title>").next())
+                .map(str::to_string)
+        };
+        assert_ne!(title(&real), title(&fake));
+        let (real, fake) = fingerprint_pages();
+        assert_eq!(title(&real), title(&fake));
+        assert!(fake.contains(plan::BLOCKPAGE_FINGERPRINT));
+        assert!(!real.contains(plan::BLOCKPAGE_FINGERPRINT));
+    }
+
+    #[test]
+    fn throttled_body_has_its_size() {
+        let b = throttled_body();
+        assert_eq!(b.len(), plan::THROTTLED_BODY_BYTES);
+        assert!(b.iter().filter(|&&x| x == 0).count() < b.len() / 64);
     }
 }
