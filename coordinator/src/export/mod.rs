@@ -84,7 +84,7 @@ fn failure_of(v: &Value) -> Value {
 
 /// CSV header and row.
 pub const CSV_HEADER: &str =
-    "id,agent_id,country,asn,kind,target,start_us,end_us,failure,campaign_id,run_id,task_id";
+    "id,agent_id,country,asn,kind,target,name,start_us,end_us,failure,campaign_id,run_id,task_id";
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -105,6 +105,8 @@ pub struct Row {
     pub asn: u32,
     pub kind: String,
     pub target: String,
+    /// The campaign's name for the target; empty when it has none.
+    pub name: String,
     pub start_us: i64,
     pub end_us: i64,
     /// First failure string; empty when the probe succeeded.
@@ -130,6 +132,7 @@ impl Row {
                 .unwrap_or("none")
                 .to_string(),
             target: crate::analysis::target_key(m),
+            name: m.input.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
             start_us: m.start_us,
             end_us: m.end_us,
             failure: failure_of(&v).as_str().unwrap_or("").to_string(),
@@ -149,6 +152,7 @@ pub fn csv_row(sr: &StoredResult, m: &Measurement) -> String {
         r.asn.to_string(),
         r.kind,
         r.target,
+        r.name,
         r.start_us.to_string(),
         r.end_us.to_string(),
         r.failure,
@@ -177,6 +181,7 @@ message vantage_result {
   OPTIONAL INT64 asn;
   REQUIRED BYTE_ARRAY kind (STRING);
   REQUIRED BYTE_ARRAY target (STRING);
+  OPTIONAL BYTE_ARRAY name (STRING);
   REQUIRED INT64 start_us (TIMESTAMP(MICROS, true));
   REQUIRED INT64 end_us (TIMESTAMP(MICROS, true));
   OPTIONAL BYTE_ARRAY failure (STRING);
@@ -270,6 +275,7 @@ impl<W: Write + Send> ParquetExport<W> {
         let int = |f: fn(&Row) -> i64| -> Vec<i64> { rows.iter().map(|(r, _)| f(r)).collect() };
         let (country, country_def) = optional(|r| &r.country);
         let (failure, failure_def) = optional(|r| &r.failure);
+        let (name, name_def) = optional(|r| &r.name);
         let asn: Vec<i64> = rows
             .iter()
             .filter(|(r, _)| r.asn != 0)
@@ -288,6 +294,7 @@ impl<W: Write + Send> ParquetExport<W> {
             Col::Int(asn, Some(asn_def)),
             Col::Text(text(|r| &r.kind), None),
             Col::Text(text(|r| &r.target), None),
+            Col::Text(name, Some(name_def)),
             Col::Int(int(|r| r.start_us), None),
             Col::Int(int(|r| r.end_us), None),
             Col::Text(failure, Some(failure_def)),
@@ -512,6 +519,9 @@ mod tests {
             })
             .collect();
         made[3].1.campaign_id = "c,with \"quotes\"".into();
+        if let Some(i) = made[3].1.input.as_mut() {
+            i.name = "Blocked news site".into();
+        }
         made[3].0.envelope = Some(vantage_proto::envelope::sign(&k, &made[3].1));
         let file = tempfile::tempfile().unwrap();
         let mut w = ParquetExport::with_group_rows(file.try_clone().unwrap(), 2).unwrap();
@@ -535,6 +545,11 @@ mod tests {
             assert_eq!(text("agent_id"), "a");
             assert_eq!(text("kind"), "tcp");
             assert_eq!(text("target"), want.target);
+            if want.name.is_empty() {
+                assert_eq!(row["name"], Field::Null);
+            } else {
+                assert_eq!(text("name"), "Blocked news site");
+            }
             assert_eq!(text("campaign_id"), want.campaign_id);
             assert_eq!(time("start_us"), m.start_us);
             assert_eq!(time("end_us"), m.end_us);
