@@ -611,6 +611,7 @@ fn web_composes_dns_tcp_tls_http_and_sees_host_reset() {
         &format!(r#"{{"web":{{"url":"https://www.example.lab/","resolver":"{srv}:53"}}}}"#),
         "6s",
         &["--ca-file", &ca_arg],
+        &[],
     ));
     assert_eq!(s.failure, None, "{s:?}");
     let t = s.tls.expect("tls");
@@ -618,6 +619,22 @@ fn web_composes_dns_tcp_tls_http_and_sees_host_reset() {
     assert_eq!(t.webpki, "valid");
     assert_eq!(t.issuer, "CN=Vantage test CA");
     assert_eq!(t.sni, "www.example.lab");
+    // SSL_CERT_FILE (the OpenSSL convention) replaces the system bundle:
+    // the same test CA is then trusted without --ca-file.
+    let env = web(lab.probe_args(
+        &format!(r#"{{"web":{{"url":"https://www.example.lab/","resolver":"{srv}:53"}}}}"#),
+        "6s",
+        &[],
+        &[("SSL_CERT_FILE", &ca_arg)],
+    ));
+    assert_eq!(env.failure, None, "{env:?}");
+    assert_eq!(env.tls.map(|t| t.webpki), Some("valid".to_string()));
+    // Without either, the test CA is unknown: a browser's failure.
+    let plain = web(lab.probe(
+        &format!(r#"{{"web":{{"url":"https://www.example.lab/","resolver":"{srv}:53"}}}}"#),
+        "6s",
+    ));
+    assert_failure(&plain.failure, "ssl_unknown_authority", "tls_handshake");
     assert_eq!(s.http.expect("http").chain[0].status, 200);
 
     let blocked = web(lab.probe(

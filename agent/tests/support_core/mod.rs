@@ -293,11 +293,18 @@ impl Lab {
 
     /// Runs the real agent in the client namespace and parses its output.
     pub fn probe(&self, input_json: &str, timeout: &str) -> Measurement {
-        self.probe_args(input_json, timeout, &[])
+        self.probe_args(input_json, timeout, &[], &[])
     }
 
-    /// [`Lab::probe`] with extra `vantage-agent probe` arguments.
-    pub fn probe_args(&self, input_json: &str, timeout: &str, extra: &[&str]) -> Measurement {
+    /// [`Lab::probe`] with extra `vantage-agent probe` arguments and
+    /// environment variables.
+    pub fn probe_args(
+        &self,
+        input_json: &str,
+        timeout: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Measurement {
         let ns = self.ns("in");
         let out = Command::new("ip")
             .args([
@@ -312,6 +319,7 @@ impl Lab {
             ])
             .args(extra)
             .arg(input_json)
+            .envs(env.iter().copied())
             .output()
             .expect("run vantage-agent");
         assert!(
