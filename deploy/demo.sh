@@ -5,7 +5,8 @@
 # anywhere, nothing leaves the machine), starts a coordinator with its
 # embedded sled store, enrolls an inside agent behind the censoring firewall
 # and a control agent outside it, runs one campaign per censorship condition
-# (all fourteen, plus WireGuard), and prints the verdict table. From a terminal it then
+# (44: the design's fourteen, WireGuard and 28 web conditions of OONI's QA
+# matrix), and prints the verdict table. From a terminal it then
 # serves the dashboard until Ctrl-C; the lab is torn down on exit.
 #
 #   bash deploy/demo.sh            # build, run, print, serve (terminal), tear down
