@@ -110,7 +110,6 @@ const DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_millis(250
 /// timeouts did. (Per-operation timeouts use the deadline itself, so they
 /// fire first and keep the partial data and the step that timed out; this
 /// only guards against a missed one.)
-
 pub(crate) async fn within_deadline<F>(
     ctx: &ProbeContext,
     fut: F,

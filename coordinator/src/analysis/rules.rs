@@ -647,18 +647,10 @@ fn dns_override(inside: &Measurement, usable: &[&Measurement], found: Verdict) -
     if failure_of(inside).is_some_and(|(_, op)| op == f::op::RESOLVE) {
         return found;
     }
-    let Some(d) = dns_of(inside) else {
+    let Some((ins, ctl)) = dns_of(inside).and_then(|d| inconsistent_answers(inside, d, usable))
+    else {
         return found;
     };
-    let ins = first_answers(d);
-    let ctl: HashSet<String> = usable
-        .iter()
-        .filter_map(|c| dns_of(c))
-        .flat_map(all_answers)
-        .collect();
-    if !answers_disjoint(&ins, &ctl) || tls_verified(inside) {
-        return found;
-    }
     let mut out = found;
     out.reason = format!(
         "answers {:?} share no /24 with the controls' {:?}, and then: {}",
@@ -670,6 +662,27 @@ fn dns_override(inside: &Measurement, usable: &[&Measurement], found: Verdict) -
     out.mechanism = Some(M::DnsHijack);
     out.confidence = DISJOINT_ANSWERS_CONFIDENCE * support_factor(1, out.controls_agree.max(1));
     out
+}
+
+/// Every address any control resolved.
+fn control_answers(usable: &[&Measurement]) -> HashSet<String> {
+    usable
+        .iter()
+        .filter_map(|c| dns_of(c))
+        .flat_map(all_answers)
+        .collect()
+}
+
+/// The inside's first answers and the controls' answers, when they share
+/// no /24 and TLS did not verify the inside's address for the name.
+fn inconsistent_answers(
+    inside: &Measurement,
+    d: &DnsResult,
+    usable: &[&Measurement],
+) -> Option<(HashSet<String>, HashSet<String>)> {
+    let ins = first_answers(d);
+    let ctl = control_answers(usable);
+    (answers_disjoint(&ins, &ctl) && !tls_verified(inside)).then_some((ins, ctl))
 }
 
 fn answers_disjoint(ins: &HashSet<String>, ctl: &HashSet<String>) -> bool {
@@ -692,11 +705,7 @@ fn forged_answer(
 ) -> Option<Verdict> {
     let d = dns_of(inside)?;
     let ins = first_answers(d);
-    let ctl: HashSet<String> = usable
-        .iter()
-        .filter_map(|c| dns_of(c))
-        .flat_map(all_answers)
-        .collect();
+    let ctl = control_answers(usable);
     let names = d
         .replies
         .iter()
@@ -1125,15 +1134,7 @@ fn dns_consistency(
     evidence: &[String],
     page_differs: Option<bool>,
 ) -> Option<Verdict> {
-    let ins = first_answers(d);
-    let ctl: HashSet<String> = usable
-        .iter()
-        .filter_map(|c| dns_of(c))
-        .flat_map(all_answers)
-        .collect();
-    if !answers_disjoint(&ins, &ctl) || tls_verified(inside) {
-        return None;
-    }
+    let (ins, ctl) = inconsistent_answers(inside, d, usable)?;
     if page_differs == Some(false) {
         return None;
     }

@@ -239,27 +239,7 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
 
     // 8. Block page: HTTP is redirected to the block-page server.
     let to = format!("{}:80", plan::BLOCKPAGE_IP);
-    ipt(
-        fw,
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-i",
-            IN,
-            "-d",
-            plan::BLOCKPAGE_DNAT_IP,
-            "-p",
-            "tcp",
-            "--dport",
-            "80",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &to,
-        ],
-    )?;
+    dnat(fw, plan::BLOCKPAGE_DNAT_IP, "80", &to)?;
 
     // 9. QUIC SNI: the SNI sits in the AEAD-protected CRYPTO frames of the
     // Initial, out of a string match's reach, so the inside clients'
