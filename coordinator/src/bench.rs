@@ -41,7 +41,14 @@ pub fn median(v: &mut [f64]) -> f64 {
         return 0.0;
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        // An even count: the mean of the two middle values (the upper one
+        // alone overstated every two- and four-run median).
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
 }
 
 /// The q-quantile (0..1) of a sample.
@@ -1442,6 +1449,15 @@ pub async fn soak(o: SoakOptions) -> Result<SoakReport, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&mut []), 0.0);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        // Before: the upper middle value (3.0).
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut [10.0, 20.0]), 15.0);
+    }
 
     #[test]
     fn verdict_and_slope() {

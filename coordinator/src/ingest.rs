@@ -65,14 +65,41 @@ pub struct Ingested {
     pub tasks: Vec<String>,
 }
 
+/// Why a batch could not be judged. Never a rejection: nothing is acked,
+/// the session ends as unavailable and the agent keeps its outbox and
+/// resends (a rejected id would be deleted from the agent's outbox).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The signature check itself failed (its worker panicked or was
+    /// cancelled, or returned the wrong number of verdicts).
+    #[error("signature check failed: {0}")]
+    Verify(String),
+}
+
+/// Runs a CPU-heavy check on the blocking pool. A panic or cancellation
+/// of the worker is an [`IngestError::Verify`], never a default (empty)
+/// answer that would read as "every signature is bad".
+async fn off_thread<T, F>(f: F) -> Result<T, IngestError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| IngestError::Verify(e.to_string()))
+}
+
 /// Ingests one batch from `agent`; the returned ack is sent only after every
-/// accepted result is durable. `Err` means the store failed: nothing is acked
-/// and the agent will resend.
+/// accepted result is durable. `Err` means the store or the signature check
+/// failed: nothing is acked and the agent will resend.
 pub async fn ingest(
     shared: &Shared,
     agent: &AgentIdentity,
     batch: Vec<SignedResult>,
-) -> Result<Ingested, crate::store::StoreError> {
+) -> Result<Ingested, IngestError> {
     let t0 = std::time::Instant::now();
     let batch_len = batch.len();
     let now = vantage_proto::now_us();
@@ -98,16 +125,22 @@ pub async fn ingest(
     let verdicts = if candidates.len() > 16 {
         let key = agent.key;
         let envs: Vec<SignedResult> = candidates.iter().map(|c| c.env.clone()).collect();
-        tokio::task::spawn_blocking(move || {
+        off_thread(move || {
             let items: Vec<_> = envs.iter().map(|e| (&key, e)).collect();
             envelope::verify_batch(&items)
         })
-        .await
-        .unwrap_or_default()
+        .await?
     } else {
         let items: Vec<_> = candidates.iter().map(|c| (&agent.key, &c.env)).collect();
         envelope::verify_batch(&items)
     };
+    if verdicts.len() != candidates.len() {
+        return Err(IngestError::Verify(format!(
+            "{} verdicts for {} signatures",
+            verdicts.len(),
+            candidates.len()
+        )));
+    }
 
     let mut offered_ids = Vec::with_capacity(candidates.len());
     let mut offered_tasks = Vec::with_capacity(candidates.len());
@@ -127,7 +160,7 @@ pub async fn ingest(
                 }
                 pending.push(c.pending);
             }
-            _ => rejected.push(Rejection {
+            Some(Err(_)) | None => rejected.push(Rejection {
                 id: c.id,
                 reason: "bad_signature".into(),
             }),
@@ -303,6 +336,22 @@ pub fn check_envelope(
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn a_failed_signature_worker_is_an_error_not_a_rejection() {
+        // Before: `spawn_blocking(..).await.unwrap_or_default()` turned a
+        // panicking worker into an empty verdict list, so every result of
+        // the batch was rejected as bad_signature and deleted by the agent.
+        let got: Result<Vec<Result<(), ()>>, IngestError> =
+            off_thread(|| panic!("verify worker died")).await;
+        match got {
+            Err(IngestError::Verify(m)) => assert!(m.contains("panic"), "{m}"),
+            other => panic!("expected a Verify error, got {other:?}"),
+        }
+        let ok = off_thread(|| vec![Ok::<(), ()>(())]).await.expect("ran");
+        assert_eq!(ok, vec![Ok(())]);
+    }
+
     use super::*;
     use crate::store::{TaskAssignment, TaskRecord};
 

@@ -388,7 +388,9 @@ async fn handle(
         shared.count("session_refused/agent_revoked");
         return Err(Status::permission_denied("session refused: agent revoked"));
     }
-    handle_message(shared, id, tx, m).await.map_err(unavailable)
+    handle_message(shared, id, tx, m)
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))
 }
 
 async fn handle_message(
@@ -396,7 +398,7 @@ async fn handle_message(
     id: &AgentIdentity,
     tx: &crate::hub::Outbound,
     m: AgentMessage,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<(), crate::ingest::IngestError> {
     match m.msg {
         Some(agent_message::Msg::Hello(h)) => {
             let consent = h.consent.unwrap_or_default();

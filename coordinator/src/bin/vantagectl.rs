@@ -281,11 +281,46 @@ fn when(us: i64) -> String {
 async fn main() {
     vantage_proto::install_crypto_provider();
     vantage_coordinator::logging::init(Default::default(), "warn");
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
+        if closed_pipe(&e) {
+            std::process::exit(EXIT_CLOSED_PIPE);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// What a shell reports for a process ended by SIGPIPE (128 + 13), the
+/// exit every Unix filter takes when `| head` stops reading.
+const EXIT_CLOSED_PIPE: i32 = 141;
+
+/// Whether an error is stdout's reader having gone away.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `println!` panics when stdout's reader is gone (`vantagectl ... | head`;
+/// Rust ignores SIGPIPE): end quietly with the shell's SIGPIPE status
+/// instead of a panic message. Every other panic keeps the default report.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(EXIT_CLOSED_PIPE);
+        }
+        default(info);
+    }));
 }
 
 async fn run(cli: Cli) -> Result<()> {

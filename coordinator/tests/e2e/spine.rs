@@ -460,3 +460,29 @@ async fn garbage_and_oversized_messages_do_not_crash_the_coordinator() {
     assert_eq!(stats.results_stored, 0);
     assert!(c.counter("tls_refused").await >= 1);
 }
+
+#[test]
+fn a_closed_pipe_ends_vantagectl_quietly() {
+    // `vantagectl agents | head -0`: the reader is gone before the first
+    // line. Before: println! panicked ("failed printing to stdout").
+    let c = Coordinator::init().start();
+    for _ in 0..3 {
+        let mut child = std::process::Command::new(vantagectl_bin())
+            .arg("--data-dir")
+            .arg(&c.dir)
+            .arg("agents")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run vantagectl");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            out.status.code() == Some(141) || out.status.success(),
+            "{:?}: {err}",
+            out.status
+        );
+    }
+}
