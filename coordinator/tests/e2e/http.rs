@@ -893,6 +893,7 @@ async fn export_parquet_round_trips_against_the_store() {
             "asn",
             "kind",
             "target",
+            "name",
             "start_us",
             "end_us",
             "failure",
