@@ -40,8 +40,9 @@ pub enum Outcome {
     Conflict,
 }
 
-/// Outcome of one submission, per result in order.
-type CommitOutcome = Result<Vec<Outcome>, String>;
+/// Outcome of one submission, per result in order. The error is the
+/// group's real one, shared by every job of the group.
+type CommitOutcome = Result<Vec<Outcome>, Arc<StoreError>>;
 
 struct Job {
     results: Vec<PendingResult>,
@@ -94,10 +95,7 @@ impl CommitHandle {
             .map_err(|_| StoreError::CommitterGone)?;
         match rx.await {
             Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(StoreError::Corrupt {
-                tree: "results",
-                detail: e,
-            }),
+            Ok(Err(e)) => Err(StoreError::Commit(e)),
             Err(_) => Err(StoreError::CommitterGone),
         }
     }
@@ -145,8 +143,9 @@ fn run(
             }
             Err(e) => {
                 tracing::error!("group commit failed: {e}");
+                let e = Arc::new(e);
                 for job in jobs {
-                    let _ = job.done.send(Err(e.to_string()));
+                    let _ = job.done.send(Err(e.clone()));
                 }
             }
         }
@@ -231,6 +230,33 @@ fn stored_measurement(value: &[u8]) -> Option<prost::bytes::Bytes> {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn a_failed_group_reaches_every_job_as_its_real_error() {
+        // Before: the commit thread sent `e.to_string()` and `commit`
+        // re-wrapped it as `Corrupt { tree: "results" }`, so a full disk
+        // read as corruption. Now the error itself crosses the channel.
+        let (done, rx) = oneshot::channel::<CommitOutcome>();
+        let full = Arc::new(StoreError::Io {
+            path: "/var/lib/vantage/values/00000001".into(),
+            source: std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"),
+        });
+        done.send(Err(full)).expect("send");
+        let got = match rx.await.expect("outcome") {
+            Ok(_) => panic!("expected the group's error"),
+            Err(e) => StoreError::Commit(e),
+        };
+        assert!(!matches!(got, StoreError::Corrupt { .. }));
+        let text = got.to_string();
+        assert!(text.contains("No space left"), "{text}");
+        assert!(!text.contains("corrupt"), "{text}");
+        let io = std::error::Error::source(&got)
+            .and_then(|s| s.source())
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("the I/O error is the source");
+        assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
+    }
+
     use super::*;
     use prost::Message;
 

@@ -57,6 +57,10 @@ pub enum StoreError {
     Corrupt { tree: &'static str, detail: String },
     #[error("the commit thread has stopped")]
     CommitterGone,
+    /// A group commit failed with this error (every job of the group gets
+    /// the same one): a full disk stays an I/O error, never "corrupt".
+    #[error("group commit failed: {0}")]
+    Commit(#[source] std::sync::Arc<StoreError>),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("the store at {0} is in use by another process (is a coordinator running on it?)")]
