@@ -29,6 +29,7 @@ pub fn injector_rules() -> Vec<String> {
         ),
         format!("{}={}", plan::TLS_HIJACK_NAME, plan::INTERCEPT_IP),
         format!("{}={}", plan::PROXIED_NAME, plan::PROXY_IP),
+        format!("{}={}", plan::SPOOFED_SNI_NAME, plan::PROXY_IP),
     ]
 }
 
@@ -44,6 +45,7 @@ pub const INJECTED_NAMES: &[&str] = &[
     plan::GHOST_HTTPS_NAME,
     plan::TLS_HIJACK_NAME,
     plan::PROXIED_NAME,
+    plan::SPOOFED_SNI_NAME,
 ];
 
 /// A DNS name in wire format for `iptables -m string --hex-string`.
@@ -71,8 +73,9 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
     // 1-3. DNS: mirror inside queries for listed names to the injector
     // (TEE) and hold the original back; the injector answers first and, for
     // injection, re-emits the original after the delay.
-    // 25 (hijack to 127.0.0.1) and 32-34 (ghost names, hijacks to the
-    // interception server and to the transparent proxy) work the same way.
+    // 25 (hijack to 127.0.0.1), 32-34 (ghost names, hijacks to the
+    // interception server and to the transparent proxy) and 46 (a hijack
+    // to the transparent proxy, then an SNI reset) work the same way.
     for name in INJECTED_NAMES {
         let hex = qname_hex(name);
         ipt(
@@ -514,7 +517,7 @@ fn dnat(fw: &str, ip: &str, port: &str, to: &str) -> Result<()> {
     )
 }
 
-/// Conditions 16-31 (OONI's Web Connectivity QA matrix, issue 18) that the
+/// Conditions 16-46 (OONI's Web Connectivity QA matrix, issue 18) that the
 /// firewall makes.
 fn qa_matrix(fw: &str) -> Result<()> {
     // 16. TLS interception: inside's :443 to the site goes to the censor's
@@ -635,6 +638,87 @@ fn qa_matrix(fw: &str) -> Result<()> {
             "--icase",
             "--hex-string",
             &qname_hex(plan::DNS_TCP_RESET_NAME),
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    )?;
+
+    // 44, 45. Timeouts after a string (OONI QA
+    // redirectWithConsistentDNSAndThenTimeoutForHTTP(S), direct form): a
+    // segment carrying the Host header (:80) or the SNI (:443) marks its
+    // flow, and every packet of a marked flow from inside is dropped, the
+    // triggering segment and its retransmissions first. Bound to the name,
+    // not an address: other Hosts and SNIs to the same server pass.
+    let host_drop = format!("Host: {}", plan::HOST_DROP_KEYWORD);
+    for (port, keyword) in [("80", host_drop.as_str()), ("443", plan::SNI_DROP_KEYWORD)] {
+        ipt(
+            fw,
+            &[
+                "-A",
+                "FORWARD",
+                "-i",
+                IN,
+                "-p",
+                "tcp",
+                "--dport",
+                port,
+                "-m",
+                "string",
+                "--algo",
+                "bm",
+                "--icase",
+                "--string",
+                keyword,
+                "-j",
+                "CONNMARK",
+                "--set-xmark",
+                plan::STRING_DROP_MARK,
+            ],
+        )?;
+    }
+    ipt(
+        fw,
+        &[
+            "-A",
+            "FORWARD",
+            "-i",
+            IN,
+            "-p",
+            "tcp",
+            "-m",
+            "connmark",
+            "--mark",
+            plan::STRING_DROP_MARK,
+            "-j",
+            "DROP",
+        ],
+    )?;
+
+    // 46. The SNI reset behind a DNS hijack (OONI QA
+    // tlsBlockingConnectionResetWithInconsistentDNS): the injector sends the
+    // inside to the transparent proxy, whose :443 is DNATed to the real
+    // site; here the ClientHello naming the site is reset (after the DNAT,
+    // so not bound to an address; the reset is un-NATed by conntrack).
+    ipt(
+        fw,
+        &[
+            "-A",
+            "FORWARD",
+            "-i",
+            IN,
+            "-p",
+            "tcp",
+            "--dport",
+            "443",
+            "-m",
+            "string",
+            "--algo",
+            "bm",
+            "--icase",
+            "--string",
+            plan::SPOOFED_SNI_KEYWORD,
             "-j",
             "REJECT",
             "--reject-with",

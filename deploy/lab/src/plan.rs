@@ -211,7 +211,7 @@ pub const CLEAN_SITE: &str = "clean-site.example";
 /// The `<title>` of the block page.
 pub const BLOCKPAGE_TITLE: &str = "Access Denied - Vantage lab censor";
 
-// The OONI Web Connectivity QA matrix (issue 18): names of conditions 16-31.
+// The OONI Web Connectivity QA matrix (issue 18): names of conditions 16-46.
 pub const MITM_NAME: &str = "mitm.lab.example";
 pub const EXPIRED_NAME: &str = "expired.lab.example";
 pub const WRONG_HOST_NAME: &str = "wrong-host.lab.example";
@@ -284,6 +284,23 @@ pub const REDIRECT_TARGETS: &[(&str, &str)] = &[
 /// Condition 38: only an AAAA record (an A query gets NOERROR, no answer).
 pub const NO_ADDRS_NAME: &str = "noaddrs.lab.example";
 pub const NO_ADDRS_AAAA: &str = "2001:db8::18";
+/// Condition 44: an inside HTTP request whose Host header contains
+/// `Host: host-drop` is dropped, and the rest of its flow with it (the
+/// firewall connmarks the flow, [`STRING_DROP_MARK`]).
+pub const HOST_DROP_NAME: &str = "host-drop.lab.example";
+pub const HOST_DROP_KEYWORD: &str = "host-drop";
+/// Condition 45: an inside TLS ClientHello whose SNI contains `sni-drop` is
+/// dropped, and the rest of its flow with it.
+pub const SNI_DROP_NAME: &str = "sni-drop.lab.example";
+pub const SNI_DROP_KEYWORD: &str = "sni-drop";
+/// Conditions 44-45: the connmark bit of a flow the firewall drops after
+/// a string match (condition 11 uses bit 0x1).
+pub const STRING_DROP_MARK: &str = "0x2/0x2";
+/// Condition 46: the censor answers inside queries for it with its
+/// transparent proxy's address ([`PROXY_IP`], whose :443 reaches the real
+/// site), and resets ClientHellos whose SNI contains `spoofed-sni`.
+pub const SPOOFED_SNI_NAME: &str = "spoofed-sni.lab.example";
+pub const SPOOFED_SNI_KEYWORD: &str = "spoofed-sni";
 
 /// A records the lab resolver serves (zone `lab.example` plus the two
 /// example sites).
@@ -311,7 +328,7 @@ pub const DNS_RECORDS: &[(&str, &str)] = &[
     ("bench.lab.example", CLEAN_IP),
     (BLOCKED_SITE, HOST_IP),
     (CLEAN_SITE, CLEAN_IP),
-    // Issue 18 (OONI's QA matrix), conditions 16-31.
+    // Issue 18 (OONI's QA matrix), conditions 16-43.
     (MITM_NAME, MITM_IP),
     (EXPIRED_NAME, BROKEN_IP),
     (WRONG_HOST_NAME, BROKEN_IP),
@@ -333,6 +350,10 @@ pub const DNS_RECORDS: &[(&str, &str)] = &[
     (LARGE_NAME, CLEAN_IP),
     (BROKEN_REDIRECT_NAME, BROKEN_IP),
     (REDIRECT_TO_NAME, BROKEN_IP),
+    // Conditions 44-46.
+    (HOST_DROP_NAME, CLEAN_IP),
+    (SNI_DROP_NAME, CLEAN_IP),
+    (SPOOFED_SNI_NAME, CLEAN_IP),
 ];
 
 /// AAAA-only records of the lab resolver (IPv6 is off in the lab: these
@@ -348,7 +369,7 @@ pub fn ns(prefix: &str, role: &str) -> String {
 #[derive(Clone, Debug, Serialize)]
 pub struct Condition {
     /// Number in the lab's list (1..=14 are issue 5's, 15 is WireGuard,
-    /// 16..=43 OONI's Web Connectivity QA matrix, issue 18).
+    /// 16..=46 OONI's Web Connectivity QA matrix, issue 18).
     pub number: u32,
     /// Stable name, used by tests and docs.
     pub name: &'static str,
@@ -1136,6 +1157,63 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/timeout"))],
             passes: Vec::new(),
         },
+        Condition {
+            number: 44,
+            name: "http-host-timeout",
+            description: "OONI QA redirectWithConsistentDNSAndThenTimeoutForHTTP, direct form: \
+                          an HTTP request from inside whose Host header contains `host-drop` \
+                          is dropped by the firewall (string match, then a connmark drops the \
+                          rest of the flow, retransmissions included); the connect works, the \
+                          request never gets an answer. Other Hosts to the same address pass. \
+                          The vocabulary has no http.timeout: a timeout at http_round_trip is \
+                          tcp.timeout.",
+            target: CLEAN_IP,
+            expected_status: "blocked",
+            mechanism: "tcp.timeout",
+            inputs: vec![
+                web(&format!("http://{HOST_DROP_NAME}/")),
+                http(&format!("http://{HOST_DROP_NAME}/"), CLEAN_IP),
+            ],
+            passes: vec![http("http://clean.lab.example/", CLEAN_IP)],
+        },
+        Condition {
+            number: 45,
+            name: "tls-sni-timeout",
+            description: "OONI QA redirectWithConsistentDNSAndThenTimeoutForHTTPS, direct form: \
+                          a TLS ClientHello from inside whose SNI contains `sni-drop` is \
+                          dropped by the firewall (string match on :443, then a connmark drops \
+                          the rest of the flow); the handshake times out. Other SNIs to the \
+                          same address pass.",
+            target: CLEAN_IP,
+            expected_status: "blocked",
+            mechanism: "tls.timeout",
+            inputs: vec![
+                web(&format!("https://{SNI_DROP_NAME}/")),
+                input(Kind::Tls(TlsInput {
+                    ip: CLEAN_IP.into(),
+                    port: 443,
+                    sni: SNI_DROP_NAME.into(),
+                    control_sni: "clean.lab.example".into(),
+                    ..Default::default()
+                })),
+            ],
+            passes: vec![tls(CLEAN_IP, "clean.lab.example")],
+        },
+        Condition {
+            number: 46,
+            name: "dns-hijack-sni-reset",
+            description: "OONI QA tlsBlockingConnectionResetWithInconsistentDNS: the censor \
+                          answers inside queries for spoofed-sni.lab.example with its \
+                          transparent proxy (198.19.6.12, whose :443 reaches the real site), \
+                          and resets ClientHellos whose SNI contains `spoofed-sni`. The control \
+                          resolves 198.19.3.30 and gets the page. The first interference is \
+                          DNS (OONI's DNS override).",
+            target: RESOLVER_IP,
+            expected_status: "blocked",
+            mechanism: "dns.hijack",
+            inputs: vec![web(&format!("https://{SPOOFED_SNI_NAME}/"))],
+            passes: Vec::new(),
+        },
     ]
 }
 
@@ -1146,7 +1224,7 @@ mod tests {
     #[test]
     fn catalogue_is_in_the_lab_range_and_round_trips() {
         let c = catalogue(30);
-        assert_eq!(c.iter().map(|c| c.number).max(), Some(43));
+        assert_eq!(c.iter().map(|c| c.number).max(), Some(46));
         for cond in &c {
             assert!(cond.target.starts_with("198.19."), "{}", cond.name);
             assert!(!cond.inputs.is_empty(), "{}", cond.name);

@@ -309,8 +309,8 @@ fn every_condition_differs_inside_and_outside_as_expected() {
     }
     assert_eq!(
         mechanisms.len(),
-        44,
-        "43 conditions (2 has two variants): {mechanisms:?}"
+        47,
+        "46 conditions (2 has two variants): {mechanisms:?}"
     );
     assert_eq!(mechanisms["dns-injection"], "dns.injection");
     assert_eq!(mechanisms["tls-sni-reset"], "tls.reset");
@@ -867,6 +867,57 @@ fn every_condition_differs_inside_and_outside_as_expected() {
         });
     }
 
+    // 44, 45. Timeouts after the Host or the SNI: the connect works, the
+    // request (44) or the handshake (45) is never answered inside.
+    for n in 0..2 {
+        check("http-host-timeout", n, &|i, o| {
+            assert_eq!(
+                outcome(i),
+                pair("generic_timeout_error", "http_round_trip"),
+                "{i:?}"
+            );
+            assert_eq!(outcome(o), ok(), "{o:?}");
+            assert_eq!(http_last(o).0, 200, "{o:?}");
+        });
+    }
+    check("tls-sni-timeout", 0, &|i, o| {
+        assert_eq!(
+            outcome(i),
+            pair("generic_timeout_error", "tls_handshake"),
+            "{i:?}"
+        );
+        assert_eq!(outcome(o), ok(), "{o:?}");
+        assert_eq!(cert(o).0, "valid", "{o:?}");
+    });
+    check("tls-sni-timeout", 1, &|i, o| {
+        assert_eq!(
+            outcome(i),
+            pair("generic_timeout_error", "tls_handshake"),
+            "{i:?}"
+        );
+        let Some(measurement::Result::Tls(t)) = &i.result else {
+            panic!("{i:?}")
+        };
+        assert!(
+            t.control.as_ref().is_some_and(|c| c.failure.is_none()),
+            "the control SNI passes: {t:?}"
+        );
+        assert_eq!(outcome(o), ok(), "{o:?}");
+    });
+    // 46. A hijack to the transparent proxy, then the SNI reset.
+    check("dns-hijack-sni-reset", 0, &|i, o| {
+        assert_eq!(dns_answers(i), vec![vec![plan::PROXY_IP.to_string()]]);
+        assert_eq!(
+            outcome(i),
+            pair("connection_reset", "tls_handshake"),
+            "{i:?}"
+        );
+        assert_eq!(dns_answers(o), vec![vec![plan::CLEAN_IP.to_string()]]);
+        assert_eq!(outcome(o), ok(), "{o:?}");
+        assert_eq!(cert(o).0, "valid", "{o:?}");
+        assert_eq!(http_last(o).0, 200, "{o:?}");
+    });
+
     // 13. Down for everyone.
     check("down", 2, &|i, o| {
         assert_eq!(outcome(i), pair("host_unreachable", "connect"), "{i:?}");
@@ -1083,6 +1134,9 @@ fn every_condition_gets_its_verdict_through_campaigns() {
         ("redirect-then-refused", ("blocked", "tcp.refused")),
         ("redirect-then-nxdomain", ("blocked", "dns.nxdomain")),
         ("redirect-then-timeout", ("blocked", "tcp.timeout")),
+        ("http-host-timeout", ("blocked", "tcp.timeout")),
+        ("tls-sni-timeout", ("blocked", "tls.timeout")),
+        ("dns-hijack-sni-reset", ("blocked", "dns.hijack")),
     ]
     .into_iter()
     .collect();
@@ -1136,11 +1190,11 @@ fn every_condition_gets_its_verdict_through_campaigns() {
             "quic-sni-drop pass={pass}: want {status}"
         );
     }
-    // One verdict per inside input and pass of the catalogue (90 today).
+    // One verdict per inside input and pass of the catalogue (97 today).
     let want_rows: usize = plan::catalogue(20)
         .iter()
         .map(|c| c.inputs.len() + c.passes.len())
         .sum();
-    assert!(want_rows >= 90, "{want_rows}");
+    assert!(want_rows >= 97, "{want_rows}");
     assert!(rows.len() >= want_rows, "{} verdicts", rows.len());
 }
