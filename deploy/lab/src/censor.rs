@@ -30,6 +30,7 @@ pub fn injector_rules() -> Vec<String> {
         format!("{}={}", plan::TLS_HIJACK_NAME, plan::INTERCEPT_IP),
         format!("{}={}", plan::PROXIED_NAME, plan::PROXY_IP),
         format!("{}={}", plan::SPOOFED_SNI_NAME, plan::PROXY_IP),
+        format!("{}={}", plan::SPOOFED_REFUSED_NAME, plan::REFUSING_IP),
     ]
 }
 
@@ -46,6 +47,7 @@ pub const INJECTED_NAMES: &[&str] = &[
     plan::TLS_HIJACK_NAME,
     plan::PROXIED_NAME,
     plan::SPOOFED_SNI_NAME,
+    plan::SPOOFED_REFUSED_NAME,
 ];
 
 /// A DNS name in wire format for `iptables -m string --hex-string`.
@@ -74,8 +76,9 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
     // (TEE) and hold the original back; the injector answers first and, for
     // injection, re-emits the original after the delay.
     // 25 (hijack to 127.0.0.1), 32-34 (ghost names, hijacks to the
-    // interception server and to the transparent proxy) and 46 (a hijack
-    // to the transparent proxy, then an SNI reset) work the same way.
+    // interception server and to the transparent proxy), 46 (a hijack
+    // to the transparent proxy, then an SNI reset) and 47 (a hijack to a
+    // censor address where nothing listens) work the same way.
     for name in INJECTED_NAMES {
         let hex = qname_hex(name);
         ipt(
@@ -517,8 +520,9 @@ fn dnat(fw: &str, ip: &str, port: &str, to: &str) -> Result<()> {
     )
 }
 
-/// Conditions 16-46 (OONI's Web Connectivity QA matrix, issue 18) that the
-/// firewall makes.
+/// Conditions 16-48 (OONI's Web Connectivity QA matrix, issue 18) that the
+/// firewall makes (48 is a redirect to condition 45's SNI drop; 49, the
+/// CAPTCHA, is the site's own server's doing, not the firewall's).
 fn qa_matrix(fw: &str) -> Result<()> {
     // 16. TLS interception: inside's :443 to the site goes to the censor's
     // interception server, which presents the censor CA's certificate.
@@ -584,9 +588,11 @@ fn qa_matrix(fw: &str) -> Result<()> {
     )?;
 
     // 30. Throttling: what leaves the firewall toward the inside segment
-    // from the throttled site goes through a 256 kbit/s htb class; all
-    // other traffic is unclassified (htb `default 0`: sent directly,
-    // unshaped). The control's path (fw-out) has no qdisc.
+    // from the throttled site's :80 goes through a 256 kbit/s htb class,
+    // and from its :443 through another (so the HTTP and HTTPS fetches,
+    // run at the same time, are not slowed by each other); all other
+    // traffic is unclassified (htb `default 0`: sent directly, unshaped).
+    // The control's path (fw-out) has no qdisc.
     let tc = |args: &[&str]| {
         let mut full = vec!["tc"];
         full.extend_from_slice(args);
@@ -595,26 +601,28 @@ fn qa_matrix(fw: &str) -> Result<()> {
     tc(&[
         "qdisc", "add", "dev", IN, "root", "handle", "1:", "htb", "default", "0",
     ])?;
-    tc(&[
-        "class",
-        "add",
-        "dev",
-        IN,
-        "parent",
-        "1:",
-        "classid",
-        "1:30",
-        "htb",
-        "rate",
-        plan::THROTTLE_RATE,
-        "ceil",
-        plan::THROTTLE_RATE,
-    ])?;
     let src = format!("{}/32", plan::THROTTLED_IP);
-    tc(&[
-        "filter", "add", "dev", IN, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match",
-        "ip", "src", &src, "flowid", "1:30",
-    ])?;
+    for (port, class) in [("80", "1:30"), ("443", "1:31")] {
+        tc(&[
+            "class",
+            "add",
+            "dev",
+            IN,
+            "parent",
+            "1:",
+            "classid",
+            class,
+            "htb",
+            "rate",
+            plan::THROTTLE_RATE,
+            "ceil",
+            plan::THROTTLE_RATE,
+        ])?;
+        tc(&[
+            "filter", "add", "dev", IN, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+            "match", "ip", "src", &src, "match", "ip", "sport", port, "0xffff", "flowid", class,
+        ])?;
+    }
 
     // 31. DNS over TCP cut by a reset: a segment to the resolver's TCP 53
     // carrying the name (wire form) is answered with a reset.

@@ -116,6 +116,9 @@ pub const LOOKALIKE_IP: &str = "198.19.3.34";
 pub const FINGERPRINT_IP: &str = "198.19.3.35";
 /// Condition 30: a site the censor throttles toward the inside segment.
 pub const THROTTLED_IP: &str = "198.19.3.36";
+/// Condition 49: a site whose own server serves the inside segment a
+/// CAPTCHA challenge (server-side discrimination, not network censorship).
+pub const CAPTCHA_IP: &str = "198.19.3.37";
 pub const RESOLVER_IP: &str = "198.19.3.53";
 /// The censor's TLS interception server (condition 16), in its own network:
 /// terminates TLS with a certificate from the censor's CA and proxies to
@@ -129,6 +132,9 @@ pub const FINGERPRINT_BLOCKPAGE_IP: &str = "198.19.6.11";
 /// the real site on :80, and on :443 a firewall DNAT to the real site (a
 /// TLS passthrough: the certificate stays the site's).
 pub const PROXY_IP: &str = "198.19.6.12";
+/// A censor address where nothing listens (condition 47): every connect to
+/// it is refused, for anyone.
+pub const REFUSING_IP: &str = "198.19.6.13";
 /// Runs no DNS server (the firewall blackholes it): any DNS answer from it
 /// is injected.
 pub const SILENT_DNS_IP: &str = "198.19.3.199";
@@ -143,9 +149,10 @@ pub const OPENVPN_PORT: u32 = 1194;
 pub const WIREGUARD_PORT: u32 = 51820;
 
 /// Condition 30: the rate the firewall allows from [`THROTTLED_IP`] toward
-/// the inside segment (tc htb class on `fw-in`), and the size of the file
-/// fetched through it: 512 KiB at 256 kbit/s is about 17 s inside, a few
-/// milliseconds for the control.
+/// the inside segment (tc htb classes on `fw-in`, one for its :80 and one
+/// for its :443, so the HTTP and HTTPS fetches do not share one), and the
+/// size of the file fetched through it: 512 KiB at 256 kbit/s is about
+/// 17 s inside, a few milliseconds for the control.
 pub const THROTTLE_RATE: &str = "256kbit";
 pub const THROTTLED_BODY_BYTES: usize = 512 * 1024;
 pub const THROTTLED_PATH: &str = "/big.bin";
@@ -178,10 +185,12 @@ pub const TARGET_IPS: &[&str] = &[
     LOOKALIKE_IP,
     FINGERPRINT_IP,
     THROTTLED_IP,
+    CAPTCHA_IP,
     INTERCEPT_IP,
     LOOKALIKE_BLOCKPAGE_IP,
     FINGERPRINT_BLOCKPAGE_IP,
     PROXY_IP,
+    REFUSING_IP,
 ];
 
 /// nginx serves HTTP and HTTPS on these (the censor's servers have their own
@@ -198,6 +207,7 @@ pub const WEB_IPS: &[&str] = &[
     LOOKALIKE_IP,
     FINGERPRINT_IP,
     THROTTLED_IP,
+    CAPTCHA_IP,
 ];
 
 pub const INJECTED_NAME: &str = "injected.lab.example";
@@ -211,7 +221,7 @@ pub const CLEAN_SITE: &str = "clean-site.example";
 /// The `<title>` of the block page.
 pub const BLOCKPAGE_TITLE: &str = "Access Denied - Vantage lab censor";
 
-// The OONI Web Connectivity QA matrix (issue 18): names of conditions 16-46.
+// The OONI Web Connectivity QA matrix (issue 18): names of conditions 16-49.
 pub const MITM_NAME: &str = "mitm.lab.example";
 pub const EXPIRED_NAME: &str = "expired.lab.example";
 pub const WRONG_HOST_NAME: &str = "wrong-host.lab.example";
@@ -271,7 +281,7 @@ pub const LARGE_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub const BROKEN_REDIRECT_NAME: &str = "broken-redirect.lab.example";
 /// Condition 37: a port nobody listens on.
 pub const CLOSED_PORT: u16 = 444;
-/// Conditions 39-43: redirects (on 198.19.3.32, :80 and :443) to a name
+/// Conditions 39-43 and 48: redirects (on 198.19.3.32, :80 and :443) to a name
 /// the censor interferes with, each path to another: (path, target URL).
 pub const REDIRECT_TO_NAME: &str = "redirect-to.lab.example";
 pub const REDIRECT_TARGETS: &[(&str, &str)] = &[
@@ -280,6 +290,8 @@ pub const REDIRECT_TARGETS: &[(&str, &str)] = &[
     ("/refused", "http://refused.lab.example/"),
     ("/nxdomain", "http://censored-nx.lab.example/"),
     ("/timeout", "http://blackholed.lab.example/"),
+    // Condition 48: condition 45's SNI drop on the second hop.
+    ("/sni-timeout", "https://sni-drop.lab.example/"),
 ];
 /// Condition 38: only an AAAA record (an A query gets NOERROR, no answer).
 pub const NO_ADDRS_NAME: &str = "noaddrs.lab.example";
@@ -301,6 +313,17 @@ pub const STRING_DROP_MARK: &str = "0x2/0x2";
 /// site), and resets ClientHellos whose SNI contains `spoofed-sni`.
 pub const SPOOFED_SNI_NAME: &str = "spoofed-sni.lab.example";
 pub const SPOOFED_SNI_KEYWORD: &str = "spoofed-sni";
+/// Condition 47: the censor answers inside queries for it with
+/// [`REFUSING_IP`], where every connect is refused.
+pub const SPOOFED_REFUSED_NAME: &str = "spoofed-refused.lab.example";
+/// Condition 49: served by [`CAPTCHA_IP`]; its nginx answers the inside
+/// segment with a 403 challenge page titled [`CAPTCHA_TITLE`].
+pub const CAPTCHA_NAME: &str = "captcha.lab.example";
+/// The challenge page's title (Cloudflare's interstitial's).
+pub const CAPTCHA_TITLE: &str = "Just a moment...";
+/// The source range the CAPTCHA server discriminates against (the inside
+/// segment).
+pub const CAPTCHA_SOURCE_NET: &str = "198.19.1.0/24";
 
 /// A records the lab resolver serves (zone `lab.example` plus the two
 /// example sites).
@@ -354,6 +377,9 @@ pub const DNS_RECORDS: &[(&str, &str)] = &[
     (HOST_DROP_NAME, CLEAN_IP),
     (SNI_DROP_NAME, CLEAN_IP),
     (SPOOFED_SNI_NAME, CLEAN_IP),
+    // Conditions 47-49.
+    (SPOOFED_REFUSED_NAME, CLEAN_IP),
+    (CAPTCHA_NAME, CAPTCHA_IP),
 ];
 
 /// AAAA-only records of the lab resolver (IPv6 is off in the lab: these
@@ -369,7 +395,7 @@ pub fn ns(prefix: &str, role: &str) -> String {
 #[derive(Clone, Debug, Serialize)]
 pub struct Condition {
     /// Number in the lab's list (1..=14 are issue 5's, 15 is WireGuard,
-    /// 16..=46 OONI's Web Connectivity QA matrix, issue 18).
+    /// 16..=49 OONI's Web Connectivity QA matrix, issue 18).
     pub number: u32,
     /// Stable name, used by tests and docs.
     pub name: &'static str,
@@ -387,7 +413,9 @@ pub struct Condition {
     /// each must come out `expected_status` with `mechanism`.
     pub inputs: Vec<ProbeInput>,
     /// Inputs on the same target that the censor lets through (it is
-    /// selective, not an outage): inside, each must come out `ok`.
+    /// selective, not an outage): inside, each must come out `ok`. For
+    /// condition 49 (no censor) it is the site's own challenge page under
+    /// its verified certificate, which Vantage, like OONI, calls `ok`.
     pub passes: Vec<ProbeInput>,
 }
 
@@ -956,13 +984,18 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             number: 30,
             name: "http-throttle",
             description: "Traffic from throttled.lab.example (198.19.3.36) toward the inside \
-                          segment is shaped to 256 kbit/s (tc htb class on the firewall's fw-in, \
-                          u32 filter on the source address); the control is not. The 512 KiB \
-                          /big.bin takes about 17 s inside, milliseconds outside.",
+                          segment is shaped to 256 kbit/s (tc htb classes on the firewall's \
+                          fw-in, u32 filters on the source address and port, one class for :80 \
+                          and one for :443); the control is not. The 512 KiB /big.bin takes \
+                          about 17 s inside, over HTTP and over HTTPS (OONI QA \
+                          throttlingWithHTTPS), milliseconds outside.",
             target: THROTTLED_IP,
             expected_status: "blocked",
             mechanism: "http.throttle",
-            inputs: vec![web(&format!("http://{THROTTLED_NAME}{THROTTLED_PATH}"))],
+            inputs: vec![
+                web(&format!("http://{THROTTLED_NAME}{THROTTLED_PATH}")),
+                web(&format!("https://{THROTTLED_NAME}{THROTTLED_PATH}")),
+            ],
             passes: Vec::new(),
         },
         Condition {
@@ -1214,6 +1247,53 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             inputs: vec![web(&format!("https://{SPOOFED_SNI_NAME}/"))],
             passes: Vec::new(),
         },
+        Condition {
+            number: 47,
+            name: "dns-hijack-refused",
+            description: "OONI QA tcpBlockingConnectionRefusedWithInconsistentDNS: the censor \
+                          answers inside queries for spoofed-refused.lab.example with a censor \
+                          address (198.19.6.13) where nothing listens, so the connect to :80 \
+                          is refused. The control resolves 198.19.3.30 and gets the page. The \
+                          first interference is DNS (OONI's DNS override).",
+            target: RESOLVER_IP,
+            expected_status: "blocked",
+            mechanism: "dns.hijack",
+            inputs: vec![web(&format!("http://{SPOOFED_REFUSED_NAME}/"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 48,
+            name: "redirect-then-sni-timeout",
+            description: "A redirect, then interference on the next hop (OONI QA \
+                          redirectWithConsistentDNSAndThenTimeoutForHTTPS): \
+                          https://redirect-to.lab.example/sni-timeout (198.19.3.32, nothing \
+                          filtered) answers 302 to HTTPS to sni-drop.lab.example, whose \
+                          ClientHello the censor drops (condition 45). The first hop works; \
+                          the handshake of the second times out.",
+            target: BROKEN_IP,
+            expected_status: "blocked",
+            mechanism: "tls.timeout",
+            inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/sni-timeout"))],
+            passes: Vec::new(),
+        },
+        Condition {
+            number: 49,
+            name: "captcha",
+            description: "OONI QA cloudflareCAPTCHAWithHTTP(S): NOT network censorship but \
+                          server-side discrimination. captcha.lab.example's own server \
+                          (198.19.3.37, nginx geo on the client address) answers the inside \
+                          segment (198.19.1.0/24) with a 403 challenge page (\"Just a \
+                          moment...\") and everyone else with the site's page; the firewall \
+                          does nothing. Over plain HTTP nobody can tell who served it, so \
+                          Vantage calls a page with another title under an error status a \
+                          block page (OONI: http-diff); over HTTPS the certificate proves the \
+                          page is the site's own: ok (OONI: accessible), the pass.",
+            target: CAPTCHA_IP,
+            expected_status: "blocked",
+            mechanism: "http.blockpage",
+            inputs: vec![web(&format!("http://{CAPTCHA_NAME}/"))],
+            passes: vec![web(&format!("https://{CAPTCHA_NAME}/"))],
+        },
     ]
 }
 
@@ -1224,7 +1304,7 @@ mod tests {
     #[test]
     fn catalogue_is_in_the_lab_range_and_round_trips() {
         let c = catalogue(30);
-        assert_eq!(c.iter().map(|c| c.number).max(), Some(46));
+        assert_eq!(c.iter().map(|c| c.number).max(), Some(49));
         for cond in &c {
             assert!(cond.target.starts_with("198.19."), "{}", cond.name);
             assert!(!cond.inputs.is_empty(), "{}", cond.name);

@@ -85,12 +85,30 @@ pub fn fingerprint_pages() -> (String, String) {
     (real, fake)
 }
 
+/// Condition 49's pages: the site's own, and the challenge its server
+/// gives the inside segment (a 403 with another title and a far shorter
+/// body, like Cloudflare's "Just a moment..." interstitial).
+pub fn captcha_pages() -> (String, String) {
+    let real = raw_site_page(
+        plan::CAPTCHA_NAME,
+        "A site whose server challenges some of its visitors.",
+    );
+    let challenge = raw_page(
+        plan::CAPTCHA_TITLE,
+        "<p>Checking if the site connection is secure. captcha.lab.example needs to review \
+         the security of your connection before proceeding.</p>\
+         <noscript>Enable JavaScript and cookies to continue.</noscript>",
+    );
+    (real, challenge)
+}
+
 /// `listen` lines for one address, HTTP and HTTPS.
 fn listen_on(ip: &str) -> String {
     format!("    listen {ip}:80;\n    listen {ip}:443 ssl;\n")
 }
 
-/// nginx server blocks of the issue-18 conditions (16-21, 28-30, 34-36).
+/// nginx server blocks of the issue-18 conditions (16-21, 28-30, 34-36,
+/// 39-43, 48, 49).
 fn qa_servers(dir: &Path, pki: &Pki) -> String {
     let mut s = String::new();
     // 16: the real site, and the censor's interception server: TLS with
@@ -157,7 +175,7 @@ fn qa_servers(dir: &Path, pki: &Pki) -> String {
         ip = plan::BROKEN_IP,
         name = plan::BROKEN_REDIRECT_NAME,
     ));
-    // 39-43: redirects to names the censor interferes with.
+    // 39-43, 48: redirects to names the censor interferes with.
     let mut to = String::new();
     for (path, url) in plan::REDIRECT_TARGETS {
         to.push_str(&format!("    location = {path} {{ return 302 {url}; }}\n"));
@@ -219,6 +237,21 @@ fn qa_servers(dir: &Path, pki: &Pki) -> String {
         www = p(&dir.join("www")),
         path = plan::THROTTLED_PATH,
         page = site_page(plan::THROTTLED_NAME, "A site the censor slows down."),
+    ));
+    // 49: server-side discrimination, no censor involved: the site's own
+    // server answers clients of the inside segment (by source address,
+    // nginx geo) with a 403 challenge, everyone else with its page.
+    let (real, challenge) = captcha_pages();
+    s.push_str(&format!(
+        "  geo $vantage_lab_captcha {{\n    default 0;\n    {net} 1;\n  }}\n  \
+         server {{\n{listen}    server_name {name};\n    location / {{\n      \
+         if ($vantage_lab_captcha) {{ return 403 \"{challenge}\"; }}\n      \
+         return 200 \"{real}\";\n    }}\n  }}\n",
+        net = plan::CAPTCHA_SOURCE_NET,
+        listen = listen_on(plan::CAPTCHA_IP),
+        name = plan::CAPTCHA_NAME,
+        challenge = esc(&challenge),
+        real = esc(&real),
     ));
     s
 }
@@ -605,6 +638,11 @@ mod tests {
         assert_eq!(title(&real), title(&fake));
         assert!(fake.contains(plan::BLOCKPAGE_FINGERPRINT));
         assert!(!real.contains(plan::BLOCKPAGE_FINGERPRINT));
+        // 49: another title, far shorter (OONI: body proportion 0.18).
+        let (real, challenge) = captcha_pages();
+        assert_eq!(title(&challenge).as_deref(), Some(plan::CAPTCHA_TITLE));
+        assert_ne!(title(&real), title(&challenge));
+        assert!(challenge.len() * 2 < real.len());
     }
 
     #[test]

@@ -309,8 +309,8 @@ fn every_condition_differs_inside_and_outside_as_expected() {
     }
     assert_eq!(
         mechanisms.len(),
-        47,
-        "46 conditions (2 has two variants): {mechanisms:?}"
+        50,
+        "49 conditions (2 has two variants): {mechanisms:?}"
     );
     assert_eq!(mechanisms["dns-injection"], "dns.injection");
     assert_eq!(mechanisms["tls-sni-reset"], "tls.reset");
@@ -768,25 +768,31 @@ fn every_condition_differs_inside_and_outside_as_expected() {
             });
         }
     }
-    // 30. Throttled inside: the same bytes, far more slowly.
-    check("http-throttle", 0, &|i, o| {
-        assert_eq!(outcome(i), ok(), "{i:?}");
-        assert_eq!(outcome(o), ok(), "{o:?}");
-        for m in [i, o] {
-            let h = last_hop(m).expect("hop");
-            assert_eq!(h.body_length as usize, plan::THROTTLED_BODY_BYTES, "{m:?}");
-        }
-        assert!(
-            duration_ms(i) >= 10_000,
-            "inside took {} ms",
-            duration_ms(i)
-        );
-        assert!(
-            duration_ms(o) <= 5_000,
-            "control took {} ms",
-            duration_ms(o)
-        );
-    });
+    // 30. Throttled inside: the same bytes, far more slowly, over HTTP (0)
+    // and over HTTPS (1, with a certificate both sides trust).
+    for n in 0..2 {
+        check("http-throttle", n, &|i, o| {
+            assert_eq!(outcome(i), ok(), "{i:?}");
+            assert_eq!(outcome(o), ok(), "{o:?}");
+            for m in [i, o] {
+                let h = last_hop(m).expect("hop");
+                assert_eq!(h.body_length as usize, plan::THROTTLED_BODY_BYTES, "{m:?}");
+                if n == 1 {
+                    assert_eq!(cert(m).0, "valid", "{m:?}");
+                }
+            }
+            assert!(
+                duration_ms(i) >= 10_000,
+                "inside[{n}] took {} ms",
+                duration_ms(i)
+            );
+            assert!(
+                duration_ms(o) <= 5_000,
+                "control[{n}] took {} ms",
+                duration_ms(o)
+            );
+        });
+    }
     // 31. DNS over TCP reset inside; answered outside (the passes, UDP for
     // the same name and TCP for another, are checked with the others).
     check("dns-tcp-reset", 0, &|i, o| {
@@ -858,6 +864,11 @@ fn every_condition_differs_inside_and_outside_as_expected() {
         ("redirect-then-refused", "connection_refused", "connect"),
         ("redirect-then-nxdomain", "dns_nxdomain_error", "resolve"),
         ("redirect-then-timeout", "generic_timeout_error", "connect"),
+        (
+            "redirect-then-sni-timeout",
+            "generic_timeout_error",
+            "tls_handshake",
+        ),
     ] {
         check(c, 0, &|i, o| {
             assert_eq!(outcome(i), pair(f, op), "{c} inside: {i:?}");
@@ -917,6 +928,46 @@ fn every_condition_differs_inside_and_outside_as_expected() {
         assert_eq!(cert(o).0, "valid", "{o:?}");
         assert_eq!(http_last(o).0, 200, "{o:?}");
     });
+    // 47. A hijack to a censor address where nothing listens.
+    check("dns-hijack-refused", 0, &|i, o| {
+        assert_eq!(dns_answers(i), vec![vec![plan::REFUSING_IP.to_string()]]);
+        assert_eq!(outcome(i), pair("connection_refused", "connect"), "{i:?}");
+        assert_eq!(dns_answers(o), vec![vec![plan::CLEAN_IP.to_string()]]);
+        assert_eq!(outcome(o), ok(), "{o:?}");
+        assert_eq!(http_last(o).0, 200, "{o:?}");
+    });
+    // 49. The site's own server challenges the inside: the challenge page
+    // inside, the real page outside, over HTTP (0) and HTTPS (1, the pass,
+    // under a certificate both sides trust).
+    let (real, challenge) = vantage_lab::targets::captcha_pages();
+    for n in 0..2 {
+        check("captcha", n, &|i, o| {
+            assert_eq!(dns_answers(i), vec![vec![plan::CAPTCHA_IP.to_string()]]);
+            assert_eq!(outcome(i), ok(), "{i:?}");
+            assert_eq!(outcome(o), ok(), "{o:?}");
+            let (hi, ho) = (last_hop(i).expect("inside hop"), last_hop(o).expect("hop"));
+            assert_eq!(
+                (hi.status, hi.title.as_str()),
+                (403, plan::CAPTCHA_TITLE),
+                "{i:?}"
+            );
+            assert_eq!(
+                (ho.status, ho.title.as_str()),
+                (200, plan::CAPTCHA_NAME),
+                "{o:?}"
+            );
+            assert_eq!(
+                hi.body_sha256.to_lowercase(),
+                sha256_hex(&challenge),
+                "{i:?}"
+            );
+            assert_eq!(ho.body_sha256.to_lowercase(), sha256_hex(&real), "{o:?}");
+            if n == 1 {
+                assert_eq!(cert(i).0, "valid", "{i:?}");
+                assert_eq!(cert(i), cert(o), "the same certificate");
+            }
+        });
+    }
 
     // 13. Down for everyone.
     check("down", 2, &|i, o| {
@@ -1137,6 +1188,11 @@ fn every_condition_gets_its_verdict_through_campaigns() {
         ("http-host-timeout", ("blocked", "tcp.timeout")),
         ("tls-sni-timeout", ("blocked", "tls.timeout")),
         ("dns-hijack-sni-reset", ("blocked", "dns.hijack")),
+        ("dns-hijack-refused", ("blocked", "dns.hijack")),
+        ("redirect-then-sni-timeout", ("blocked", "tls.timeout")),
+        // Server-side discrimination: a block page over plain HTTP; over
+        // HTTPS (the condition's pass) the site's own page, ok.
+        ("captcha", ("blocked", "http.blockpage")),
     ]
     .into_iter()
     .collect();
@@ -1190,11 +1246,11 @@ fn every_condition_gets_its_verdict_through_campaigns() {
             "quic-sni-drop pass={pass}: want {status}"
         );
     }
-    // One verdict per inside input and pass of the catalogue (97 today).
+    // One verdict per inside input and pass of the catalogue (102 today).
     let want_rows: usize = plan::catalogue(20)
         .iter()
         .map(|c| c.inputs.len() + c.passes.len())
         .sum();
-    assert!(want_rows >= 97, "{want_rows}");
+    assert!(want_rows >= 102, "{want_rows}");
     assert!(rows.len() >= want_rows, "{} verdicts", rows.len());
 }
