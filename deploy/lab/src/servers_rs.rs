@@ -90,8 +90,13 @@ pub async fn quic_server(
     Ok(())
 }
 
-/// Echoes TCP on every address until the process is killed.
-pub async fn echo_server(listen: &[SocketAddr]) -> Result<(), ServerError> {
+/// Accepts TCP on every address until the process is killed, handing each
+/// connection to `handle` on its own task.
+async fn serve_tcp<H, F>(name: &str, listen: &[SocketAddr], handle: H) -> Result<(), ServerError>
+where
+    H: Fn(tokio::net::TcpStream) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut tasks = Vec::new();
     for addr in listen {
         let l = tokio::net::TcpListener::bind(addr)
@@ -100,26 +105,15 @@ pub async fn echo_server(listen: &[SocketAddr]) -> Result<(), ServerError> {
                 addr: *addr,
                 source,
             })?;
-        eprintln!("echo-server: listening on tcp {addr}");
+        eprintln!("{name}: listening on tcp {addr}");
+        let handle = handle.clone();
         tasks.push(tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else {
+                let Ok((s, _)) = l.accept().await else {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                     continue;
                 };
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if s.write_all(&buf[..n]).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                });
+                tokio::spawn(handle(s));
             }
         }));
     }
@@ -129,39 +123,36 @@ pub async fn echo_server(listen: &[SocketAddr]) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Echoes TCP on every address until the process is killed.
+pub async fn echo_server(listen: &[SocketAddr]) -> Result<(), ServerError> {
+    serve_tcp("echo-server", listen, |mut s| async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// Accepts TCP on every address and never sends a byte (condition 22: a
 /// server that takes the connection and then hangs). What the client sends
 /// is read and discarded, so its writes never block; the connection is held
 /// until the client closes it.
 pub async fn silent_server(listen: &[SocketAddr]) -> Result<(), ServerError> {
-    let mut tasks = Vec::new();
-    for addr in listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: *addr,
-                source,
-            })?;
-        eprintln!("silent-server: listening on tcp {addr}");
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = l.accept().await else {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    while let Ok(n) = s.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                });
+    serve_tcp("silent-server", listen, |mut s| async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
             }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    Ok(())
+        }
+    })
+    .await
 }
