@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -16,6 +17,8 @@ pub type Outbound = mpsc::Sender<Result<CoordinatorMessage, Status>>;
 pub struct Hub {
     sessions: Mutex<HashMap<String, (u64, Outbound)>>,
     serial: AtomicU64,
+    /// Agents that may not open a session before the given time.
+    barred: Mutex<HashMap<String, Instant>>,
 }
 
 impl Hub {
@@ -76,5 +79,20 @@ impl Hub {
         if let Some((_, tx)) = removed {
             let _ = tx.try_send(Err(status));
         }
+    }
+
+    /// Refuses new sessions of `agent_id` for `how_long`.
+    pub fn bar(&self, agent_id: &str, how_long: Duration) {
+        let now = Instant::now();
+        let mut b = self.barred.lock().unwrap_or_else(|p| p.into_inner());
+        b.retain(|_, until| *until > now);
+        b.insert(agent_id.to_string(), now + how_long);
+    }
+
+    /// How long `agent_id` must still wait before it may open a session.
+    pub fn barred(&self, agent_id: &str) -> Option<Duration> {
+        let b = self.barred.lock().unwrap_or_else(|p| p.into_inner());
+        b.get(agent_id)
+            .and_then(|until| until.checked_duration_since(Instant::now()))
     }
 }

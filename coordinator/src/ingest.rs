@@ -29,6 +29,58 @@ pub const MAX_MEASUREMENT_BYTES: usize = 256 << 10;
 /// How far in the future a measurement's start may lie (clock skew).
 pub const MAX_FUTURE_US: i64 = 10 * 60 * 1_000_000;
 
+/// Why one result was rejected. A rejection is final: the agent deletes the
+/// result from its outbox. Only a judgement on the result itself is a
+/// rejection; a failure of the coordinator (store, signature worker) is an
+/// [`IngestError`], and the agent keeps the result and resends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rejected {
+    TooLarge,
+    Malformed,
+    BadId,
+    AgentMismatch,
+    FutureTimestamp,
+    BadTimestamp,
+    UnknownTask,
+    NotAssigned,
+    CampaignMismatch,
+    BadSignature,
+    IdConflict,
+}
+
+impl Rejected {
+    /// The reason on the wire (`Rejection.reason`) and in the counter
+    /// `rejected/<reason>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejected::TooLarge => "too_large",
+            Rejected::Malformed => "malformed",
+            Rejected::BadId => "bad_id",
+            Rejected::AgentMismatch => "agent_mismatch",
+            Rejected::FutureTimestamp => "future_timestamp",
+            Rejected::BadTimestamp => "bad_timestamp",
+            Rejected::UnknownTask => "unknown_task",
+            Rejected::NotAssigned => "not_assigned",
+            Rejected::CampaignMismatch => "campaign_mismatch",
+            Rejected::BadSignature => "bad_signature",
+            Rejected::IdConflict => "id_conflict",
+        }
+    }
+
+    fn of(self, id: String) -> Rejection {
+        Rejection {
+            id,
+            reason: self.as_str().into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The authenticated agent a session speaks for.
 #[derive(Clone)]
 pub struct AgentIdentity {
@@ -115,10 +167,7 @@ pub async fn ingest(
         });
         match checked {
             Ok(c) => candidates.push(c),
-            Err((id, reason)) => rejected.push(Rejection {
-                id,
-                reason: reason.to_string(),
-            }),
+            Err((id, reason)) => rejected.push(reason.of(id)),
         }
     }
 
@@ -148,10 +197,7 @@ pub async fn ingest(
     let mut runs = std::collections::BTreeSet::new();
     for (i, c) in candidates.into_iter().enumerate() {
         match verdicts.get(i) {
-            Some(Ok(())) if c.bad_times() => rejected.push(Rejection {
-                id: c.id,
-                reason: "bad_timestamp".into(),
-            }),
+            Some(Ok(())) if c.bad_times() => rejected.push(Rejected::BadTimestamp.of(c.id)),
             Some(Ok(())) => {
                 offered_ids.push(c.id);
                 offered_tasks.push(c.task_id);
@@ -160,10 +206,7 @@ pub async fn ingest(
                 }
                 pending.push(c.pending);
             }
-            Some(Err(_)) | None => rejected.push(Rejection {
-                id: c.id,
-                reason: "bad_signature".into(),
-            }),
+            Some(Err(_)) | None => rejected.push(Rejected::BadSignature.of(c.id)),
         }
     }
 
@@ -174,10 +217,7 @@ pub async fn ingest(
         let mut duplicates = 0u64;
         for ((id, task), outcome) in offered_ids.into_iter().zip(offered_tasks).zip(outcomes) {
             match outcome {
-                Outcome::Conflict => rejected.push(Rejection {
-                    id,
-                    reason: "id_conflict".into(),
-                }),
+                Outcome::Conflict => rejected.push(Rejected::IdConflict.of(id)),
                 Outcome::New | Outcome::Duplicate => {
                     duplicates += u64::from(outcome == Outcome::Duplicate);
                     accepted_ids.push(id);
@@ -218,17 +258,17 @@ fn task_check(
     agent: &AgentIdentity,
     c: &Candidate,
     cache: &mut HashMap<String, Option<(String, bool)>>,
-) -> Option<&'static str> {
+) -> Option<Rejected> {
     if c.task_id.is_empty() {
-        return (!c.campaign_id.is_empty()).then_some("unknown_task");
+        return (!c.campaign_id.is_empty()).then_some(Rejected::UnknownTask);
     }
     let entry = cache
         .entry(c.task_id.clone())
         .or_insert_with(|| assignment(shared, &c.task_id, &agent.agent_id, &c.campaign_id));
     match entry {
-        None => Some("unknown_task"),
-        Some((_, false)) => Some("not_assigned"),
-        Some((campaign, true)) if *campaign != c.campaign_id => Some("campaign_mismatch"),
+        None => Some(Rejected::UnknownTask),
+        Some((_, false)) => Some(Rejected::NotAssigned),
+        Some((campaign, true)) if *campaign != c.campaign_id => Some(Rejected::CampaignMismatch),
         Some(_) => None,
     }
 }
@@ -277,21 +317,21 @@ fn precheck(
     agent: &AgentIdentity,
     env: SignedResult,
     now: i64,
-) -> Result<Candidate, (String, &'static str)> {
+) -> Result<Candidate, (String, Rejected)> {
     if env.measurement.len() > MAX_MEASUREMENT_BYTES {
-        return Err((String::new(), "too_large"));
+        return Err((String::new(), Rejected::TooLarge));
     }
-    let m = envelope::decode(&env).map_err(|_| (String::new(), "malformed"))?;
+    let m = envelope::decode(&env).map_err(|_| (String::new(), Rejected::Malformed))?;
     let id = m.id.clone();
     let Some(id16) = uuid_key(&m.id) else {
-        return Err((id, "bad_id"));
+        return Err((id, Rejected::BadId));
     };
     if m.agent_id != agent.agent_id {
-        return Err((id, "agent_mismatch"));
+        return Err((id, Rejected::AgentMismatch));
     }
     let limit = now.saturating_add(MAX_FUTURE_US);
     if m.start_us > limit || m.end_us > limit {
-        return Err((id, "future_timestamp"));
+        return Err((id, Rejected::FutureTimestamp));
     }
     let stored = StoredResult {
         envelope: Some(env.clone()),
@@ -325,11 +365,11 @@ pub fn check_envelope(
     agent: &AgentIdentity,
     env: SignedResult,
     now: i64,
-) -> Result<String, &'static str> {
+) -> Result<String, Rejected> {
     let c = precheck(agent, env, now).map_err(|(_, reason)| reason)?;
-    envelope::verify(&agent.key, &c.env).map_err(|_| "bad_signature")?;
+    envelope::verify(&agent.key, &c.env).map_err(|_| Rejected::BadSignature)?;
     if c.bad_times() {
-        return Err("bad_timestamp");
+        return Err(Rejected::BadTimestamp);
     }
     Ok(c.id)
 }

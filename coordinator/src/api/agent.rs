@@ -28,11 +28,19 @@ use vantage_proto::v1::{
 
 use super::peer_fingerprint;
 use crate::errors::ServiceError;
-use crate::ingest::{ingest, AgentIdentity};
+use crate::ingest::{ingest, AgentIdentity, Rejected};
 use crate::state::Shared;
 use crate::store::{uuid_key, AgentRecord, TaskAssignment};
 
 pub const HEARTBEAT_INTERVAL_S: u32 = 30;
+/// Bad signatures a session may send before it is ended. Each costs extra
+/// verification (`envelope::verify_batch`), so a hostile or broken agent
+/// is stopped here; an honest agent never signs badly.
+pub const MAX_BAD_SIGNATURES_PER_SESSION: usize = 16;
+/// How long an agent whose session was ended for bad signatures must wait
+/// before it may open another: at most one batch of bad signatures per
+/// agent per minute reaches the verifier.
+pub const BAD_SIGNATURE_PENALTY: Duration = Duration::from_secs(60);
 
 pub struct AgentApi {
     pub shared: Shared,
@@ -313,6 +321,14 @@ impl AgentService for AgentApi {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let (_rec, id) = self.authenticate(&req)?;
         let shared = self.shared.clone();
+        if let Some(wait) = shared.hub.barred(&id.agent_id) {
+            shared.count("session_refused/bad_signatures");
+            return Err(ServiceError::ResourceExhausted(format!(
+                "session refused: too many bad signatures; retry in {} s",
+                wait.as_secs().max(1)
+            ))
+            .into());
+        }
         let (tx, rx) = mpsc::channel(1024);
         let _ = tx
             .send(Ok(msg(coordinator_message::Msg::Welcome(Welcome {
@@ -325,6 +341,7 @@ impl AgentService for AgentApi {
         tracing::info!(agent = %id.agent_id, "session opened");
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
+            let mut bad_signatures = 0usize;
             loop {
                 let next = tokio::time::timeout(
                     Duration::from_secs(3 * HEARTBEAT_INTERVAL_S as u64),
@@ -333,7 +350,8 @@ impl AgentService for AgentApi {
                 .await;
                 match next {
                     Ok(Ok(Some(m))) => {
-                        if let Err(status) = handle(&shared, &id, &tx, m).await {
+                        if let Err(status) = handle(&shared, &id, &tx, m, &mut bad_signatures).await
+                        {
                             tracing::warn!(agent = %id.agent_id, "session ended: {}", status.message());
                             let _ = tx.send(Err(status)).await;
                             break;
@@ -381,6 +399,7 @@ async fn handle(
     id: &AgentIdentity,
     tx: &crate::hub::Outbound,
     m: AgentMessage,
+    bad_signatures: &mut usize,
 ) -> Result<(), Status> {
     let unavailable = |e: crate::store::StoreError| Status::unavailable(e.to_string());
     let current = shared.store.agent(&id.agent_id).map_err(unavailable)?;
@@ -388,17 +407,30 @@ async fn handle(
         shared.count("session_refused/agent_revoked");
         return Err(Status::permission_denied("session refused: agent revoked"));
     }
-    handle_message(shared, id, tx, m)
+    *bad_signatures += handle_message(shared, id, tx, m)
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    if *bad_signatures > MAX_BAD_SIGNATURES_PER_SESSION {
+        shared.count("session_ended/bad_signatures");
+        shared.hub.bar(&id.agent_id, BAD_SIGNATURE_PENALTY);
+        return Err(Status::permission_denied(format!(
+            "session ended: {} bad signatures (at most {MAX_BAD_SIGNATURES_PER_SESSION}); \
+             retry in {} s",
+            bad_signatures,
+            BAD_SIGNATURE_PENALTY.as_secs()
+        )));
+    }
+    Ok(())
 }
 
+/// Handles one message; returns how many bad signatures it carried.
 async fn handle_message(
     shared: &Shared,
     id: &AgentIdentity,
     tx: &crate::hub::Outbound,
     m: AgentMessage,
-) -> Result<(), crate::ingest::IngestError> {
+) -> Result<usize, crate::ingest::IngestError> {
+    let mut bad_signatures = 0;
     match m.msg {
         Some(agent_message::Msg::Hello(h)) => {
             let consent = h.consent.unwrap_or_default();
@@ -433,6 +465,12 @@ async fn handle_message(
         }
         Some(agent_message::Msg::Results(batch)) => {
             let done = ingest(shared, id, batch.results).await?;
+            bad_signatures = done
+                .ack
+                .rejected
+                .iter()
+                .filter(|r| r.reason == Rejected::BadSignature.as_str())
+                .count();
             let _ = tx
                 .send(Ok(msg(coordinator_message::Msg::Ack(done.ack))))
                 .await;
@@ -442,7 +480,7 @@ async fn handle_message(
             shared.count("rejected/empty_message");
         }
     }
-    Ok(())
+    Ok(bad_signatures)
 }
 
 #[cfg(test)]
