@@ -39,6 +39,10 @@ pub struct Agent {
     wake: Notify,
     probes: Semaphore,
     recent_tasks: std::sync::Mutex<VecDeque<Instant>>,
+    /// Ids of the last [`REMEMBERED_TASKS`] tasks accepted: the coordinator
+    /// re-sends a task whose acknowledgement it never saw (a session that
+    /// died, a restart), and a task is run once.
+    accepted_tasks: std::sync::Mutex<RecentIds>,
 }
 
 /// Runtime errors that end `run`.
@@ -96,6 +100,7 @@ impl Agent {
             outbox,
             wake: Notify::new(),
             recent_tasks: Default::default(),
+            accepted_tasks: Default::default(),
         }))
     }
 
@@ -272,6 +277,19 @@ impl Agent {
                 "consent: the volunteer has not enabled {kind} probes"
             ));
         }
+        if self
+            .accepted_tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&task.task_id)
+        {
+            tracing::info!(task = %task.task_id, "task received again; it runs once");
+            return TaskAck {
+                task_id: task.task_id.clone(),
+                accepted: true,
+                reason: String::new(),
+            };
+        }
         {
             let mut recent = self.recent_tasks.lock().unwrap_or_else(|p| p.into_inner());
             let hour_ago = Instant::now().checked_sub(Duration::from_secs(3600));
@@ -283,6 +301,10 @@ impl Agent {
             }
             recent.push_back(Instant::now());
         }
+        self.accepted_tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task.task_id.clone());
         let ack = TaskAck {
             task_id: task.task_id.clone(),
             accepted: true,
@@ -380,5 +402,50 @@ impl Agent {
         self.outbox.push(&m.id, &env)?;
         self.wake.notify_one();
         Ok(())
+    }
+}
+
+/// How many accepted task ids an agent remembers.
+const REMEMBERED_TASKS: usize = 4096;
+
+/// The most recent [`REMEMBERED_TASKS`] ids, oldest forgotten first.
+#[derive(Default)]
+struct RecentIds {
+    set: std::collections::HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentIds {
+    fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    fn insert(&mut self, id: String) {
+        if self.set.insert(id.clone()) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > REMEMBERED_TASKS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_forget_the_oldest_first() {
+        let mut r = RecentIds::default();
+        for i in 0..REMEMBERED_TASKS + 2 {
+            r.insert(i.to_string());
+        }
+        r.insert("5".into());
+        assert!(!r.contains("0") && !r.contains("1"));
+        assert!(r.contains("2") && r.contains(&(REMEMBERED_TASKS + 1).to_string()));
+        assert_eq!(r.order.len(), REMEMBERED_TASKS);
+        assert_eq!(r.set.len(), REMEMBERED_TASKS);
     }
 }

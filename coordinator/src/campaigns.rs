@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use vantage_proto::v1::*;
 
+use crate::dispatch;
 use crate::errors::ServiceError;
 use crate::scheduler::{self, AgentView, CampaignSpec, SpecFormat};
 use crate::state::Shared;
@@ -212,15 +213,15 @@ pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceErr
     })
 }
 
-/// The `skipped` entry for a task not given to `agent` because its
-/// volunteer has not consented to `kind` ([`unconsented_kinds`] reads it).
-fn consent_skip(group: &str, agent: &str, kind: &str) -> String {
-    format!("{group} {agent}: has not consented to {kind} probes")
+/// A run's `skipped` entry for a task not given to `agent` of `group`
+/// ([`unconsented_kinds`] reads the consent ones back).
+fn skipped_entry(group: &str, agent: &str, why: &dispatch::Skip) -> String {
+    format!("{group} {agent}: {why}")
 }
 
 /// The probe kinds a run's `skipped` entry says the agent's volunteer has
 /// not consented to: the task's kind for a task skipped at dispatch
-/// ([`consent_skip`]), or every kind of the campaign for an agent left out
+/// ([`dispatch::Skip::NotConsented`]), or every kind of the campaign for an agent left out
 /// at selection (`SkipReason::NotConsented`). `None` for other entries.
 fn unconsented_kinds(entry: &str) -> Option<(Vec<&str>, bool)> {
     let (_, reason) = entry.split_once(": ")?;
@@ -341,14 +342,49 @@ pub fn verdicts(s: &Shared, id: &str) -> Result<VerdictsResponse, ServiceError> 
     })
 }
 
+/// After a start, how long the scheduler waits at most for the agents that
+/// were connected before to come back before it dispatches anything: a run
+/// falling due right after a restart used to skip every agent still
+/// reconnecting as "offline". It starts as soon as all of them are back.
+pub const RECONNECT_WAIT: Duration = Duration::from_secs(30);
+/// Agents seen this recently before a start count as connected before it
+/// (three heartbeats: a live session is seen at least every heartbeat).
+const RECENTLY_SEEN_US: i64 = 3 * crate::api::agent::HEARTBEAT_INTERVAL_S as i64 * 1_000_000;
+
+/// The agents that were connected shortly before now: not revoked, seen in
+/// the last [`RECENTLY_SEEN_US`].
+fn recently_connected(s: &Shared, now: i64) -> Vec<String> {
+    match s.store.agents() {
+        Ok(agents) => agents
+            .into_iter()
+            .filter(|a| !a.revoked && a.last_seen_us >= now - RECENTLY_SEEN_US)
+            .map(|a| a.agent_id)
+            .collect(),
+        Err(e) => {
+            tracing::error!("cannot list agents to wait for: {e}");
+            Vec::new()
+        }
+    }
+}
+
 /// Starts the scheduler loop: resumes every campaign where the store says
-/// it was.
+/// it was, once the agents connected before the start are back (or
+/// [`RECONNECT_WAIT`] has passed).
 pub fn spawn(s: Shared) {
     match crate::verdicts::mark_all(&s) {
         Ok(n) if n > 0 => tracing::info!(runs = n, "verdicts of stored runs will be recomputed"),
         Ok(_) => {}
         Err(e) => tracing::error!("cannot list runs for verdicts: {e}"),
     }
+    let expected = recently_connected(&s, vantage_proto::now_us());
+    if !expected.is_empty() {
+        tracing::info!(
+            agents = expected.len(),
+            "waiting up to {} s for the agents connected before the start",
+            RECONNECT_WAIT.as_secs()
+        );
+    }
+    let mut waiting = Some((expected, tokio::time::Instant::now() + RECONNECT_WAIT));
     tokio::spawn(async move {
         // Queued task marks are written every MARK_TICK, the scheduler
         // passes run every TICK, each right after a flush.
@@ -363,6 +399,23 @@ pub fn spawn(s: Shared) {
             if n % per_pass != 0 {
                 continue;
             }
+            if let Some((expected, until)) = &waiting {
+                let missing = expected.iter().filter(|a| !s.hub.is_connected(a)).count();
+                if missing > 0 && tokio::time::Instant::now() < *until {
+                    continue;
+                }
+                if missing > 0 {
+                    tracing::warn!(
+                        missing,
+                        "scheduler starts without agents that have not reconnected"
+                    );
+                } else if !expected.is_empty() {
+                    tracing::info!(
+                        "every agent connected before the start is back; scheduler starts"
+                    );
+                }
+                waiting = None;
+            }
             if let Err(e) = step(&s).await {
                 tracing::error!("scheduler: {e}");
             }
@@ -373,9 +426,12 @@ pub fn spawn(s: Shared) {
     });
 }
 
-/// One scheduler pass: dispatch due runs, expire leases, complete runs.
+/// One scheduler pass: re-send unacknowledged tasks to agents that came
+/// back, dispatch due runs, expire leases, complete runs.
 pub async fn step(s: &Shared) -> Result<(), ServiceError> {
     let now = vantage_proto::now_us();
+    let arrivals = s.hub.take_arrivals();
+    let mut records = None;
     for mut rec in s.store.campaigns()? {
         if rec.state != state::ACTIVE {
             continue;
@@ -383,6 +439,14 @@ pub async fn step(s: &Shared) -> Result<(), ServiceError> {
         let spec = spec_of(&rec)?;
         let mut changed = false;
         for i in 0..rec.runs.len() {
+            if !arrivals.is_empty() && rec.runs[i].state == state::DISPATCHED {
+                if records.is_none() {
+                    records = Some(agent_records(s)?);
+                }
+                if let Some(records) = records.as_ref() {
+                    resend(s, &rec.runs[i], &arrivals, records, now)?;
+                }
+            }
             match rec.runs[i].state.as_str() {
                 state::SCHEDULED if rec.runs[i].dispatch_at_us <= now => {
                     dispatch_run(s, &rec.campaign_id, &spec, &mut rec.runs[i], now).await?;
@@ -410,6 +474,70 @@ pub async fn step(s: &Shared) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Re-sends the tasks of `run` that an agent in `arrivals` was given before
+/// its session opened and never acknowledged (still `Sent`, deadline not
+/// passed): sent into a session that died, or never sent because the
+/// coordinator restarted. Without this they waited for their lease to
+/// expire. The agent runs a task id once, so a task it did receive (its
+/// acknowledgement lost) is not run twice.
+fn resend(
+    s: &Shared,
+    run: &RunRecord,
+    arrivals: &HashMap<String, i64>,
+    records: &HashMap<String, crate::store::AgentRecord>,
+    now: i64,
+) -> Result<(), ServiceError> {
+    let returning: Vec<(&String, &i64)> = run
+        .inside
+        .iter()
+        .chain(&run.control)
+        .filter_map(|a| arrivals.get_key_value(a))
+        .collect();
+    if returning.is_empty() {
+        return Ok(());
+    }
+    let mut sends = Vec::new();
+    let mut until = now;
+    for task_id in &run.tasks {
+        let Some(t) = s.store.task(task_id)? else {
+            continue;
+        };
+        if t.deadline_us <= now {
+            continue;
+        }
+        let kind = serde_json::from_value::<ProbeInput>(t.input.clone())
+            .map(|i| i.kind_name())
+            .unwrap_or("none");
+        for (agent, opened_us) in &returning {
+            if t.created_us >= **opened_us
+                || t.assignments.get(*agent) != Some(&TaskAssignment::Sent)
+            {
+                continue;
+            }
+            if let Err(why) = dispatch::admit(s, agent, records.get(*agent), kind, now) {
+                tracing::info!(task = %t.task_id, %agent, %why, "not re-sent");
+                continue;
+            }
+            let group = if run.inside.contains(agent) {
+                "inside"
+            } else {
+                "control"
+            };
+            sends.push(((*agent).clone(), dispatch::wire_task(&t, group)));
+            until = until.max(t.deadline_us);
+        }
+    }
+    if !sends.is_empty() {
+        let n = sends.len();
+        let failed = dispatch::deliver(s, sends, dispatch::send_until(until)).len();
+        tracing::info!(run = %run.run_id, resent = n - failed, "unacknowledged tasks re-sent to returning agents");
+        if let Err(e) = s.store.add_counter("tasks_resent", (n - failed) as u64) {
+            tracing::warn!("cannot update counter tasks_resent: {e}");
+        }
+    }
+    Ok(())
+}
+
 /// Grace after a task deadline before its lease expires: a quarter of the
 /// deadline, at least 2 s.
 fn lease_grace(deadline_us: i64) -> i64 {
@@ -432,26 +560,13 @@ fn views(s: &Shared) -> Result<Vec<AgentView>, ServiceError> {
         .collect())
 }
 
-fn send(s: &Shared, agent: &str, task: &Task) -> bool {
-    match s.hub.sender(agent) {
-        Some(tx) => tx
-            .try_send(Ok(CoordinatorMessage {
-                msg: Some(coordinator_message::Msg::Task(task.clone())),
-            }))
-            .is_ok(),
-        None => false,
-    }
-}
-
-fn wire_task(t: &TaskRecord, group: &str) -> Task {
-    Task {
-        task_id: t.task_id.clone(),
-        campaign_id: t.campaign_id.clone(),
-        run_id: t.run_id.clone(),
-        deadline_us: t.deadline_us,
-        input: serde_json::from_value(t.input.clone()).ok(),
-        group: group.into(),
-    }
+/// Every stored agent by id.
+fn agent_records(s: &Shared) -> Result<HashMap<String, crate::store::AgentRecord>, ServiceError> {
+    Ok(s.store
+        .agents()?
+        .into_iter()
+        .map(|a| (a.agent_id.clone(), a))
+        .collect())
 }
 
 /// Dispatches one run: selects inside and control agents, creates one task
@@ -481,12 +596,7 @@ async fn dispatch_run(
         )
         .collect();
     run.deadline_us = now + spec.deadline_us();
-    let agents_by_id: HashMap<String, crate::store::AgentRecord> = s
-        .store
-        .agents()?
-        .into_iter()
-        .map(|a| (a.agent_id.clone(), a))
-        .collect();
+    let agents_by_id = agent_records(s)?;
     let mut sends = Vec::new();
     for input in &spec.targets {
         let kind = input.kind_name();
@@ -501,91 +611,22 @@ async fn dispatch_run(
         };
         for (group, agents) in [("inside", &run.inside), ("control", &run.control)] {
             for a in agents {
-                let consents = views
-                    .iter()
-                    .any(|v| &v.agent_id == a && v.consent_kinds.iter().any(|k| k == kind));
-                if !consents {
-                    run.skipped.push(consent_skip(group, a, kind));
-                    continue;
+                match dispatch::admit(s, a, agents_by_id.get(a), kind, now) {
+                    Ok(()) => {
+                        t.assignments.insert(a.clone(), TaskAssignment::Sent);
+                        sends.push((a.clone(), dispatch::wire_task(&t, group)));
+                    }
+                    Err(skip) => run.skipped.push(skipped_entry(group, a, &skip)),
                 }
-                let per_hour = agents_by_id
-                    .get(a)
-                    .map(|r| r.max_tasks_per_hour)
-                    .unwrap_or(0);
-                if !s.take_task_slot(a, per_hour, now) {
-                    run.skipped.push(format!(
-                        "{group} {a}: at the volunteer's limit of {per_hour} tasks per hour"
-                    ));
-                    continue;
-                }
-                t.assignments.insert(a.clone(), TaskAssignment::Sent);
-                sends.push((a.clone(), group, t.task_id.clone()));
             }
         }
         s.store.put_task(&t)?;
         run.tasks.push(t.task_id.clone());
     }
-    // All tasks are stored first, then pushed back to back. What does not
-    // fit in an agent's session queue (1,024 messages) follows as the agent
-    // reads, until the run's deadline: a run of more targets than that
-    // used to lose the rest as "session closed" (BENCHMARKS.md).
-    let mut tasks: HashMap<String, TaskRecord> = HashMap::new();
-    let mut backlogs: HashMap<String, (crate::hub::Outbound, Vec<CoordinatorMessage>)> =
-        HashMap::new();
-    for (agent, group, task_id) in sends {
-        if !tasks.contains_key(&task_id) {
-            if let Some(t) = s.store.task(&task_id)? {
-                tasks.insert(task_id.clone(), t);
-            }
-        }
-        let Some(t) = tasks.get(&task_id) else {
-            continue;
-        };
-        let m = CoordinatorMessage {
-            msg: Some(coordinator_message::Msg::Task(wire_task(t, group))),
-        };
-        if let Some((_, backlog)) = backlogs.get_mut(&agent) {
-            backlog.push(m);
-            continue;
-        }
-        let sent = match s.hub.sender(&agent) {
-            None => false,
-            Some(tx) => match tx.try_send(Ok(m)) {
-                Ok(()) => true,
-                Err(tokio::sync::mpsc::error::TrySendError::Full(Ok(m))) => {
-                    backlogs.insert(agent.clone(), (tx, vec![m]));
-                    true
-                }
-                Err(_) => false,
-            },
-        };
-        if !sent {
-            run.skipped.push(format!(
-                "{group} {agent}: session closed before the task was sent"
-            ));
-        }
-    }
-    let until = tokio::time::Instant::now()
-        + Duration::from_micros(u64::try_from(run.deadline_us - now).unwrap_or(0));
-    for (agent, (tx, backlog)) in backlogs {
-        tracing::info!(agent = %agent, tasks = backlog.len(), "session queue full: the rest of the run follows as the agent reads");
-        let s = s.clone();
-        tokio::spawn(async move {
-            let total = backlog.len();
-            for (i, m) in backlog.into_iter().enumerate() {
-                if !matches!(
-                    tokio::time::timeout_at(until, tx.send(Ok(m))).await,
-                    Ok(Ok(()))
-                ) {
-                    let left = (total - i) as u64;
-                    tracing::warn!(agent = %agent, left, "session gone or run deadline passed: tasks not sent (their leases expire)");
-                    if let Err(e) = s.store.add_counter("tasks_not_sent", left) {
-                        tracing::warn!("cannot update counter tasks_not_sent: {e}");
-                    }
-                    break;
-                }
-            }
-        });
+    // All tasks are stored first, then pushed back to back.
+    for (agent, task) in dispatch::deliver(s, sends, dispatch::send_until(run.deadline_us)) {
+        run.skipped
+            .push(skipped_entry(&task.group, &agent, &dispatch::Skip::NotSent));
     }
     run.state = state::DISPATCHED.into();
     tracing::info!(
@@ -606,6 +647,7 @@ async fn supervise_run(
 ) -> Result<bool, ServiceError> {
     let mut changed = false;
     let mut outstanding = 0;
+    let mut records = None;
     let lease = spec.deadline_us();
     for task_id in run.tasks.clone() {
         let Some(mut t) = s.store.task(&task_id)? else {
@@ -647,11 +689,19 @@ async fn supervise_run(
                 .filter(|v| !used.contains(&v.agent_id) && !t.assignments.contains_key(&v.agent_id))
                 .filter(|v| v.consent_kinds.iter().any(|k| k == kind))
                 .collect();
-            if let Some(new_agent) = scheduler::select_agents(selector, &candidates)
+            // The first candidate the dispatch gate admits (consent, online,
+            // the volunteer's hourly cap) takes the lease over.
+            if records.is_none() {
+                records = Some(agent_records(s)?);
+            }
+            let Some(records) = records.as_ref() else {
+                continue;
+            };
+            let new_agent = scheduler::select_agents(selector, &candidates)
                 .chosen
                 .into_iter()
-                .next()
-            {
+                .find(|a| dispatch::admit(s, a, records.get(a), kind, now).is_ok());
+            if let Some(new_agent) = new_agent {
                 t.assignments
                     .insert(new_agent.clone(), TaskAssignment::Sent);
                 if group == "inside" {
@@ -685,12 +735,14 @@ async fn supervise_run(
             }
         })?;
         if let Some(stored) = stored {
-            for (agent, group) in &offers {
-                if send(s, agent, &wire_task(&stored, group)) {
-                    outstanding += 1;
-                    tracing::info!(task = %task_id, %agent, "lease re-offered");
-                }
-            }
+            let sends: Vec<(String, Task)> = offers
+                .iter()
+                .map(|(a, group)| (a.clone(), dispatch::wire_task(&stored, group)))
+                .collect();
+            let n = sends.len();
+            let failed = dispatch::deliver(s, sends, dispatch::send_until(stored.deadline_us));
+            outstanding += n - failed.len();
+            tracing::info!(task = %task_id, offered = n - failed.len(), "lease re-offered");
         }
     }
     if outstanding == 0 {

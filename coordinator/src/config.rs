@@ -25,7 +25,11 @@ pub struct Config {
     /// send the HTTP/2 connection preface before it is dropped.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_s: u64,
-    /// Seconds between HTTP/2 PINGs the server sends on an open connection.
+    /// Seconds without a frame from the peer before the server sends an
+    /// HTTP/2 PING on an open connection. With the timeout below it bounds
+    /// how long a dead agent session (a partition, a pulled cable) still
+    /// counts as connected: 10 + 5 s by default, so a run dispatched during
+    /// a partition skips the agent instead of waiting for its leases.
     #[serde(default = "default_keepalive_interval")]
     pub http2_keepalive_interval_s: u64,
     /// Seconds a PING may go unanswered before the connection is closed.
@@ -61,11 +65,11 @@ fn default_handshake_timeout() -> u64 {
 }
 
 fn default_keepalive_interval() -> u64 {
-    60
+    10
 }
 
 fn default_keepalive_timeout() -> u64 {
-    20
+    5
 }
 
 fn default_max_header_list() -> u32 {

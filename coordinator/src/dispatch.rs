@@ -1,25 +1,179 @@
-//! Pushing tasks down live sessions and recording where each stands. The
-//! ad-hoc `Dispatch` call and (later) the campaign scheduler both go through
-//! [`send_task`], so nothing is dispatched twice to one agent for one task.
+//! The one path every task takes to an agent: ad-hoc `Dispatch` calls,
+//! campaign runs, re-offers of expired leases and re-sends to agents that
+//! come back all pass [`admit`] (known, not revoked, consenting, online,
+//! within the volunteer's hourly cap) and then [`deliver`] (pushed down the
+//! live session; what does not fit its queue follows as the agent reads).
+//! Also records where each assignment stands ([`mark`], [`queue_marks`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use vantage_proto::v1::{coordinator_message, CoordinatorMessage, ProbeInput, Task};
 
 use crate::errors::ServiceError;
 use crate::state::Shared;
-use crate::store::{StoreError, TaskAssignment, TaskRecord};
+use crate::store::{AgentRecord, StoreError, TaskAssignment, TaskRecord};
 
-/// Result of dispatching one task.
+/// Why a task was not given to an agent. Its text is what the `skipped`
+/// lists of dispatches and runs say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skip {
+    UnknownAgent,
+    Revoked,
+    /// The volunteer has not consented to this probe kind.
+    NotConsented(String),
+    Offline,
+    /// At the volunteer's `max_tasks_per_hour`.
+    AtHourlyLimit(u32),
+    /// The session closed (or the deadline passed) before the task was
+    /// pushed down it.
+    NotSent,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::UnknownAgent => f.write_str("unknown agent"),
+            Skip::Revoked => f.write_str("revoked"),
+            Skip::NotConsented(kind) => write!(f, "has not consented to {kind} probes"),
+            Skip::Offline => f.write_str("offline"),
+            Skip::AtHourlyLimit(n) => {
+                write!(f, "at the volunteer's limit of {n} tasks per hour")
+            }
+            Skip::NotSent => f.write_str("session closed before the task was sent"),
+        }
+    }
+}
+
+/// The gate of every send: `agent` (its stored record) may be given a task
+/// of `kind` now. Takes one of the volunteer's hourly task slots when it
+/// says yes, so every path honours `max_tasks_per_hour` before the agent
+/// has to refuse.
+pub fn admit(
+    shared: &Shared,
+    agent_id: &str,
+    agent: Option<&AgentRecord>,
+    kind: &str,
+    now: i64,
+) -> Result<(), Skip> {
+    let Some(agent) = agent else {
+        return Err(Skip::UnknownAgent);
+    };
+    if agent.revoked {
+        return Err(Skip::Revoked);
+    }
+    if !agent.consent_kinds.iter().any(|k| k == kind) {
+        return Err(Skip::NotConsented(kind.to_string()));
+    }
+    if !shared.hub.is_connected(agent_id) {
+        return Err(Skip::Offline);
+    }
+    if !shared.take_task_slot(agent_id, agent.max_tasks_per_hour, now) {
+        return Err(Skip::AtHourlyLimit(agent.max_tasks_per_hour));
+    }
+    Ok(())
+}
+
+/// The task message of a stored task, as `group` ("inside", "control" or
+/// empty for an ad-hoc task) runs it.
+pub fn wire_task(t: &TaskRecord, group: &str) -> Task {
+    Task {
+        task_id: t.task_id.clone(),
+        campaign_id: t.campaign_id.clone(),
+        run_id: t.run_id.clone(),
+        deadline_us: t.deadline_us,
+        input: serde_json::from_value(t.input.clone()).ok(),
+        group: group.into(),
+    }
+}
+
+/// Pushes admitted, stored tasks down their agents' sessions, back to back
+/// so inside and control measure the same moment. What does not fit an
+/// agent's session queue (1,024 messages) follows as the agent reads, until
+/// `until`; a run of more targets than that used to lose the rest
+/// (BENCHMARKS.md). Returns the sends that failed at once (no session, or
+/// it closed); tasks that miss `until` are counted in `tasks_not_sent` and
+/// their leases expire.
+pub fn deliver(
+    shared: &Shared,
+    sends: Vec<(String, Task)>,
+    until: tokio::time::Instant,
+) -> Vec<(String, Task)> {
+    let mut failed = Vec::new();
+    let mut backlogs: HashMap<String, (crate::hub::Outbound, Vec<CoordinatorMessage>)> =
+        HashMap::new();
+    for (agent, task) in sends {
+        if let Some((_, backlog)) = backlogs.get_mut(&agent) {
+            backlog.push(task_message(task));
+            continue;
+        }
+        let Some(tx) = shared.hub.sender(&agent) else {
+            failed.push((agent, task));
+            continue;
+        };
+        use tokio::sync::mpsc::error::TrySendError;
+        match tx.try_send(Ok(task_message(task))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Ok(m))) => {
+                backlogs.insert(agent, (tx, vec![m]));
+            }
+            Err(TrySendError::Closed(Ok(m))) => failed.push((agent, task_of(m))),
+            // Only `Ok` messages are sent here.
+            Err(TrySendError::Full(Err(_)) | TrySendError::Closed(Err(_))) => {}
+        }
+    }
+    for (agent, (tx, backlog)) in backlogs {
+        tracing::info!(agent = %agent, tasks = backlog.len(), "session queue full: the rest follows as the agent reads");
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let total = backlog.len();
+            for (i, m) in backlog.into_iter().enumerate() {
+                if !matches!(
+                    tokio::time::timeout_at(until, tx.send(Ok(m))).await,
+                    Ok(Ok(()))
+                ) {
+                    let left = (total - i) as u64;
+                    tracing::warn!(agent = %agent, left, "session gone or deadline passed: tasks not sent (their leases expire)");
+                    if let Err(e) = s.store.add_counter("tasks_not_sent", left) {
+                        tracing::warn!("cannot update counter tasks_not_sent: {e}");
+                    }
+                    break;
+                }
+            }
+        });
+    }
+    failed
+}
+
+fn task_message(task: Task) -> CoordinatorMessage {
+    CoordinatorMessage {
+        msg: Some(coordinator_message::Msg::Task(task)),
+    }
+}
+
+fn task_of(m: CoordinatorMessage) -> Task {
+    match m.msg {
+        Some(coordinator_message::Msg::Task(t)) => t,
+        _ => Task::default(),
+    }
+}
+
+/// The time until which a backlog for a task ending at `deadline_us` may
+/// still be sent.
+pub fn send_until(deadline_us: i64) -> tokio::time::Instant {
+    let left = deadline_us.saturating_sub(vantage_proto::now_us()).max(0);
+    tokio::time::Instant::now() + Duration::from_micros(left as u64)
+}
+
+/// Result of dispatching one ad-hoc task.
 pub struct DispatchOutcome {
     pub task_id: String,
     pub sent_to: Vec<String>,
     pub skipped: Vec<(String, String)>,
 }
 
-/// Creates a task for `input` and pushes it to `agents` (every connected
-/// agent when empty). Offline, revoked or non-consenting agents are skipped
-/// with a reason.
+/// Creates a task for `input` and gives it to `agents` (every connected
+/// agent when empty). Agents [`admit`] refuses are skipped with a reason.
 pub async fn dispatch(
     shared: &Shared,
     input: ProbeInput,
@@ -38,14 +192,13 @@ pub async fn dispatch(
     } else {
         deadline_s.min(3600)
     };
-    let task_id = vantage_proto::envelope::new_id();
     let targets = if agents.is_empty() {
         shared.hub.connected()
     } else {
         agents
     };
     let mut rec = TaskRecord {
-        task_id: task_id.clone(),
+        task_id: vantage_proto::envelope::new_id(),
         campaign_id: String::new(),
         run_id: String::new(),
         created_us: now,
@@ -53,56 +206,33 @@ pub async fn dispatch(
         input: serde_json::to_value(&input).unwrap_or_default(),
         assignments: BTreeMap::new(),
     };
-    let mut sent_to = Vec::new();
     let mut skipped = Vec::new();
-    let mut senders = Vec::new();
+    let mut admitted = Vec::new();
     for a in targets {
-        let Some(agent) = shared.store.agent(&a)? else {
-            skipped.push((a, "unknown agent".into()));
-            continue;
-        };
-        if agent.revoked {
-            skipped.push((a, "revoked".into()));
-            continue;
+        let record = shared.store.agent(&a)?;
+        match admit(shared, &a, record.as_ref(), kind, now) {
+            Ok(()) => {
+                rec.assignments.insert(a.clone(), TaskAssignment::Sent);
+                admitted.push(a);
+            }
+            Err(skip) => skipped.push((a, skip.to_string())),
         }
-        if !agent.consent_kinds.iter().any(|k| k == kind) {
-            skipped.push((a, format!("volunteer has not consented to {kind} probes")));
-            continue;
-        }
-        let Some(tx) = shared.hub.sender(&a) else {
-            skipped.push((a, "offline".into()));
-            continue;
-        };
-        if !shared.take_task_slot(&a, agent.max_tasks_per_hour, now) {
-            skipped.push((
-                a,
-                format!(
-                    "at the volunteer's limit of {} tasks per hour",
-                    agent.max_tasks_per_hour
-                ),
-            ));
-            continue;
-        }
-        rec.assignments.insert(a.clone(), TaskAssignment::Sent);
-        senders.push((a, tx));
     }
     // Stored before it is sent, so an ack can never arrive for an unknown task.
     shared.store.put_task(&rec)?;
-    let task = Task {
-        task_id: task_id.clone(),
-        deadline_us: rec.deadline_us,
-        input: Some(input),
-        ..Default::default()
-    };
-    for (a, tx) in senders {
-        let m = CoordinatorMessage {
-            msg: Some(coordinator_message::Msg::Task(task.clone())),
-        };
-        match tx.try_send(Ok(m)) {
-            Ok(()) => sent_to.push(a),
-            Err(_) => skipped.push((a, "session queue full or closed".into())),
-        }
-    }
+    let task = wire_task(&rec, "");
+    let sends = admitted.iter().map(|a| (a.clone(), task.clone())).collect();
+    let failed = deliver(shared, sends, send_until(rec.deadline_us));
+    let sent_to = admitted
+        .into_iter()
+        .filter(|a| !failed.iter().any(|(f, _)| f == a))
+        .collect::<Vec<_>>();
+    skipped.extend(
+        failed
+            .into_iter()
+            .map(|(a, _)| (a, Skip::NotSent.to_string())),
+    );
+    let task_id = rec.task_id;
     tracing::info!(task = %task_id, sent = sent_to.len(), skipped = skipped.len(), "task dispatched");
     Ok(DispatchOutcome {
         task_id,

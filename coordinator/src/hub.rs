@@ -19,6 +19,10 @@ pub struct Hub {
     serial: AtomicU64,
     /// Agents that may not open a session before the given time.
     barred: Mutex<HashMap<String, Instant>>,
+    /// Agents whose session opened since the scheduler last looked, and
+    /// when (µs): it re-sends them the tasks they were given and never
+    /// acknowledged.
+    arrivals: Mutex<HashMap<String, i64>>,
 }
 
 impl Hub {
@@ -34,6 +38,10 @@ impl Hub {
         if let Some((_, old)) = old {
             let _ = old.try_send(Err(Status::aborted("replaced by a newer session")));
         }
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent_id.to_string(), vantage_proto::now_us());
         serial
     }
 
@@ -94,5 +102,11 @@ impl Hub {
         let b = self.barred.lock().unwrap_or_else(|p| p.into_inner());
         b.get(agent_id)
             .and_then(|until| until.checked_duration_since(Instant::now()))
+    }
+
+    /// The agents whose session opened since the last call, with the time
+    /// it opened (µs).
+    pub fn take_arrivals(&self) -> HashMap<String, i64> {
+        std::mem::take(&mut *self.arrivals.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }

@@ -176,8 +176,10 @@ pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Channel, Clien
         .map_err(|_| ClientError::BadAddress(addr.to_string()))?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
+        // A dead connection is noticed within 25 s (the coordinator's own
+        // PINGs notice it within 15 s, `http2_keepalive_*`).
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(10));
     let dial = addr.to_string();
     let timeout = opts.connect_timeout;
     let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
