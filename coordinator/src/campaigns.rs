@@ -15,50 +15,14 @@ use crate::dispatch;
 use crate::errors::ServiceError;
 use crate::scheduler::{self, AgentView, CampaignSpec, SpecFormat};
 use crate::state::Shared;
-use crate::store::{CampaignRecord, RunRecord, TaskAssignment, TaskRecord};
+use crate::store::{
+    CampaignRecord, CampaignState, Group, RunRecord, RunState, TaskAssignment, TaskRecord,
+};
 
 /// How often the scheduler looks at the clock.
 pub const TICK: Duration = Duration::from_millis(250);
 /// How often queued task marks are written (`dispatch::queue_marks`).
 const MARK_TICK: Duration = Duration::from_millis(50);
-
-/// Campaign and run states. Finished is "done" for both, as
-/// `CampaignInfo.runs_done` always said.
-pub mod state {
-    /// Campaign: dispatching its runs as they fall due.
-    pub const ACTIVE: &str = "active";
-    /// Campaign: no new runs until resumed.
-    pub const PAUSED: &str = "paused";
-    /// Campaign or run: stopped for good.
-    pub const CANCELLED: &str = "cancelled";
-    /// Campaign: every run done or cancelled. Run: nothing outstanding.
-    pub const DONE: &str = "done";
-    /// Run: waiting for its dispatch time.
-    pub const SCHEDULED: &str = "scheduled";
-    /// Run: tasks sent, results coming in.
-    pub const DISPATCHED: &str = "dispatched";
-    /// What runs stored before the vocabulary was unified say for done.
-    pub const LEGACY_COMPLETE: &str = "complete";
-}
-
-/// A stored run state in today's words: "complete" (stores written before
-/// runs said "done") reads as "done".
-pub fn run_state(stored: &str) -> &str {
-    if stored == state::LEGACY_COMPLETE {
-        state::DONE
-    } else {
-        stored
-    }
-}
-
-fn spec_of(rec: &CampaignRecord) -> Result<CampaignSpec, ServiceError> {
-    serde_json::from_value(rec.spec.clone()).map_err(|e| {
-        ServiceError::Internal(format!(
-            "stored spec of {} unreadable: {e}",
-            rec.campaign_id
-        ))
-    })
-}
 
 /// Validates and stores a campaign; its runs are dispatched by [`tick`].
 pub async fn create(
@@ -84,16 +48,16 @@ pub async fn create(
         campaign_id: campaign_id.clone(),
         name: spec.name.clone(),
         description: spec.description.clone(),
-        state: state::ACTIVE.into(),
+        state: CampaignState::Active,
         created_us: now,
-        spec: serde_json::to_value(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        spec: spec.clone(),
         runs: plans
             .iter()
             .map(|p| RunRecord {
                 run_id: vantage_proto::envelope::new_id(),
                 index: p.index,
                 dispatch_at_us: p.dispatch_us,
-                state: state::SCHEDULED.into(),
+                state: RunState::Scheduled,
                 ..Default::default()
             })
             .collect(),
@@ -111,20 +75,15 @@ fn info(rec: &CampaignRecord) -> CampaignInfo {
         campaign_id: rec.campaign_id.clone(),
         name: rec.name.clone(),
         description: rec.description.clone(),
-        state: rec.state.clone(),
+        state: rec.state.as_str().into(),
         created_us: rec.created_us,
         runs_total: rec.runs.len() as u32,
         runs_done: rec
             .runs
             .iter()
-            .filter(|r| run_state(&r.state) == state::DONE)
+            .filter(|r| r.state == RunState::Done)
             .count() as u32,
-        targets: rec
-            .spec
-            .get("targets")
-            .and_then(|t| t.as_array())
-            .map(|a| a.len() as u32)
-            .unwrap_or(0),
+        targets: rec.spec.targets.len() as u32,
     }
 }
 
@@ -144,16 +103,14 @@ pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceErr
     let rec = load(s, id)?;
     // Targets per kind, for agents left out of a run for want of consent.
     let mut targets_of: HashMap<&'static str, u64> = HashMap::new();
-    if let Ok(spec) = spec_of(&rec) {
-        for t in &spec.targets {
-            *targets_of.entry(t.kind_name()).or_default() += 1;
-        }
+    for t in &rec.spec.targets {
+        *targets_of.entry(t.kind_name()).or_default() += 1;
     }
     let mut runs = Vec::with_capacity(rec.runs.len());
     for run in &rec.runs {
         let mut groups = vec![
-            progress("inside", &run.inside),
-            progress("control", &run.control),
+            progress(Group::Inside, &run.inside),
+            progress(Group::Control, &run.control),
         ];
         let inside: HashSet<&String> = run.inside.iter().collect();
         let mut failures: BTreeMap<String, u64> = BTreeMap::new();
@@ -194,7 +151,7 @@ pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceErr
             run_id: run.run_id.clone(),
             index: run.index,
             dispatch_at_us: run.dispatch_at_us,
-            state: run_state(&run.state).to_string(),
+            state: run.state.as_str().into(),
             groups,
             failures: failures
                 .into_iter()
@@ -215,8 +172,8 @@ pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceErr
 
 /// A run's `skipped` entry for a task not given to `agent` of `group`
 /// ([`unconsented_kinds`] reads the consent ones back).
-fn skipped_entry(group: &str, agent: &str, why: &dispatch::Skip) -> String {
-    format!("{group} {agent}: {why}")
+fn skipped_entry(group: Group, agent: &str, why: &dispatch::Skip) -> String {
+    format!("{} {agent}: {why}", group.as_str())
 }
 
 /// The probe kinds a run's `skipped` entry says the agent's volunteer has
@@ -263,9 +220,9 @@ fn consent_skipped(
     out
 }
 
-fn progress(group: &str, agents: &[String]) -> GroupProgress {
+fn progress(group: Group, agents: &[String]) -> GroupProgress {
     GroupProgress {
-        group: group.into(),
+        group: group.as_str().into(),
         agents: agents.len() as u32,
         ..Default::default()
     }
@@ -298,18 +255,19 @@ fn first_failure(m: &Measurement) -> Option<String> {
 
 pub fn set_state(s: &Shared, id: &str, action: &str) -> Result<String, ServiceError> {
     let mut rec = load(s, id)?;
-    let next = match (action, rec.state.as_str()) {
-        (_, state::CANCELLED) => {
+    let next = match (action, rec.state) {
+        (_, CampaignState::Cancelled) => {
             return Err(ServiceError::InvalidArgument(format!(
                 "campaign {id} is cancelled"
             )));
         }
-        ("pause", state::ACTIVE) => state::PAUSED,
-        ("resume", state::PAUSED) => state::ACTIVE,
-        ("cancel", _) => state::CANCELLED,
+        ("pause", CampaignState::Active) => CampaignState::Paused,
+        ("resume", CampaignState::Paused) => CampaignState::Active,
+        ("cancel", _) => CampaignState::Cancelled,
         ("pause" | "resume", st) => {
             return Err(ServiceError::InvalidArgument(format!(
-                "cannot {action} a campaign that is {st}"
+                "cannot {action} a campaign that is {}",
+                st.as_str()
             )));
         }
         _ => {
@@ -318,19 +276,15 @@ pub fn set_state(s: &Shared, id: &str, action: &str) -> Result<String, ServiceEr
             )))
         }
     };
-    rec.state = next.into();
-    if next == state::CANCELLED {
-        for r in rec
-            .runs
-            .iter_mut()
-            .filter(|r| r.state == state::SCHEDULED || r.state == state::DISPATCHED)
-        {
-            r.state = state::CANCELLED.into();
+    rec.state = next;
+    if next == CampaignState::Cancelled {
+        for r in rec.runs.iter_mut().filter(|r| !r.state.is_finished()) {
+            r.state = RunState::Cancelled;
         }
     }
     s.store.put_campaign(&rec)?;
-    tracing::info!(campaign = %id, state = next, "campaign state changed");
-    Ok(next.into())
+    tracing::info!(campaign = %id, state = next.as_str(), "campaign state changed");
+    Ok(next.as_str().into())
 }
 
 /// Verdicts of every run: stored, and recomputed first where results
@@ -433,13 +387,13 @@ pub async fn step(s: &Shared) -> Result<(), ServiceError> {
     let arrivals = s.hub.take_arrivals();
     let mut records = None;
     for mut rec in s.store.campaigns()? {
-        if rec.state != state::ACTIVE {
+        if rec.state != CampaignState::Active {
             continue;
         }
-        let spec = spec_of(&rec)?;
+        let spec = rec.spec.clone();
         let mut changed = false;
         for i in 0..rec.runs.len() {
-            if !arrivals.is_empty() && rec.runs[i].state == state::DISPATCHED {
+            if !arrivals.is_empty() && rec.runs[i].state == RunState::Dispatched {
                 if records.is_none() {
                     records = Some(agent_records(s)?);
                 }
@@ -447,23 +401,19 @@ pub async fn step(s: &Shared) -> Result<(), ServiceError> {
                     resend(s, &rec.runs[i], &arrivals, records, now)?;
                 }
             }
-            match rec.runs[i].state.as_str() {
-                state::SCHEDULED if rec.runs[i].dispatch_at_us <= now => {
+            match rec.runs[i].state {
+                RunState::Scheduled if rec.runs[i].dispatch_at_us <= now => {
                     dispatch_run(s, &rec.campaign_id, &spec, &mut rec.runs[i], now).await?;
                     changed = true;
                 }
-                state::DISPATCHED => {
+                RunState::Dispatched => {
                     changed |= supervise_run(s, &spec, &mut rec.runs[i], now).await?;
                 }
                 _ => {}
             }
         }
-        if rec
-            .runs
-            .iter()
-            .all(|r| matches!(run_state(&r.state), state::DONE | state::CANCELLED))
-        {
-            rec.state = state::DONE.into();
+        if rec.runs.iter().all(|r| r.state.is_finished()) {
+            rec.state = CampaignState::Done;
             changed = true;
             tracing::info!(campaign = %rec.campaign_id, "campaign done");
         }
@@ -518,12 +468,10 @@ fn resend(
                 tracing::info!(task = %t.task_id, %agent, %why, "not re-sent");
                 continue;
             }
-            let group = if run.inside.contains(agent) {
-                "inside"
-            } else {
-                "control"
-            };
-            sends.push(((*agent).clone(), dispatch::wire_task(&t, group)));
+            sends.push((
+                (*agent).clone(),
+                dispatch::wire_task(&t, run.group_of(agent)),
+            ));
             until = until.max(t.deadline_us);
         }
     }
@@ -609,7 +557,7 @@ async fn dispatch_run(
             input: serde_json::to_value(input).unwrap_or_default(),
             assignments: BTreeMap::new(),
         };
-        for (group, agents) in [("inside", &run.inside), ("control", &run.control)] {
+        for (group, agents) in [(Group::Inside, &run.inside), (Group::Control, &run.control)] {
             for a in agents {
                 match dispatch::admit(s, a, agents_by_id.get(a), kind, now) {
                     Ok(()) => {
@@ -624,11 +572,12 @@ async fn dispatch_run(
         run.tasks.push(t.task_id.clone());
     }
     // All tasks are stored first, then pushed back to back.
-    for (agent, task) in dispatch::deliver(s, sends, dispatch::send_until(run.deadline_us)) {
+    for (agent, _) in dispatch::deliver(s, sends, dispatch::send_until(run.deadline_us)) {
+        let group = run.group_of(&agent);
         run.skipped
-            .push(skipped_entry(&task.group, &agent, &dispatch::Skip::NotSent));
+            .push(skipped_entry(group, &agent, &dispatch::Skip::NotSent));
     }
-    run.state = state::DISPATCHED.into();
+    run.state = RunState::Dispatched;
     tracing::info!(
         campaign = %campaign_id, run = run.index, inside = run.inside.len(), control = run.control.len(),
         tasks = run.tasks.len(), "run dispatched"
@@ -665,17 +614,13 @@ async fn supervise_run(
             outstanding += expired.len();
             continue;
         }
-        let mut offers: Vec<(String, &'static str)> = Vec::new();
+        let mut offers: Vec<(String, Group)> = Vec::new();
         for agent in &expired {
             t.assignments.insert(agent.clone(), TaskAssignment::Expired);
-            let group = if run.inside.contains(agent) {
-                "inside"
-            } else {
-                "control"
-            };
+            let group = run.group_of(agent);
             tracing::info!(task = %task_id, %agent, "lease expired");
             // Re-offer to another matching agent that has not had this task.
-            let selector = if group == "inside" {
+            let selector = if group == Group::Inside {
                 &spec.inside
             } else {
                 &spec.control
@@ -704,7 +649,7 @@ async fn supervise_run(
             if let Some(new_agent) = new_agent {
                 t.assignments
                     .insert(new_agent.clone(), TaskAssignment::Sent);
-                if group == "inside" {
+                if group == Group::Inside {
                     run.inside.push(new_agent.clone());
                 } else {
                     run.control.push(new_agent.clone());
@@ -737,7 +682,7 @@ async fn supervise_run(
         if let Some(stored) = stored {
             let sends: Vec<(String, Task)> = offers
                 .iter()
-                .map(|(a, group)| (a.clone(), dispatch::wire_task(&stored, group)))
+                .map(|(a, group)| (a.clone(), dispatch::wire_task(&stored, *group)))
                 .collect();
             let n = sends.len();
             let failed = dispatch::deliver(s, sends, dispatch::send_until(stored.deadline_us));
@@ -746,7 +691,7 @@ async fn supervise_run(
         }
     }
     if outstanding == 0 {
-        run.state = state::DONE.into();
+        run.state = RunState::Done;
         changed = true;
         tracing::info!(run = %run.run_id, "run done");
     }
@@ -852,19 +797,21 @@ mod tests {
         )
         .await
         .unwrap();
-        let mut rec = s.store.campaign(&r.campaign_id).unwrap().unwrap();
-        rec.runs[0].state = state::LEGACY_COMPLETE.into();
-        s.store.put_campaign(&rec).unwrap();
+        // Written as a store of that time held it.
+        let rec = s.store.campaign(&r.campaign_id).unwrap().unwrap();
+        let mut json = serde_json::to_value(&rec).unwrap();
+        json["runs"][0]["state"] = "complete".into();
+        let old: CampaignRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(old.runs[0].state, RunState::Done);
+        s.store.put_campaign(&old).unwrap();
         let st = status(&s, &r.campaign_id).unwrap();
-        assert_eq!(st.runs[0].state, state::DONE);
+        assert_eq!(st.runs[0].state, "done");
         let info = st.campaign.unwrap();
         assert_eq!((info.runs_done, info.runs_total), (1, 1));
         // The scheduler finishes the campaign: every run is done.
         step(&s).await.unwrap();
         let rec = s.store.campaign(&r.campaign_id).unwrap().unwrap();
-        assert_eq!(rec.state, state::DONE);
-        assert_eq!(run_state("complete"), "done");
-        assert_eq!(run_state("dispatched"), "dispatched");
+        assert_eq!(rec.state, CampaignState::Done);
     }
 
     /// A run with more targets than an agent's session queue holds: every

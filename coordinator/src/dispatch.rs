@@ -12,7 +12,7 @@ use vantage_proto::v1::{coordinator_message, CoordinatorMessage, ProbeInput, Tas
 
 use crate::errors::ServiceError;
 use crate::state::Shared;
-use crate::store::{AgentRecord, StoreError, TaskAssignment, TaskRecord};
+use crate::store::{AgentRecord, Group, StoreError, TaskAssignment, TaskRecord};
 
 /// Why a task was not given to an agent. Its text is what the `skipped`
 /// lists of dispatches and runs say.
@@ -74,16 +74,19 @@ pub fn admit(
     Ok(())
 }
 
-/// The task message of a stored task, as `group` ("inside", "control" or
-/// empty for an ad-hoc task) runs it.
-pub fn wire_task(t: &TaskRecord, group: &str) -> Task {
+/// The task message of a stored task, as `group` runs it (none for an
+/// ad-hoc task).
+pub fn wire_task(t: &TaskRecord, group: impl Into<Option<Group>>) -> Task {
     Task {
         task_id: t.task_id.clone(),
         campaign_id: t.campaign_id.clone(),
         run_id: t.run_id.clone(),
         deadline_us: t.deadline_us,
         input: serde_json::from_value(t.input.clone()).ok(),
-        group: group.into(),
+        group: group
+            .into()
+            .map(|g| g.as_str().to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -220,7 +223,7 @@ pub async fn dispatch(
     }
     // Stored before it is sent, so an ack can never arrive for an unknown task.
     shared.store.put_task(&rec)?;
-    let task = wire_task(&rec, "");
+    let task = wire_task(&rec, None);
     let sends = admitted.iter().map(|a| (a.clone(), task.clone())).collect();
     let failed = deliver(shared, sends, send_until(rec.deadline_us));
     let sent_to = admitted

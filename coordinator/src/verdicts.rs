@@ -59,13 +59,11 @@ fn agent_places(s: &Shared) -> Result<HashMap<String, (String, u32)>, StoreError
 /// Target key -> the target's name, from a campaign's stored spec: names
 /// for results of agents too old to carry the input's name.
 fn target_names(rec: &CampaignRecord) -> HashMap<String, String> {
-    let Some(targets) = rec.spec.get("targets").and_then(|t| t.as_array()) else {
-        return HashMap::new();
-    };
-    targets
+    rec.spec
+        .targets
         .iter()
-        .filter_map(|t| serde_json::from_value::<vantage_proto::v1::ProbeInput>(t.clone()).ok())
         .filter(|t| !t.name.is_empty())
+        .cloned()
         .map(|t| {
             let name = t.name.clone();
             let m = Measurement {
@@ -141,13 +139,12 @@ struct Inputs {
 
 /// The built-in block-page fingerprints plus the campaign's own.
 fn fingerprints_of(rec: &CampaignRecord) -> analysis::Fingerprints {
-    let own = rec
+    let rows: Vec<_> = rec
         .spec
-        .get("blockpage_fingerprints")
-        .cloned()
-        .and_then(|v| serde_json::from_value::<Vec<crate::scheduler::FingerprintSpec>>(v).ok())
-        .unwrap_or_default();
-    let rows: Vec<_> = own.iter().filter_map(|f| f.parse().ok()).collect();
+        .blockpage_fingerprints
+        .iter()
+        .filter_map(|f| f.parse().ok())
+        .collect();
     analysis::Fingerprints::with_extra(&rows)
 }
 
@@ -344,11 +341,15 @@ mod tests {
             campaign_id: "c".into(),
             name: "c".into(),
             description: String::new(),
-            state: "active".into(),
+            state: Default::default(),
             created_us: 0,
-            spec: serde_json::json!({
-                "targets": [{"name": "From the spec", "tcp": {"host": "192.0.2.1", "port": 443}}]
-            }),
+            spec: crate::scheduler::parse_spec(
+                "version = 1\nname = \"c\"\nallow_private_targets = true\n[inside]\ntags = [\"in\"]\n\
+                 [control]\ntags = [\"ctl\"]\n[[targets]]\nname = \"From the spec\"\n\
+                 tcp = { host = \"192.0.2.1\", port = 443 }\n",
+                crate::scheduler::SpecFormat::Toml,
+            )
+            .unwrap(),
             runs: vec![run.clone()],
         };
         let (rows, _, _) = compute_run(

@@ -39,7 +39,8 @@ use std::sync::Arc;
 
 pub use commit::{CommitHandle, GroupStats, Outcome, PendingResult};
 pub use records::{
-    AgentRecord, CampaignRecord, RunRecord, RunVerdicts, TaskAssignment, TaskRecord, TokenRecord,
+    AgentRecord, CampaignRecord, CampaignState, Group, RunRecord, RunState, RunVerdicts,
+    TaskAssignment, TaskRecord, TokenRecord,
 };
 
 /// Store failures.

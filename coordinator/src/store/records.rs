@@ -85,12 +85,90 @@ pub struct CampaignRecord {
     pub campaign_id: String,
     pub name: String,
     pub description: String,
-    /// "active", "paused", "cancelled" or "done".
-    pub state: String,
+    pub state: CampaignState,
     pub created_us: i64,
-    /// The spec as accepted (JSON form).
-    pub spec: serde_json::Value,
+    /// The spec as accepted.
+    pub spec: crate::scheduler::CampaignSpec,
     pub runs: Vec<RunRecord>,
+}
+
+/// Where a campaign stands. Stored and shown as its lowercase name.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CampaignState {
+    /// Dispatching its runs as they fall due.
+    #[default]
+    Active,
+    /// No new runs until resumed.
+    Paused,
+    /// Stopped for good.
+    Cancelled,
+    /// Every run done or cancelled.
+    Done,
+}
+
+/// Where a run stands. Stored and shown as its lowercase name; finished is
+/// "done" for runs and campaigns alike (`CampaignInfo.runs_done`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Waiting for its dispatch time.
+    #[default]
+    Scheduled,
+    /// Tasks sent, results coming in.
+    Dispatched,
+    /// Nothing outstanding. Runs stored before the vocabulary was unified
+    /// say "complete".
+    #[serde(alias = "complete")]
+    Done,
+    /// Stopped for good.
+    Cancelled,
+}
+
+impl CampaignState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignState::Active => "active",
+            CampaignState::Paused => "paused",
+            CampaignState::Cancelled => "cancelled",
+            CampaignState::Done => "done",
+        }
+    }
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Scheduled => "scheduled",
+            RunState::Dispatched => "dispatched",
+            RunState::Done => "done",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Done or cancelled: nothing will happen to it any more.
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunState::Done | RunState::Cancelled)
+    }
+}
+
+/// The two groups of a campaign run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// Agents behind the network under test.
+    Inside,
+    /// Agents outside it, measuring the same targets at the same time.
+    Control,
+}
+
+impl Group {
+    /// "inside" or "control", as tasks and progress name the group.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Inside => "inside",
+            Group::Control => "control",
+        }
+    }
 }
 
 /// One run of a campaign.
@@ -100,15 +178,24 @@ pub struct RunRecord {
     pub index: u32,
     pub dispatch_at_us: i64,
     pub deadline_us: i64,
-    /// "scheduled", "dispatched", "done" or "cancelled" (runs stored
-    /// before said "complete" for done: read with `campaigns::run_state`).
-    pub state: String,
+    pub state: RunState,
     pub inside: Vec<String>,
     pub control: Vec<String>,
     /// One task per target, in target order.
     pub tasks: Vec<String>,
     /// "agent: reason" for agents not used.
     pub skipped: Vec<String>,
+}
+
+impl RunRecord {
+    /// The group `agent` serves in this run (control when not inside).
+    pub fn group_of(&self, agent: &str) -> Group {
+        if self.inside.iter().any(|a| a == agent) {
+            Group::Inside
+        } else {
+            Group::Control
+        }
+    }
 }
 
 /// The stored verdicts of one run: recomputed from the stored results when
