@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-fn ctl_json(c: &Coordinator, args: &[&str]) -> serde_json::Value {
+pub(crate) fn ctl_json(c: &Coordinator, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["--output", "json"];
     a.extend_from_slice(args);
     let out = c.ctl(&a);
@@ -17,7 +17,7 @@ fn ctl_json(c: &Coordinator, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("json output")
 }
 
-fn create(c: &Coordinator, spec: &str) -> String {
+pub(crate) fn create(c: &Coordinator, spec: &str) -> String {
     let path = c.root.path().join(format!("spec-{}.toml", free_port()));
     std::fs::write(&path, spec).unwrap();
     let out = c.ctl(&["campaign", "create", "-f", path.to_str().unwrap()]);
@@ -29,20 +29,20 @@ fn create(c: &Coordinator, spec: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn state(c: &Coordinator, id: &str) -> String {
+pub(crate) fn state(c: &Coordinator, id: &str) -> String {
     ctl_json(c, &["campaign", "status", id])["campaign"]["state"]
         .as_str()
         .unwrap_or_default()
         .to_string()
 }
 
-fn wait_state(c: &Coordinator, id: &str, want: &str, limit: Duration) {
+pub(crate) fn wait_state(c: &Coordinator, id: &str, want: &str, limit: Duration) {
     wait_until(limit, &format!("campaign {id} to be {want}"), || {
         state(c, id) == want
     });
 }
 
-fn spec(targets: &str, extra: &str) -> String {
+pub(crate) fn spec(targets: &str, extra: &str) -> String {
     format!(
         "version = 1\nname = \"e2e\"\ndeadline = \"4s\"\nallow_private_targets = true\n{extra}\n\
          [inside]\ncountries = [\"CN\"]\n\n[control]\ntags = [\"control\"]\n\n{targets}"
@@ -50,7 +50,7 @@ fn spec(targets: &str, extra: &str) -> String {
 }
 
 /// Three agents: two inside (CN), one control (DE, tagged), all running.
-fn fleet(c: &Coordinator) -> Vec<Agent> {
+pub(crate) fn fleet(c: &Coordinator) -> Vec<Agent> {
     let token = c.token(4, "1h");
     let mut v = vec![
         Agent::enroll(c, "in1", &token).unwrap(),

@@ -13,6 +13,7 @@ mod hostile;
 mod http;
 mod outbox_full;
 mod partition;
+mod recovery;
 mod slow_clients;
 mod spine;
 mod targets;
