@@ -14,7 +14,7 @@
 //! The IP TTL of replies is not read (the safe socket APIs do not expose
 //! IP_RECVTTL ancillary data): `ip_ttl` is always 0.
 //!
-//! Target policy (same rule as `tcp.rs`): a forbidden resolver address (or a
+//! Target policy (see `target.rs`): a forbidden resolver address (or a
 //! forbidden literal DoH host) is a refusal; a forbidden address the DoH
 //! host name resolves to is a `Failure` (`unknown_failure: forbidden_target:
 //! ...`, operation `connect`). Answers are data and are not checked.
@@ -34,7 +34,8 @@ use tokio::net::UdpSocket;
 use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, DnsAnswer, DnsInput, DnsReply, DnsResult, Failure};
 
-use super::{tcp, tls, ProbeContext, ProbeOutput, Steps};
+use super::target::{self, parse_resolver};
+use super::{net, tls, within_deadline, ProbeContext, ProbeOutput, Steps};
 
 /// How long UDP listens after the first reply when the input says 0.
 const DEFAULT_LISTEN_MS: u32 = 1000;
@@ -45,7 +46,7 @@ const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Runs the `dns` probe.
 pub async fn run(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
+    within_deadline(ctx, run_inner(input, ctx), |mut f| {
         f.operation = op::RESOLVE.into();
         measurement::Result::Dns(DnsResult {
             resolver: input.resolver.clone(),
@@ -59,17 +60,14 @@ pub async fn run(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
 async fn run_inner(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
     match query(input, ctx, &mut steps).await {
-        Ok(r) => ProbeOutput {
-            result: measurement::Result::Dns(r),
-            steps: steps.into_vec(),
-        },
+        Ok(r) => ProbeOutput::measured(measurement::Result::Dns(r), steps),
         Err(reason) => ProbeOutput::refused(reason),
     }
 }
 
 /// Runs the `dns_injection` probe: UDP only, to an explicit address.
 pub async fn run_injection(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_injection_inner(input, ctx), |mut f| {
+    within_deadline(ctx, run_injection_inner(input, ctx), |mut f| {
         f.operation = op::RESOLVE.into();
         measurement::Result::DnsInjection(DnsResult {
             resolver: input.resolver.clone(),
@@ -101,22 +99,10 @@ async fn run_injection_inner(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutpu
             } else {
                 r.failure = None;
             }
-            ProbeOutput {
-                result: measurement::Result::DnsInjection(r),
-                steps: steps.into_vec(),
-            }
+            ProbeOutput::measured(measurement::Result::DnsInjection(r), steps)
         }
         Err(reason) => ProbeOutput::refused(reason),
     }
-}
-
-/// Parses "ip", "ip:port" or "[v6]:port" (port 53 by default).
-fn parse_resolver(s: &str) -> Option<SocketAddr> {
-    let s = s.trim();
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Some(sa);
-    }
-    tcp::parse_ip(s).map(|ip| SocketAddr::new(ip, 53))
 }
 
 /// The first `nameserver` of /etc/resolv.conf.
@@ -390,7 +376,7 @@ async fn tcp_query(
     ctx: &ProbeContext,
     result: &mut DnsResult,
 ) {
-    let (mut stream, _) = match tcp::connect(resolver, ctx.remaining()).await {
+    let (mut stream, _) = match net::connect(resolver, ctx.remaining()).await {
         Ok(s) => s,
         Err(f) => {
             result.failure = Some(f);
@@ -464,25 +450,17 @@ async fn doh(
     {
         return Err(format!("malformed_input: doh_url {url:?} is not https"));
     }
-    let host = uri
-        .host()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("malformed_input: doh_url {url:?} has no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = target::uri_host(&uri)
+        .ok_or_else(|| format!("malformed_input: doh_url {url:?} has no host"))?;
     let port = uri.port_u16().unwrap_or(443);
     let path = uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/dns-query".into());
-    let literal = tcp::parse_ip(&host);
-    if let Some(ip) = literal {
-        ctx.policy.check(ip)?;
-    }
+    let literal = target::literal(&host, &ctx.policy)?;
     let addrs = match literal {
         Some(ip) => vec![ip],
-        None => match tcp::resolve_system(&host, ctx).await {
+        None => match net::resolve_system(&host, ctx).await {
             Ok(a) => a,
             Err(f) => {
                 result.failure = Some(f);
@@ -490,23 +468,11 @@ async fn doh(
             }
         },
     };
-    let mut conn = None;
-    let mut last = failure(failure::GENERIC_TIMEOUT, op::CONNECT);
-    for ip in addrs {
-        if let Err(reason) = ctx.policy.check(ip) {
-            last = tcp::forbidden(&reason);
-            continue;
-        }
-        match tcp::connect(SocketAddr::new(ip, port), ctx.remaining()).await {
-            Ok((s, _)) => {
-                conn = Some((ip, s));
-                break;
-            }
-            Err(f) => last = f,
-        }
-    }
+    // The connects are part of the query's one `resolve` step.
+    let mut unrecorded = Steps::new();
+    let (attempts, conn) = target::connect_first(&addrs, port, ctx, &mut unrecorded).await;
     let Some((ip, stream)) = conn else {
-        result.failure = Some(last);
+        result.failure = Some(target::last_failure(&attempts));
         return Ok(());
     };
     let sni = if literal.is_some() {

@@ -34,7 +34,7 @@
 //! so one measurement without residual blocking is weak evidence of
 //! absence; the coordinator should repeat it.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 #![allow(clippy::needless_update)]
 
@@ -46,7 +46,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, EncryptedAttempt, EncryptedInput, EncryptedResult, Failure};
 
-use super::{tcp, ProbeContext, ProbeOutput, Steps};
+use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
 
 /// How long the trigger connection waits for a reply or a reset.
 const TRIGGER_READ: Duration = Duration::from_secs(1);
@@ -59,7 +59,7 @@ const MAX_RETEST_BUDGET: Duration = Duration::from_secs(10);
 
 /// Runs the `encrypted` probe.
 pub async fn run(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |f| {
+    within_deadline(ctx, run_inner(input, ctx), |f| {
         measurement::Result::Encrypted(EncryptedResult {
             ip: input.ip.clone(),
             port: input.port,
@@ -126,17 +126,10 @@ pub(crate) fn make_payload(len: usize, rng: &mut impl RngCore) -> Vec<u8> {
 async fn run_inner(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
     let origin = Instant::now();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: encrypted ip is not an IP address");
+    let addr = match target::ip_port("encrypted", &input.ip, input.port, None, &ctx.policy) {
+        Ok(a) => a,
+        Err(reason) => return ProbeOutput::refused(reason),
     };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(input.port) {
-        Ok(p) if p != 0 => p,
-        _ => return ProbeOutput::refused("malformed_input: encrypted port must be 1-65535"),
-    };
-    let addr = SocketAddr::new(ip, port);
     let payload_len = if input.payload_bytes == 0 {
         256
     } else {
@@ -153,8 +146,8 @@ async fn run_inner(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
         u64::from(input.retest_interval_ms)
     });
     let mut result = EncryptedResult {
-        ip: ip.to_string(),
-        port: port.into(),
+        ip: addr.ip().to_string(),
+        port: addr.port().into(),
         ..Default::default()
     };
 
@@ -179,7 +172,7 @@ async fn run_inner(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
             break;
         }
         let started = Instant::now();
-        let f = tcp::connect(addr, budget).await.err();
+        let f = net::connect(addr, budget).await.err();
         steps.record(&format!("retest_{i}"), started, f.clone());
         result.retests.push(EncryptedAttempt {
             at_us: started.saturating_duration_since(origin).as_micros() as i64,
@@ -190,10 +183,7 @@ async fn run_inner(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
 
     // 3. Verdict.
     result.residual_blocking = connected && result.retests.iter().any(|a| a.failure.is_some());
-    ProbeOutput {
-        result: measurement::Result::Encrypted(result),
-        steps: steps.into_vec(),
-    }
+    ProbeOutput::measured(measurement::Result::Encrypted(result), steps)
 }
 
 /// Connects, sends the payload, waits briefly for a reply or a reset.
@@ -205,7 +195,7 @@ async fn trigger(
     steps: &mut Steps,
 ) -> (bool, Option<Failure>) {
     let started = Instant::now();
-    let mut stream = match tcp::connect(addr, ctx.remaining()).await {
+    let mut stream = match net::connect(addr, ctx.remaining()).await {
         Ok((s, _)) => {
             steps.record("connect", started, None);
             s

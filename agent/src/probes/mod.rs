@@ -10,14 +10,18 @@
 //! a forbidden address discovered while probing (a resolved name, a redirect
 //! target) yields the failure `unknown_failure: forbidden_target: ...` with
 //! the operation that would have used it, keeping the data gathered so far.
+//! Both halves live in `target.rs`, which every probe uses to parse its target.
 //!
 //! This module knows nothing about sessions, signing or the outbox.
 
 use std::time::{Duration, Instant};
 
+use vantage_proto::failure::{self, failure, op};
 use vantage_proto::v1::{measurement, probe_input::Kind, Failure, ProbeInput, Refusal, Step};
 
+mod net;
 pub mod policy;
+mod target;
 
 pub mod dns;
 pub mod encrypted;
@@ -104,6 +108,14 @@ pub struct ProbeOutput {
 }
 
 impl ProbeOutput {
+    /// A measurement: the probe's result and the steps it recorded.
+    pub(crate) fn measured(result: measurement::Result, steps: Steps) -> Self {
+        ProbeOutput {
+            result,
+            steps: steps.into_vec(),
+        }
+    }
+
     /// A refusal (forbidden target, missing consent, malformed input).
     pub fn refused(reason: impl Into<String>) -> Self {
         ProbeOutput {
@@ -112,6 +124,33 @@ impl ProbeOutput {
             }),
             steps: Vec::new(),
         }
+    }
+}
+
+/// How long after the deadline [`within_deadline`]'s guard fires.
+const DEADLINE_GRACE: Duration = Duration::from_millis(250);
+
+/// The safety net every probe runs under: the whole probe is cut
+/// [`DEADLINE_GRACE`] after `ctx.deadline`, whatever the per-operation
+/// timeouts did, and its result is `on_timeout(generic_timeout_error)`.
+/// (Per-operation timeouts use the deadline itself, so they fire first and
+/// keep the partial data and the step that timed out; this only guards
+/// against a missed one.)
+pub(crate) async fn within_deadline<F>(
+    ctx: &ProbeContext,
+    fut: F,
+    on_timeout: impl FnOnce(Failure) -> measurement::Result,
+) -> ProbeOutput
+where
+    F: std::future::Future<Output = ProbeOutput>,
+{
+    let guard = ctx.deadline + DEADLINE_GRACE;
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(guard), fut).await {
+        Ok(out) => out,
+        Err(_) => ProbeOutput {
+            result: on_timeout(failure(failure::GENERIC_TIMEOUT, op::CONNECT)),
+            steps: Vec::new(),
+        },
     }
 }
 

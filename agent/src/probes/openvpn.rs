@@ -24,7 +24,7 @@
 //! Failures: no reply -> `generic_timeout_error` / `read`; a TCP reset ->
 //! `connection_reset`; connect errors use the `connect` operation.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 #![allow(clippy::needless_update)]
 
@@ -37,7 +37,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, OpenVpnInput, OpenVpnResult};
 
-use super::{tcp, ProbeContext, ProbeOutput, Steps};
+use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
 
 /// `P_CONTROL_HARD_RESET_CLIENT_V2`.
 const OP_HARD_RESET_CLIENT_V2: u8 = 7;
@@ -52,7 +52,7 @@ const MAX_ACKS: usize = 8;
 
 /// Runs the `openvpn` probe.
 pub async fn run(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
+    within_deadline(ctx, run_inner(input, ctx), |mut f| {
         f.operation = op::READ.into();
         measurement::Result::Openvpn(OpenVpnResult {
             ip: input.ip.clone(),
@@ -120,28 +120,21 @@ pub(crate) fn is_server_reset(packet: &[u8], session: &[u8; 8]) -> bool {
 
 async fn run_inner(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: openvpn ip is not an IP address");
-    };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(if input.port == 0 { 1194 } else { input.port }) {
-        Ok(p) => p,
-        Err(_) => return ProbeOutput::refused("malformed_input: openvpn port must be 1-65535"),
+    let addr = match target::ip_port("openvpn", &input.ip, input.port, Some(1194), &ctx.policy) {
+        Ok(a) => a,
+        Err(reason) => return ProbeOutput::refused(reason),
     };
     let transport = match input.transport.to_ascii_lowercase().as_str() {
         "" | "udp" => "udp",
         "tcp" => "tcp",
         _ => return ProbeOutput::refused("malformed_input: openvpn transport is udp or tcp"),
     };
-    let addr = SocketAddr::new(ip, port);
     let mut session = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut session);
     let packet = client_reset(session);
     let mut result = OpenVpnResult {
-        ip: ip.to_string(),
-        port: port.into(),
+        ip: addr.ip().to_string(),
+        port: addr.port().into(),
         transport: transport.to_string(),
         ..Default::default()
     };
@@ -157,10 +150,7 @@ async fn run_inner(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
         }
         Err(f) => result.failure = Some(f),
     }
-    ProbeOutput {
-        result: measurement::Result::Openvpn(result),
-        steps: steps.into_vec(),
-    }
+    ProbeOutput::measured(measurement::Result::Openvpn(result), steps)
 }
 
 /// Sends the reset over UDP and waits for a server reset; returns the RTT.
@@ -238,7 +228,7 @@ async fn tcp_exchange(
     steps: &mut Steps,
 ) -> Result<i64, Failure> {
     let started = Instant::now();
-    let mut stream: TcpStream = match tcp::connect(addr, ctx.remaining()).await {
+    let mut stream: TcpStream = match net::connect(addr, ctx.remaining()).await {
         Ok((s, _)) => {
             steps.record("connect", started, None);
             s

@@ -17,7 +17,7 @@
 //! *connected* to the target (Linux then reports ICMP errors for it on
 //! send/recv), which records the first such error and wakes the handshake.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 #![allow(clippy::needless_update)]
 
@@ -38,11 +38,11 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use vantage_proto::failure::{self, failure, op};
 use vantage_proto::v1::{measurement, Failure, QuicInput, QuicResult};
 
-use super::{tcp, ProbeContext, ProbeOutput, Steps};
+use super::{target, within_deadline, ProbeContext, ProbeOutput, Steps};
 
 /// Runs the `quic` probe.
 pub async fn run(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
+    within_deadline(ctx, run_inner(input, ctx), |mut f| {
         f.operation = op::QUIC_HANDSHAKE.into();
         measurement::Result::Quic(QuicResult {
             ip: input.ip.clone(),
@@ -141,20 +141,13 @@ fn classify(e: &quinn::ConnectionError) -> String {
 
 async fn run_inner(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: quic ip is not an IP address");
+    let addr = match target::ip_port("quic", &input.ip, input.port, Some(443), &ctx.policy) {
+        Ok(a) => a,
+        Err(reason) => return ProbeOutput::refused(reason),
     };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(if input.port == 0 { 443 } else { input.port }) {
-        Ok(p) => p,
-        Err(_) => return ProbeOutput::refused("malformed_input: quic port must be 1-65535"),
-    };
-    let addr = SocketAddr::new(ip, port);
     let mut result = QuicResult {
-        ip: ip.to_string(),
-        port: port.into(),
+        ip: addr.ip().to_string(),
+        port: addr.port().into(),
         sni: input.sni.clone(),
         ..Default::default()
     };
@@ -171,10 +164,7 @@ async fn run_inner(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
             result.failure = Some(f);
         }
     }
-    ProbeOutput {
-        result: measurement::Result::Quic(result),
-        steps: steps.into_vec(),
-    }
+    ProbeOutput::measured(measurement::Result::Quic(result), steps)
 }
 
 /// A UDP socket connected to the probe's target, for quinn, that keeps the

@@ -9,7 +9,7 @@
 //! its verdict, and then accepts (so an invalid certificate is data, not an
 //! abort) unless it was built `strict`.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 // Proto messages are always built with `..Default::default()` so fields added
 // later never break the build, even where every field is set today.
@@ -33,14 +33,14 @@ use tokio_rustls::TlsConnector;
 use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, TlsHandshake, TlsInput, TlsResult};
 
-use super::{tcp, ProbeContext, ProbeOutput, Steps};
+use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
 
 /// Where Debian keeps the system trust store as one PEM bundle.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Runs the `tls` probe.
 pub async fn run(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
+    within_deadline(ctx, run_inner(input, ctx), |mut f| {
         f.operation = op::TLS_HANDSHAKE.into();
         measurement::Result::Tls(TlsResult {
             ip: input.ip.clone(),
@@ -58,17 +58,10 @@ pub async fn run(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
 
 async fn run_inner(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: tls ip is not an IP address");
+    let addr = match target::ip_port("tls", &input.ip, input.port, Some(443), &ctx.policy) {
+        Ok(a) => a,
+        Err(reason) => return ProbeOutput::refused(reason),
     };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(if input.port == 0 { 443 } else { input.port }) {
-        Ok(p) => p,
-        Err(_) => return ProbeOutput::refused("malformed_input: tls port must be 1-65535"),
-    };
-    let addr = SocketAddr::new(ip, port);
     let has_control = !input.control_sni.is_empty();
     // With a control handshake to do, the sensitive one may use at most half
     // of the remaining time, so a blackholed handshake leaves room for the control.
@@ -93,16 +86,14 @@ async fn run_inner(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
     } else {
         None
     };
-    ProbeOutput {
-        result: measurement::Result::Tls(TlsResult {
-            ip: ip.to_string(),
-            port: port.into(),
-            handshake: Some(handshake),
-            control,
-            ..Default::default()
-        }),
-        steps: steps.into_vec(),
-    }
+    let result = TlsResult {
+        ip: addr.ip().to_string(),
+        port: addr.port().into(),
+        handshake: Some(handshake),
+        control,
+        ..Default::default()
+    };
+    ProbeOutput::measured(measurement::Result::Tls(result), steps)
 }
 
 /// One connect + handshake within `budget`, with steps named
@@ -117,7 +108,7 @@ async fn attempt(
 ) -> TlsHandshake {
     let deadline = Instant::now() + budget;
     let started = Instant::now();
-    let tcp = match tcp::connect(addr, budget).await {
+    let tcp = match net::connect(addr, budget).await {
         Ok((s, _)) => {
             steps.record(&format!("{prefix}connect"), started, None);
             s

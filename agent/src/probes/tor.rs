@@ -15,18 +15,17 @@
 //! (`write` when sending the cell fails). A reply that is not a VERSIONS cell
 //! is `unknown_failure: not a tor versions cell` / `read`.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 #![allow(clippy::needless_update)]
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, TorInput, TorResult};
 
-use super::{tcp, tls, ProbeContext, ProbeOutput, Steps};
+use super::{net, target, tls, within_deadline, ProbeContext, ProbeOutput, Steps};
 
 /// The VERSIONS command.
 const CMD_VERSIONS: u8 = 7;
@@ -35,7 +34,7 @@ const OFFERED: [u16; 3] = [3, 4, 5];
 
 /// Runs the `tor` probe.
 pub async fn run(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |f| {
+    within_deadline(ctx, run_inner(input, ctx), |f| {
         measurement::Result::Tor(TorResult {
             ip: input.ip.clone(),
             port: input.port,
@@ -68,29 +67,22 @@ pub(crate) fn parse_versions(payload: &[u8]) -> Vec<u32> {
 
 async fn run_inner(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: tor ip is not an IP address");
+    let addr = match target::ip_port("tor", &input.ip, input.port, None, &ctx.policy) {
+        Ok(a) => a,
+        Err(reason) => return ProbeOutput::refused(reason),
     };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(input.port) {
-        Ok(p) if p != 0 => p,
-        _ => return ProbeOutput::refused("malformed_input: tor port must be 1-65535"),
-    };
-    let addr = SocketAddr::new(ip, port);
+    let ip = addr.ip();
     let mut result = TorResult {
         ip: ip.to_string(),
-        port: port.into(),
+        port: addr.port().into(),
         ..Default::default()
     };
-    let finish = |result: TorResult, steps: Steps| ProbeOutput {
-        result: measurement::Result::Tor(result),
-        steps: steps.into_vec(),
+    let finish = |result: TorResult, steps: Steps| {
+        ProbeOutput::measured(measurement::Result::Tor(result), steps)
     };
 
     let started = Instant::now();
-    let tcp_stream = match tcp::connect(addr, ctx.remaining()).await {
+    let tcp_stream = match net::connect(addr, ctx.remaining()).await {
         Ok((s, _)) => {
             steps.record("connect", started, None);
             s

@@ -18,7 +18,7 @@
 //! Failures: no response -> `generic_timeout_error` / `read`; ICMP errors
 //! surfaced by the socket -> the `classify_io` mapping / `read`.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 #![allow(clippy::needless_update)]
 
@@ -36,7 +36,7 @@ use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, WireGuardInput, WireGuardResult};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use super::{tcp, ProbeContext, ProbeOutput, Steps};
+use super::{target, within_deadline, ProbeContext, ProbeOutput, Steps};
 
 const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
@@ -239,7 +239,7 @@ pub(crate) fn check_response(init: &Initiation, d: &[u8]) -> Reply {
 
 /// Runs the `wireguard` probe.
 pub async fn run(input: &WireGuardInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
+    within_deadline(ctx, run_inner(input, ctx), |mut f| {
         f.operation = op::READ.into();
         measurement::Result::Wireguard(WireGuardResult {
             ip: input.ip.clone(),
@@ -253,23 +253,16 @@ pub async fn run(input: &WireGuardInput, ctx: &ProbeContext) -> ProbeOutput {
 
 async fn run_inner(input: &WireGuardInput, ctx: &ProbeContext) -> ProbeOutput {
     let mut steps = Steps::new();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: wireguard ip is not an IP address");
-    };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(if input.port == 0 { 51820 } else { input.port }) {
-        Ok(p) => p,
-        Err(_) => return ProbeOutput::refused("malformed_input: wireguard port must be 1-65535"),
+    let addr = match target::ip_port("wireguard", &input.ip, input.port, Some(51820), &ctx.policy) {
+        Ok(a) => a,
+        Err(reason) => return ProbeOutput::refused(reason),
     };
     let Ok(peer) = <[u8; 32]>::try_from(input.peer_public_key.as_slice()) else {
         return ProbeOutput::refused("malformed_input: wireguard peer_public_key must be 32 bytes");
     };
-    let addr = SocketAddr::new(ip, port);
     let mut result = WireGuardResult {
-        ip: ip.to_string(),
-        port: port.into(),
+        ip: addr.ip().to_string(),
+        port: addr.port().into(),
         ..Default::default()
     };
     let init = build_initiation(probe_static_secret(&peer), &peer, &mut rand::thread_rng());
@@ -280,10 +273,7 @@ async fn run_inner(input: &WireGuardInput, ctx: &ProbeContext) -> ProbeOutput {
         }
         Err(f) => result.failure = Some(f),
     }
-    ProbeOutput {
-        result: measurement::Result::Wireguard(result),
-        steps: steps.into_vec(),
-    }
+    ProbeOutput::measured(measurement::Result::Wireguard(result), steps)
 }
 
 async fn exchange(
