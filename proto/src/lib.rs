@@ -9,6 +9,7 @@ pub mod client;
 pub mod envelope;
 pub mod failure;
 pub mod ranges;
+pub mod tls;
 pub mod token;
 pub mod validate;
 

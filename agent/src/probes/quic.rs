@@ -31,11 +31,10 @@ use std::time::Instant;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::client::danger::ServerCertVerified;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use vantage_proto::failure::{self, failure, op};
+use vantage_proto::tls::CertCheck;
 use vantage_proto::v1::{measurement, Failure, QuicInput, QuicResult};
 
 use super::{target, within_deadline, ProbeContext, ProbeOutput, Steps};
@@ -55,13 +54,14 @@ pub async fn run(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
     .await
 }
 
-/// Accepts any certificate but still checks handshake signatures, so the
-/// peer must hold the key of the certificate it presented.
+/// Accepts any certificate ([`vantage_proto::tls::Verifier`] still checks
+/// the handshake signatures, so the peer must hold the key of the
+/// certificate it presented).
 #[derive(Debug)]
-pub(crate) struct AcceptAnyCert(pub(crate) Arc<CryptoProvider>);
+pub(crate) struct AcceptAnyCert;
 
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
+impl CertCheck for AcceptAnyCert {
+    fn check(
         &self,
         _end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
@@ -71,48 +71,12 @@ impl ServerCertVerifier for AcceptAnyCert {
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// A quinn client config: TLS 1.3, ring, any certificate, `alpn`.
 fn client_config(alpn: &[String]) -> Result<quinn::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
+    let mut tls = vantage_proto::tls::client_builder(&[&rustls::version::TLS13], AcceptAnyCert)
         .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
         .with_no_client_auth();
     tls.alpn_protocols = if alpn.is_empty() {
         vec![b"h3".to_vec()]

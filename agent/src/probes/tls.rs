@@ -19,18 +19,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use vantage_proto::failure::{self, classify_io, failure, op};
+use vantage_proto::tls::CertCheck;
 use vantage_proto::v1::{measurement, Failure, TlsHandshake, TlsInput, TlsResult};
 
 use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
@@ -147,13 +145,12 @@ struct Seen {
 #[derive(Debug)]
 pub(crate) struct RecordingVerifier {
     inner: Option<Arc<WebPkiServerVerifier>>,
-    provider: Arc<CryptoProvider>,
     seen: Arc<Mutex<Seen>>,
     strict: bool,
 }
 
-impl ServerCertVerifier for RecordingVerifier {
-    fn verify_server_cert(
+impl CertCheck for RecordingVerifier {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -187,40 +184,6 @@ impl ServerCertVerifier for RecordingVerifier {
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// Maps what WebPKI said to the failure vocabulary.
@@ -235,13 +198,6 @@ fn classify_webpki(e: &rustls::Error) -> String {
         },
         _ => failure::SSL_INVALID_CERTIFICATE.into(),
     }
-}
-
-/// The ring provider, never aws-lc.
-fn provider() -> Arc<CryptoProvider> {
-    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
 }
 
 /// Extra trust anchors (PEM files) set once at start from `agent.toml`'s
@@ -324,20 +280,15 @@ fn client_config(
     strict: bool,
     seen: Arc<Mutex<Seen>>,
 ) -> Result<ClientConfig, rustls::Error> {
-    let provider = provider();
-    let inner = WebPkiServerVerifier::builder_with_provider(roots(), provider.clone())
+    let inner = WebPkiServerVerifier::builder_with_provider(roots(), vantage_proto::tls::ring())
         .build()
         .ok();
     let verifier = RecordingVerifier {
         inner,
-        provider: provider.clone(),
         seen,
         strict,
     };
-    let mut cfg = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+    let mut cfg = vantage_proto::tls::client_builder(rustls::DEFAULT_VERSIONS, verifier)?
         .with_no_client_auth();
     cfg.enable_sni = enable_sni;
     cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
