@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{header, Request, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, DnsAnswer, DnsInput, DnsReply, DnsResult, Failure};
@@ -295,12 +295,7 @@ async fn udp(
     ctx: &ProbeContext,
     result: &mut DnsResult,
 ) {
-    let bind: SocketAddr = if resolver.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = match UdpSocket::bind(bind).await {
+    let sock = match UdpSocket::bind(net::any_port_for(resolver)).await {
         Ok(s) => s,
         Err(e) => {
             result.failure = Some(failure(&classify_io(&e), op::WRITE));
@@ -367,6 +362,25 @@ async fn udp(
     };
 }
 
+/// Records the one reply of a TCP or DoH query (sent at `sent`), which
+/// decides the failure: its own, or a malformed reply's.
+fn record_only_reply(
+    result: &mut DnsResult,
+    buf: &[u8],
+    id: u16,
+    qtype: RecordType,
+    sent: Instant,
+    source: String,
+) {
+    let arrival = sent.elapsed().as_micros() as i64;
+    let (reply, msg) = decode_reply(buf, id, arrival, source);
+    result.replies.push(reply);
+    result.failure = match msg {
+        Some(m) => reply_failure(&m, qtype),
+        None => Some(failure("unknown_failure: malformed dns reply", op::READ)),
+    };
+}
+
 /// DNS over TCP: one length-prefixed query, one reply.
 async fn tcp_query(
     resolver: SocketAddr,
@@ -391,16 +405,9 @@ async fn tcp_query(
     let mut framed = Vec::with_capacity(wire.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(wire);
-    match tokio::time::timeout(ctx.remaining(), stream.write_all(&framed)).await {
-        Err(_) => {
-            result.failure = Some(failure(failure::GENERIC_TIMEOUT, op::WRITE));
-            return;
-        }
-        Ok(Err(e)) => {
-            result.failure = Some(failure(&classify_io(&e), op::WRITE));
-            return;
-        }
-        Ok(Ok(())) => {}
+    if let Err(f) = net::write_all(&mut stream, &framed, ctx).await {
+        result.failure = Some(f);
+        return;
     }
     let read = async {
         let mut lenb = [0u8; 2];
@@ -420,13 +427,7 @@ async fn tcp_query(
         Err(_) => result.failure = Some(failure(failure::GENERIC_TIMEOUT, op::READ)),
         Ok(Err(e)) => result.failure = Some(failure(&classify_io(&e), op::READ)),
         Ok(Ok(buf)) => {
-            let arrival = sent.elapsed().as_micros() as i64;
-            let (reply, msg) = decode_reply(&buf, id, arrival, resolver.to_string());
-            result.replies.push(reply);
-            result.failure = match msg {
-                Some(m) => reply_failure(&m, qtype),
-                None => Some(failure("unknown_failure: malformed dns reply", op::READ)),
-            };
+            record_only_reply(result, &buf, id, qtype, sent, resolver.to_string());
         }
     }
 }
@@ -535,13 +536,7 @@ async fn doh(
                 ));
                 return Ok(());
             }
-            let arrival = sent.elapsed().as_micros() as i64;
-            let (reply, msg) = decode_reply(&body, 0, arrival, url.to_string());
-            result.replies.push(reply);
-            result.failure = match msg {
-                Some(m) => reply_failure(&m, qtype),
-                None => Some(failure("unknown_failure: malformed dns reply", op::READ)),
-            };
+            record_only_reply(result, &body, 0, qtype, sent, url.to_string());
         }
     }
     Ok(())

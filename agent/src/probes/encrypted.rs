@@ -42,8 +42,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vantage_proto::failure::{self, classify_io, failure, op};
+use tokio::io::AsyncReadExt;
+use vantage_proto::failure::{classify_io, failure, op};
 use vantage_proto::v1::{measurement, EncryptedAttempt, EncryptedInput, EncryptedResult, Failure};
 
 use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
@@ -194,26 +194,14 @@ async fn trigger(
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> (bool, Option<Failure>) {
-    let started = Instant::now();
-    let mut stream = match net::connect(addr, ctx.remaining()).await {
-        Ok((s, _)) => {
-            steps.record("connect", started, None);
-            s
-        }
-        Err(f) => {
-            steps.record("connect", started, Some(f.clone()));
-            return (false, Some(f));
-        }
+    let connected = steps.run("connect", net::connect(addr, ctx.remaining()));
+    let mut stream = match connected.await {
+        Ok((s, _)) => s,
+        Err(f) => return (false, Some(f)),
     };
-    let started = Instant::now();
-    let werr = match tokio::time::timeout(ctx.remaining(), stream.write_all(payload)).await {
-        Err(_) => Some(failure(failure::GENERIC_TIMEOUT, op::WRITE)),
-        Ok(Err(e)) => Some(failure(&classify_io(&e), op::WRITE)),
-        Ok(Ok(())) => None,
-    };
-    steps.record("write", started, werr.clone());
-    if werr.is_some() {
-        return (true, werr);
+    let written = net::write_all(&mut stream, payload, ctx);
+    if let Err(f) = steps.run("write", written).await {
+        return (true, Some(f));
     }
     // A reply, EOF or silence are all fine; only a reset is a failure.
     let started = Instant::now();

@@ -95,6 +95,18 @@ impl Steps {
         });
     }
 
+    /// Runs `op`, recorded as the step `name` with its failure, if any.
+    pub(crate) async fn run<T>(
+        &mut self,
+        name: &str,
+        op: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let started = Instant::now();
+        let r = op.await;
+        self.record(name, started, r.as_ref().err().cloned());
+        r
+    }
+
     pub fn into_vec(self) -> Vec<Step> {
         self.steps
     }

@@ -32,9 +32,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
-use vantage_proto::failure::{self, classify_io, failure, op};
+use tokio::io::AsyncReadExt;
+use vantage_proto::failure::{classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, OpenVpnInput, OpenVpnResult};
 
 use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
@@ -161,37 +160,11 @@ async fn udp_exchange(
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> Result<i64, Failure> {
-    let started = Instant::now();
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let sock = match UdpSocket::bind(bind).await {
-        Ok(s) => s,
-        Err(e) => {
-            let f = failure(&classify_io(&e), op::CONNECT);
-            steps.record("connect", started, Some(f.clone()));
-            return Err(f);
-        }
-    };
-    if let Err(e) = sock.connect(addr).await {
-        let f = failure(&classify_io(&e), op::CONNECT);
-        steps.record("connect", started, Some(f.clone()));
-        return Err(f);
-    }
-    steps.record("connect", started, None);
-    let started = Instant::now();
-    if let Err(e) = sock.send(packet).await {
-        let f = failure(&classify_io(&e), op::WRITE);
-        steps.record("write", started, Some(f.clone()));
-        return Err(f);
-    }
-    steps.record("write", started, None);
+    let sock = net::udp_send(addr, packet, steps).await?;
     let sent = Instant::now();
     let cap = (ctx.max_read_bytes as usize).clamp(64, MAX_PACKET);
     let mut buf = vec![0u8; cap];
-    let res = tokio::time::timeout(ctx.remaining(), async {
+    let reply = async {
         let mut resend =
             tokio::time::interval_at(tokio::time::Instant::now() + UDP_RESEND, UDP_RESEND);
         loop {
@@ -208,15 +181,8 @@ async fn udp_exchange(
                 }
             }
         }
-    })
-    .await;
-    let out = match res {
-        Err(_) => Err(failure(failure::GENERIC_TIMEOUT, op::READ)),
-        Ok(Err(f)) => Err(f),
-        Ok(Ok(())) => Ok(sent.elapsed().as_micros() as i64),
     };
-    steps.record("read", sent, out.as_ref().err().cloned());
-    out
+    net::await_reply(sent, ctx, steps, reply).await
 }
 
 /// Sends the length-prefixed reset over TCP and waits for a server reset.
@@ -227,60 +193,38 @@ async fn tcp_exchange(
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> Result<i64, Failure> {
-    let started = Instant::now();
-    let mut stream: TcpStream = match net::connect(addr, ctx.remaining()).await {
-        Ok((s, _)) => {
-            steps.record("connect", started, None);
-            s
-        }
-        Err(f) => {
-            steps.record("connect", started, Some(f.clone()));
-            return Err(f);
-        }
-    };
-    let started = Instant::now();
+    let (mut stream, _) = steps
+        .run("connect", net::connect(addr, ctx.remaining()))
+        .await?;
     let mut framed = Vec::with_capacity(packet.len() + 2);
     framed.extend_from_slice(&(packet.len() as u16).to_be_bytes());
     framed.extend_from_slice(packet);
-    let written = tokio::time::timeout(ctx.remaining(), stream.write_all(&framed)).await;
-    let werr = match written {
-        Err(_) => Some(failure(failure::GENERIC_TIMEOUT, op::WRITE)),
-        Ok(Err(e)) => Some(failure(&classify_io(&e), op::WRITE)),
-        Ok(Ok(())) => None,
-    };
-    steps.record("write", started, werr.clone());
-    if let Some(f) = werr {
-        return Err(f);
-    }
+    steps
+        .run("write", net::write_all(&mut stream, &framed, ctx))
+        .await?;
     let sent = Instant::now();
     let cap = ctx.max_read_bytes as usize;
-    let res = tokio::time::timeout(ctx.remaining(), async {
+    let read_failure = |e: std::io::Error| failure(&classify_io(&e), op::READ);
+    let reply = async {
         let mut total = 0usize;
         loop {
             let mut len = [0u8; 2];
-            stream.read_exact(&mut len).await?;
+            stream.read_exact(&mut len).await.map_err(read_failure)?;
             let n = u16::from_be_bytes(len) as usize;
             let mut body = vec![0u8; n];
-            stream.read_exact(&mut body).await?;
+            stream.read_exact(&mut body).await.map_err(read_failure)?;
             total += n + 2;
             if is_server_reset(&body, session) {
                 return Ok(());
             }
             if total >= cap {
-                return Err(std::io::Error::other(
+                return Err(read_failure(std::io::Error::other(
                     "read cap reached without a server reset",
-                ));
+                )));
             }
         }
-    })
-    .await;
-    let out = match res {
-        Err(_) => Err(failure(failure::GENERIC_TIMEOUT, op::READ)),
-        Ok(Err(e)) => Err(failure(&classify_io(&e), op::READ)),
-        Ok(Ok(())) => Ok(sent.elapsed().as_micros() as i64),
     };
-    steps.record("read", sent, out.as_ref().err().cloned());
-    out
+    net::await_reply(sent, ctx, steps, reply).await
 }
 
 #[cfg(test)]

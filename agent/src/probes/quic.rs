@@ -22,7 +22,7 @@
 #![allow(clippy::needless_update)]
 
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -144,14 +144,7 @@ pub(crate) struct IcmpAwareSocket {
 impl IcmpAwareSocket {
     /// Binds an ephemeral port and connects it to `peer`.
     pub(crate) async fn connect(peer: SocketAddr) -> io::Result<Self> {
-        let bind = SocketAddr::new(
-            match peer.ip() {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            },
-            0,
-        );
-        let io = tokio::net::UdpSocket::bind(bind).await?;
+        let io = tokio::net::UdpSocket::bind(super::net::any_port_for(peer)).await?;
         io.connect(peer).await?;
         Ok(IcmpAwareSocket {
             io,

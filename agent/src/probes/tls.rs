@@ -105,14 +105,10 @@ async fn attempt(
     prefix: &str,
 ) -> TlsHandshake {
     let deadline = Instant::now() + budget;
-    let started = Instant::now();
-    let tcp = match net::connect(addr, budget).await {
-        Ok((s, _)) => {
-            steps.record(&format!("{prefix}connect"), started, None);
-            s
-        }
+    let connected = net::connect(addr, budget);
+    let tcp = match steps.run(&format!("{prefix}connect"), connected).await {
+        Ok((s, _)) => s,
         Err(f) => {
-            steps.record(&format!("{prefix}connect"), started, Some(f.clone()));
             return TlsHandshake {
                 sni: sni.to_string(),
                 failure: Some(f),

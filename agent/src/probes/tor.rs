@@ -21,9 +21,9 @@
 
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vantage_proto::failure::{self, classify_io, failure, op};
-use vantage_proto::v1::{measurement, Failure, TorInput, TorResult};
+use tokio::io::AsyncReadExt;
+use vantage_proto::failure::{self, failure, op};
+use vantage_proto::v1::{measurement, TorInput, TorResult};
 
 use super::{net, target, tls, within_deadline, ProbeContext, ProbeOutput, Steps};
 
@@ -81,14 +81,12 @@ async fn run_inner(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
         ProbeOutput::measured(measurement::Result::Tor(result), steps)
     };
 
-    let started = Instant::now();
-    let tcp_stream = match net::connect(addr, ctx.remaining()).await {
-        Ok((s, _)) => {
-            steps.record("connect", started, None);
-            s
-        }
+    let tcp_stream = match steps
+        .run("connect", net::connect(addr, ctx.remaining()))
+        .await
+    {
+        Ok((s, _)) => s,
         Err(f) => {
-            steps.record("connect", started, Some(f.clone()));
             result.failure = Some(f);
             return finish(result, steps);
         }
@@ -111,27 +109,20 @@ async fn run_inner(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
         }
     };
 
-    let started = Instant::now();
-    let werr = match tokio::time::timeout(ctx.remaining(), stream.write_all(&versions_cell())).await
-    {
-        Err(_) => Some(failure(failure::GENERIC_TIMEOUT, op::WRITE)),
-        Ok(Err(e)) => Some(failure(&classify_io(&e), op::WRITE)),
-        Ok(Ok(())) => None,
-    };
-    steps.record("write", started, werr.clone());
-    if let Some(f) = werr {
+    let cell = versions_cell();
+    let written = net::write_all(&mut stream, &cell, ctx);
+    if let Err(f) = steps.run("write", written).await {
         result.failure = Some(f);
         return finish(result, steps);
     }
 
-    let started = Instant::now();
     let cap = ctx.max_read_bytes as usize;
-    let res = tokio::time::timeout(ctx.remaining(), async {
+    let read = net::before_deadline(ctx, op::READ, async {
         let mut head = [0u8; 5];
         stream
             .read_exact(&mut head)
             .await
-            .map_err(|e| failure(&classify_io(&e), op::READ))?;
+            .map_err(net::io_failure(op::READ))?;
         if head[2] != CMD_VERSIONS {
             return Err(failure(
                 "unknown_failure: not a tor versions cell",
@@ -149,23 +140,12 @@ async fn run_inner(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
         stream
             .read_exact(&mut payload)
             .await
-            .map_err(|e| failure(&classify_io(&e), op::READ))?;
-        Ok::<Vec<u32>, Failure>(parse_versions(&payload))
-    })
-    .await;
-    let out = match res {
-        Err(_) => Err(failure(failure::GENERIC_TIMEOUT, op::READ)),
-        Ok(r) => r,
-    };
-    match out {
-        Ok(v) => {
-            steps.record("read", started, None);
-            result.link_versions = v;
-        }
-        Err(f) => {
-            steps.record("read", started, Some(f.clone()));
-            result.failure = Some(f);
-        }
+            .map_err(net::io_failure(op::READ))?;
+        Ok(parse_versions(&payload))
+    });
+    match steps.run("read", read).await {
+        Ok(v) => result.link_versions = v,
+        Err(f) => result.failure = Some(f),
     }
     finish(result, steps)
 }

@@ -31,12 +31,11 @@ use blake2::{Blake2s256, Blake2sMac};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
-use tokio::net::UdpSocket;
-use vantage_proto::failure::{self, classify_io, failure, op};
+use vantage_proto::failure::{classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, WireGuardInput, WireGuardResult};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use super::{target, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
 
 const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
@@ -282,36 +281,10 @@ async fn exchange(
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> Result<i64, Failure> {
-    let started = Instant::now();
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let sock = match UdpSocket::bind(bind).await {
-        Ok(s) => s,
-        Err(e) => {
-            let f = failure(&classify_io(&e), op::CONNECT);
-            steps.record("connect", started, Some(f.clone()));
-            return Err(f);
-        }
-    };
-    if let Err(e) = sock.connect(addr).await {
-        let f = failure(&classify_io(&e), op::CONNECT);
-        steps.record("connect", started, Some(f.clone()));
-        return Err(f);
-    }
-    steps.record("connect", started, None);
-    let started = Instant::now();
-    if let Err(e) = sock.send(&init.packet).await {
-        let f = failure(&classify_io(&e), op::WRITE);
-        steps.record("write", started, Some(f.clone()));
-        return Err(f);
-    }
-    steps.record("write", started, None);
+    let sock = net::udp_send(addr, &init.packet, steps).await?;
     let sent = Instant::now();
     let mut buf = vec![0u8; 2048];
-    let res = tokio::time::timeout(ctx.remaining(), async {
+    let reply = async {
         loop {
             match sock.recv(&mut buf).await {
                 Ok(n) => match check_response(init, &buf[..n]) {
@@ -327,15 +300,8 @@ async fn exchange(
                 Err(e) => return Err(failure(&classify_io(&e), op::READ)),
             }
         }
-    })
-    .await;
-    let out = match res {
-        Err(_) => Err(failure(failure::GENERIC_TIMEOUT, op::READ)),
-        Ok(Err(f)) => Err(f),
-        Ok(Ok(())) => Ok(sent.elapsed().as_micros() as i64),
     };
-    steps.record("read", sent, out.as_ref().err().cloned());
-    out
+    net::await_reply(sent, ctx, steps, reply).await
 }
 
 #[cfg(test)]
