@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::client::danger::ServerCertVerified;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::tls::CertCheck;
+use crate::tls::{CertCheck, Presented};
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +52,9 @@ struct PinnedCa {
 }
 
 impl CertCheck for PinnedCa {
-    fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
+    fn check(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = presented
+            .intermediates
             .iter()
             .find(|c| crate::cert_fingerprint(c) == self.pin)
             .ok_or_else(|| {
@@ -78,7 +72,7 @@ impl CertCheck for PinnedCa {
         )
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)
+        presented.verify_with(inner.as_ref(), &[])
     }
 }
 

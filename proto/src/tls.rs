@@ -23,17 +23,38 @@ pub fn ring() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// What a [`Verifier`] decides about the server's certificate chain: the
-/// arguments of rustls' `ServerCertVerifier::verify_server_cert`.
-pub trait CertCheck: std::fmt::Debug + Send + Sync {
-    fn check(
+/// What the server presented: the arguments of rustls'
+/// `ServerCertVerifier::verify_server_cert`.
+#[derive(Debug)]
+pub struct Presented<'a> {
+    pub end_entity: &'a CertificateDer<'a>,
+    pub intermediates: &'a [CertificateDer<'a>],
+    pub server_name: &'a ServerName<'a>,
+    pub ocsp_response: &'a [u8],
+    pub now: UnixTime,
+}
+
+impl Presented<'_> {
+    /// What `verifier` (WebPKI's, say) decides about it, with
+    /// `intermediates` in place of the presented ones.
+    pub fn verify_with(
         &self,
-        end_entity: &CertificateDer<'_>,
+        verifier: &dyn ServerCertVerifier,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error>;
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        verifier.verify_server_cert(
+            self.end_entity,
+            intermediates,
+            self.server_name,
+            self.ocsp_response,
+            self.now,
+        )
+    }
+}
+
+/// What a [`Verifier`] decides about the server's certificate chain.
+pub trait CertCheck: std::fmt::Debug + Send + Sync {
+    fn check(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error>;
 }
 
 /// A server certificate verifier: the chain by its [`CertCheck`], the
@@ -62,8 +83,13 @@ impl<C: CertCheck> ServerCertVerifier for Verifier<C> {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check
-            .check(end_entity, intermediates, server_name, ocsp_response, now)
+        self.check.check(&Presented {
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        })
     }
 
     fn verify_tls12_signature(

@@ -35,7 +35,7 @@ use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, DnsAnswer, DnsInput, DnsReply, DnsResult, Failure};
 
 use super::target::{self, parse_resolver};
-use super::{net, tls, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{http, net, tls, within_deadline, ProbeContext, ProbeOutput, Steps};
 
 /// How long UDP listens after the first reply when the input says 0.
 const DEFAULT_LISTEN_MS: u32 = 1000;
@@ -526,7 +526,7 @@ async fn doh(
     };
     match tokio::time::timeout(ctx.remaining(), rt).await {
         Err(_) => result.failure = Some(failure(failure::GENERIC_TIMEOUT, op::HTTP_ROUND_TRIP)),
-        Ok(Err(e)) => result.failure = Some(classify_hyper(&e)),
+        Ok(Err(e)) => result.failure = Some(http::classify_hyper(&e, op::HTTP_ROUND_TRIP)),
         Ok(Ok(Err(msg))) => result.failure = Some(failure(&msg, op::HTTP_ROUND_TRIP)),
         Ok(Ok(Ok((status, body)))) => {
             if status.as_u16() != 200 {
@@ -540,21 +540,6 @@ async fn doh(
         }
     }
     Ok(())
-}
-
-fn classify_hyper(e: &hyper::Error) -> Failure {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return failure(&classify_io(io), op::HTTP_ROUND_TRIP);
-        }
-        src = s.source();
-    }
-    if e.is_incomplete_message() {
-        failure(failure::EOF, op::HTTP_ROUND_TRIP)
-    } else {
-        failure(&format!("unknown_failure: {e}"), op::HTTP_ROUND_TRIP)
-    }
 }
 
 /// The addresses a stub resolver would use: the answers of the qtype in the
@@ -578,34 +563,7 @@ pub(crate) fn first_addresses(result: &DnsResult) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::TargetPolicy;
-
-    fn lab_ctx(budget_ms: u64) -> ProbeContext {
-        ProbeContext::with_budget(
-            TargetPolicy {
-                allow_private_targets: true,
-            },
-            Duration::from_millis(budget_ms),
-        )
-    }
-
-    #[test]
-    fn resolver_addresses_parse() {
-        assert_eq!(
-            parse_resolver("192.0.2.1"),
-            Some("192.0.2.1:53".parse().unwrap())
-        );
-        assert_eq!(
-            parse_resolver("192.0.2.1:5353"),
-            Some("192.0.2.1:5353".parse().unwrap())
-        );
-        assert_eq!(
-            parse_resolver("[::1]:53"),
-            Some("[::1]:53".parse().unwrap())
-        );
-        assert_eq!(parse_resolver("::1"), Some("[::1]:53".parse().unwrap()));
-        assert_eq!(parse_resolver("nope"), None);
-    }
+    use crate::probes::test_support::{assert_forbidden_refusal, lab_ctx, strict_ctx};
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
@@ -650,7 +608,7 @@ mod tests {
             listen_ms: 300,
             ..Default::default()
         };
-        let out = run(&input, &lab_ctx(3000)).await;
+        let out = run(&input, &lab_ctx(Duration::from_millis(3000))).await;
         srv.await.unwrap();
         let measurement::Result::Dns(r) = out.result else {
             panic!("expected dns result");
@@ -669,15 +627,13 @@ mod tests {
 
     #[tokio::test]
     async fn forbidden_resolver_is_refused() {
-        let ctx = ProbeContext::with_budget(TargetPolicy::default(), Duration::from_secs(1));
+        let ctx = strict_ctx(Duration::from_secs(1));
         let input = DnsInput {
             domain: "example.org".into(),
             resolver: "127.0.0.1:53".into(),
             ..Default::default()
         };
-        let out = run(&input, &ctx).await;
-        assert!(matches!(out.result, measurement::Result::Refused(_)));
-        let out = run_injection(&input, &ctx).await;
-        assert!(matches!(out.result, measurement::Result::Refused(_)));
+        assert_forbidden_refusal(&run(&input, &ctx).await);
+        assert_forbidden_refusal(&run_injection(&input, &ctx).await);
     }
 }

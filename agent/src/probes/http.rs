@@ -220,7 +220,7 @@ async fn connect_hop(
 }
 
 /// Maps a hyper error to the vocabulary with the given operation.
-fn classify_hyper(e: &hyper::Error, operation: &str) -> Failure {
+pub(crate) fn classify_hyper(e: &hyper::Error, operation: &str) -> Failure {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
@@ -403,7 +403,7 @@ fn extract_title(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::TargetPolicy;
+    use crate::probes::test_support::{assert_forbidden_refusal, strict_ctx};
     use std::time::Duration;
 
     #[test]
@@ -418,26 +418,16 @@ mod tests {
 
     #[tokio::test]
     async fn forbidden_first_hop_is_refused() {
-        let ctx = ProbeContext::with_budget(TargetPolicy::default(), Duration::from_secs(2));
-        let out = run(
-            &HttpInput {
-                url: "http://127.0.0.1/".into(),
-                ..Default::default()
-            },
-            &ctx,
-        )
-        .await;
-        match out.result {
-            measurement::Result::Refused(r) => {
-                assert!(r.reason.starts_with("forbidden_target: "), "{}", r.reason)
-            }
-            other => panic!("expected a refusal, got {other:?}"),
-        }
+        let input = HttpInput {
+            url: "http://127.0.0.1/".into(),
+            ..Default::default()
+        };
+        assert_forbidden_refusal(&run(&input, &strict_ctx(Duration::from_secs(2))).await);
     }
 
     #[tokio::test]
     async fn forbidden_redirect_target_fails_without_connecting() {
-        let ctx = ProbeContext::with_budget(TargetPolicy::default(), Duration::from_secs(2));
+        let ctx = strict_ctx(Duration::from_secs(2));
         let first = UrlTarget::parse("http://example.org/").unwrap();
         let next = first.redirect("http://10.0.0.1/admin").unwrap();
         let mut steps = Steps::new();

@@ -201,3 +201,33 @@ fn malformed(input: &ProbeInput, e: &vantage_proto::validate::InputError) -> Str
         Some(_) => format!("malformed_input: {}: {e}", input.kind_name()),
     }
 }
+
+/// What the probes' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A context with the default policy (no private targets) and `budget`.
+    pub(crate) fn strict_ctx(budget: Duration) -> ProbeContext {
+        ProbeContext::with_budget(TargetPolicy::default(), budget)
+    }
+
+    /// A context that allows private targets (loopback servers), `budget`.
+    pub(crate) fn lab_ctx(budget: Duration) -> ProbeContext {
+        let lab = TargetPolicy {
+            allow_private_targets: true,
+        };
+        ProbeContext::with_budget(lab, budget)
+    }
+
+    /// Panics unless `out` is a refusal for a forbidden target.
+    pub(crate) fn assert_forbidden_refusal(out: &ProbeOutput) {
+        match &out.result {
+            measurement::Result::Refused(r) => {
+                assert!(r.reason.starts_with("forbidden_target: "), "{}", r.reason)
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(out.steps.is_empty(), "no step before a refusal");
+    }
+}

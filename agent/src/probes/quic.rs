@@ -32,9 +32,8 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
 use rustls::client::danger::ServerCertVerified;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use vantage_proto::failure::{self, failure, op};
-use vantage_proto::tls::CertCheck;
+use vantage_proto::tls::{CertCheck, Presented};
 use vantage_proto::v1::{measurement, Failure, QuicInput, QuicResult};
 
 use super::{target, within_deadline, ProbeContext, ProbeOutput, Steps};
@@ -61,14 +60,7 @@ pub async fn run(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
 pub(crate) struct AcceptAnyCert;
 
 impl CertCheck for AcceptAnyCert {
-    fn check(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    fn check(&self, _: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 }

@@ -65,47 +65,32 @@ async fn run_inner(input: &TcpInput, ctx: &ProbeContext) -> ProbeOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::TargetPolicy;
+    use crate::probes::test_support::{assert_forbidden_refusal, lab_ctx, strict_ctx};
     use std::time::Duration;
 
-    #[tokio::test]
-    async fn literal_forbidden_target_is_refused() {
-        let ctx = ProbeContext::with_budget(TargetPolicy::default(), Duration::from_secs(2));
-        let out = run(
-            &TcpInput {
-                host: "127.0.0.1".into(),
-                port: 80,
-            },
-            &ctx,
-        )
-        .await;
-        match out.result {
-            measurement::Result::Refused(r) => {
-                assert!(r.reason.starts_with("forbidden_target: "), "{}", r.reason)
-            }
-            other => panic!("expected a refusal, got {other:?}"),
+    fn tcp_input(host: &str, port: u16) -> TcpInput {
+        TcpInput {
+            host: host.into(),
+            port: port.into(),
         }
     }
 
     #[tokio::test]
+    async fn literal_forbidden_target_is_refused() {
+        let ctx = strict_ctx(Duration::from_secs(2));
+        assert_forbidden_refusal(&run(&tcp_input("127.0.0.1", 80), &ctx).await);
+    }
+
+    #[tokio::test]
     async fn loopback_connect_refused_is_classified() {
-        let ctx = ProbeContext::with_budget(
-            TargetPolicy {
-                allow_private_targets: true,
-            },
-            Duration::from_secs(2),
-        );
         // Bind then drop to find a port nobody listens on.
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
         let out = run(
-            &TcpInput {
-                host: "127.0.0.1".into(),
-                port: port.into(),
-            },
-            &ctx,
+            &tcp_input("127.0.0.1", port),
+            &lab_ctx(Duration::from_secs(2)),
         )
         .await;
         match out.result {

@@ -19,16 +19,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerified;
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use vantage_proto::failure::{self, classify_io, failure, op};
-use vantage_proto::tls::CertCheck;
+use vantage_proto::tls::{CertCheck, Presented};
 use vantage_proto::v1::{measurement, Failure, TlsHandshake, TlsInput, TlsResult};
 
 use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
@@ -146,18 +146,10 @@ pub(crate) struct RecordingVerifier {
 }
 
 impl CertCheck for RecordingVerifier {
-    fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    fn check(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
+        let (end_entity, intermediates) = (presented.end_entity, presented.intermediates);
         let verdict = match &self.inner {
-            Some(v) => {
-                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
+            Some(v) => presented.verify_with(v.as_ref(), intermediates),
             None => Err(rustls::Error::InvalidCertificate(
                 CertificateError::UnknownIssuer,
             )),
