@@ -35,7 +35,7 @@ use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, DnsAnswer, DnsInput, DnsReply, DnsResult, Failure};
 
 use super::target::{self, parse_resolver};
-use super::{http, net, tls, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{http, measured, net, tls, ProbeContext, Probed, Steps};
 
 /// How long UDP listens after the first reply when the input says 0.
 const DEFAULT_LISTEN_MS: u32 = 1000;
@@ -45,44 +45,18 @@ const MAX_MESSAGE: usize = 65535;
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Runs the `dns` probe.
-pub async fn run(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::RESOLVE.into();
-        measurement::Result::Dns(DnsResult {
-            resolver: input.resolver.clone(),
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_inner(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run(input: &DnsInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    match query(input, ctx, &mut steps).await {
-        Ok(r) => ProbeOutput::measured(measurement::Result::Dns(r), steps),
-        Err(reason) => ProbeOutput::refused(reason),
-    }
+    let r = query(input, ctx, &mut steps).await?;
+    measured(measurement::Result::Dns(r), steps)
 }
 
 /// Runs the `dns_injection` probe: UDP only, to an explicit address.
-pub async fn run_injection(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_injection_inner(input, ctx), |mut f| {
-        f.operation = op::RESOLVE.into();
-        measurement::Result::DnsInjection(DnsResult {
-            resolver: input.resolver.clone(),
-            transport: "udp".into(),
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_injection_inner(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run_injection(input: &DnsInput, ctx: &ProbeContext) -> Probed {
     if input.resolver.trim().is_empty() {
-        return ProbeOutput::refused(
-            "malformed_input: dns_injection needs the address of a host that runs no DNS server",
+        return Err(
+            "malformed_input: dns_injection needs the address of a host that runs no DNS server"
+                .into(),
         );
     }
     let mut steps = Steps::new();
@@ -90,19 +64,15 @@ async fn run_injection_inner(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutpu
         transport: "udp".into(),
         ..input.clone()
     };
-    match query(&udp_input, ctx, &mut steps).await {
-        Ok(mut r) => {
-            // Any reply at all is the finding; the rcode of a forged reply is
-            // not a failure of this probe.
-            if r.replies.is_empty() {
-                r.failure = Some(failure(failure::GENERIC_TIMEOUT, op::RESOLVE));
-            } else {
-                r.failure = None;
-            }
-            ProbeOutput::measured(measurement::Result::DnsInjection(r), steps)
-        }
-        Err(reason) => ProbeOutput::refused(reason),
-    }
+    let mut r = query(&udp_input, ctx, &mut steps).await?;
+    // Any reply at all is the finding; the rcode of a forged reply is not a
+    // failure of this probe.
+    r.failure = if r.replies.is_empty() {
+        Some(failure(failure::GENERIC_TIMEOUT, op::RESOLVE))
+    } else {
+        None
+    };
+    measured(measurement::Result::DnsInjection(r), steps)
 }
 
 /// The first `nameserver` of /etc/resolv.conf.
@@ -610,7 +580,7 @@ mod tests {
         };
         let out = run(&input, &lab_ctx(Duration::from_millis(3000))).await;
         srv.await.unwrap();
-        let measurement::Result::Dns(r) = out.result else {
+        let measurement::Result::Dns(r) = out.expect("measured").result else {
             panic!("expected dns result");
         };
         assert_eq!(r.replies.len(), 3, "{r:?}");

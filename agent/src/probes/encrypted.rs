@@ -46,7 +46,7 @@ use tokio::io::AsyncReadExt;
 use vantage_proto::failure::{classify_io, failure, op};
 use vantage_proto::v1::{measurement, EncryptedAttempt, EncryptedInput, EncryptedResult, Failure};
 
-use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{measured, net, target, ProbeContext, Probed, Steps};
 
 /// How long the trigger connection waits for a reply or a reset.
 const TRIGGER_READ: Duration = Duration::from_secs(1);
@@ -56,19 +56,6 @@ const MAX_PAYLOAD: usize = 1400;
 /// Per re-test connect budget bounds.
 const MIN_RETEST_BUDGET: Duration = Duration::from_secs(1);
 const MAX_RETEST_BUDGET: Duration = Duration::from_secs(10);
-
-/// Runs the `encrypted` probe.
-pub async fn run(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_inner(input, ctx), |f| {
-        measurement::Result::Encrypted(EncryptedResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            trigger: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
 
 fn printable(b: u8) -> bool {
     (0x20..=0x7e).contains(&b)
@@ -123,13 +110,11 @@ pub(crate) fn make_payload(len: usize, rng: &mut impl RngCore) -> Vec<u8> {
     }
 }
 
-async fn run_inner(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
+/// Runs the `encrypted` probe.
+pub async fn run(input: &EncryptedInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
     let origin = Instant::now();
-    let addr = match target::ip_port("encrypted", &input.ip, input.port, None, &ctx.policy) {
-        Ok(a) => a,
-        Err(reason) => return ProbeOutput::refused(reason),
-    };
+    let addr = target::ip_port("encrypted", &input.ip, input.port, None, &ctx.policy)?;
     let payload_len = if input.payload_bytes == 0 {
         256
     } else {
@@ -183,7 +168,7 @@ async fn run_inner(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
 
     // 3. Verdict.
     result.residual_blocking = connected && result.retests.iter().any(|a| a.failure.is_some());
-    ProbeOutput::measured(measurement::Result::Encrypted(result), steps)
+    measured(measurement::Result::Encrypted(result), steps)
 }
 
 /// Connects, sends the payload, waits briefly for a reply or a reset.

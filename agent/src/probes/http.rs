@@ -30,7 +30,7 @@ use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, HttpHeader, HttpInput, HttpResponse, HttpResult};
 
 use super::target::{self, parse_ip, UrlTarget};
-use super::{tls, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{measured, tls, ProbeContext, Probed, Steps};
 
 /// Redirects followed when the input says 0: OONI's Go client stops
 /// after 10 (browsers after 20). Running out is the failure
@@ -48,23 +48,10 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Runs the `http` probe.
-pub async fn run(input: &HttpInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::HTTP_ROUND_TRIP.into();
-        measurement::Result::Http(HttpResult {
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_inner(input: &HttpInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run(input: &HttpInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    match fetch(input, None, ctx, &mut steps).await {
-        Ok(r) => ProbeOutput::measured(measurement::Result::Http(r), steps),
-        Err(reason) => ProbeOutput::refused(reason),
-    }
+    let r = fetch(input, None, ctx, &mut steps).await?;
+    measured(measurement::Result::Http(r), steps)
 }
 
 /// Fetches `input.url` and follows redirects. `first` is an already connected

@@ -1,7 +1,7 @@
 //! Deadline-bound socket operations the probes share, their errors mapped
 //! into the failure vocabulary: a TCP connect, a write, a connected UDP
 //! socket, waiting for a reply, and name resolution through the system
-//! resolver. The target policy is not applied here: see [`super::target`].
+//! resolver. The target policy is not applied here: see `target.rs`.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

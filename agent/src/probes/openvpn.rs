@@ -36,7 +36,7 @@ use tokio::io::AsyncReadExt;
 use vantage_proto::failure::{classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, OpenVpnInput, OpenVpnResult};
 
-use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{measured, net, target, ProbeContext, Probed, Steps};
 
 /// `P_CONTROL_HARD_RESET_CLIENT_V2`.
 const OP_HARD_RESET_CLIENT_V2: u8 = 7;
@@ -48,21 +48,6 @@ const MAX_PACKET: usize = 2048;
 const UDP_RESEND: Duration = Duration::from_secs(2);
 /// Largest ACK array OpenVPN sends (`RELIABLE_ACK_SIZE`).
 const MAX_ACKS: usize = 8;
-
-/// Runs the `openvpn` probe.
-pub async fn run(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::READ.into();
-        measurement::Result::Openvpn(OpenVpnResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            transport: input.transport.clone(),
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
 
 /// Builds a client hard reset with session id `session`.
 pub(crate) fn client_reset(session: [u8; 8]) -> Vec<u8> {
@@ -117,16 +102,14 @@ pub(crate) fn is_server_reset(packet: &[u8], session: &[u8; 8]) -> bool {
     parse_server_reset(packet).is_some_and(|r| r.acked_session.is_none_or(|s| &s == session))
 }
 
-async fn run_inner(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
+/// Runs the `openvpn` probe.
+pub async fn run(input: &OpenVpnInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    let addr = match target::ip_port("openvpn", &input.ip, input.port, Some(1194), &ctx.policy) {
-        Ok(a) => a,
-        Err(reason) => return ProbeOutput::refused(reason),
-    };
+    let addr = target::ip_port("openvpn", &input.ip, input.port, Some(1194), &ctx.policy)?;
     let transport = match input.transport.to_ascii_lowercase().as_str() {
         "" | "udp" => "udp",
         "tcp" => "tcp",
-        _ => return ProbeOutput::refused("malformed_input: openvpn transport is udp or tcp"),
+        _ => return Err("malformed_input: openvpn transport is udp or tcp".into()),
     };
     let mut session = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut session);
@@ -149,7 +132,7 @@ async fn run_inner(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
         }
         Err(f) => result.failure = Some(f),
     }
-    ProbeOutput::measured(measurement::Result::Openvpn(result), steps)
+    measured(measurement::Result::Openvpn(result), steps)
 }
 
 /// Sends the reset over UDP and waits for a server reset; returns the RTT.

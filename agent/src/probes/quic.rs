@@ -36,22 +36,7 @@ use vantage_proto::failure::{self, failure, op};
 use vantage_proto::tls::{CertCheck, Presented};
 use vantage_proto::v1::{measurement, Failure, QuicInput, QuicResult};
 
-use super::{target, within_deadline, ProbeContext, ProbeOutput, Steps};
-
-/// Runs the `quic` probe.
-pub async fn run(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::QUIC_HANDSHAKE.into();
-        measurement::Result::Quic(QuicResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            sni: input.sni.clone(),
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
+use super::{measured, target, ProbeContext, Probed, Steps};
 
 /// Accepts any certificate ([`vantage_proto::tls::Verifier`] still checks
 /// the handshake signatures, so the peer must hold the key of the
@@ -95,12 +80,10 @@ fn classify(e: &quinn::ConnectionError) -> String {
     }
 }
 
-async fn run_inner(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
+/// Runs the `quic` probe.
+pub async fn run(input: &QuicInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    let addr = match target::ip_port("quic", &input.ip, input.port, Some(443), &ctx.policy) {
-        Ok(a) => a,
-        Err(reason) => return ProbeOutput::refused(reason),
-    };
+    let addr = target::ip_port("quic", &input.ip, input.port, Some(443), &ctx.policy)?;
     let mut result = QuicResult {
         ip: addr.ip().to_string(),
         port: addr.port().into(),
@@ -120,7 +103,7 @@ async fn run_inner(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
             result.failure = Some(f);
         }
     }
-    ProbeOutput::measured(measurement::Result::Quic(result), steps)
+    measured(measurement::Result::Quic(result), steps)
 }
 
 /// A UDP socket connected to the probe's target, for quinn, that keeps the

@@ -2,52 +2,39 @@
 //! or how it failed (refused, reset, blackholed, unreachable). A name is
 //! resolved by the system resolver, and its addresses are tried in order.
 //!
-//! Target policy (see [`super::target`]): a forbidden literal `host` is a
+//! Target policy (see `target.rs`): a forbidden literal `host` is a
 //! refusal; a forbidden resolved address is the failure
 //! `unknown_failure: forbidden_target: ...` / `connect`.
 
 use vantage_proto::v1::{measurement, TcpInput, TcpResult};
 
-use super::{target, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{measured, target, ProbeContext, Probed, Steps};
 
 /// Runs the `tcp` probe.
-pub async fn run(input: &TcpInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_inner(input, ctx), |f| {
-        measurement::Result::Tcp(TcpResult {
-            ip: input.host.clone(),
-            port: input.port,
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_inner(input: &TcpInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run(input: &TcpInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
     let port = match target::port("tcp", input.port, None) {
         Ok(p) => p,
-        Err(reason) => return ProbeOutput::refused(reason),
+        Err(reason) => return Err(reason),
     };
     let host = input.host.trim();
     if host.is_empty() {
-        return ProbeOutput::refused("malformed_input: tcp host is empty");
+        return Err("malformed_input: tcp host is empty".into());
     }
     let mut result = TcpResult {
         port: input.port,
         ..Default::default()
     };
-    let addrs = match target::literal(host, &ctx.policy) {
-        Err(reason) => return ProbeOutput::refused(reason),
-        Ok(Some(ip)) => vec![ip],
-        Ok(None) => match target::resolve(host, ctx, &mut steps).await {
+    let addrs = match target::literal(host, &ctx.policy)? {
+        Some(ip) => vec![ip],
+        None => match target::resolve(host, ctx, &mut steps).await {
             Ok(list) => {
                 result.resolved = list.iter().map(|a| a.to_string()).collect();
                 list
             }
             Err(f) => {
                 result.failure = Some(f);
-                return ProbeOutput::measured(measurement::Result::Tcp(result), steps);
+                return measured(measurement::Result::Tcp(result), steps);
             }
         },
     };
@@ -59,7 +46,7 @@ async fn run_inner(input: &TcpInput, ctx: &ProbeContext) -> ProbeOutput {
             Err(f) => result.failure = Some(f.clone()),
         }
     }
-    ProbeOutput::measured(measurement::Result::Tcp(result), steps)
+    measured(measurement::Result::Tcp(result), steps)
 }
 
 #[cfg(test)]
@@ -93,7 +80,7 @@ mod tests {
             &lab_ctx(Duration::from_secs(2)),
         )
         .await;
-        match out.result {
+        match out.expect("measured").result {
             measurement::Result::Tcp(t) => {
                 let f = t.failure.expect("a failure");
                 assert_eq!(f.failure, "connection_refused");

@@ -3,11 +3,12 @@
 //! certificate chain fingerprints, what WebPKI would have decided, the
 //! negotiated version, cipher suite and ALPN, and the handshake time.
 //!
-//! Also owns the TLS machinery the http, web and DoH code share: the ring
-//! crypto provider, the system root store, and [`RecordingVerifier`], a
-//! `ServerCertVerifier` that wraps the WebPKI verifier, records the chain and
-//! its verdict, and then accepts (so an invalid certificate is data, not an
-//! abort) unless it was built `strict`.
+//! Also owns the TLS machinery the http, web, DoH and tor code share: the
+//! system root store, and [`RecordingVerifier`], the certificate check (a
+//! `vantage_proto::tls::CertCheck`, so ring checks the handshake signatures)
+//! that asks the WebPKI verifier, records the chain and its verdict, and then
+//! accepts (so an invalid certificate is data, not an abort) unless it was
+//! built `strict`.
 //!
 //! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
@@ -31,35 +32,15 @@ use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::tls::{CertCheck, Presented};
 use vantage_proto::v1::{measurement, Failure, TlsHandshake, TlsInput, TlsResult};
 
-use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{measured, net, target, ProbeContext, Probed, Steps};
 
 /// Where Debian keeps the system trust store as one PEM bundle.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Runs the `tls` probe.
-pub async fn run(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::TLS_HANDSHAKE.into();
-        measurement::Result::Tls(TlsResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            handshake: Some(TlsHandshake {
-                sni: input.sni.clone(),
-                failure: Some(f),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_inner(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run(input: &TlsInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    let addr = match target::ip_port("tls", &input.ip, input.port, Some(443), &ctx.policy) {
-        Ok(a) => a,
-        Err(reason) => return ProbeOutput::refused(reason),
-    };
+    let addr = target::ip_port("tls", &input.ip, input.port, Some(443), &ctx.policy)?;
     let has_control = !input.control_sni.is_empty();
     // With a control handshake to do, the sensitive one may use at most half
     // of the remaining time, so a blackholed handshake leaves room for the control.
@@ -91,7 +72,7 @@ async fn run_inner(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
         control,
         ..Default::default()
     };
-    ProbeOutput::measured(measurement::Result::Tls(result), steps)
+    measured(measurement::Result::Tls(result), steps)
 }
 
 /// One connect + handshake within `budget`, with steps named

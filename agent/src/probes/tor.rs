@@ -25,25 +25,12 @@ use tokio::io::AsyncReadExt;
 use vantage_proto::failure::{self, failure, op};
 use vantage_proto::v1::{measurement, TorInput, TorResult};
 
-use super::{net, target, tls, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{measured, net, target, tls, ProbeContext, Probed, Steps};
 
 /// The VERSIONS command.
 const CMD_VERSIONS: u8 = 7;
 /// Link protocol versions we offer.
 const OFFERED: [u16; 3] = [3, 4, 5];
-
-/// Runs the `tor` probe.
-pub async fn run(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_inner(input, ctx), |f| {
-        measurement::Result::Tor(TorResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
 
 /// The VERSIONS cell a client sends first.
 pub(crate) fn versions_cell() -> Vec<u8> {
@@ -65,21 +52,18 @@ pub(crate) fn parse_versions(payload: &[u8]) -> Vec<u32> {
         .collect()
 }
 
-async fn run_inner(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
+/// Runs the `tor` probe.
+pub async fn run(input: &TorInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    let addr = match target::ip_port("tor", &input.ip, input.port, None, &ctx.policy) {
-        Ok(a) => a,
-        Err(reason) => return ProbeOutput::refused(reason),
-    };
+    let addr = target::ip_port("tor", &input.ip, input.port, None, &ctx.policy)?;
     let ip = addr.ip();
     let mut result = TorResult {
         ip: ip.to_string(),
         port: addr.port().into(),
         ..Default::default()
     };
-    let finish = |result: TorResult, steps: Steps| {
-        ProbeOutput::measured(measurement::Result::Tor(result), steps)
-    };
+    let finish =
+        |result: TorResult, steps: Steps| measured(measurement::Result::Tor(result), steps);
 
     let tcp_stream = match steps
         .run("connect", net::connect(addr, ctx.remaining()))

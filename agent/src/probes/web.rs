@@ -15,28 +15,16 @@ use vantage_proto::failure::{self, failure, op};
 use vantage_proto::v1::{measurement, DnsInput, HttpInput, TcpResult, WebInput, WebResult};
 
 use super::target::{self, UrlTarget};
-use super::{dns, http, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{dns, http, measured, ProbeContext, Probed, Steps};
 
 /// How long the DNS step keeps listening for extra (injected) replies.
 const WEB_DNS_LISTEN_MS: u32 = 500;
 
 /// Runs the `web` probe.
-pub async fn run(input: &WebInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_inner(input, ctx), |f| {
-        measurement::Result::Web(WebResult {
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_inner(input: &WebInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run(input: &WebInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    match measure(input, ctx, &mut steps).await {
-        Ok(r) => ProbeOutput::measured(measurement::Result::Web(r), steps),
-        Err(reason) => ProbeOutput::refused(reason),
-    }
+    let r = measure(input, ctx, &mut steps).await?;
+    measured(measurement::Result::Web(r), steps)
 }
 
 async fn measure(

@@ -35,7 +35,7 @@ use vantage_proto::failure::{classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, WireGuardInput, WireGuardResult};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use super::{net, target, within_deadline, ProbeContext, ProbeOutput, Steps};
+use super::{measured, net, target, ProbeContext, Probed, Steps};
 
 const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
@@ -237,27 +237,11 @@ pub(crate) fn check_response(init: &Initiation, d: &[u8]) -> Reply {
 }
 
 /// Runs the `wireguard` probe.
-pub async fn run(input: &WireGuardInput, ctx: &ProbeContext) -> ProbeOutput {
-    within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::READ.into();
-        measurement::Result::Wireguard(WireGuardResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_inner(input: &WireGuardInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run(input: &WireGuardInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    let addr = match target::ip_port("wireguard", &input.ip, input.port, Some(51820), &ctx.policy) {
-        Ok(a) => a,
-        Err(reason) => return ProbeOutput::refused(reason),
-    };
+    let addr = target::ip_port("wireguard", &input.ip, input.port, Some(51820), &ctx.policy)?;
     let Ok(peer) = <[u8; 32]>::try_from(input.peer_public_key.as_slice()) else {
-        return ProbeOutput::refused("malformed_input: wireguard peer_public_key must be 32 bytes");
+        return Err("malformed_input: wireguard peer_public_key must be 32 bytes".into());
     };
     let mut result = WireGuardResult {
         ip: addr.ip().to_string(),
@@ -272,7 +256,7 @@ async fn run_inner(input: &WireGuardInput, ctx: &ProbeContext) -> ProbeOutput {
         }
         Err(f) => result.failure = Some(f),
     }
-    ProbeOutput::measured(measurement::Result::Wireguard(result), steps)
+    measured(measurement::Result::Wireguard(result), steps)
 }
 
 async fn exchange(
