@@ -315,3 +315,48 @@ pub(crate) mod test_support {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_proto::v1::{TcpInput, TlsInput, WireGuardInput};
+
+    #[test]
+    fn a_cut_probe_reports_its_target_and_a_timeout_in_its_operation() {
+        let tls = timed_out(&Kind::Tls(TlsInput {
+            ip: "192.0.2.1".into(),
+            port: 443,
+            sni: "example.org".into(),
+            ..Default::default()
+        }));
+        let measurement::Result::Tls(t) = tls else {
+            panic!("expected tls, got {tls:?}");
+        };
+        let hs = t.handshake.expect("a handshake");
+        assert_eq!(
+            (t.ip.as_str(), t.port, hs.sni.as_str()),
+            ("192.0.2.1", 443, "example.org")
+        );
+        let f = hs.failure.expect("a failure");
+        assert_eq!(
+            (f.failure.as_str(), f.operation.as_str()),
+            ("generic_timeout_error", "tls_handshake")
+        );
+
+        let tcp = timed_out(&Kind::Tcp(TcpInput {
+            host: "example.org".into(),
+            port: 80,
+        }));
+        let measurement::Result::Tcp(t) = tcp else {
+            panic!("expected tcp, got {tcp:?}");
+        };
+        assert_eq!(t.ip, "example.org");
+        assert_eq!(t.failure.map(|f| f.operation).as_deref(), Some("connect"));
+
+        let wg = timed_out(&Kind::Wireguard(WireGuardInput::default()));
+        let measurement::Result::Wireguard(w) = wg else {
+            panic!("expected wireguard, got {wg:?}");
+        };
+        assert_eq!(w.failure.map(|f| f.operation).as_deref(), Some("read"));
+    }
+}
