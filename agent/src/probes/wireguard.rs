@@ -94,28 +94,23 @@ fn aead_nonce(counter: u64) -> [u8; 12] {
     n
 }
 
-fn seal(key: &[u8; 32], plain: &[u8], ad: &[u8]) -> Vec<u8> {
-    let c = ChaCha20Poly1305::new(Key::from_slice(key));
-    c.encrypt(
-        Nonce::from_slice(&aead_nonce(0)),
-        Payload {
-            msg: plain,
-            aad: ad,
-        },
+/// The AEAD for a handshake key: ChaCha20-Poly1305 with the counter-0 nonce
+/// (each handshake key seals one message).
+fn aead(key: &[u8; 32]) -> (ChaCha20Poly1305, Nonce) {
+    (
+        ChaCha20Poly1305::new(Key::from_slice(key)),
+        Nonce::from(aead_nonce(0)),
     )
-    .unwrap_or_default()
 }
 
-fn open(key: &[u8; 32], sealed: &[u8], ad: &[u8]) -> Option<Vec<u8>> {
-    let c = ChaCha20Poly1305::new(Key::from_slice(key));
-    c.decrypt(
-        Nonce::from_slice(&aead_nonce(0)),
-        Payload {
-            msg: sealed,
-            aad: ad,
-        },
-    )
-    .ok()
+fn seal(key: &[u8; 32], msg: &[u8], aad: &[u8]) -> Vec<u8> {
+    let (c, nonce) = aead(key);
+    c.encrypt(&nonce, Payload { msg, aad }).unwrap_or_default()
+}
+
+fn open(key: &[u8; 32], msg: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    let (c, nonce) = aead(key);
+    c.decrypt(&nonce, Payload { msg, aad }).ok()
 }
 
 /// TAI64N of now.
