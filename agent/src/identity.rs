@@ -70,13 +70,22 @@ pub fn load_or_create_key(dir: &Path) -> Result<SigningKey, IdentityError> {
 }
 
 pub fn load_key(dir: &Path) -> Result<SigningKey, IdentityError> {
-    let path = dir.join(KEY_FILE);
-    let pem = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => IdentityError::NotEnrolled(path.display().to_string()),
-        _ => IdentityError::Io(path.display().to_string(), e),
-    })?;
+    let (path, pem) = read_enrolled(dir, KEY_FILE)?;
     SigningKey::from_pkcs8_pem(&pem)
         .map_err(|e| IdentityError::Format(path.display().to_string(), e.to_string()))
+}
+
+/// Reads `name` in `dir`: a file enrollment writes, so a missing one means
+/// the agent is not enrolled.
+fn read_enrolled(dir: &Path, name: &str) -> Result<(std::path::PathBuf, String), IdentityError> {
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((path, text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(IdentityError::NotEnrolled(path.display().to_string()))
+        }
+        Err(e) => Err(IdentityError::Io(path.display().to_string(), e)),
+    }
 }
 
 /// PKCS#8 PEM of the key, for the TLS client certificate.
@@ -88,11 +97,7 @@ pub fn key_pem(key: &SigningKey) -> String {
 
 impl Identity {
     pub fn load(dir: &Path) -> Result<Identity, IdentityError> {
-        let path = dir.join(IDENTITY_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => IdentityError::NotEnrolled(path.display().to_string()),
-            _ => IdentityError::Io(path.display().to_string(), e),
-        })?;
+        let (path, text) = read_enrolled(dir, IDENTITY_FILE)?;
         serde_json::from_str(&text)
             .map_err(|e| IdentityError::Format(path.display().to_string(), e.to_string()))
     }

@@ -112,21 +112,6 @@ enum Cmd {
     },
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 fn humantime_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -354,7 +339,7 @@ async fn main() -> Result<()> {
             tracing::info!(agent = %agent.identity.agent_id, outbox = agent.outbox.len(), "agent starting");
             // Tell `status` at once that an agent runs, before any session.
             status::record(&agent.dir, &agent.outbox, status::Event::Disconnected);
-            agent.clone().run(shutdown_signal()).await;
+            agent.clone().run(vantage_proto::shutdown_signal()).await;
             status::record(&agent.dir, &agent.outbox, status::Event::Disconnected);
             tracing::info!("agent stopped");
         }

@@ -109,21 +109,6 @@ enum Cmd {
     Manpage,
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 fn summary_line(s: &backup::Summary) -> String {
     format!(
         "{} files, {} trees, {} entries",
@@ -381,7 +366,7 @@ async fn main() -> Result<()> {
             let shared = server::open_state(&data_dir, config)?;
             tracing::info!(%addr, ca = %shared.ca.fingerprint, "coordinator serving");
             let shutdown = async {
-                shutdown_signal().await;
+                vantage_proto::shutdown_signal().await;
                 tracing::info!("shutting down");
             };
             server::serve(shared, listener, shutdown).await?;

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::client::danger::ServerCertVerified;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::tls::{CertCheck, Presented};
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -48,19 +49,12 @@ pub struct ConnectOptions {
 #[derive(Debug)]
 struct PinnedCa {
     pin: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedCa {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
+impl CertCheck for PinnedCa {
+    fn check(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = presented
+            .intermediates
             .iter()
             .find(|c| crate::cert_fingerprint(c) == self.pin)
             .ok_or_else(|| {
@@ -74,59 +68,20 @@ impl ServerCertVerifier for PinnedCa {
             .map_err(|e| rustls::Error::General(format!("pinned CA unusable: {e}")))?;
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
-            self.provider.clone(),
+            crate::tls::ring(),
         )
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        presented.verify_with(inner.as_ref(), &[])
     }
 }
 
 fn tls_config(opts: &ConnectOptions) -> Result<rustls::ClientConfig, ClientError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(PinnedCa {
+    let pinned = PinnedCa {
         pin: opts.ca_sha256.to_ascii_lowercase(),
-        provider: provider.clone(),
-    });
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| ClientError::Tls(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
+    };
+    let builder = crate::tls::client_builder(&[&rustls::version::TLS13], pinned)
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
     let mut cfg = match &opts.identity {
         None => builder.with_no_client_auth(),
         Some(id) => {

@@ -9,6 +9,7 @@ pub mod client;
 pub mod envelope;
 pub mod failure;
 pub mod ranges;
+pub mod tls;
 pub mod token;
 pub mod validate;
 
@@ -44,6 +45,23 @@ pub fn cert_fingerprint(der: &[u8]) -> String {
 /// of every `main` and in test setup; calling it twice is harmless.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Resolves when the process is asked to stop (SIGTERM, or Ctrl-C): the
+/// graceful-shutdown signal both daemons wait on.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 impl v1::ProbeInput {
@@ -277,15 +295,20 @@ pub const PROBE_KINDS: &[&str] = &[
 mod tests {
     use super::v1::{probe_input::Kind, ProbeInput, TcpInput};
 
-    #[test]
-    fn probe_input_json_is_flat() {
-        let i = ProbeInput {
+    /// A tcp input to 192.0.2.1:443 named `name`.
+    fn tcp_443(name: &str) -> ProbeInput {
+        ProbeInput {
             kind: Some(Kind::Tcp(TcpInput {
                 host: "192.0.2.1".into(),
                 port: 443,
             })),
-            name: String::new(),
-        };
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn probe_input_json_is_flat() {
+        let i = tcp_443("");
         let j = serde_json::to_string(&i).unwrap();
         assert_eq!(j, r#"{"tcp":{"host":"192.0.2.1","port":443}}"#);
         let back: ProbeInput = serde_json::from_str(r#"{"tcp":{"host":"h"}}"#).unwrap();
@@ -295,13 +318,7 @@ mod tests {
 
     #[test]
     fn probe_input_carries_a_name_beside_its_kind() {
-        let i = ProbeInput {
-            kind: Some(Kind::Tcp(TcpInput {
-                host: "192.0.2.1".into(),
-                port: 443,
-            })),
-            name: "Signal relay".into(),
-        };
+        let i = tcp_443("Signal relay");
         let j = serde_json::to_string(&i).unwrap();
         assert_eq!(
             j,

@@ -707,6 +707,16 @@ pub fn url(field: &'static str, s: &str, schemes: &[&str]) -> Result<String, Inp
 mod tests {
     use super::*;
 
+    #[test]
+    fn resolver_addresses_parse() {
+        let sa = |s: &str| s.parse::<SocketAddr>().ok();
+        assert_eq!(parse_resolver("192.0.2.1"), sa("192.0.2.1:53"));
+        assert_eq!(parse_resolver("192.0.2.1:5353"), sa("192.0.2.1:5353"));
+        assert_eq!(parse_resolver("[::1]:53"), sa("[::1]:53"));
+        assert_eq!(parse_resolver("::1"), sa("[::1]:53"));
+        assert_eq!(parse_resolver("nope"), None);
+    }
+
     fn input(k: Kind) -> ProbeInput {
         ProbeInput {
             kind: Some(k),
@@ -719,6 +729,16 @@ mod tests {
             Ok(p) => p.kind.expect("a kind"),
             Err(e) => panic!("{k:?} refused: {e}"),
         }
+    }
+
+    /// The normalised input of an accepted `Kind::$variant($input)`.
+    macro_rules! accepted {
+        ($variant:ident, $input:expr) => {
+            match ok(Kind::$variant($input)) {
+                Kind::$variant(i) => i,
+                other => panic!("{other:?}"),
+            }
+        };
     }
 
     /// Asserts `k` is refused for `field` with a message holding `words`.
@@ -836,16 +856,16 @@ mod tests {
 
     #[test]
     fn dns_inputs() {
-        let d = match ok(Kind::Dns(DnsInput {
-            domain: " Bücher.Example. ".into(),
-            resolver: "[2001:db8::53]:5353".into(),
-            qtype: "aaaa".into(),
-            transport: "TCP".into(),
-            ..Default::default()
-        })) {
-            Kind::Dns(d) => d,
-            other => panic!("{other:?}"),
-        };
+        let d = accepted!(
+            Dns,
+            DnsInput {
+                domain: " Bücher.Example. ".into(),
+                resolver: "[2001:db8::53]:5353".into(),
+                qtype: "aaaa".into(),
+                transport: "TCP".into(),
+                ..Default::default()
+            }
+        );
         assert_eq!(d.domain, "xn--bcher-kva.example.");
         assert_eq!((d.qtype.as_str(), d.transport.as_str()), ("AAAA", "tcp"));
         assert_eq!(d.resolver, "[2001:db8::53]:5353");
@@ -1020,15 +1040,16 @@ mod tests {
             Some("alpn"),
             &["1..=255"],
         );
-        match ok(Kind::Quic(QuicInput {
-            ip: "2001:db8::1".into(),
-            sni: "Ünï.example".into(),
-            alpn: vec!["h3".into()],
-            ..Default::default()
-        })) {
-            Kind::Quic(q) => assert_eq!(q.sni, "xn--n-nga1b.example"),
-            other => panic!("{other:?}"),
-        }
+        let q = accepted!(
+            Quic,
+            QuicInput {
+                ip: "2001:db8::1".into(),
+                sni: "Ünï.example".into(),
+                alpn: vec!["h3".into()],
+                ..Default::default()
+            }
+        );
+        assert_eq!(q.sni, "xn--n-nga1b.example");
         refused(
             Kind::Quic(QuicInput {
                 ip: "quic.example".into(),
@@ -1041,16 +1062,16 @@ mod tests {
 
     #[test]
     fn http_inputs() {
-        let h = match ok(Kind::Http(HttpInput {
-            url: "https://Bücher.example/".into(),
-            ip: "192.0.2.1".into(),
-            host_header: "BÜCHER.example:8443".into(),
-            sni: "Bücher.example".into(),
-            ..Default::default()
-        })) {
-            Kind::Http(h) => h,
-            other => panic!("{other:?}"),
-        };
+        let h = accepted!(
+            Http,
+            HttpInput {
+                url: "https://Bücher.example/".into(),
+                ip: "192.0.2.1".into(),
+                host_header: "BÜCHER.example:8443".into(),
+                sni: "Bücher.example".into(),
+                ..Default::default()
+            }
+        );
         assert_eq!(h.url, "https://xn--bcher-kva.example/");
         assert_eq!(h.host_header, "xn--bcher-kva.example:8443");
         assert_eq!(h.sni, "xn--bcher-kva.example");

@@ -14,7 +14,7 @@
 //! The IP TTL of replies is not read (the safe socket APIs do not expose
 //! IP_RECVTTL ancillary data): `ip_ttl` is always 0.
 //!
-//! Target policy (same rule as `tcp.rs`): a forbidden resolver address (or a
+//! Target policy (see `target.rs`): a forbidden resolver address (or a
 //! forbidden literal DoH host) is a refusal; a forbidden address the DoH
 //! host name resolves to is a `Failure` (`unknown_failure: forbidden_target:
 //! ...`, operation `connect`). Answers are data and are not checked.
@@ -29,12 +29,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{header, Request, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, DnsAnswer, DnsInput, DnsReply, DnsResult, Failure};
 
-use super::{tcp, tls, ProbeContext, ProbeOutput, Steps};
+use super::target::{self, parse_resolver};
+use super::{http, measured, net, tls, ProbeContext, Probed, Steps};
 
 /// How long UDP listens after the first reply when the input says 0.
 const DEFAULT_LISTEN_MS: u32 = 1000;
@@ -44,47 +45,18 @@ const MAX_MESSAGE: usize = 65535;
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Runs the `dns` probe.
-pub async fn run(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::RESOLVE.into();
-        measurement::Result::Dns(DnsResult {
-            resolver: input.resolver.clone(),
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_inner(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run(input: &DnsInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    match query(input, ctx, &mut steps).await {
-        Ok(r) => ProbeOutput {
-            result: measurement::Result::Dns(r),
-            steps: steps.into_vec(),
-        },
-        Err(reason) => ProbeOutput::refused(reason),
-    }
+    let r = query(input, ctx, &mut steps).await?;
+    measured(measurement::Result::Dns(r), steps)
 }
 
 /// Runs the `dns_injection` probe: UDP only, to an explicit address.
-pub async fn run_injection(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_injection_inner(input, ctx), |mut f| {
-        f.operation = op::RESOLVE.into();
-        measurement::Result::DnsInjection(DnsResult {
-            resolver: input.resolver.clone(),
-            transport: "udp".into(),
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_injection_inner(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run_injection(input: &DnsInput, ctx: &ProbeContext) -> Probed {
     if input.resolver.trim().is_empty() {
-        return ProbeOutput::refused(
-            "malformed_input: dns_injection needs the address of a host that runs no DNS server",
+        return Err(
+            "malformed_input: dns_injection needs the address of a host that runs no DNS server"
+                .into(),
         );
     }
     let mut steps = Steps::new();
@@ -92,31 +64,15 @@ async fn run_injection_inner(input: &DnsInput, ctx: &ProbeContext) -> ProbeOutpu
         transport: "udp".into(),
         ..input.clone()
     };
-    match query(&udp_input, ctx, &mut steps).await {
-        Ok(mut r) => {
-            // Any reply at all is the finding; the rcode of a forged reply is
-            // not a failure of this probe.
-            if r.replies.is_empty() {
-                r.failure = Some(failure(failure::GENERIC_TIMEOUT, op::RESOLVE));
-            } else {
-                r.failure = None;
-            }
-            ProbeOutput {
-                result: measurement::Result::DnsInjection(r),
-                steps: steps.into_vec(),
-            }
-        }
-        Err(reason) => ProbeOutput::refused(reason),
-    }
-}
-
-/// Parses "ip", "ip:port" or "[v6]:port" (port 53 by default).
-fn parse_resolver(s: &str) -> Option<SocketAddr> {
-    let s = s.trim();
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Some(sa);
-    }
-    tcp::parse_ip(s).map(|ip| SocketAddr::new(ip, 53))
+    let mut r = query(&udp_input, ctx, &mut steps).await?;
+    // Any reply at all is the finding; the rcode of a forged reply is not a
+    // failure of this probe.
+    r.failure = if r.replies.is_empty() {
+        Some(failure(failure::GENERIC_TIMEOUT, op::RESOLVE))
+    } else {
+        None
+    };
+    measured(measurement::Result::DnsInjection(r), steps)
 }
 
 /// The first `nameserver` of /etc/resolv.conf.
@@ -309,12 +265,7 @@ async fn udp(
     ctx: &ProbeContext,
     result: &mut DnsResult,
 ) {
-    let bind: SocketAddr = if resolver.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = match UdpSocket::bind(bind).await {
+    let sock = match UdpSocket::bind(net::any_port_for(resolver)).await {
         Ok(s) => s,
         Err(e) => {
             result.failure = Some(failure(&classify_io(&e), op::WRITE));
@@ -381,6 +332,25 @@ async fn udp(
     };
 }
 
+/// Records the one reply of a TCP or DoH query (sent at `sent`), which
+/// decides the failure: its own, or a malformed reply's.
+fn record_only_reply(
+    result: &mut DnsResult,
+    buf: &[u8],
+    id: u16,
+    qtype: RecordType,
+    sent: Instant,
+    source: String,
+) {
+    let arrival = sent.elapsed().as_micros() as i64;
+    let (reply, msg) = decode_reply(buf, id, arrival, source);
+    result.replies.push(reply);
+    result.failure = match msg {
+        Some(m) => reply_failure(&m, qtype),
+        None => Some(failure("unknown_failure: malformed dns reply", op::READ)),
+    };
+}
+
 /// DNS over TCP: one length-prefixed query, one reply.
 async fn tcp_query(
     resolver: SocketAddr,
@@ -390,7 +360,7 @@ async fn tcp_query(
     ctx: &ProbeContext,
     result: &mut DnsResult,
 ) {
-    let (mut stream, _) = match tcp::connect(resolver, ctx.remaining()).await {
+    let (mut stream, _) = match net::connect(resolver, ctx.remaining()).await {
         Ok(s) => s,
         Err(f) => {
             result.failure = Some(f);
@@ -405,16 +375,9 @@ async fn tcp_query(
     let mut framed = Vec::with_capacity(wire.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(wire);
-    match tokio::time::timeout(ctx.remaining(), stream.write_all(&framed)).await {
-        Err(_) => {
-            result.failure = Some(failure(failure::GENERIC_TIMEOUT, op::WRITE));
-            return;
-        }
-        Ok(Err(e)) => {
-            result.failure = Some(failure(&classify_io(&e), op::WRITE));
-            return;
-        }
-        Ok(Ok(())) => {}
+    if let Err(f) = net::write_all(&mut stream, &framed, ctx).await {
+        result.failure = Some(f);
+        return;
     }
     let read = async {
         let mut lenb = [0u8; 2];
@@ -434,13 +397,7 @@ async fn tcp_query(
         Err(_) => result.failure = Some(failure(failure::GENERIC_TIMEOUT, op::READ)),
         Ok(Err(e)) => result.failure = Some(failure(&classify_io(&e), op::READ)),
         Ok(Ok(buf)) => {
-            let arrival = sent.elapsed().as_micros() as i64;
-            let (reply, msg) = decode_reply(&buf, id, arrival, resolver.to_string());
-            result.replies.push(reply);
-            result.failure = match msg {
-                Some(m) => reply_failure(&m, qtype),
-                None => Some(failure("unknown_failure: malformed dns reply", op::READ)),
-            };
+            record_only_reply(result, &buf, id, qtype, sent, resolver.to_string());
         }
     }
 }
@@ -464,25 +421,17 @@ async fn doh(
     {
         return Err(format!("malformed_input: doh_url {url:?} is not https"));
     }
-    let host = uri
-        .host()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("malformed_input: doh_url {url:?} has no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = target::uri_host(&uri)
+        .ok_or_else(|| format!("malformed_input: doh_url {url:?} has no host"))?;
     let port = uri.port_u16().unwrap_or(443);
     let path = uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/dns-query".into());
-    let literal = tcp::parse_ip(&host);
-    if let Some(ip) = literal {
-        ctx.policy.check(ip)?;
-    }
+    let literal = target::literal(&host, &ctx.policy)?;
     let addrs = match literal {
         Some(ip) => vec![ip],
-        None => match tcp::resolve_system(&host, ctx).await {
+        None => match net::resolve_system(&host, ctx).await {
             Ok(a) => a,
             Err(f) => {
                 result.failure = Some(f);
@@ -490,23 +439,11 @@ async fn doh(
             }
         },
     };
-    let mut conn = None;
-    let mut last = failure(failure::GENERIC_TIMEOUT, op::CONNECT);
-    for ip in addrs {
-        if let Err(reason) = ctx.policy.check(ip) {
-            last = tcp::forbidden(&reason);
-            continue;
-        }
-        match tcp::connect(SocketAddr::new(ip, port), ctx.remaining()).await {
-            Ok((s, _)) => {
-                conn = Some((ip, s));
-                break;
-            }
-            Err(f) => last = f,
-        }
-    }
+    // The connects are part of the query's one `resolve` step.
+    let mut unrecorded = Steps::new();
+    let (attempts, conn) = target::connect_first(&addrs, port, ctx, &mut unrecorded).await;
     let Some((ip, stream)) = conn else {
-        result.failure = Some(last);
+        result.failure = Some(target::last_failure(&attempts));
         return Ok(());
     };
     let sni = if literal.is_some() {
@@ -559,7 +496,7 @@ async fn doh(
     };
     match tokio::time::timeout(ctx.remaining(), rt).await {
         Err(_) => result.failure = Some(failure(failure::GENERIC_TIMEOUT, op::HTTP_ROUND_TRIP)),
-        Ok(Err(e)) => result.failure = Some(classify_hyper(&e)),
+        Ok(Err(e)) => result.failure = Some(http::classify_hyper(&e, op::HTTP_ROUND_TRIP)),
         Ok(Ok(Err(msg))) => result.failure = Some(failure(&msg, op::HTTP_ROUND_TRIP)),
         Ok(Ok(Ok((status, body)))) => {
             if status.as_u16() != 200 {
@@ -569,31 +506,10 @@ async fn doh(
                 ));
                 return Ok(());
             }
-            let arrival = sent.elapsed().as_micros() as i64;
-            let (reply, msg) = decode_reply(&body, 0, arrival, url.to_string());
-            result.replies.push(reply);
-            result.failure = match msg {
-                Some(m) => reply_failure(&m, qtype),
-                None => Some(failure("unknown_failure: malformed dns reply", op::READ)),
-            };
+            record_only_reply(result, &body, 0, qtype, sent, url.to_string());
         }
     }
     Ok(())
-}
-
-fn classify_hyper(e: &hyper::Error) -> Failure {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return failure(&classify_io(io), op::HTTP_ROUND_TRIP);
-        }
-        src = s.source();
-    }
-    if e.is_incomplete_message() {
-        failure(failure::EOF, op::HTTP_ROUND_TRIP)
-    } else {
-        failure(&format!("unknown_failure: {e}"), op::HTTP_ROUND_TRIP)
-    }
 }
 
 /// The addresses a stub resolver would use: the answers of the qtype in the
@@ -617,34 +533,7 @@ pub(crate) fn first_addresses(result: &DnsResult) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::TargetPolicy;
-
-    fn lab_ctx(budget_ms: u64) -> ProbeContext {
-        ProbeContext::with_budget(
-            TargetPolicy {
-                allow_private_targets: true,
-            },
-            Duration::from_millis(budget_ms),
-        )
-    }
-
-    #[test]
-    fn resolver_addresses_parse() {
-        assert_eq!(
-            parse_resolver("192.0.2.1"),
-            Some("192.0.2.1:53".parse().unwrap())
-        );
-        assert_eq!(
-            parse_resolver("192.0.2.1:5353"),
-            Some("192.0.2.1:5353".parse().unwrap())
-        );
-        assert_eq!(
-            parse_resolver("[::1]:53"),
-            Some("[::1]:53".parse().unwrap())
-        );
-        assert_eq!(parse_resolver("::1"), Some("[::1]:53".parse().unwrap()));
-        assert_eq!(parse_resolver("nope"), None);
-    }
+    use crate::probes::test_support::{assert_forbidden_refusal, lab_ctx, strict_ctx};
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
@@ -689,9 +578,9 @@ mod tests {
             listen_ms: 300,
             ..Default::default()
         };
-        let out = run(&input, &lab_ctx(3000)).await;
+        let out = run(&input, &lab_ctx(Duration::from_millis(3000))).await;
         srv.await.unwrap();
-        let measurement::Result::Dns(r) = out.result else {
+        let measurement::Result::Dns(r) = out.expect("measured").result else {
             panic!("expected dns result");
         };
         assert_eq!(r.replies.len(), 3, "{r:?}");
@@ -708,15 +597,13 @@ mod tests {
 
     #[tokio::test]
     async fn forbidden_resolver_is_refused() {
-        let ctx = ProbeContext::with_budget(TargetPolicy::default(), Duration::from_secs(1));
+        let ctx = strict_ctx(Duration::from_secs(1));
         let input = DnsInput {
             domain: "example.org".into(),
             resolver: "127.0.0.1:53".into(),
             ..Default::default()
         };
-        let out = run(&input, &ctx).await;
-        assert!(matches!(out.result, measurement::Result::Refused(_)));
-        let out = run_injection(&input, &ctx).await;
-        assert!(matches!(out.result, measurement::Result::Refused(_)));
+        assert_forbidden_refusal(&run(&input, &ctx).await);
+        assert_forbidden_refusal(&run_injection(&input, &ctx).await);
     }
 }

@@ -34,7 +34,7 @@
 //! so one measurement without residual blocking is weak evidence of
 //! absence; the coordinator should repeat it.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 #![allow(clippy::needless_update)]
 
@@ -42,11 +42,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vantage_proto::failure::{self, classify_io, failure, op};
+use tokio::io::AsyncReadExt;
+use vantage_proto::failure::{classify_io, failure, op};
 use vantage_proto::v1::{measurement, EncryptedAttempt, EncryptedInput, EncryptedResult, Failure};
 
-use super::{tcp, ProbeContext, ProbeOutput, Steps};
+use super::{measured, net, target, ProbeContext, Probed, Steps};
 
 /// How long the trigger connection waits for a reply or a reset.
 const TRIGGER_READ: Duration = Duration::from_secs(1);
@@ -56,19 +56,6 @@ const MAX_PAYLOAD: usize = 1400;
 /// Per re-test connect budget bounds.
 const MIN_RETEST_BUDGET: Duration = Duration::from_secs(1);
 const MAX_RETEST_BUDGET: Duration = Duration::from_secs(10);
-
-/// Runs the `encrypted` probe.
-pub async fn run(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |f| {
-        measurement::Result::Encrypted(EncryptedResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            trigger: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
 
 fn printable(b: u8) -> bool {
     (0x20..=0x7e).contains(&b)
@@ -123,20 +110,11 @@ pub(crate) fn make_payload(len: usize, rng: &mut impl RngCore) -> Vec<u8> {
     }
 }
 
-async fn run_inner(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
+/// Runs the `encrypted` probe.
+pub async fn run(input: &EncryptedInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
     let origin = Instant::now();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: encrypted ip is not an IP address");
-    };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(input.port) {
-        Ok(p) if p != 0 => p,
-        _ => return ProbeOutput::refused("malformed_input: encrypted port must be 1-65535"),
-    };
-    let addr = SocketAddr::new(ip, port);
+    let addr = target::ip_port("encrypted", &input.ip, input.port, None, &ctx.policy)?;
     let payload_len = if input.payload_bytes == 0 {
         256
     } else {
@@ -153,8 +131,8 @@ async fn run_inner(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
         u64::from(input.retest_interval_ms)
     });
     let mut result = EncryptedResult {
-        ip: ip.to_string(),
-        port: port.into(),
+        ip: addr.ip().to_string(),
+        port: addr.port().into(),
         ..Default::default()
     };
 
@@ -179,7 +157,7 @@ async fn run_inner(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
             break;
         }
         let started = Instant::now();
-        let f = tcp::connect(addr, budget).await.err();
+        let f = net::connect(addr, budget).await.err();
         steps.record(&format!("retest_{i}"), started, f.clone());
         result.retests.push(EncryptedAttempt {
             at_us: started.saturating_duration_since(origin).as_micros() as i64,
@@ -190,10 +168,7 @@ async fn run_inner(input: &EncryptedInput, ctx: &ProbeContext) -> ProbeOutput {
 
     // 3. Verdict.
     result.residual_blocking = connected && result.retests.iter().any(|a| a.failure.is_some());
-    ProbeOutput {
-        result: measurement::Result::Encrypted(result),
-        steps: steps.into_vec(),
-    }
+    measured(measurement::Result::Encrypted(result), steps)
 }
 
 /// Connects, sends the payload, waits briefly for a reply or a reset.
@@ -204,26 +179,14 @@ async fn trigger(
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> (bool, Option<Failure>) {
-    let started = Instant::now();
-    let mut stream = match tcp::connect(addr, ctx.remaining()).await {
-        Ok((s, _)) => {
-            steps.record("connect", started, None);
-            s
-        }
-        Err(f) => {
-            steps.record("connect", started, Some(f.clone()));
-            return (false, Some(f));
-        }
+    let connected = steps.run("connect", net::connect(addr, ctx.remaining()));
+    let mut stream = match connected.await {
+        Ok((s, _)) => s,
+        Err(f) => return (false, Some(f)),
     };
-    let started = Instant::now();
-    let werr = match tokio::time::timeout(ctx.remaining(), stream.write_all(payload)).await {
-        Err(_) => Some(failure(failure::GENERIC_TIMEOUT, op::WRITE)),
-        Ok(Err(e)) => Some(failure(&classify_io(&e), op::WRITE)),
-        Ok(Ok(())) => None,
-    };
-    steps.record("write", started, werr.clone());
-    if werr.is_some() {
-        return (true, werr);
+    let written = net::write_all(&mut stream, payload, ctx);
+    if let Err(f) = steps.run("write", written).await {
+        return (true, Some(f));
     }
     // A reply, EOF or silence are all fine; only a reset is a failure.
     let started = Instant::now();

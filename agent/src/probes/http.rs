@@ -9,19 +9,19 @@
 //! are failures, never a page. A redirect loop, or a chain longer than
 //! `max_redirects`, ends with `http_too_many_redirects`.
 //!
-//! Target policy (same rule as `tcp.rs`): a forbidden literal `ip` in the
+//! Target policy (see `target.rs`): a forbidden literal `ip` in the
 //! input, or a forbidden literal host in the first URL, is a refusal. An
 //! address found by resolving a name, or a redirect target, that the policy
 //! forbids ends the chain with `unknown_failure: forbidden_target: ...`
 //! (operation `connect`); the hops fetched so far are kept.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
-use hyper::{header, Request, Uri};
+use hyper::{header, Request};
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -29,7 +29,8 @@ use tokio::net::TcpStream;
 use vantage_proto::failure::{self, classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, HttpHeader, HttpInput, HttpResponse, HttpResult};
 
-use super::{tcp, tls, ProbeContext, ProbeOutput, Steps};
+use super::target::{self, parse_ip, UrlTarget};
+use super::{measured, tls, ProbeContext, Probed, Steps};
 
 /// Redirects followed when the input says 0: OONI's Go client stops
 /// after 10 (browsers after 20). Running out is the failure
@@ -47,118 +48,10 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Runs the `http` probe.
-pub async fn run(input: &HttpInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::HTTP_ROUND_TRIP.into();
-        measurement::Result::Http(HttpResult {
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_inner(input: &HttpInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run(input: &HttpInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    match fetch(input, None, ctx, &mut steps).await {
-        Ok(r) => ProbeOutput {
-            result: measurement::Result::Http(r),
-            steps: steps.into_vec(),
-        },
-        Err(reason) => ProbeOutput::refused(reason),
-    }
-}
-
-/// One hop's target, parsed from a URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    https: bool,
-    /// The URL host without IPv6 brackets.
-    host: String,
-    port: u16,
-    /// Path and query, at least "/".
-    path: String,
-    url: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("malformed_input: bad url {url:?}: {e}"))?;
-        let https = match uri.scheme_str() {
-            Some(s) if s.eq_ignore_ascii_case("http") => false,
-            Some(s) if s.eq_ignore_ascii_case("https") => true,
-            _ => return Err(format!("malformed_input: url {url:?} is not http(s)")),
-        };
-        let host = uri
-            .host()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("malformed_input: url {url:?} has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let path = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".into());
-        Ok(Target {
-            https,
-            host,
-            port,
-            path,
-            url: url.to_string(),
-        })
-    }
-
-    fn default_port(&self) -> bool {
-        self.port == if self.https { 443 } else { 80 }
-    }
-
-    /// The Host header value for this target.
-    fn authority(&self) -> String {
-        let h = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.default_port() {
-            h
-        } else {
-            format!("{h}:{}", self.port)
-        }
-    }
-
-    fn origin(&self) -> String {
-        format!(
-            "{}://{}",
-            if self.https { "https" } else { "http" },
-            self.authority()
-        )
-    }
-
-    /// Resolves a `Location` header against this target.
-    fn redirect(&self, location: &str) -> Result<Target, String> {
-        let loc = location.trim();
-        let lower = loc.to_ascii_lowercase();
-        let abs = if lower.starts_with("http://") || lower.starts_with("https://") {
-            loc.to_string()
-        } else if let Some(rest) = loc.strip_prefix("//") {
-            format!("{}://{rest}", if self.https { "https" } else { "http" })
-        } else if loc.starts_with('/') {
-            format!("{}{loc}", self.origin())
-        } else {
-            let path_only = self.path.split('?').next().unwrap_or("/");
-            let dir = match path_only.rfind('/') {
-                Some(i) => &path_only[..=i],
-                None => "/",
-            };
-            format!("{}{dir}{loc}", self.origin())
-        };
-        Target::parse(&abs)
-    }
+    let r = fetch(input, None, ctx, &mut steps).await?;
+    measured(measurement::Result::Http(r), steps)
 }
 
 /// Fetches `input.url` and follows redirects. `first` is an already connected
@@ -169,22 +62,22 @@ pub(crate) async fn fetch(
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> Result<HttpResult, String> {
-    let mut target = Target::parse(&input.url)?;
-    if !input.ip.is_empty() {
-        let ip = tcp::parse_ip(&input.ip).ok_or_else(|| {
+    let mut target = UrlTarget::parse(&input.url)?;
+    // The IP to connect to for the first hop: the input's, else the URL's
+    // literal host (both checked by the policy: a refusal), else resolved.
+    let fixed = if input.ip.is_empty() {
+        target::literal(&target.host, &ctx.policy)?;
+        None
+    } else {
+        let ip = target::literal(&input.ip, &ctx.policy)?.ok_or_else(|| {
             format!(
                 "malformed_input: http ip {:?} is not an IP address",
                 input.ip
             )
         })?;
-        ctx.policy.check(ip)?;
-    } else if let Some(ip) = tcp::parse_ip(&target.host) {
-        ctx.policy.check(ip)?;
-    }
-    if input.port != 0 {
-        target.port = u16::try_from(input.port)
-            .map_err(|_| "malformed_input: http port must be 1-65535".to_string())?;
-    }
+        Some(ip)
+    };
+    target.port = target::port("http", input.port, Some(target.port))?;
     let max_redirects = if input.max_redirects == 0 {
         DEFAULT_MAX_REDIRECTS
     } else {
@@ -214,7 +107,7 @@ pub(crate) async fn fetch(
         };
         let sni = if is_first && !input.sni.is_empty() {
             input.sni.clone()
-        } else if tcp::parse_ip(&target.host).is_some() {
+        } else if parse_ip(&target.host).is_some() {
             String::new()
         } else {
             target.host.clone()
@@ -223,11 +116,7 @@ pub(crate) async fn fetch(
         let (ip, stream) = match first.take() {
             Some(pre) => pre,
             None => {
-                let fixed = if is_first && !input.ip.is_empty() {
-                    tcp::parse_ip(&input.ip)
-                } else {
-                    None
-                };
+                let fixed = if is_first { fixed } else { None };
                 match connect_hop(&target, fixed, ctx, steps).await {
                     Ok(c) => c,
                     Err(f) => {
@@ -304,47 +193,21 @@ pub(crate) async fn fetch(
 /// system resolver), applies the policy to each and connects to the first
 /// that answers.
 async fn connect_hop(
-    target: &Target,
+    target: &UrlTarget,
     fixed: Option<IpAddr>,
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> Result<(IpAddr, TcpStream), Failure> {
-    let addrs = match fixed.or_else(|| tcp::parse_ip(&target.host)) {
+    let addrs = match fixed.or_else(|| parse_ip(&target.host)) {
         Some(ip) => vec![ip],
-        None => {
-            let started = Instant::now();
-            let r = tcp::resolve_system(&target.host, ctx).await;
-            steps.record("resolve", started, r.as_ref().err().cloned());
-            r?
-        }
+        None => target::resolve(&target.host, ctx, steps).await?,
     };
-    let mut last = failure(failure::GENERIC_TIMEOUT, op::CONNECT);
-    for ip in addrs {
-        if let Err(reason) = ctx.policy.check(ip) {
-            last = tcp::forbidden(&reason);
-            steps.record("connect", Instant::now(), Some(last.clone()));
-            continue;
-        }
-        let started = Instant::now();
-        match tcp::connect(SocketAddr::new(ip, target.port), ctx.remaining()).await {
-            Ok((s, _)) => {
-                steps.record("connect", started, None);
-                return Ok((ip, s));
-            }
-            Err(f) => {
-                steps.record("connect", started, Some(f.clone()));
-                last = f;
-            }
-        }
-        if ctx.remaining().is_zero() {
-            break;
-        }
-    }
-    Err(last)
+    let (attempts, stream) = target::connect_first(&addrs, target.port, ctx, steps).await;
+    stream.ok_or_else(|| target::last_failure(&attempts))
 }
 
 /// Maps a hyper error to the vocabulary with the given operation.
-fn classify_hyper(e: &hyper::Error, operation: &str) -> Failure {
+pub(crate) fn classify_hyper(e: &hyper::Error, operation: &str) -> Failure {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
@@ -367,7 +230,7 @@ type HopOutcome = ((HttpResponse, Option<Failure>), Option<String>);
 
 async fn round_trip(
     io: Box<dyn Io>,
-    target: &Target,
+    target: &UrlTarget,
     host_header: &str,
     max_body: u64,
     ctx: &ProbeContext,
@@ -527,23 +390,8 @@ fn extract_title(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::TargetPolicy;
+    use crate::probes::test_support::{assert_forbidden_refusal, strict_ctx};
     use std::time::Duration;
-
-    #[test]
-    fn redirects_resolve_against_the_current_url() {
-        let t = Target::parse("http://example.org/a/b?x=1").unwrap();
-        assert_eq!(t.redirect("/c").unwrap().url, "http://example.org/c");
-        assert_eq!(t.redirect("d").unwrap().url, "http://example.org/a/d");
-        assert_eq!(
-            t.redirect("//other.org/e").unwrap().url,
-            "http://other.org/e"
-        );
-        let abs = t.redirect("https://x.org:8443/").unwrap();
-        assert!(abs.https);
-        assert_eq!(abs.port, 8443);
-        assert_eq!(abs.authority(), "x.org:8443");
-    }
 
     #[test]
     fn titles_are_extracted() {
@@ -557,27 +405,17 @@ mod tests {
 
     #[tokio::test]
     async fn forbidden_first_hop_is_refused() {
-        let ctx = ProbeContext::with_budget(TargetPolicy::default(), Duration::from_secs(2));
-        let out = run(
-            &HttpInput {
-                url: "http://127.0.0.1/".into(),
-                ..Default::default()
-            },
-            &ctx,
-        )
-        .await;
-        match out.result {
-            measurement::Result::Refused(r) => {
-                assert!(r.reason.starts_with("forbidden_target: "), "{}", r.reason)
-            }
-            other => panic!("expected a refusal, got {other:?}"),
-        }
+        let input = HttpInput {
+            url: "http://127.0.0.1/".into(),
+            ..Default::default()
+        };
+        assert_forbidden_refusal(&run(&input, &strict_ctx(Duration::from_secs(2))).await);
     }
 
     #[tokio::test]
     async fn forbidden_redirect_target_fails_without_connecting() {
-        let ctx = ProbeContext::with_budget(TargetPolicy::default(), Duration::from_secs(2));
-        let first = Target::parse("http://example.org/").unwrap();
+        let ctx = strict_ctx(Duration::from_secs(2));
+        let first = UrlTarget::parse("http://example.org/").unwrap();
         let next = first.redirect("http://10.0.0.1/admin").unwrap();
         let mut steps = Steps::new();
         let err = connect_hop(&next, None, &ctx, &mut steps)

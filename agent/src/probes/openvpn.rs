@@ -24,7 +24,7 @@
 //! Failures: no reply -> `generic_timeout_error` / `read`; a TCP reset ->
 //! `connection_reset`; connect errors use the `connect` operation.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 #![allow(clippy::needless_update)]
 
@@ -32,12 +32,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
-use vantage_proto::failure::{self, classify_io, failure, op};
+use tokio::io::AsyncReadExt;
+use vantage_proto::failure::{classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, OpenVpnInput, OpenVpnResult};
 
-use super::{tcp, ProbeContext, ProbeOutput, Steps};
+use super::{measured, net, target, ProbeContext, Probed, Steps};
 
 /// `P_CONTROL_HARD_RESET_CLIENT_V2`.
 const OP_HARD_RESET_CLIENT_V2: u8 = 7;
@@ -49,21 +48,6 @@ const MAX_PACKET: usize = 2048;
 const UDP_RESEND: Duration = Duration::from_secs(2);
 /// Largest ACK array OpenVPN sends (`RELIABLE_ACK_SIZE`).
 const MAX_ACKS: usize = 8;
-
-/// Runs the `openvpn` probe.
-pub async fn run(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::READ.into();
-        measurement::Result::Openvpn(OpenVpnResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            transport: input.transport.clone(),
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
 
 /// Builds a client hard reset with session id `session`.
 pub(crate) fn client_reset(session: [u8; 8]) -> Vec<u8> {
@@ -118,30 +102,21 @@ pub(crate) fn is_server_reset(packet: &[u8], session: &[u8; 8]) -> bool {
     parse_server_reset(packet).is_some_and(|r| r.acked_session.is_none_or(|s| &s == session))
 }
 
-async fn run_inner(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
+/// Runs the `openvpn` probe.
+pub async fn run(input: &OpenVpnInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: openvpn ip is not an IP address");
-    };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(if input.port == 0 { 1194 } else { input.port }) {
-        Ok(p) => p,
-        Err(_) => return ProbeOutput::refused("malformed_input: openvpn port must be 1-65535"),
-    };
+    let addr = target::ip_port("openvpn", &input.ip, input.port, Some(1194), &ctx.policy)?;
     let transport = match input.transport.to_ascii_lowercase().as_str() {
         "" | "udp" => "udp",
         "tcp" => "tcp",
-        _ => return ProbeOutput::refused("malformed_input: openvpn transport is udp or tcp"),
+        _ => return Err("malformed_input: openvpn transport is udp or tcp".into()),
     };
-    let addr = SocketAddr::new(ip, port);
     let mut session = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut session);
     let packet = client_reset(session);
     let mut result = OpenVpnResult {
-        ip: ip.to_string(),
-        port: port.into(),
+        ip: addr.ip().to_string(),
+        port: addr.port().into(),
         transport: transport.to_string(),
         ..Default::default()
     };
@@ -157,10 +132,7 @@ async fn run_inner(input: &OpenVpnInput, ctx: &ProbeContext) -> ProbeOutput {
         }
         Err(f) => result.failure = Some(f),
     }
-    ProbeOutput {
-        result: measurement::Result::Openvpn(result),
-        steps: steps.into_vec(),
-    }
+    measured(measurement::Result::Openvpn(result), steps)
 }
 
 /// Sends the reset over UDP and waits for a server reset; returns the RTT.
@@ -171,37 +143,11 @@ async fn udp_exchange(
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> Result<i64, Failure> {
-    let started = Instant::now();
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let sock = match UdpSocket::bind(bind).await {
-        Ok(s) => s,
-        Err(e) => {
-            let f = failure(&classify_io(&e), op::CONNECT);
-            steps.record("connect", started, Some(f.clone()));
-            return Err(f);
-        }
-    };
-    if let Err(e) = sock.connect(addr).await {
-        let f = failure(&classify_io(&e), op::CONNECT);
-        steps.record("connect", started, Some(f.clone()));
-        return Err(f);
-    }
-    steps.record("connect", started, None);
-    let started = Instant::now();
-    if let Err(e) = sock.send(packet).await {
-        let f = failure(&classify_io(&e), op::WRITE);
-        steps.record("write", started, Some(f.clone()));
-        return Err(f);
-    }
-    steps.record("write", started, None);
+    let sock = net::udp_send(addr, packet, steps).await?;
     let sent = Instant::now();
     let cap = (ctx.max_read_bytes as usize).clamp(64, MAX_PACKET);
     let mut buf = vec![0u8; cap];
-    let res = tokio::time::timeout(ctx.remaining(), async {
+    let reply = async {
         let mut resend =
             tokio::time::interval_at(tokio::time::Instant::now() + UDP_RESEND, UDP_RESEND);
         loop {
@@ -218,15 +164,8 @@ async fn udp_exchange(
                 }
             }
         }
-    })
-    .await;
-    let out = match res {
-        Err(_) => Err(failure(failure::GENERIC_TIMEOUT, op::READ)),
-        Ok(Err(f)) => Err(f),
-        Ok(Ok(())) => Ok(sent.elapsed().as_micros() as i64),
     };
-    steps.record("read", sent, out.as_ref().err().cloned());
-    out
+    net::await_reply(sent, ctx, steps, reply).await
 }
 
 /// Sends the length-prefixed reset over TCP and waits for a server reset.
@@ -237,60 +176,38 @@ async fn tcp_exchange(
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> Result<i64, Failure> {
-    let started = Instant::now();
-    let mut stream: TcpStream = match tcp::connect(addr, ctx.remaining()).await {
-        Ok((s, _)) => {
-            steps.record("connect", started, None);
-            s
-        }
-        Err(f) => {
-            steps.record("connect", started, Some(f.clone()));
-            return Err(f);
-        }
-    };
-    let started = Instant::now();
+    let (mut stream, _) = steps
+        .run("connect", net::connect(addr, ctx.remaining()))
+        .await?;
     let mut framed = Vec::with_capacity(packet.len() + 2);
     framed.extend_from_slice(&(packet.len() as u16).to_be_bytes());
     framed.extend_from_slice(packet);
-    let written = tokio::time::timeout(ctx.remaining(), stream.write_all(&framed)).await;
-    let werr = match written {
-        Err(_) => Some(failure(failure::GENERIC_TIMEOUT, op::WRITE)),
-        Ok(Err(e)) => Some(failure(&classify_io(&e), op::WRITE)),
-        Ok(Ok(())) => None,
-    };
-    steps.record("write", started, werr.clone());
-    if let Some(f) = werr {
-        return Err(f);
-    }
+    steps
+        .run("write", net::write_all(&mut stream, &framed, ctx))
+        .await?;
     let sent = Instant::now();
     let cap = ctx.max_read_bytes as usize;
-    let res = tokio::time::timeout(ctx.remaining(), async {
+    let read_failure = |e: std::io::Error| failure(&classify_io(&e), op::READ);
+    let reply = async {
         let mut total = 0usize;
         loop {
             let mut len = [0u8; 2];
-            stream.read_exact(&mut len).await?;
+            stream.read_exact(&mut len).await.map_err(read_failure)?;
             let n = u16::from_be_bytes(len) as usize;
             let mut body = vec![0u8; n];
-            stream.read_exact(&mut body).await?;
+            stream.read_exact(&mut body).await.map_err(read_failure)?;
             total += n + 2;
             if is_server_reset(&body, session) {
                 return Ok(());
             }
             if total >= cap {
-                return Err(std::io::Error::other(
+                return Err(read_failure(std::io::Error::other(
                     "read cap reached without a server reset",
-                ));
+                )));
             }
         }
-    })
-    .await;
-    let out = match res {
-        Err(_) => Err(failure(failure::GENERIC_TIMEOUT, op::READ)),
-        Ok(Err(e)) => Err(failure(&classify_io(&e), op::READ)),
-        Ok(Ok(())) => Ok(sent.elapsed().as_micros() as i64),
     };
-    steps.record("read", sent, out.as_ref().err().cloned());
-    out
+    net::await_reply(sent, ctx, steps, reply).await
 }
 
 #[cfg(test)]

@@ -17,12 +17,12 @@
 //! *connected* to the target (Linux then reports ICMP errors for it on
 //! send/recv), which records the first such error and wakes the handshake.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 #![allow(clippy::needless_update)]
 
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -31,88 +31,29 @@ use std::time::Instant;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::client::danger::ServerCertVerified;
 use vantage_proto::failure::{self, failure, op};
+use vantage_proto::tls::{CertCheck, Presented};
 use vantage_proto::v1::{measurement, Failure, QuicInput, QuicResult};
 
-use super::{tcp, ProbeContext, ProbeOutput, Steps};
+use super::{measured, target, ProbeContext, Probed, Steps};
 
-/// Runs the `quic` probe.
-pub async fn run(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::QUIC_HANDSHAKE.into();
-        measurement::Result::Quic(QuicResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            sni: input.sni.clone(),
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-/// Accepts any certificate but still checks handshake signatures, so the
-/// peer must hold the key of the certificate it presented.
+/// Accepts any certificate ([`vantage_proto::tls::Verifier`] still checks
+/// the handshake signatures, so the peer must hold the key of the
+/// certificate it presented).
 #[derive(Debug)]
-pub(crate) struct AcceptAnyCert(pub(crate) Arc<CryptoProvider>);
+pub(crate) struct AcceptAnyCert;
 
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+impl CertCheck for AcceptAnyCert {
+    fn check(&self, _: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
 /// A quinn client config: TLS 1.3, ring, any certificate, `alpn`.
 fn client_config(alpn: &[String]) -> Result<quinn::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
+    let mut tls = vantage_proto::tls::client_builder(&[&rustls::version::TLS13], AcceptAnyCert)
         .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
         .with_no_client_auth();
     tls.alpn_protocols = if alpn.is_empty() {
         vec![b"h3".to_vec()]
@@ -139,22 +80,13 @@ fn classify(e: &quinn::ConnectionError) -> String {
     }
 }
 
-async fn run_inner(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
+/// Runs the `quic` probe.
+pub async fn run(input: &QuicInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: quic ip is not an IP address");
-    };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(if input.port == 0 { 443 } else { input.port }) {
-        Ok(p) => p,
-        Err(_) => return ProbeOutput::refused("malformed_input: quic port must be 1-65535"),
-    };
-    let addr = SocketAddr::new(ip, port);
+    let addr = target::ip_port("quic", &input.ip, input.port, Some(443), &ctx.policy)?;
     let mut result = QuicResult {
-        ip: ip.to_string(),
-        port: port.into(),
+        ip: addr.ip().to_string(),
+        port: addr.port().into(),
         sni: input.sni.clone(),
         ..Default::default()
     };
@@ -171,10 +103,7 @@ async fn run_inner(input: &QuicInput, ctx: &ProbeContext) -> ProbeOutput {
             result.failure = Some(f);
         }
     }
-    ProbeOutput {
-        result: measurement::Result::Quic(result),
-        steps: steps.into_vec(),
-    }
+    measured(measurement::Result::Quic(result), steps)
 }
 
 /// A UDP socket connected to the probe's target, for quinn, that keeps the
@@ -190,14 +119,7 @@ pub(crate) struct IcmpAwareSocket {
 impl IcmpAwareSocket {
     /// Binds an ephemeral port and connects it to `peer`.
     pub(crate) async fn connect(peer: SocketAddr) -> io::Result<Self> {
-        let bind = SocketAddr::new(
-            match peer.ip() {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            },
-            0,
-        );
-        let io = tokio::net::UdpSocket::bind(bind).await?;
+        let io = tokio::net::UdpSocket::bind(super::net::any_port_for(peer)).await?;
         io.connect(peer).await?;
         Ok(IcmpAwareSocket {
             io,

@@ -3,13 +3,14 @@
 //! certificate chain fingerprints, what WebPKI would have decided, the
 //! negotiated version, cipher suite and ALPN, and the handshake time.
 //!
-//! Also owns the TLS machinery the http, web and DoH code share: the ring
-//! crypto provider, the system root store, and [`RecordingVerifier`], a
-//! `ServerCertVerifier` that wraps the WebPKI verifier, records the chain and
-//! its verdict, and then accepts (so an invalid certificate is data, not an
-//! abort) unless it was built `strict`.
+//! Also owns the TLS machinery the http, web, DoH and tor code share: the
+//! system root store, and [`RecordingVerifier`], the certificate check (a
+//! `vantage_proto::tls::CertCheck`, so ring checks the handshake signatures)
+//! that asks the WebPKI verifier, records the chain and its verdict, and then
+//! accepts (so an invalid certificate is data, not an abort) unless it was
+//! built `strict`.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 // Proto messages are always built with `..Default::default()` so fields added
 // later never break the build, even where every field is set today.
@@ -19,56 +20,27 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerified;
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use vantage_proto::failure::{self, classify_io, failure, op};
+use vantage_proto::tls::{CertCheck, Presented};
 use vantage_proto::v1::{measurement, Failure, TlsHandshake, TlsInput, TlsResult};
 
-use super::{tcp, ProbeContext, ProbeOutput, Steps};
+use super::{measured, net, target, ProbeContext, Probed, Steps};
 
 /// Where Debian keeps the system trust store as one PEM bundle.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Runs the `tls` probe.
-pub async fn run(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::TLS_HANDSHAKE.into();
-        measurement::Result::Tls(TlsResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            handshake: Some(TlsHandshake {
-                sni: input.sni.clone(),
-                failure: Some(f),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_inner(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run(input: &TlsInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: tls ip is not an IP address");
-    };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(if input.port == 0 { 443 } else { input.port }) {
-        Ok(p) => p,
-        Err(_) => return ProbeOutput::refused("malformed_input: tls port must be 1-65535"),
-    };
-    let addr = SocketAddr::new(ip, port);
+    let addr = target::ip_port("tls", &input.ip, input.port, Some(443), &ctx.policy)?;
     let has_control = !input.control_sni.is_empty();
     // With a control handshake to do, the sensitive one may use at most half
     // of the remaining time, so a blackholed handshake leaves room for the control.
@@ -93,16 +65,14 @@ async fn run_inner(input: &TlsInput, ctx: &ProbeContext) -> ProbeOutput {
     } else {
         None
     };
-    ProbeOutput {
-        result: measurement::Result::Tls(TlsResult {
-            ip: ip.to_string(),
-            port: port.into(),
-            handshake: Some(handshake),
-            control,
-            ..Default::default()
-        }),
-        steps: steps.into_vec(),
-    }
+    let result = TlsResult {
+        ip: addr.ip().to_string(),
+        port: addr.port().into(),
+        handshake: Some(handshake),
+        control,
+        ..Default::default()
+    };
+    measured(measurement::Result::Tls(result), steps)
 }
 
 /// One connect + handshake within `budget`, with steps named
@@ -116,14 +86,10 @@ async fn attempt(
     prefix: &str,
 ) -> TlsHandshake {
     let deadline = Instant::now() + budget;
-    let started = Instant::now();
-    let tcp = match tcp::connect(addr, budget).await {
-        Ok((s, _)) => {
-            steps.record(&format!("{prefix}connect"), started, None);
-            s
-        }
+    let connected = net::connect(addr, budget);
+    let tcp = match steps.run(&format!("{prefix}connect"), connected).await {
+        Ok((s, _)) => s,
         Err(f) => {
-            steps.record(&format!("{prefix}connect"), started, Some(f.clone()));
             return TlsHandshake {
                 sni: sni.to_string(),
                 failure: Some(f),
@@ -156,24 +122,15 @@ struct Seen {
 #[derive(Debug)]
 pub(crate) struct RecordingVerifier {
     inner: Option<Arc<WebPkiServerVerifier>>,
-    provider: Arc<CryptoProvider>,
     seen: Arc<Mutex<Seen>>,
     strict: bool,
 }
 
-impl ServerCertVerifier for RecordingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+impl CertCheck for RecordingVerifier {
+    fn check(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
+        let (end_entity, intermediates) = (presented.end_entity, presented.intermediates);
         let verdict = match &self.inner {
-            Some(v) => {
-                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
+            Some(v) => presented.verify_with(v.as_ref(), intermediates),
             None => Err(rustls::Error::InvalidCertificate(
                 CertificateError::UnknownIssuer,
             )),
@@ -196,40 +153,6 @@ impl ServerCertVerifier for RecordingVerifier {
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// Maps what WebPKI said to the failure vocabulary.
@@ -244,13 +167,6 @@ fn classify_webpki(e: &rustls::Error) -> String {
         },
         _ => failure::SSL_INVALID_CERTIFICATE.into(),
     }
-}
-
-/// The ring provider, never aws-lc.
-fn provider() -> Arc<CryptoProvider> {
-    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
 }
 
 /// Extra trust anchors (PEM files) set once at start from `agent.toml`'s
@@ -333,20 +249,15 @@ fn client_config(
     strict: bool,
     seen: Arc<Mutex<Seen>>,
 ) -> Result<ClientConfig, rustls::Error> {
-    let provider = provider();
-    let inner = WebPkiServerVerifier::builder_with_provider(roots(), provider.clone())
+    let inner = WebPkiServerVerifier::builder_with_provider(roots(), vantage_proto::tls::ring())
         .build()
         .ok();
     let verifier = RecordingVerifier {
         inner,
-        provider: provider.clone(),
         seen,
         strict,
     };
-    let mut cfg = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+    let mut cfg = vantage_proto::tls::client_builder(rustls::DEFAULT_VERSIONS, verifier)?
         .with_no_client_auth();
     cfg.enable_sni = enable_sni;
     cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();

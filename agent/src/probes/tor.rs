@@ -15,36 +15,22 @@
 //! (`write` when sending the cell fails). A reply that is not a VERSIONS cell
 //! is `unknown_failure: not a tor versions cell` / `read`.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 #![allow(clippy::needless_update)]
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vantage_proto::failure::{self, classify_io, failure, op};
-use vantage_proto::v1::{measurement, Failure, TorInput, TorResult};
+use tokio::io::AsyncReadExt;
+use vantage_proto::failure::{self, failure, op};
+use vantage_proto::v1::{measurement, TorInput, TorResult};
 
-use super::{tcp, tls, ProbeContext, ProbeOutput, Steps};
+use super::{measured, net, target, tls, ProbeContext, Probed, Steps};
 
 /// The VERSIONS command.
 const CMD_VERSIONS: u8 = 7;
 /// Link protocol versions we offer.
 const OFFERED: [u16; 3] = [3, 4, 5];
-
-/// Runs the `tor` probe.
-pub async fn run(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |f| {
-        measurement::Result::Tor(TorResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
 
 /// The VERSIONS cell a client sends first.
 pub(crate) fn versions_cell() -> Vec<u8> {
@@ -66,37 +52,25 @@ pub(crate) fn parse_versions(payload: &[u8]) -> Vec<u32> {
         .collect()
 }
 
-async fn run_inner(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
+/// Runs the `tor` probe.
+pub async fn run(input: &TorInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: tor ip is not an IP address");
-    };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(input.port) {
-        Ok(p) if p != 0 => p,
-        _ => return ProbeOutput::refused("malformed_input: tor port must be 1-65535"),
-    };
-    let addr = SocketAddr::new(ip, port);
+    let addr = target::ip_port("tor", &input.ip, input.port, None, &ctx.policy)?;
+    let ip = addr.ip();
     let mut result = TorResult {
         ip: ip.to_string(),
-        port: port.into(),
+        port: addr.port().into(),
         ..Default::default()
     };
-    let finish = |result: TorResult, steps: Steps| ProbeOutput {
-        result: measurement::Result::Tor(result),
-        steps: steps.into_vec(),
-    };
+    let finish =
+        |result: TorResult, steps: Steps| measured(measurement::Result::Tor(result), steps);
 
-    let started = Instant::now();
-    let tcp_stream = match tcp::connect(addr, ctx.remaining()).await {
-        Ok((s, _)) => {
-            steps.record("connect", started, None);
-            s
-        }
+    let tcp_stream = match steps
+        .run("connect", net::connect(addr, ctx.remaining()))
+        .await
+    {
+        Ok((s, _)) => s,
         Err(f) => {
-            steps.record("connect", started, Some(f.clone()));
             result.failure = Some(f);
             return finish(result, steps);
         }
@@ -119,27 +93,20 @@ async fn run_inner(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
         }
     };
 
-    let started = Instant::now();
-    let werr = match tokio::time::timeout(ctx.remaining(), stream.write_all(&versions_cell())).await
-    {
-        Err(_) => Some(failure(failure::GENERIC_TIMEOUT, op::WRITE)),
-        Ok(Err(e)) => Some(failure(&classify_io(&e), op::WRITE)),
-        Ok(Ok(())) => None,
-    };
-    steps.record("write", started, werr.clone());
-    if let Some(f) = werr {
+    let cell = versions_cell();
+    let written = net::write_all(&mut stream, &cell, ctx);
+    if let Err(f) = steps.run("write", written).await {
         result.failure = Some(f);
         return finish(result, steps);
     }
 
-    let started = Instant::now();
     let cap = ctx.max_read_bytes as usize;
-    let res = tokio::time::timeout(ctx.remaining(), async {
+    let read = net::before_deadline(ctx, op::READ, async {
         let mut head = [0u8; 5];
         stream
             .read_exact(&mut head)
             .await
-            .map_err(|e| failure(&classify_io(&e), op::READ))?;
+            .map_err(net::io_failure(op::READ))?;
         if head[2] != CMD_VERSIONS {
             return Err(failure(
                 "unknown_failure: not a tor versions cell",
@@ -157,23 +124,12 @@ async fn run_inner(input: &TorInput, ctx: &ProbeContext) -> ProbeOutput {
         stream
             .read_exact(&mut payload)
             .await
-            .map_err(|e| failure(&classify_io(&e), op::READ))?;
-        Ok::<Vec<u32>, Failure>(parse_versions(&payload))
-    })
-    .await;
-    let out = match res {
-        Err(_) => Err(failure(failure::GENERIC_TIMEOUT, op::READ)),
-        Ok(r) => r,
-    };
-    match out {
-        Ok(v) => {
-            steps.record("read", started, None);
-            result.link_versions = v;
-        }
-        Err(f) => {
-            steps.record("read", started, Some(f.clone()));
-            result.failure = Some(f);
-        }
+            .map_err(net::io_failure(op::READ))?;
+        Ok(parse_versions(&payload))
+    });
+    match steps.run("read", read).await {
+        Ok(v) => result.link_versions = v,
+        Err(f) => result.failure = Some(f),
     }
     finish(result, steps)
 }

@@ -18,7 +18,7 @@
 //! Failures: no response -> `generic_timeout_error` / `read`; ICMP errors
 //! surfaced by the socket -> the `classify_io` mapping / `read`.
 //!
-//! Target policy: a forbidden `ip` in the input is a refusal (see `tcp.rs`).
+//! Target policy: a forbidden `ip` in the input is a refusal (see `target.rs`).
 
 #![allow(clippy::needless_update)]
 
@@ -31,12 +31,11 @@ use blake2::{Blake2s256, Blake2sMac};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
-use tokio::net::UdpSocket;
-use vantage_proto::failure::{self, classify_io, failure, op};
+use vantage_proto::failure::{classify_io, failure, op};
 use vantage_proto::v1::{measurement, Failure, WireGuardInput, WireGuardResult};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use super::{tcp, ProbeContext, ProbeOutput, Steps};
+use super::{measured, net, target, ProbeContext, Probed, Steps};
 
 const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
@@ -95,28 +94,23 @@ fn aead_nonce(counter: u64) -> [u8; 12] {
     n
 }
 
-fn seal(key: &[u8; 32], plain: &[u8], ad: &[u8]) -> Vec<u8> {
-    let c = ChaCha20Poly1305::new(Key::from_slice(key));
-    c.encrypt(
-        Nonce::from_slice(&aead_nonce(0)),
-        Payload {
-            msg: plain,
-            aad: ad,
-        },
+/// The AEAD for a handshake key: ChaCha20-Poly1305 with the counter-0 nonce
+/// (each handshake key seals one message).
+fn aead(key: &[u8; 32]) -> (ChaCha20Poly1305, Nonce) {
+    (
+        ChaCha20Poly1305::new(Key::from_slice(key)),
+        Nonce::from(aead_nonce(0)),
     )
-    .unwrap_or_default()
 }
 
-fn open(key: &[u8; 32], sealed: &[u8], ad: &[u8]) -> Option<Vec<u8>> {
-    let c = ChaCha20Poly1305::new(Key::from_slice(key));
-    c.decrypt(
-        Nonce::from_slice(&aead_nonce(0)),
-        Payload {
-            msg: sealed,
-            aad: ad,
-        },
-    )
-    .ok()
+fn seal(key: &[u8; 32], msg: &[u8], aad: &[u8]) -> Vec<u8> {
+    let (c, nonce) = aead(key);
+    c.encrypt(&nonce, Payload { msg, aad }).unwrap_or_default()
+}
+
+fn open(key: &[u8; 32], msg: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    let (c, nonce) = aead(key);
+    c.decrypt(&nonce, Payload { msg, aad }).ok()
 }
 
 /// TAI64N of now.
@@ -238,38 +232,15 @@ pub(crate) fn check_response(init: &Initiation, d: &[u8]) -> Reply {
 }
 
 /// Runs the `wireguard` probe.
-pub async fn run(input: &WireGuardInput, ctx: &ProbeContext) -> ProbeOutput {
-    tcp::within_deadline(ctx, run_inner(input, ctx), |mut f| {
-        f.operation = op::READ.into();
-        measurement::Result::Wireguard(WireGuardResult {
-            ip: input.ip.clone(),
-            port: input.port,
-            failure: Some(f),
-            ..Default::default()
-        })
-    })
-    .await
-}
-
-async fn run_inner(input: &WireGuardInput, ctx: &ProbeContext) -> ProbeOutput {
+pub async fn run(input: &WireGuardInput, ctx: &ProbeContext) -> Probed {
     let mut steps = Steps::new();
-    let Some(ip) = tcp::parse_ip(&input.ip) else {
-        return ProbeOutput::refused("malformed_input: wireguard ip is not an IP address");
-    };
-    if let Err(reason) = ctx.policy.check(ip) {
-        return ProbeOutput::refused(reason);
-    }
-    let port = match u16::try_from(if input.port == 0 { 51820 } else { input.port }) {
-        Ok(p) => p,
-        Err(_) => return ProbeOutput::refused("malformed_input: wireguard port must be 1-65535"),
-    };
+    let addr = target::ip_port("wireguard", &input.ip, input.port, Some(51820), &ctx.policy)?;
     let Ok(peer) = <[u8; 32]>::try_from(input.peer_public_key.as_slice()) else {
-        return ProbeOutput::refused("malformed_input: wireguard peer_public_key must be 32 bytes");
+        return Err("malformed_input: wireguard peer_public_key must be 32 bytes".into());
     };
-    let addr = SocketAddr::new(ip, port);
     let mut result = WireGuardResult {
-        ip: ip.to_string(),
-        port: port.into(),
+        ip: addr.ip().to_string(),
+        port: addr.port().into(),
         ..Default::default()
     };
     let init = build_initiation(probe_static_secret(&peer), &peer, &mut rand::thread_rng());
@@ -280,10 +251,7 @@ async fn run_inner(input: &WireGuardInput, ctx: &ProbeContext) -> ProbeOutput {
         }
         Err(f) => result.failure = Some(f),
     }
-    ProbeOutput {
-        result: measurement::Result::Wireguard(result),
-        steps: steps.into_vec(),
-    }
+    measured(measurement::Result::Wireguard(result), steps)
 }
 
 async fn exchange(
@@ -292,36 +260,10 @@ async fn exchange(
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> Result<i64, Failure> {
-    let started = Instant::now();
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let sock = match UdpSocket::bind(bind).await {
-        Ok(s) => s,
-        Err(e) => {
-            let f = failure(&classify_io(&e), op::CONNECT);
-            steps.record("connect", started, Some(f.clone()));
-            return Err(f);
-        }
-    };
-    if let Err(e) = sock.connect(addr).await {
-        let f = failure(&classify_io(&e), op::CONNECT);
-        steps.record("connect", started, Some(f.clone()));
-        return Err(f);
-    }
-    steps.record("connect", started, None);
-    let started = Instant::now();
-    if let Err(e) = sock.send(&init.packet).await {
-        let f = failure(&classify_io(&e), op::WRITE);
-        steps.record("write", started, Some(f.clone()));
-        return Err(f);
-    }
-    steps.record("write", started, None);
+    let sock = net::udp_send(addr, &init.packet, steps).await?;
     let sent = Instant::now();
     let mut buf = vec![0u8; 2048];
-    let res = tokio::time::timeout(ctx.remaining(), async {
+    let reply = async {
         loop {
             match sock.recv(&mut buf).await {
                 Ok(n) => match check_response(init, &buf[..n]) {
@@ -337,15 +279,8 @@ async fn exchange(
                 Err(e) => return Err(failure(&classify_io(&e), op::READ)),
             }
         }
-    })
-    .await;
-    let out = match res {
-        Err(_) => Err(failure(failure::GENERIC_TIMEOUT, op::READ)),
-        Ok(Err(f)) => Err(f),
-        Ok(Ok(())) => Ok(sent.elapsed().as_micros() as i64),
     };
-    steps.record("read", sent, out.as_ref().err().cloned());
-    out
+    net::await_reply(sent, ctx, steps, reply).await
 }
 
 #[cfg(test)]
