@@ -83,6 +83,7 @@ impl AdminService for AdminApi {
                 }),
                 enrolled_us: a.enrolled_us,
                 last_seen_us: a.last_seen_us,
+                session_end: a.session_end,
                 revoked: a.revoked,
                 software_version: a.software_version,
                 public_key: hex::decode(&a.public_key).unwrap_or_default(),

@@ -342,7 +342,7 @@ impl AgentService for AgentApi {
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
             let mut bad_signatures = 0usize;
-            loop {
+            let ended = loop {
                 let next = tokio::time::timeout(
                     Duration::from_secs(3 * HEARTBEAT_INTERVAL_S as u64),
                     inbound.message(),
@@ -353,36 +353,50 @@ impl AgentService for AgentApi {
                         if let Err(status) = handle(&shared, &id, &tx, m, &mut bad_signatures).await
                         {
                             tracing::warn!(agent = %id.agent_id, "session ended: {}", status.message());
+                            let why = status.message().to_string();
                             let _ = tx.send(Err(status)).await;
-                            break;
+                            break why;
                         }
                     }
-                    Ok(Ok(None)) => break,
+                    Ok(Ok(None)) => break "closed by the agent".to_string(),
                     Ok(Err(status)) if status.code() == tonic::Code::OutOfRange => {
                         // tonic refuses a message over `max_message_bytes`
                         // from its length prefix, before buffering it.
                         tracing::warn!(agent = %id.agent_id, "message refused: {}", status.message());
                         shared.count("rejected/message_too_large");
                         let _ = tx.send(Err(status)).await;
-                        break;
+                        break "message too large".to_string();
                     }
                     Ok(Err(status)) => {
                         tracing::info!(agent = %id.agent_id, "session stream error: {}", status.message());
-                        break;
+                        break session_end(status.message());
                     }
                     Err(_) => {
                         tracing::warn!(agent = %id.agent_id, "session idle too long; closing");
-                        break;
+                        break format!("idle for {} s", 3 * HEARTBEAT_INTERVAL_S);
                     }
                 }
-            }
+            };
             shared.hub.unregister(&id.agent_id, serial);
-            let _ = shared
-                .store
-                .update_agent(&id.agent_id, |r| r.last_seen_us = vantage_proto::now_us());
-            tracing::info!(agent = %id.agent_id, "session closed");
+            let _ = shared.store.update_agent(&id.agent_id, |r| {
+                r.last_seen_us = vantage_proto::now_us();
+                r.session_end = ended.clone();
+            });
+            tracing::info!(agent = %id.agent_id, %ended, "session closed");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Why a session's stream broke, in a volunteer's words: a connection that
+/// stopped answering the coordinator's HTTP/2 PINGs (a partition, a
+/// pulled cable, a stopped process) says so.
+fn session_end(stream_error: &str) -> String {
+    let e = stream_error.to_ascii_lowercase();
+    if e.contains("keep-alive") || e.contains("keepalive") || e.contains("ping") {
+        "no answer to keepalive PINGs".into()
+    } else {
+        format!("connection lost: {stream_error}")
     }
 }
 

@@ -34,6 +34,10 @@ pub struct AgentRecord {
     pub consent_kinds: Vec<String>,
     pub max_concurrency: u32,
     pub max_tasks_per_hour: u32,
+    /// How the agent's last session ended ("closed by the agent", "no
+    /// answer to keepalive PINGs", ...); empty while none has ended.
+    #[serde(default)]
+    pub session_end: String,
 }
 
 /// Where a task stands for one agent.
