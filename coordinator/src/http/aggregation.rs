@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::params::{Params, RawQuery};
-use super::{blocking, App, HttpError};
+use super::{blocking, App, ErrorBody, HttpError};
 use crate::query::{aggregate, axes, Cell, VerdictFilter, VERDICT_FILTERS};
 
 #[derive(Serialize, ToSchema)]
@@ -55,13 +55,14 @@ pub(crate) fn to_csv(a: &Aggregation) -> String {
 /// Verdict counts by one or two axes.
 #[utoipa::path(get, path = "/api/v1/aggregation", tag = "verdicts",
     params(
-        ("axis_x" = String, Query, description = "country, asn, target, mechanism, day, hour, kind or campaign"),
-        ("axis_y" = Option<String>, Query, description = "a second axis"),
+        ("axis_x" = String, Query, description = "the first axis"),
+        ("axis_y" = Option<String>, Query, description = "a second axis, not axis_x"),
         ("format" = Option<String>, Query, description = "json (default) or csv"),
-        ("campaign" = Option<String>, Query, description = "and every /verdicts filter"),
+        super::api::VerdictParams,
     ),
-    responses((status = 200, body = Aggregation, description = "JSON, or text/csv with format=csv"),
-        (status = 400, description = "bad parameter")))]
+    responses((status = 200, description = "JSON, or CSV with format=csv (a header naming the axes, then one line per cell)",
+            content((Aggregation = "application/json"), (String = "text/csv"))),
+        (status = 404, body = ErrorBody, description = "no such campaign")))]
 pub(crate) async fn aggregation(
     State(app): State<App>,
     q: RawQuery,

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::params::{decode_cursor, encode_cursor, Params, RawQuery};
 use super::views::{self, AgentList, CampaignDetail, CampaignList, VerdictList};
-use super::{blocking, App, HttpError};
+use super::{blocking, App, ErrorBody, HttpError};
 use crate::query::{
     scan_page, Emit, ResultFilter, VerdictFilter, DEFAULT_LIMIT, MAX_LIMIT, RESULT_FILTERS,
     VERDICT_FILTERS,
@@ -27,7 +27,7 @@ const CHUNK: usize = 64 << 10;
 /// Every enrolled agent, with labels, last seen, version and whether it is
 /// connected now. No network addresses.
 #[utoipa::path(get, path = "/api/v1/agents", tag = "fleet",
-    responses((status = 200, body = AgentList), (status = 401, description = "missing or unknown read token")))]
+    responses((status = 200, body = AgentList)))]
 pub(crate) async fn agents(
     State(app): State<App>,
     q: RawQuery,
@@ -65,7 +65,8 @@ pub(crate) async fn campaigns(
 /// agents.
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "campaigns",
     params(("id" = String, Path, description = "campaign id (UUID)")),
-    responses((status = 200, body = CampaignDetail), (status = 404, description = "no such campaign")))]
+    responses((status = 200, body = CampaignDetail),
+        (status = 404, body = ErrorBody, description = "no such campaign")))]
 pub(crate) async fn campaign(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -90,12 +91,12 @@ pub(crate) async fn campaign(
         ("asn" = Option<u32>, Query, description = "AS number, from the result's shared labels"),
         ("kind" = Option<String>, Query, description = "probe kind"),
         ("failure" = Option<String>, Query, description = "a failure string (`connection_reset`), `any` or `none`"),
-        ("since" = Option<String>, Query, description = "measurement start at or after: RFC 3339, date or Unix microseconds"),
+        ("since" = Option<String>, Query, description = "measurement start at or after: RFC 3339, a date or Unix microseconds; not later than until"),
         ("until" = Option<String>, Query, description = "measurement start at or before"),
-        ("limit" = Option<u32>, Query, description = "results per page, 1..=10000 (default 100)"),
+        ("limit" = Option<u32>, Query, description = "results per page (default 100)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
-    responses((status = 200, body = views::ResultPage), (status = 400, description = "bad parameter")))]
+    responses((status = 200, body = views::ResultPage)))]
 pub(crate) async fn results(State(app): State<App>, q: RawQuery) -> Result<Response, HttpError> {
     let mut known = RESULT_FILTERS.to_vec();
     known.extend(["limit", "cursor"]);
@@ -160,23 +161,41 @@ fn stream_page(
 
 // ------------------------------------------------------------------ verdicts
 
+/// The verdict filters of `/verdicts` and `/aggregation` (for the
+/// document; the handlers read them through `VerdictFilter`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct VerdictParams {
+    /// Campaign id (default: every campaign).
+    campaign: Option<String>,
+    /// The inside agent's country (ISO 3166-1 alpha-2).
+    country: Option<String>,
+    /// The inside agent's AS number.
+    asn: Option<u32>,
+    /// `ok`, `blocked`, `down` or `inconclusive`.
+    status: Option<String>,
+    /// A mechanism such as `tcp.reset`; `none` for verdicts without one.
+    mechanism: Option<String>,
+    /// Target key.
+    target: Option<String>,
+    /// Probe kind.
+    kind: Option<String>,
+    /// Inside agent id.
+    agent: Option<String>,
+    /// Run dispatched at or after: RFC 3339, a date or Unix microseconds;
+    /// not later than `until`.
+    since: Option<String>,
+    /// Run dispatched at or before.
+    until: Option<String>,
+}
+
 /// Verdicts (inside results judged against control results of the same
 /// run and target).
 #[utoipa::path(get, path = "/api/v1/verdicts", tag = "verdicts",
-    params(
-        ("campaign" = Option<String>, Query, description = "campaign id (default: every campaign)"),
-        ("country" = Option<String>, Query, description = "inside agent's country"),
-        ("asn" = Option<u32>, Query, description = "inside agent's AS number"),
-        ("status" = Option<String>, Query, description = "ok, blocked, down or inconclusive"),
-        ("mechanism" = Option<String>, Query, description = "e.g. tcp.reset; `none` for verdicts without one"),
-        ("target" = Option<String>, Query, description = "target key"),
-        ("kind" = Option<String>, Query, description = "probe kind"),
-        ("agent" = Option<String>, Query, description = "inside agent id"),
-        ("since" = Option<String>, Query, description = "run dispatched at or after"),
-        ("until" = Option<String>, Query, description = "run dispatched at or before"),
-    ),
-    responses((status = 200, body = VerdictList), (status = 400, description = "bad parameter"),
-        (status = 404, description = "no such campaign")))]
+    params(VerdictParams),
+    responses((status = 200, body = VerdictList),
+        (status = 404, body = ErrorBody, description = "no such campaign")))]
 pub(crate) async fn verdicts(
     State(app): State<App>,
     q: RawQuery,

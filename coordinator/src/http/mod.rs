@@ -48,7 +48,18 @@ pub(crate) struct App {
     pub(crate) feed: Arc<crate::query::feed::Feed>,
 }
 
-/// An error answered as `{"error": "<sentence>", "code": "<name>"}` with the
+/// The body of every error answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong, as a sentence naming the parameter at fault.
+    pub error: String,
+    /// The gRPC status of the same error in snake case (`invalid_argument`,
+    /// `unauthenticated`, `not_found`, `resource_exhausted`, `internal`,
+    /// `unavailable`).
+    pub code: String,
+}
+
+/// An error answered as an [`ErrorBody`] with the
 /// HTTP status from [`ServiceError::codes`]; `code` is the gRPC status of the
 /// same error in snake case (`invalid_argument`, `not_found`, ...), so both
 /// faces report one code.
@@ -86,10 +97,10 @@ impl IntoResponse for HttpError {
         if code.is_server_error() {
             tracing::error!("http: {}", self.error);
         }
-        let body = serde_json::json!({
-            "error": self.error.to_string(),
-            "code": code_name(self.error.codes().0),
-        });
+        let body = ErrorBody {
+            error: self.error.to_string(),
+            code: code_name(self.error.codes().0).into(),
+        };
         let mut resp = (code, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {

@@ -47,7 +47,7 @@ pub(crate) async fn stream(
         .or(p.string("last_event_id"))
         .filter(|s| !s.trim().is_empty())
         .map(|s| {
-            crate::store::uuid_key(s.trim()).ok_or_else(|| {
+            crate::query::fields::uuid(s.trim()).ok_or_else(|| {
                 HttpError::bad(format!(
                     "Last-Event-ID must be a result id (a UUID), not {s:?}"
                 ))

@@ -118,7 +118,7 @@ pub(crate) fn campaigns(shared: &Shared) -> Result<Vec<CampaignView>, ServiceErr
 
 /// One campaign with its runs.
 pub(crate) fn campaign(shared: &Shared, id: &str) -> Result<CampaignDetail, ServiceError> {
-    if crate::store::uuid_key(id).is_none() {
+    if fields::uuid(id).is_none() {
         return Err(bad(format!("campaign id must be a UUID, not {id:?}")));
     }
     Ok(views::campaign_detail(crate::campaigns::status(
