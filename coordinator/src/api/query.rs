@@ -30,11 +30,11 @@ use vantage_proto::v1::{
 use super::peer_fingerprint;
 use crate::errors::ServiceError;
 use crate::query::feed::{FeedEvent, Payload};
-use crate::query::fields::{decode_cursor, Fields};
+use crate::query::fields::{decode_cursor, uuid, Fields};
 use crate::query::views::{AgentView, CampaignDetail, CampaignView, Decoded, VerdictView};
 use crate::query::{
-    aggregate, axes, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter, DEFAULT_LIMIT,
-    MAX_LIMIT,
+    aggregate, axes, blocking, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter,
+    DEFAULT_LIMIT, MAX_LIMIT,
 };
 use crate::state::Shared;
 use crate::store::uuid_key;
@@ -57,7 +57,7 @@ fn filter_key(tag: u8, id: &str) -> Result<Option<(u8, [u8; 16])>, ServiceError>
     }
     uuid_key(id)
         .map(|k| Some((tag, k)))
-        .ok_or_else(|| ServiceError::InvalidArgument(format!("{id:?} is not a valid id")))
+        .ok_or_else(|| ServiceError::invalid(format!("{id:?} is not a valid id")))
 }
 
 /// A request's filter fields under the HTTP parameters' names, so the
@@ -76,19 +76,9 @@ fn fields(strings: &[(&str, &str)], numbers: &[(&str, Option<u32>)]) -> Fields {
     Fields::new(pairs)
 }
 
-/// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
-        .map_err(Status::from)
-}
-
 impl QueryApi {
     /// The admin certificate, or a known read token within its rate.
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), ServiceError> {
         let fp = peer_fingerprint(req);
         if fp.as_deref() == Some(self.shared.admin_fingerprint.as_str()) {
             return Ok(());
@@ -102,8 +92,8 @@ impl QueryApi {
                 .filter(|t| !t.is_empty());
             let Some(token) = token else {
                 self.shared.count("refused/bad_read_token");
-                return Err(Status::unauthenticated(
-                    "the authorization metadata must be \"Bearer <read token>\"",
+                return Err(ServiceError::Unauthenticated(
+                    "the authorization metadata must be \"Bearer <read token>\"".into(),
                 ));
             };
             let tokens = &self.reads.tokens;
@@ -112,20 +102,16 @@ impl QueryApi {
             })?;
             if let Err(secs) = tokens.take(&key, Instant::now()) {
                 self.shared.count("refused/rate_limited");
-                let mut status = Status::from(tokens.exhausted(secs));
-                if let Ok(v) = secs.to_string().parse() {
-                    status.metadata_mut().insert("retry-after", v);
-                }
-                return Err(status);
+                return Err(tokens.exhausted(secs));
             }
             return Ok(());
         }
         if fp.is_some() {
             self.shared.count("refused/not_admin");
-            Err(Status::permission_denied(NEEDS))
+            Err(ServiceError::PermissionDenied(NEEDS.into()))
         } else {
             self.shared.count("refused/no_certificate");
-            Err(Status::unauthenticated(NEEDS))
+            Err(ServiceError::Unauthenticated(NEEDS.into()))
         }
     }
 }
@@ -320,19 +306,17 @@ impl QueryService for QueryApi {
                 if sent >= limit {
                     break;
                 }
-                let out = item
-                    .map_err(|e| Status::internal(e.to_string()))
-                    .and_then(|v| {
-                        StoredResult::decode(v.as_ref())
-                            .map_err(|e| Status::internal(e.to_string()))
-                    });
+                let out = item.map_err(ServiceError::from).and_then(|v| {
+                    StoredResult::decode(v.as_ref())
+                        .map_err(|e| ServiceError::Internal(format!("a stored result: {e}")))
+                });
                 if let Ok(sr) = &out {
                     if !agent_filter.is_empty() && sr.agent_id != agent_filter {
                         continue;
                     }
                 }
                 sent += 1;
-                if tx.blocking_send(out).is_err() {
+                if tx.blocking_send(out.map_err(Status::from)).is_err() {
                     break;
                 }
             }
@@ -428,7 +412,7 @@ impl QueryService for QueryApi {
                 return;
             };
             let last = match end.error {
-                Some(e) => Err(Status::internal(e)),
+                Some(e) => Err(ServiceError::Internal(e).into()),
                 None => Ok(ResultsItem {
                     item: Some(results_item::Item::End(ResultsPageEnd {
                         next_cursor: end
@@ -489,8 +473,8 @@ impl QueryService for QueryApi {
         let resume = if id.is_empty() {
             None
         } else {
-            Some(uuid_key(id).ok_or_else(|| {
-                Status::invalid_argument(format!(
+            Some(uuid(id).ok_or_else(|| {
+                ServiceError::invalid(format!(
                     "last_event_id must be a result id (a UUID), not {id:?}"
                 ))
             })?)

@@ -10,7 +10,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::params::{Params, RawQuery};
-use super::{blocking, App, ErrorBody, HttpError};
+use super::{blocking, App, ErrorBody};
+use crate::errors::ServiceError;
 use crate::query::{aggregate, axes, Cell, VerdictFilter, VERDICT_FILTERS};
 
 #[derive(Serialize, ToSchema)]
@@ -66,7 +67,7 @@ pub(crate) fn to_csv(a: &Aggregation) -> String {
 pub(crate) async fn aggregation(
     State(app): State<App>,
     q: RawQuery,
-) -> Result<Response, HttpError> {
+) -> Result<Response, ServiceError> {
     let mut known = VERDICT_FILTERS.to_vec();
     known.extend(["axis_x", "axis_y", "format"]);
     let p = Params::parse(q, &known)?;
@@ -75,7 +76,7 @@ pub(crate) async fn aggregation(
         None | Some("json") => false,
         Some("csv") => true,
         Some(f) => {
-            return Err(HttpError::bad(format!(
+            return Err(ServiceError::invalid(format!(
                 "format must be json or csv, not {f:?}"
             )))
         }

@@ -12,7 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::params::{decode_cursor, encode_cursor, Params, RawQuery};
 use super::views::{self, AgentList, CampaignDetail, CampaignList, VerdictList};
-use super::{blocking, App, ErrorBody, HttpError};
+use super::{blocking, App, ErrorBody};
+use crate::errors::ServiceError;
 use crate::query::{
     scan_page, Emit, ResultFilter, VerdictFilter, DEFAULT_LIMIT, MAX_LIMIT, RESULT_FILTERS,
     VERDICT_FILTERS,
@@ -31,7 +32,7 @@ const CHUNK: usize = 64 << 10;
 pub(crate) async fn agents(
     State(app): State<App>,
     q: RawQuery,
-) -> Result<Json<AgentList>, HttpError> {
+) -> Result<Json<AgentList>, ServiceError> {
     Params::parse(q, &[])?;
     let shared = app.shared.clone();
     blocking(move || {
@@ -50,7 +51,7 @@ pub(crate) async fn agents(
 pub(crate) async fn campaigns(
     State(app): State<App>,
     q: RawQuery,
-) -> Result<Json<CampaignList>, HttpError> {
+) -> Result<Json<CampaignList>, ServiceError> {
     Params::parse(q, &[])?;
     let shared = app.shared.clone();
     blocking(move || {
@@ -71,7 +72,7 @@ pub(crate) async fn campaign(
     State(app): State<App>,
     Path(id): Path<String>,
     q: RawQuery,
-) -> Result<Json<CampaignDetail>, HttpError> {
+) -> Result<Json<CampaignDetail>, ServiceError> {
     Params::parse(q, &[])?;
     let shared = app.shared.clone();
     blocking(move || Ok(Json(crate::query::campaign(&shared, &id)?))).await
@@ -97,7 +98,7 @@ pub(crate) async fn campaign(
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
     responses((status = 200, body = views::ResultPage)))]
-pub(crate) async fn results(State(app): State<App>, q: RawQuery) -> Result<Response, HttpError> {
+pub(crate) async fn results(State(app): State<App>, q: RawQuery) -> Result<Response, ServiceError> {
     let mut known = RESULT_FILTERS.to_vec();
     known.extend(["limit", "cursor"]);
     let p = Params::parse(q, &known)?;
@@ -199,7 +200,7 @@ pub(crate) struct VerdictParams {
 pub(crate) async fn verdicts(
     State(app): State<App>,
     q: RawQuery,
-) -> Result<Json<VerdictList>, HttpError> {
+) -> Result<Json<VerdictList>, ServiceError> {
     let p = Params::parse(q, VERDICT_FILTERS)?;
     let f = VerdictFilter::parse(&p)?;
     let shared = app.shared.clone();

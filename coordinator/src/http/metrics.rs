@@ -13,7 +13,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::params::{Params, RawQuery};
-use super::{blocking, App, HttpError};
+use super::{blocking, App};
+use crate::errors::ServiceError;
 use crate::state::Shared;
 use crate::store::{GroupStats, TaskAssignment};
 
@@ -235,7 +236,7 @@ pub(crate) fn render(shared: &Shared) -> Result<String, crate::store::StoreError
 /// Prometheus metrics (text format 0.0.4).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub(crate) async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, HttpError> {
+pub(crate) async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, ServiceError> {
     Params::parse(q, &[])?;
     let shared = app.shared.clone();
     let text = blocking(move || Ok(render(&shared)?)).await?;

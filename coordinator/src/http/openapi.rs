@@ -94,7 +94,10 @@ pub(crate) fn param_schema(name: &str) -> Option<Schema> {
 }
 
 /// An error answer: an [`ErrorBody`], with the headers that go with it.
-fn error_response(description: &str, header: Option<(&str, &str)>) -> RefOr<utoipa::openapi::Response> {
+fn error_response(
+    description: &str,
+    header: Option<(&str, &str)>,
+) -> RefOr<utoipa::openapi::Response> {
     let mut r = ResponseBuilder::new().description(description).content(
         "application/json",
         ContentBuilder::new()
@@ -113,8 +116,12 @@ fn error_response(description: &str, header: Option<(&str, &str)>) -> RefOr<utoi
     RefOr::T(r.build())
 }
 
-/// The answers every guarded handler can give besides its own.
-const ERRORS: &[(&str, &str, Option<(&str, &str)>)] = &[
+/// A header name and what it says.
+type Header = (&'static str, &'static str);
+
+/// The answers every guarded handler can give besides its own: status,
+/// description, header.
+const ERRORS: &[(&str, &str, Option<Header>)] = &[
     (
         "400",
         "a parameter is unknown, repeated, empty or malformed (the sentence names it)",
@@ -258,7 +265,11 @@ mod tests {
         }
         assert!(doc["components"]["schemas"]["ResultView"].is_object());
         assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
-        for p in ["/api/v1/campaigns/{id}", "/api/v1/verdicts", "/api/v1/aggregation"] {
+        for p in [
+            "/api/v1/campaigns/{id}",
+            "/api/v1/verdicts",
+            "/api/v1/aggregation",
+        ] {
             let missing = &doc["paths"][p]["get"]["responses"]["404"];
             assert_eq!(
                 missing["content"]["application/json"]["schema"]["$ref"],

@@ -7,10 +7,6 @@ use base64::Engine;
 
 use crate::errors::ServiceError;
 
-fn bad(msg: impl Into<String>) -> ServiceError {
-    ServiceError::InvalidArgument(msg.into())
-}
-
 /// Named values of one request (each name once; empty values are absent).
 pub(crate) struct Fields {
     pub(crate) pairs: Vec<(String, String)>,
@@ -38,8 +34,11 @@ impl Fields {
     pub(crate) fn u32(&self, name: &str) -> Result<Option<u32>, ServiceError> {
         self.get(name)
             .map(|v| {
-                v.parse::<u32>()
-                    .map_err(|_| bad(format!("{name} must be a non-negative integer, not {v:?}")))
+                v.parse::<u32>().map_err(|_| {
+                    ServiceError::invalid(format!(
+                        "{name} must be a non-negative integer, not {v:?}"
+                    ))
+                })
             })
             .transpose()
     }
@@ -53,8 +52,10 @@ impl Fields {
     ) -> Result<usize, ServiceError> {
         match self.u32(name)? {
             None => Ok(default),
-            Some(0) => Err(bad(format!("{name} must be at least 1"))),
-            Some(n) if n as usize > max => Err(bad(format!("{name} must be at most {max}"))),
+            Some(0) => Err(ServiceError::invalid(format!("{name} must be at least 1"))),
+            Some(n) if n as usize > max => Err(ServiceError::invalid(format!(
+                "{name} must be at most {max}"
+            ))),
             Some(n) => Ok(n as usize),
         }
     }
@@ -67,7 +68,7 @@ impl Fields {
             return Ok(None);
         };
         parse_time_us(v).map(Some).ok_or_else(|| {
-            bad(format!(
+            ServiceError::invalid(format!(
                 "{name} must be an RFC 3339 time (2024-05-01T12:00:00Z), a date (2024-05-01) \
                  or Unix microseconds, not {v:?}"
             ))
@@ -81,7 +82,7 @@ impl Fields {
         };
         uuid(v)
             .map(|k| Some((v.to_ascii_lowercase(), k)))
-            .ok_or_else(|| bad(format!("{name} must be a UUID, not {v:?}")))
+            .ok_or_else(|| ServiceError::invalid(format!("{name} must be a UUID, not {v:?}")))
     }
 }
 
@@ -107,8 +108,9 @@ pub(crate) fn parse_time_us(v: &str) -> Option<i64> {
 /// Digits `b[r]` as a number (`None` unless all are ASCII digits).
 fn number(b: &[u8], r: std::ops::Range<usize>) -> Option<i64> {
     let s = b.get(r).filter(|s| !s.is_empty())?;
-    s.iter()
-        .try_fold(0i64, |n, c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
+    s.iter().try_fold(0i64, |n, c| {
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+    })
 }
 
 fn days_in_month(y: i64, m: i64) -> i64 {
@@ -163,7 +165,10 @@ fn rfc3339_us(v: &str) -> Option<i64> {
     let offset_s = match b.get(rest..)? {
         [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (oh, om) = (number(b, rest + 1..rest + 3)?, number(b, rest + 4..rest + 6)?);
+            let (oh, om) = (
+                number(b, rest + 1..rest + 3)?,
+                number(b, rest + 4..rest + 6)?,
+            );
             if oh > 23 || om > 59 {
                 return None;
             }
@@ -211,5 +216,5 @@ pub(crate) fn decode_cursor(c: &str) -> Result<[u8; 16], ServiceError> {
         .decode(c)
         .ok()
         .and_then(|b| <[u8; 16]>::try_from(b).ok())
-        .ok_or_else(|| bad("cursor is not one this API returned"))
+        .ok_or_else(|| ServiceError::invalid("cursor is not one this API returned"))
 }

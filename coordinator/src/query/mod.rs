@@ -23,8 +23,13 @@ use crate::errors::ServiceError;
 use crate::state::Shared;
 use crate::store::Store;
 
-fn bad(msg: impl Into<String>) -> ServiceError {
-    ServiceError::InvalidArgument(msg.into())
+/// Runs blocking store work off the async threads (both faces).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("worker failed: {e}")))?
 }
 
 /// What the read faces share while serving: who may read, and the live feed.
@@ -63,7 +68,7 @@ fn country_param(p: &Fields) -> Result<Option<String>, ServiceError> {
         Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
             Ok(Some(c.to_ascii_uppercase()))
         }
-        Some(c) => Err(bad(format!(
+        Some(c) => Err(ServiceError::invalid(format!(
             "country must be an ISO 3166-1 alpha-2 code such as CN, not {c:?}"
         ))),
     }
@@ -73,7 +78,7 @@ fn kind_param(p: &Fields) -> Result<Option<String>, ServiceError> {
     match p.get("kind") {
         None => Ok(None),
         Some(k) if KINDS.contains(&k) => Ok(Some(k.to_string())),
-        Some(k) => Err(bad(format!(
+        Some(k) => Err(ServiceError::invalid(format!(
             "kind must be one of {}, not {k:?}",
             KINDS.join(", ")
         ))),
@@ -85,7 +90,7 @@ fn time_range(p: &Fields) -> Result<(Option<i64>, Option<i64>), ServiceError> {
     let until = p.time_us("until")?;
     if let (Some(s), Some(u)) = (since, until) {
         if s > u {
-            return Err(bad("since must not be later than until"));
+            return Err(ServiceError::invalid("since must not be later than until"));
         }
     }
     Ok((since, until))
@@ -119,7 +124,9 @@ pub(crate) fn campaigns(shared: &Shared) -> Result<Vec<CampaignView>, ServiceErr
 /// One campaign with its runs.
 pub(crate) fn campaign(shared: &Shared, id: &str) -> Result<CampaignDetail, ServiceError> {
     if fields::uuid(id).is_none() {
-        return Err(bad(format!("campaign id must be a UUID, not {id:?}")));
+        return Err(ServiceError::invalid(format!(
+            "campaign id must be a UUID, not {id:?}"
+        )));
     }
     Ok(views::campaign_detail(crate::campaigns::status(
         shared, id,
@@ -321,7 +328,7 @@ impl VerdictFilter {
             None => None,
             Some(s) if STATUSES.contains(&s) => Some(s.to_string()),
             Some(s) => {
-                return Err(bad(format!(
+                return Err(ServiceError::invalid(format!(
                     "status must be one of {}, not {s:?}",
                     STATUSES.join(", ")
                 )))
@@ -416,7 +423,7 @@ fn axis_param(p: &Fields, name: &str) -> Result<Option<String>, ServiceError> {
     match p.get(name) {
         None => Ok(None),
         Some(a) if AXES.contains(&a) => Ok(Some(a.to_string())),
-        Some(a) => Err(bad(format!(
+        Some(a) => Err(ServiceError::invalid(format!(
             "{name} must be one of {}, not {a:?}",
             AXES.join(", ")
         ))),
@@ -427,11 +434,13 @@ fn axis_param(p: &Fields, name: &str) -> Result<Option<String>, ServiceError> {
 /// optional and different).
 pub(crate) fn axes(p: &Fields) -> Result<(String, Option<String>), ServiceError> {
     let x = axis_param(p, "axis_x")?.ok_or_else(|| {
-        bad("axis_x is required (country, asn, target, mechanism, day, hour, kind or campaign)")
+        ServiceError::invalid(
+            "axis_x is required (country, asn, target, mechanism, day, hour, kind or campaign)",
+        )
     })?;
     let y = axis_param(p, "axis_y")?;
     if y.as_ref() == Some(&x) {
-        return Err(bad("axis_x and axis_y must differ"));
+        return Err(ServiceError::invalid("axis_x and axis_y must differ"));
     }
     Ok((x, y))
 }

@@ -32,9 +32,8 @@ const MAX_EXAMPLES: &str = "25";
 /// `st` of the pinned Schemathesis: the path and its version line, or why
 /// none was found.
 fn schemathesis() -> Result<PathBuf, String> {
-    let venv = std::env::var_os("HOME").map(|h| {
-        PathBuf::from(h).join(format!(".cache/vantage/schemathesis-{VERSION}/bin/st"))
-    });
+    let venv = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(format!(".cache/vantage/schemathesis-{VERSION}/bin/st")));
     let candidates = std::env::var_os("VANTAGE_SCHEMATHESIS")
         .map(PathBuf::from)
         .into_iter()
@@ -43,7 +42,9 @@ fn schemathesis() -> Result<PathBuf, String> {
     let mut tried = Vec::new();
     for st in candidates {
         match Command::new(&st).arg("--version").output() {
-            Ok(o) if String::from_utf8_lossy(&o.stdout).contains(&format!("version {VERSION}.")) => {
+            Ok(o)
+                if String::from_utf8_lossy(&o.stdout).contains(&format!("version {VERSION}.")) =>
+            {
                 return Ok(st)
             }
             Ok(o) => tried.push(format!(
