@@ -23,15 +23,15 @@ use vantage_proto::v1::{
     AggregationResponse, CampaignInfo, CampaignRequest, CampaignStatusResponse, CampaignsRequest,
     CampaignsResponse, Counter, FleetAgent, GroupProgress, ListResultsRequest,
     QueryVerdictsRequest, QueryVerdictsResponse, ResultEntry, ResultsItem, ResultsPageEnd,
-    ResultsRequest, RunStatus, StoredResult, VerdictEntry, VerdictsRequest, VerdictsResponse,
-    WatchEvent, WatchRequest,
+    ResultsRequest, RunStatus, StoredResult, VerdictsRequest, VerdictsResponse, WatchEvent,
+    WatchRequest,
 };
 
 use super::peer_fingerprint;
 use crate::errors::ServiceError;
 use crate::query::feed::{FeedEvent, Payload};
 use crate::query::fields::{decode_cursor, uuid, Fields};
-use crate::query::views::{AgentView, CampaignDetail, CampaignView, Decoded, VerdictView};
+use crate::query::views::{AgentView, CampaignDetail, CampaignView, Decoded};
 use crate::query::{
     aggregate, axes, blocking, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter,
     DEFAULT_LIMIT, MAX_LIMIT,
@@ -211,25 +211,6 @@ fn result_entry(d: Decoded) -> ResultEntry {
     }
 }
 
-fn verdict_entry(v: VerdictView) -> VerdictEntry {
-    VerdictEntry {
-        campaign_id: v.campaign_id,
-        run_id: v.run_id,
-        dispatch_at_us: v.dispatch_at_us,
-        target: v.target,
-        name: v.name,
-        kind: v.kind,
-        agent_id: v.agent_id,
-        country: v.country,
-        asn: v.asn,
-        status: v.status,
-        mechanism: v.mechanism,
-        confidence: v.confidence,
-        evidence: v.evidence,
-        reason: v.reason,
-    }
-}
-
 fn cell(c: Cell) -> AggregationCell {
     AggregationCell {
         x: c.x,
@@ -249,10 +230,7 @@ fn watch_event(e: &FeedEvent) -> WatchEvent {
                 .unwrap_or_default(),
             watch_event::Event::Result(result_entry((**d).clone())),
         ),
-        Payload::Verdict(v) => (
-            String::new(),
-            watch_event::Event::Verdict(verdict_entry((**v).clone())),
-        ),
+        Payload::Verdict(v) => (String::new(), watch_event::Event::Verdict((**v).clone())),
     };
     WatchEvent {
         id,
@@ -435,9 +413,7 @@ impl QueryService for QueryApi {
         let f = verdict_filter(req.get_ref())?;
         let shared = self.shared.clone();
         let verdicts = blocking(move || f.collect(&shared)).await?;
-        Ok(Response::new(QueryVerdictsResponse {
-            verdicts: verdicts.into_iter().map(verdict_entry).collect(),
-        }))
+        Ok(Response::new(QueryVerdictsResponse { verdicts }))
     }
 
     async fn aggregation(

@@ -106,24 +106,16 @@ pub(crate) async fn aggregation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::views::VerdictView;
+    use crate::query::views::VerdictEntry;
 
-    fn v(country: &str, mech: &str, status: &str) -> VerdictView {
-        VerdictView {
-            campaign_id: "c".into(),
-            run_id: "r".into(),
+    fn v(country: &str, mech: &str, status: &str) -> VerdictEntry {
+        VerdictEntry {
             dispatch_at_us: 86_400_000_000,
-            target: "tcp 1.2.3.4:443".into(),
-            name: String::new(),
-            kind: "tcp".into(),
-            agent_id: "a".into(),
             country: country.into(),
             asn: 1,
             status: status.into(),
             mechanism: mech.into(),
-            confidence: 1.0,
-            evidence: vec![],
-            reason: String::new(),
+            ..Default::default()
         }
     }
 

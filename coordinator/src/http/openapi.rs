@@ -265,6 +265,14 @@ mod tests {
         }
         assert!(doc["components"]["schemas"]["ResultView"].is_object());
         assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+        // The verdict row is the protobuf message itself, described by its
+        // own comments.
+        let verdict = &doc["components"]["schemas"]["VerdictEntry"];
+        assert_eq!(verdict["properties"]["dispatch_at_us"]["type"], "integer");
+        assert!(verdict["properties"]["status"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("blocked"));
         for p in [
             "/api/v1/campaigns/{id}",
             "/api/v1/verdicts",

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use self::fields::{day_hour, Fields};
-use self::views::{AgentView, CampaignDetail, CampaignView, Decoded, VerdictView};
+use self::views::{AgentView, CampaignDetail, CampaignView, Decoded, VerdictEntry};
 use crate::errors::ServiceError;
 use crate::state::Shared;
 use crate::store::Store;
@@ -349,7 +349,7 @@ impl VerdictFilter {
         })
     }
 
-    fn matches(&self, v: &VerdictView) -> bool {
+    fn matches(&self, v: &VerdictEntry) -> bool {
         let mech = if v.mechanism.is_empty() {
             "none"
         } else {
@@ -370,7 +370,7 @@ impl VerdictFilter {
 
     /// The matching verdicts of every campaign (or the one asked for),
     /// computed from the stored results.
-    pub(crate) fn collect(&self, shared: &Shared) -> Result<Vec<VerdictView>, ServiceError> {
+    pub(crate) fn collect(&self, shared: &Shared) -> Result<Vec<VerdictEntry>, ServiceError> {
         let recs = match &self.campaign {
             Some(id) => vec![shared
                 .store
@@ -404,7 +404,7 @@ pub(crate) const AXES: &[&str] = &[
     "campaign",
 ];
 
-fn axis_value(axis: &str, v: &VerdictView) -> String {
+fn axis_value(axis: &str, v: &VerdictEntry) -> String {
     match axis {
         "country" => v.country.clone(),
         "asn" => v.asn.to_string(),
@@ -468,7 +468,7 @@ pub(crate) struct Cell {
 }
 
 /// Groups verdicts by the axes (cells sorted by x, then y).
-pub(crate) fn aggregate(verdicts: &[VerdictView], x: &str, y: Option<&str>) -> Vec<Cell> {
+pub(crate) fn aggregate(verdicts: &[VerdictEntry], x: &str, y: Option<&str>) -> Vec<Cell> {
     let mut cells: BTreeMap<(String, Option<String>), Counts> = BTreeMap::new();
     for v in verdicts {
         let key = (axis_value(x, v), y.map(|y| axis_value(y, v)));

@@ -9,8 +9,9 @@ use base64::Engine;
 use prost::Message;
 use serde::Serialize;
 use utoipa::ToSchema;
+pub(crate) use vantage_proto::v1::VerdictEntry;
 use vantage_proto::v1::{
-    measurement, CampaignInfo, CampaignStatusResponse, Measurement, StoredResult,
+    measurement, CampaignInfo, CampaignStatusResponse, Measurement, StoredResult, VerdictRow,
 };
 
 use crate::store::{AgentRecord, CampaignRecord};
@@ -313,40 +314,38 @@ pub(crate) struct ResultPage {
     pub error: Option<String>,
 }
 
-/// One verdict: an inside result judged against the control results.
-#[derive(Serialize, ToSchema, Clone, PartialEq)]
-pub(crate) struct VerdictView {
-    pub campaign_id: String,
-    pub run_id: String,
-    /// When the run was dispatched (inside and control together).
-    pub dispatch_at_us: i64,
-    pub target: String,
-    /// The target's name from the campaign spec; empty when it has none.
-    pub name: String,
-    pub kind: String,
-    pub agent_id: String,
-    pub country: String,
-    pub asn: u32,
-    /// `ok`, `blocked`, `down` or `inconclusive`.
-    pub status: String,
-    /// e.g. `dns.injection`; empty when none.
-    pub mechanism: String,
-    pub confidence: f32,
-    /// Measurement ids the verdict rests on (inside first).
-    pub evidence: Vec<String>,
-    pub reason: String,
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct VerdictList {
-    pub verdicts: Vec<VerdictView>,
+    pub verdicts: Vec<VerdictEntry>,
+}
+
+/// A stored verdict row as the read layer shows it: with its campaign and
+/// its run's dispatch time, without the computation's bookkeeping
+/// (`computed_us`, `revision`). Both faces serve this one row.
+pub(crate) fn verdict(campaign_id: &str, dispatch_at_us: i64, v: VerdictRow) -> VerdictEntry {
+    VerdictEntry {
+        campaign_id: campaign_id.to_string(),
+        dispatch_at_us,
+        run_id: v.run_id,
+        target: v.target,
+        name: v.name,
+        kind: v.kind,
+        agent_id: v.agent_id,
+        country: v.country,
+        asn: v.asn,
+        status: v.status,
+        mechanism: v.mechanism,
+        confidence: v.confidence,
+        evidence: v.evidence,
+        reason: v.reason,
+    }
 }
 
 /// Verdicts of one campaign (computed from the stored results).
 pub(crate) fn campaign_verdicts(
     shared: &crate::state::Shared,
     rec: &CampaignRecord,
-) -> Result<Vec<VerdictView>, crate::errors::ServiceError> {
+) -> Result<Vec<VerdictEntry>, crate::errors::ServiceError> {
     let runs: HashMap<&str, i64> = rec
         .runs
         .iter()
@@ -355,21 +354,9 @@ pub(crate) fn campaign_verdicts(
     Ok(crate::campaigns::verdicts(shared, &rec.campaign_id)?
         .verdicts
         .into_iter()
-        .map(|v| VerdictView {
-            campaign_id: rec.campaign_id.clone(),
-            dispatch_at_us: runs.get(v.run_id.as_str()).copied().unwrap_or(0),
-            run_id: v.run_id,
-            target: v.target,
-            name: v.name,
-            kind: v.kind,
-            agent_id: v.agent_id,
-            country: v.country,
-            asn: v.asn,
-            status: v.status,
-            mechanism: v.mechanism,
-            confidence: v.confidence,
-            evidence: v.evidence,
-            reason: v.reason,
+        .map(|v| {
+            let at = runs.get(v.run_id.as_str()).copied().unwrap_or(0);
+            verdict(&rec.campaign_id, at, v)
         })
         .collect())
 }
