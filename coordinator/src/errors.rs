@@ -3,7 +3,7 @@
 //! [`ServiceError`]; the gRPC face converts it with `From` (into
 //! `tonic::Status`, with `retry-after` metadata when rate-limited), the HTTP
 //! face answers it as JSON (`crate::http`). No handler builds a status by
-//! hand.
+//! hand. [`ServeError`] is what keeps the coordinator from serving.
 
 use tonic::Code;
 
@@ -81,6 +81,27 @@ impl From<crate::store::StoreError> for ServiceError {
     fn from(e: crate::store::StoreError) -> Self {
         ServiceError::Internal(e.to_string())
     }
+}
+
+/// Serving failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 #[cfg(test)]

@@ -90,12 +90,12 @@ pub(crate) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
     let key = match app.access.authenticate(req.headers()) {
         Ok(k) => k,
         Err(e) => {
-            super::metrics::count_http_refusal("unauthenticated");
+            crate::metrics::count_http_refusal("unauthenticated");
             return e.into_response();
         }
     };
     if let Err(secs) = app.access.take(&key, Instant::now()) {
-        super::metrics::count_http_refusal("rate_limited");
+        crate::metrics::count_http_refusal("rate_limited");
         return app.access.readers.exhausted(secs).into_response();
     }
     next.run(req).await

@@ -14,8 +14,7 @@
 mod access;
 mod aggregation;
 mod api;
-pub mod grpc;
-pub mod metrics;
+mod metrics;
 mod openapi;
 #[doc(hidden)]
 pub mod params;
@@ -32,11 +31,9 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::config::ConfigError;
+use crate::errors::ServeError;
 use crate::errors::ServiceError;
-use crate::server::ServeError;
 use crate::state::Shared;
-
-pub use metrics::{record_commit_group, record_ingest, Histogram};
 
 /// The dashboard page (static; it reads everything through the API).
 const DASHBOARD: &str = include_str!("dashboard.html");
