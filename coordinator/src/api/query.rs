@@ -20,18 +20,17 @@ use tonic::{Request, Response, Status};
 use vantage_proto::v1::query_service_server::QueryService;
 use vantage_proto::v1::{
     results_item, watch_event, AgentsRequest, AgentsResponse, AggregationCell, AggregationRequest,
-    AggregationResponse, CampaignInfo, CampaignRequest, CampaignStatusResponse, CampaignsRequest,
-    CampaignsResponse, Counter, FleetAgent, GroupProgress, ListResultsRequest,
-    QueryVerdictsRequest, QueryVerdictsResponse, ResultEntry, ResultsItem, ResultsPageEnd,
-    ResultsRequest, RunStatus, StoredResult, VerdictsRequest, VerdictsResponse, WatchEvent,
-    WatchRequest,
+    AggregationResponse, CampaignRequest, CampaignStatusResponse, CampaignsRequest,
+    CampaignsResponse, ListResultsRequest, QueryVerdictsRequest, QueryVerdictsResponse,
+    ResultEntry, ResultsItem, ResultsPageEnd, ResultsRequest, StoredResult, VerdictsRequest,
+    VerdictsResponse, WatchEvent, WatchRequest,
 };
 
 use super::peer_fingerprint;
 use crate::errors::ServiceError;
 use crate::query::feed::{FeedEvent, Payload};
 use crate::query::fields::{decode_cursor, uuid, Fields};
-use crate::query::views::{AgentView, CampaignDetail, CampaignView, Decoded};
+use crate::query::views::Decoded;
 use crate::query::{
     aggregate, axes, blocking, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter,
     DEFAULT_LIMIT, MAX_LIMIT,
@@ -77,6 +76,19 @@ fn fields(strings: &[(&str, &str)], numbers: &[(&str, Option<u32>)]) -> Fields {
 }
 
 impl QueryApi {
+    /// A unary read: check the caller, then `read` the request on the
+    /// store's thread.
+    async fn read<Q: Send + 'static, T: Send + 'static>(
+        &self,
+        req: Request<Q>,
+        read: impl FnOnce(&Shared, Q) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        self.authorize(&req)?;
+        let shared = self.shared.clone();
+        let r = req.into_inner();
+        Ok(Response::new(blocking(move || read(&shared, r)).await?))
+    }
+
     /// The admin certificate, or a known read token within its rate.
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), ServiceError> {
         let fp = peer_fingerprint(req);
@@ -117,76 +129,6 @@ impl QueryApi {
 }
 
 // ------------------------------------------------------------ views to protobuf
-
-fn agent(a: AgentView) -> FleetAgent {
-    FleetAgent {
-        agent_id: a.agent_id,
-        country: a.country,
-        asn: a.asn,
-        tags: a.tags,
-        connected: a.connected,
-        revoked: a.revoked,
-        enrolled_us: a.enrolled_us,
-        last_seen_us: a.last_seen_us,
-        software_version: a.software_version,
-        consent_kinds: a.consent_kinds,
-        public_key: a.public_key,
-    }
-}
-
-fn campaign_info(c: CampaignView) -> CampaignInfo {
-    CampaignInfo {
-        campaign_id: c.campaign_id,
-        name: c.name,
-        description: c.description,
-        state: c.state,
-        created_us: c.created_us,
-        runs_total: c.runs_total,
-        runs_done: c.runs_done,
-        targets: c.targets,
-    }
-}
-
-fn campaign_detail(d: CampaignDetail) -> CampaignStatusResponse {
-    CampaignStatusResponse {
-        campaign: Some(campaign_info(d.campaign)),
-        runs: d
-            .runs
-            .into_iter()
-            .map(|r| RunStatus {
-                run_id: r.run_id,
-                index: r.index,
-                dispatch_at_us: r.dispatch_at_us,
-                state: r.state,
-                groups: r
-                    .groups
-                    .into_iter()
-                    .map(|g| GroupProgress {
-                        group: g.group,
-                        agents: g.agents,
-                        tasks: g.tasks,
-                        done: g.done,
-                        refused: g.refused,
-                        expired: g.expired,
-                        pending: g.pending,
-                    })
-                    .collect(),
-                // Sorted by name, as the HTTP face's map is.
-                failures: r
-                    .failures
-                    .into_iter()
-                    .map(|(name, value)| Counter { name, value })
-                    .collect(),
-                skipped: r.skipped,
-                consent_skipped: r
-                    .consent_skipped
-                    .into_iter()
-                    .map(|(name, value)| Counter { name, value })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
 
 fn result_entry(d: Decoded) -> ResultEntry {
     let measurement = d.m.clone();
@@ -306,47 +248,38 @@ impl QueryService for QueryApi {
         &self,
         req: Request<VerdictsRequest>,
     ) -> Result<Response<VerdictsResponse>, Status> {
-        self.authorize(&req)?;
-        let id = req.into_inner().campaign_id;
-        Ok(Response::new(crate::campaigns::verdicts(
-            &self.shared,
-            &id,
-        )?))
+        self.read(req, |s, r| crate::campaigns::verdicts(s, &r.campaign_id))
+            .await
     }
 
     async fn agents(
         &self,
         req: Request<AgentsRequest>,
     ) -> Result<Response<AgentsResponse>, Status> {
-        self.authorize(&req)?;
-        let shared = self.shared.clone();
-        let agents = blocking(move || crate::query::agents(&shared)).await?;
-        Ok(Response::new(AgentsResponse {
-            agents: agents.into_iter().map(agent).collect(),
-        }))
+        self.read(req, |s, _| {
+            let agents = crate::query::agents(s)?;
+            Ok(AgentsResponse { agents })
+        })
+        .await
     }
 
     async fn campaigns(
         &self,
         req: Request<CampaignsRequest>,
     ) -> Result<Response<CampaignsResponse>, Status> {
-        self.authorize(&req)?;
-        let shared = self.shared.clone();
-        let list = blocking(move || crate::query::campaigns(&shared)).await?;
-        Ok(Response::new(CampaignsResponse {
-            campaigns: list.into_iter().map(campaign_info).collect(),
-        }))
+        self.read(req, |s, _| {
+            let campaigns = crate::query::campaigns(s)?;
+            Ok(CampaignsResponse { campaigns })
+        })
+        .await
     }
 
     async fn campaign(
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignStatusResponse>, Status> {
-        self.authorize(&req)?;
-        let id = req.into_inner().id;
-        let shared = self.shared.clone();
-        let detail = blocking(move || crate::query::campaign(&shared, &id)).await?;
-        Ok(Response::new(campaign_detail(detail)))
+        self.read(req, |s, r| crate::query::campaign(s, &r.id))
+            .await
     }
 
     async fn results(
@@ -409,34 +342,33 @@ impl QueryService for QueryApi {
         &self,
         req: Request<QueryVerdictsRequest>,
     ) -> Result<Response<QueryVerdictsResponse>, Status> {
-        self.authorize(&req)?;
-        let f = verdict_filter(req.get_ref())?;
-        let shared = self.shared.clone();
-        let verdicts = blocking(move || f.collect(&shared)).await?;
-        Ok(Response::new(QueryVerdictsResponse { verdicts }))
+        self.read(req, |s, r| {
+            let verdicts = verdict_filter(&r)?.collect(s)?;
+            Ok(QueryVerdictsResponse { verdicts })
+        })
+        .await
     }
 
     async fn aggregation(
         &self,
         req: Request<AggregationRequest>,
     ) -> Result<Response<AggregationResponse>, Status> {
-        self.authorize(&req)?;
-        let r = req.into_inner();
-        let (x, y) = axes(&fields(
-            &[("axis_x", &r.axis_x), ("axis_y", &r.axis_y)],
-            &[],
-        ))?;
-        let f = verdict_filter(&r.filter.unwrap_or_default())?;
-        let shared = self.shared.clone();
-        let cells = {
-            let (x, y) = (x.clone(), y.clone());
-            blocking(move || Ok(aggregate(&f.collect(&shared)?, &x, y.as_deref()))).await?
-        };
-        Ok(Response::new(AggregationResponse {
-            axis_x: x,
-            axis_y: y.unwrap_or_default(),
-            result: cells.into_iter().map(cell).collect(),
-        }))
+        self.read(req, |s, r| {
+            let (x, y) = axes(&fields(
+                &[("axis_x", &r.axis_x), ("axis_y", &r.axis_y)],
+                &[],
+            ))?;
+            let verdicts = verdict_filter(&r.filter.unwrap_or_default())?.collect(s)?;
+            Ok(AggregationResponse {
+                result: aggregate(&verdicts, &x, y.as_deref())
+                    .into_iter()
+                    .map(cell)
+                    .collect(),
+                axis_x: x,
+                axis_y: y.unwrap_or_default(),
+            })
+        })
+        .await
     }
 
     async fn watch(

@@ -59,7 +59,7 @@ pub(crate) fn to_csv(a: &Aggregation) -> String {
         ("axis_x" = String, Query, description = "the first axis"),
         ("axis_y" = Option<String>, Query, description = "a second axis, not axis_x"),
         ("format" = Option<String>, Query, description = "json (default) or csv"),
-        super::api::VerdictParams,
+        VerdictFilter,
     ),
     responses((status = 200, description = "JSON, or CSV with format=csv (a header naming the axes, then one line per cell)",
             content((Aggregation = "application/json"), (String = "text/csv"))),

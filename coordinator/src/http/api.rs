@@ -23,6 +23,17 @@ use crate::store::Store;
 /// Bytes buffered before a chunk of the page is sent.
 const CHUNK: usize = 64 << 10;
 
+/// A read without parameters: `read` on the store's thread, as JSON.
+async fn plain<T: serde::Serialize + Send + 'static>(
+    app: App,
+    q: RawQuery,
+    read: impl FnOnce(&crate::state::Shared) -> Result<T, ServiceError> + Send + 'static,
+) -> Result<Json<T>, ServiceError> {
+    Params::parse(q, &[])?;
+    let shared = app.shared.clone();
+    blocking(move || read(&shared).map(Json)).await
+}
+
 // ------------------------------------------------------------------ agents
 
 /// Every enrolled agent, with labels, last seen, version and whether it is
@@ -33,12 +44,10 @@ pub(crate) async fn agents(
     State(app): State<App>,
     q: RawQuery,
 ) -> Result<Json<AgentList>, ServiceError> {
-    Params::parse(q, &[])?;
-    let shared = app.shared.clone();
-    blocking(move || {
-        Ok(Json(AgentList {
-            agents: crate::query::agents(&shared)?,
-        }))
+    plain(app, q, |s| {
+        Ok(AgentList {
+            agents: crate::query::agents(s)?,
+        })
     })
     .await
 }
@@ -52,12 +61,10 @@ pub(crate) async fn campaigns(
     State(app): State<App>,
     q: RawQuery,
 ) -> Result<Json<CampaignList>, ServiceError> {
-    Params::parse(q, &[])?;
-    let shared = app.shared.clone();
-    blocking(move || {
-        Ok(Json(CampaignList {
-            campaigns: crate::query::campaigns(&shared)?,
-        }))
+    plain(app, q, |s| {
+        Ok(CampaignList {
+            campaigns: crate::query::campaigns(s)?,
+        })
     })
     .await
 }
@@ -73,9 +80,10 @@ pub(crate) async fn campaign(
     Path(id): Path<String>,
     q: RawQuery,
 ) -> Result<Json<CampaignDetail>, ServiceError> {
-    Params::parse(q, &[])?;
-    let shared = app.shared.clone();
-    blocking(move || Ok(Json(crate::query::campaign(&shared, &id)?))).await
+    plain(app, q, move |s| {
+        Ok(views::campaign_detail(crate::query::campaign(s, &id)?))
+    })
+    .await
 }
 
 // ------------------------------------------------------------------ results
@@ -162,39 +170,10 @@ fn stream_page(
 
 // ------------------------------------------------------------------ verdicts
 
-/// The verdict filters of `/verdicts` and `/aggregation` (for the
-/// document; the handlers read them through `VerdictFilter`).
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct VerdictParams {
-    /// Campaign id (default: every campaign).
-    campaign: Option<String>,
-    /// The inside agent's country (ISO 3166-1 alpha-2).
-    country: Option<String>,
-    /// The inside agent's AS number.
-    asn: Option<u32>,
-    /// `ok`, `blocked`, `down` or `inconclusive`.
-    status: Option<String>,
-    /// A mechanism such as `tcp.reset`; `none` for verdicts without one.
-    mechanism: Option<String>,
-    /// Target key.
-    target: Option<String>,
-    /// Probe kind.
-    kind: Option<String>,
-    /// Inside agent id.
-    agent: Option<String>,
-    /// Run dispatched at or after: RFC 3339, a date or Unix microseconds;
-    /// not later than `until`.
-    since: Option<String>,
-    /// Run dispatched at or before.
-    until: Option<String>,
-}
-
 /// Verdicts (inside results judged against control results of the same
 /// run and target).
 #[utoipa::path(get, path = "/api/v1/verdicts", tag = "verdicts",
-    params(VerdictParams),
+    params(VerdictFilter),
     responses((status = 200, body = VerdictList),
         (status = 404, body = ErrorBody, description = "no such campaign")))]
 pub(crate) async fn verdicts(

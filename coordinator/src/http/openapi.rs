@@ -116,30 +116,30 @@ fn error_response(
     RefOr::T(r.build())
 }
 
-/// A header name and what it says.
-type Header = (&'static str, &'static str);
-
-/// The answers every guarded handler can give besides its own: status,
-/// description, header.
-const ERRORS: &[(&str, &str, Option<Header>)] = &[
+/// The answers every guarded handler can give besides its own: status and
+/// when.
+const ERRORS: [(&str, &str); 5] = [
     (
         "400",
         "a parameter is unknown, repeated, empty or malformed (the sentence names it)",
-        None,
     ),
-    (
-        "401",
-        "a read token is needed, or the one given is unknown",
-        Some(("WWW-Authenticate", "Bearer realm=\"vantage\"")),
-    ),
+    ("401", "a read token is needed, or the one given is unknown"),
     (
         "429",
         "the caller's bucket of http_rate_per_minute requests is empty",
-        Some(("Retry-After", "seconds until a request is allowed again")),
     ),
-    ("500", "the store failed", None),
-    ("503", "the coordinator cannot serve this now; retry", None),
+    ("500", "the store failed"),
+    ("503", "the coordinator cannot serve this now; retry"),
 ];
+
+/// The header an error answer carries: its name and what it says.
+fn error_header(status: &str) -> Option<(&'static str, &'static str)> {
+    match status {
+        "401" => Some(("WWW-Authenticate", "Bearer realm=\"vantage\"")),
+        "429" => Some(("Retry-After", "seconds until a request is allowed again")),
+        _ => None,
+    }
+}
 
 /// Completes the generated document (see the module comment).
 struct Complete;
@@ -166,11 +166,11 @@ impl Modify for Complete {
             for p in op.parameters.iter_mut().flatten() {
                 set_schema(p);
             }
-            for (code, what, header) in ERRORS {
+            for (code, what) in ERRORS {
                 op.responses
                     .responses
                     .entry(code.to_string())
-                    .or_insert_with(|| error_response(what, *header));
+                    .or_insert_with(|| error_response(what, error_header(code)));
             }
         }
     }

@@ -18,10 +18,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use self::fields::{day_hour, Fields};
-use self::views::{AgentView, CampaignDetail, CampaignView, Decoded, VerdictEntry};
+use self::views::{CampaignInfo, Decoded, FleetAgent, VerdictEntry};
 use crate::errors::ServiceError;
 use crate::state::Shared;
 use crate::store::Store;
+use vantage_proto::v1::CampaignStatusResponse;
 
 /// Runs blocking store work off the async threads (both faces).
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -100,7 +101,7 @@ fn time_range(p: &Fields) -> Result<(Option<i64>, Option<i64>), ServiceError> {
 
 /// Every enrolled agent, with labels, last seen, version and whether it is
 /// connected now. No network addresses.
-pub(crate) fn agents(shared: &Shared) -> Result<Vec<AgentView>, ServiceError> {
+pub(crate) fn agents(shared: &Shared) -> Result<Vec<FleetAgent>, ServiceError> {
     Ok(shared
         .store
         .agents()?
@@ -113,24 +114,19 @@ pub(crate) fn agents(shared: &Shared) -> Result<Vec<AgentView>, ServiceError> {
 }
 
 /// Every campaign with its progress.
-pub(crate) fn campaigns(shared: &Shared) -> Result<Vec<CampaignView>, ServiceError> {
-    Ok(crate::campaigns::list(shared)?
-        .campaigns
-        .into_iter()
-        .map(views::campaign_view)
-        .collect())
+pub(crate) fn campaigns(shared: &Shared) -> Result<Vec<CampaignInfo>, ServiceError> {
+    Ok(crate::campaigns::list(shared)?.campaigns)
 }
 
-/// One campaign with its runs.
-pub(crate) fn campaign(shared: &Shared, id: &str) -> Result<CampaignDetail, ServiceError> {
+/// One campaign with its runs (the HTTP face shows it as
+/// [`views::CampaignDetail`]).
+pub(crate) fn campaign(shared: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceError> {
     if fields::uuid(id).is_none() {
         return Err(ServiceError::invalid(format!(
             "campaign id must be a UUID, not {id:?}"
         )));
     }
-    Ok(views::campaign_detail(crate::campaigns::status(
-        shared, id,
-    )?))
+    crate::campaigns::status(shared, id)
 }
 
 // ------------------------------------------------------------------ results
@@ -295,17 +291,34 @@ pub(crate) fn scan_page(
 
 // ------------------------------------------------------------------ verdicts
 
-/// Which verdicts a request wants.
+/// Which verdicts a request wants. Its fields are the verdict filters the
+/// HTTP API documents (`IntoParams`; the schemas come from
+/// `crate::http`'s parameter table).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct VerdictFilter {
+    /// Campaign id (default: every campaign).
     campaign: Option<String>,
+    /// The inside agent's country (ISO 3166-1 alpha-2).
     country: Option<String>,
+    /// The inside agent's AS number.
     asn: Option<u32>,
+    /// `ok`, `blocked`, `down` or `inconclusive`.
     status: Option<String>,
+    /// A mechanism such as `tcp.reset`; `none` for verdicts without one.
     mechanism: Option<String>,
+    /// Target key.
     target: Option<String>,
+    /// Probe kind.
     kind: Option<String>,
+    /// Inside agent id.
     agent: Option<String>,
+    /// Run dispatched at or after: RFC 3339, a date or Unix microseconds;
+    /// not later than `until`.
+    #[param(value_type = Option<String>)]
     since: Option<i64>,
+    /// Run dispatched at or before.
+    #[param(value_type = Option<String>)]
     until: Option<i64>,
 }
 

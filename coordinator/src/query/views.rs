@@ -1,7 +1,11 @@
-//! The answers of the read layer: the JSON shapes of HTTP API v1
-//! (independent of the protobuf types so the HTTP API stays stable when the
-//! wire protocol grows), and how they are built from stored records. gRPC
-//! `QueryService` converts these same views to its messages.
+//! The answers of the read layer: the JSON shapes of HTTP API v1, and how
+//! they are built from stored records. Where a protobuf message has exactly
+//! the shape the HTTP API promises (an agent: `FleetAgent`, a campaign:
+//! `CampaignInfo`, a verdict: `VerdictEntry`) the read layer builds that
+//! message once, gRPC `QueryService` sends it and the HTTP API writes it as
+//! JSON; its `.proto` comments document both (and the OpenAPI document,
+//! through vantage-proto's `openapi` feature). The other answers (a
+//! campaign's runs, results, pages) have JSON shapes of their own here.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,41 +13,20 @@ use base64::Engine;
 use prost::Message;
 use serde::Serialize;
 use utoipa::ToSchema;
-pub(crate) use vantage_proto::v1::VerdictEntry;
 use vantage_proto::v1::{
-    measurement, CampaignInfo, CampaignStatusResponse, Measurement, StoredResult, VerdictRow,
+    measurement, CampaignStatusResponse, Measurement, StoredResult, VerdictRow,
 };
+pub(crate) use vantage_proto::v1::{CampaignInfo, FleetAgent, VerdictEntry};
 
 use crate::store::{AgentRecord, CampaignRecord};
 
-/// An enrolled agent. Carries no network address of any kind.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AgentView {
-    pub agent_id: String,
-    /// ISO 3166-1 alpha-2; empty when the volunteer withholds it.
-    pub country: String,
-    /// 0 when withheld.
-    pub asn: u32,
-    pub tags: Vec<String>,
-    pub connected: bool,
-    pub revoked: bool,
-    pub enrolled_us: i64,
-    /// Last hello, heartbeat or session end (Unix microseconds; 0: never).
-    pub last_seen_us: i64,
-    pub software_version: String,
-    /// Probe kinds the volunteer consented to.
-    pub consent_kinds: Vec<String>,
-    /// Ed25519 public key (hex): verifies this agent's signed results.
-    pub public_key: String,
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AgentList {
-    pub agents: Vec<AgentView>,
+    pub agents: Vec<FleetAgent>,
 }
 
-pub(crate) fn agent_view(a: AgentRecord, connected: bool) -> AgentView {
-    AgentView {
+pub(crate) fn agent_view(a: AgentRecord, connected: bool) -> FleetAgent {
+    FleetAgent {
         agent_id: a.agent_id,
         country: a.country,
         asn: a.asn,
@@ -58,36 +41,9 @@ pub(crate) fn agent_view(a: AgentRecord, connected: bool) -> AgentView {
     }
 }
 
-/// A campaign and its progress.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct CampaignView {
-    pub campaign_id: String,
-    pub name: String,
-    pub description: String,
-    /// `active`, `paused`, `cancelled` or `done`.
-    pub state: String,
-    pub created_us: i64,
-    pub runs_total: u32,
-    pub runs_done: u32,
-    pub targets: u32,
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct CampaignList {
-    pub campaigns: Vec<CampaignView>,
-}
-
-pub(crate) fn campaign_view(c: CampaignInfo) -> CampaignView {
-    CampaignView {
-        campaign_id: c.campaign_id,
-        name: c.name,
-        description: c.description,
-        state: c.state,
-        created_us: c.created_us,
-        runs_total: c.runs_total,
-        runs_done: c.runs_done,
-        targets: c.targets,
-    }
+    pub campaigns: Vec<CampaignInfo>,
 }
 
 /// Task progress of one group (`inside` or `control`) in a run.
@@ -122,13 +78,13 @@ pub(crate) struct RunView {
 /// A campaign with its runs.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct CampaignDetail {
-    pub campaign: CampaignView,
+    pub campaign: CampaignInfo,
     pub runs: Vec<RunView>,
 }
 
 pub(crate) fn campaign_detail(s: CampaignStatusResponse) -> CampaignDetail {
     CampaignDetail {
-        campaign: campaign_view(s.campaign.unwrap_or_default()),
+        campaign: s.campaign.unwrap_or_default(),
         runs: s
             .runs
             .into_iter()
