@@ -27,6 +27,9 @@ const STRICT: &[&str] = &[
     "WireGuardInput",
 ];
 
+/// Messages the HTTP API serves as JSON unchanged (see `OPENAPI` below).
+const OPENAPI: &[&str] = &["VerdictEntry", "FleetAgent", "CampaignInfo"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(["vantage/v1/vantage.proto"], ["proto"])?;
@@ -40,6 +43,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"snake_case\")]",
         );
+    // Messages the coordinator's HTTP API writes as JSON as they are: with
+    // the `openapi` feature they describe themselves in its OpenAPI document.
+    for m in OPENAPI {
+        b = b.message_attribute(
+            format!(".vantage.v1.{m}"),
+            "#[cfg_attr(feature = \"openapi\", derive(utoipa::ToSchema))]",
+        );
+    }
     for m in STRICT {
         b = b.message_attribute(format!(".vantage.v1.{m}"), "#[serde(deny_unknown_fields)]");
     }

@@ -36,7 +36,10 @@ impl Hub {
             .unwrap_or_else(|p| p.into_inner())
             .insert(agent_id.to_string(), (serial, tx));
         if let Some((_, old)) = old {
-            let _ = old.try_send(Err(Status::aborted("replaced by a newer session")));
+            let _ = old.try_send(Err(crate::errors::ServiceError::Aborted(
+                "replaced by a newer session".into(),
+            )
+            .into()));
         }
         self.arrivals
             .lock()

@@ -240,7 +240,7 @@ pub async fn ingest(
         tracing::warn!(agent = %agent.agent_id, id = %r.id, reason = %r.reason, "result rejected");
         shared.count(&format!("rejected/{}", r.reason));
     }
-    crate::http::record_ingest(batch_len, t0.elapsed());
+    crate::metrics::record_ingest(batch_len, t0.elapsed());
     Ok(Ingested {
         ack: ResultAck {
             accepted: accepted_ids,

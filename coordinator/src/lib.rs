@@ -14,6 +14,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod logging;
+pub mod metrics;
 pub mod pki;
 pub mod query;
 pub mod scheduler;

@@ -30,30 +30,10 @@ use vantage_proto::v1::{
 
 use crate::api::{admin::AdminApi, agent::AgentApi, query::QueryApi};
 use crate::config::Config;
+pub use crate::errors::ServeError;
 use crate::pki::{self, files, Ca};
 use crate::state::{Shared, State};
 use crate::store::{CommitHandle, Store};
-
-/// Serving failures.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServeError {
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
-    Pki(#[from] pki::PkiError),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error("TLS setup: {0}")]
-    Tls(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("server error: {0}")]
-    Transport(#[from] tonic::transport::Error),
-}
 
 /// A fresh coordinator state in `dir` (CA, store, commit thread) for unit
 /// tests: nothing listens.
@@ -66,7 +46,7 @@ pub(crate) fn test_state(dir: &Path) -> Shared {
 /// Opens the store and loads the CA: everything `serve` needs.
 pub fn open_state(data_dir: &Path, config: Config) -> Result<Shared, ServeError> {
     let store = Store::open(&data_dir.join("store"))?;
-    let commit = CommitHandle::start(store.clone(), crate::http::record_commit_group);
+    let commit = CommitHandle::start(store.clone(), crate::metrics::record_commit_group);
     Ok(Arc::new(State {
         ca: Ca::load(data_dir)?,
         admin_fingerprint: pki::admin_fingerprint(data_dir)?,
@@ -236,7 +216,7 @@ pub async fn serve(
         .add_service(admin)
         .add_service(query);
     // grpc.health.v1 and server reflection.
-    crate::http::grpc::standard_services(router)
+    crate::api::standard::standard_services(router)
         .await
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
         .await?;

@@ -71,6 +71,12 @@ impl State {
         d.remove(&(campaign_id.to_string(), run_id.to_string()))
     }
 
+    /// Whether a run's verdicts wait for recomputation (the mark is kept).
+    pub fn is_dirty_run(&self, campaign_id: &str, run_id: &str) -> bool {
+        let d = self.dirty_runs.lock().unwrap_or_else(|p| p.into_inner());
+        d.contains(&(campaign_id.to_string(), run_id.to_string()))
+    }
+
     /// Up to `n` dirty runs of campaigns `wanted` accepts, in key order
     /// (marks kept).
     pub fn some_dirty_runs(

@@ -3,15 +3,20 @@
 //! `verdicts` tree, one record per run, with a revision that goes up each
 //! time the rows change.
 //!
-//! When they are recomputed:
+//! Only the writer side stores them:
 //! - ingest marks a run dirty once a result for it is durable (a late
 //!   control result included, whatever the run's state);
-//! - a read of a dirty run, or of a run never computed, recomputes it first,
-//!   so readers never see rows older than the results they could fetch;
-//! - the scheduler recomputes dirty runs nobody reads ([`refresh_some`]);
+//! - the scheduler recomputes and stores dirty runs each pass
+//!   ([`refresh_some`], with a per-campaign backoff);
 //! - at start-up every run is marked dirty, because marks live in memory and
 //!   a crash between a commit and its recomputation would otherwise leave a
 //!   stale record. A new revision is synced, so it survives a crash.
+//!
+//! Readers ([`of_campaign`]: the read layer, both faces) never write: a run
+//! that is dirty or was never stored is computed in memory for the answer,
+//! with the revision storing it would give, so readers never see rows older
+//! than the results they could fetch, and the numbers are the ones the
+//! writer stores next.
 //!
 //! The dirty mark is cleared before the results are read, so a result that
 //! lands during a recomputation marks the run again.
@@ -159,15 +164,14 @@ impl Inputs {
     }
 }
 
-/// Recomputes and stores one run's verdicts; the revision goes up only when
-/// the rows differ from the stored ones.
-fn recompute(
-    s: &Shared,
+/// Computes one run's verdicts; the revision goes up only when the rows
+/// differ from the `previous` (stored) ones. Stores nothing.
+fn compute(
     campaign_id: &str,
     run: &RunRecord,
     inputs: &Inputs,
-    previous: Option<RunVerdicts>,
-) -> Result<RunVerdicts, StoreError> {
+    previous: Option<&RunVerdicts>,
+) -> RunVerdicts {
     let (rows, inside, control) = compute_run(
         run,
         &inputs.results,
@@ -175,15 +179,12 @@ fn recompute(
         &inputs.names,
         &inputs.fps,
     );
-    let revision = match &previous {
+    let revision = match previous {
         Some(p) if p.verdicts == rows => p.revision,
         Some(p) => p.revision + 1,
         None => 1,
     };
-    if previous.as_ref().is_some_and(|p| p.revision != revision) {
-        tracing::info!(campaign = %campaign_id, run = %run.run_id, revision, "verdicts revised");
-    }
-    let rec = RunVerdicts {
+    RunVerdicts {
         campaign_id: campaign_id.to_string(),
         run_id: run.run_id.clone(),
         computed_us: vantage_proto::now_us(),
@@ -191,39 +192,98 @@ fn recompute(
         inside_results: inside,
         control_results: control,
         verdicts: rows,
-    };
-    let changed = previous.as_ref().is_none_or(|p| p.revision != revision);
-    s.store.put_run_verdicts(&rec, changed)?;
-    Ok(rec)
+    }
 }
 
-/// The current verdicts of every run of `rec`: stored ones where they are
-/// up to date, recomputed (and stored) where results arrived since.
-pub fn of_campaign(s: &Shared, rec: &CampaignRecord) -> Result<Vec<VerdictRow>, ServiceError> {
+/// A run's current verdicts, as [`current`] found them.
+enum Found {
+    /// The stored record, up to date.
+    Stored(RunVerdicts),
+    /// Computed from the results, with the stored record it replaces.
+    Computed {
+        now: RunVerdicts,
+        previous: Option<RunVerdicts>,
+    },
+}
+
+/// Every run of `rec` with its current verdicts: the stored record, or
+/// (when `dirty` says results arrived since) computed from the results. A
+/// run neither stored nor dirty has no results yet: no verdicts.
+fn current(
+    s: &Shared,
+    rec: &CampaignRecord,
+    dirty: impl Fn(&RunRecord) -> bool,
+    mut each: impl FnMut(Found) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let mut inputs: Option<Inputs> = None;
-    let mut rows = Vec::new();
     for run in &rec.runs {
-        let dirty = s.take_dirty_run(&rec.campaign_id, &run.run_id);
+        let dirty = dirty(run);
         let stored = s.store.run_verdicts(&rec.campaign_id, &run.run_id)?;
-        let current = match stored {
-            Some(v) if !dirty => v,
-            previous => {
-                if inputs.is_none() {
-                    inputs = Some(Inputs::load(s, rec)?);
-                }
-                let Some(inp) = inputs.as_ref() else {
-                    continue;
-                };
-                recompute(s, &rec.campaign_id, run, inp, previous)?
+        if !dirty {
+            if let Some(v) = stored {
+                each(Found::Stored(v))?;
             }
+            continue;
+        }
+        if inputs.is_none() {
+            inputs = Some(Inputs::load(s, rec)?);
+        }
+        let Some(inp) = inputs.as_ref() else {
+            continue;
         };
-        rows.extend(current.verdicts.into_iter().map(|mut r| {
-            r.computed_us = current.computed_us;
-            r.revision = current.revision;
-            r
-        }));
+        let now = compute(&rec.campaign_id, run, inp, stored.as_ref());
+        each(Found::Computed {
+            now,
+            previous: stored,
+        })?;
     }
+    Ok(())
+}
+
+/// The current verdicts of every run of `rec`, for readers: stored ones
+/// where they are up to date, computed in memory where results arrived
+/// since. Writes nothing.
+pub fn of_campaign(s: &Shared, rec: &CampaignRecord) -> Result<Vec<VerdictRow>, ServiceError> {
+    let mut rows = Vec::new();
+    current(
+        s,
+        rec,
+        |run| s.is_dirty_run(&rec.campaign_id, &run.run_id),
+        |found| {
+            let (Found::Stored(v) | Found::Computed { now: v, .. }) = found;
+            rows.extend(v.verdicts.into_iter().map(|mut r| {
+                r.computed_us = v.computed_us;
+                r.revision = v.revision;
+                r
+            }));
+            Ok(())
+        },
+    )?;
     Ok(rows)
+}
+
+/// Recomputes and stores the dirty runs of `rec`: the writer side's
+/// refresh. A new revision is synced; a run that cannot be stored stays
+/// dirty.
+fn refresh(s: &Shared, rec: &CampaignRecord) -> Result<(), StoreError> {
+    current(
+        s,
+        rec,
+        |run| s.take_dirty_run(&rec.campaign_id, &run.run_id),
+        |found| {
+            let Found::Computed { now, previous } = found else {
+                return Ok(());
+            };
+            let changed = previous.as_ref().is_none_or(|p| p.revision != now.revision);
+            if previous.is_some() && changed {
+                tracing::info!(campaign = %now.campaign_id, run = %now.run_id,
+                    revision = now.revision, "verdicts revised");
+            }
+            s.store.put_run_verdicts(&now, changed).inspect_err(|_| {
+                s.mark_runs_dirty([(now.campaign_id.clone(), now.run_id.clone())]);
+            })
+        },
+    )
 }
 
 /// After a background recomputation that took `t`, the scheduler leaves
@@ -232,7 +292,7 @@ pub fn of_campaign(s: &Shared, rec: &CampaignRecord) -> Result<Vec<VerdictRow>, 
 /// recomputing on every pass would cost time quadratic in its size (a
 /// 600,000-result campaign took ingest from 60,000 to 10,000 results/s,
 /// BENCHMARKS.md). This bounds the background work to about a tenth of one
-/// core; readers still recompute a dirty run on read.
+/// core; readers compute a dirty run in memory for their answer meanwhile.
 const BACKOFF_FACTOR: u32 = 10;
 
 /// Recomputes a few dirty runs (the scheduler calls this each pass),
@@ -256,9 +316,9 @@ pub fn refresh_some(s: &Shared) -> Result<usize, ServiceError> {
             s.take_dirty_run(&campaign_id, &run_id);
             continue;
         }
-        // Reading recomputes whatever of this campaign is dirty.
+        // Recomputes whatever of this campaign is dirty.
         let t0 = std::time::Instant::now();
-        of_campaign(s, &rec)?;
+        refresh(s, &rec)?;
         let took = t0.elapsed();
         s.verdict_backoff
             .lock()
@@ -288,6 +348,26 @@ pub fn mark_all(s: &Shared) -> Result<usize, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A campaign record with `targets` (spec TOML) and `runs`.
+    fn campaign_for_test(id: &str, targets: &str, runs: Vec<RunRecord>) -> CampaignRecord {
+        CampaignRecord {
+            campaign_id: id.into(),
+            name: "c".into(),
+            description: String::new(),
+            state: Default::default(),
+            created_us: 0,
+            spec: crate::scheduler::parse_spec(
+                &format!(
+                    "version = 1\nname = \"c\"\nallow_private_targets = true\n\
+                     [inside]\ntags = [\"in\"]\n[control]\ntags = [\"ctl\"]\n{targets}"
+                ),
+                crate::scheduler::SpecFormat::Toml,
+            )
+            .unwrap(),
+            runs,
+        }
+    }
     use vantage_proto::v1::{measurement, probe_input::Kind, ProbeInput, TcpInput, TcpResult};
 
     fn tcp(id: &str, agent: &str, name: &str) -> Measurement {
@@ -337,21 +417,11 @@ mod tests {
         assert!(!rows[0].target.contains("Relay"), "{}", rows[0].target);
 
         let old = [tcp("m1", "in", ""), tcp("m2", "ctl", "")];
-        let rec = CampaignRecord {
-            campaign_id: "c".into(),
-            name: "c".into(),
-            description: String::new(),
-            state: Default::default(),
-            created_us: 0,
-            spec: crate::scheduler::parse_spec(
-                "version = 1\nname = \"c\"\nallow_private_targets = true\n[inside]\ntags = [\"in\"]\n\
-                 [control]\ntags = [\"ctl\"]\n[[targets]]\nname = \"From the spec\"\n\
-                 tcp = { host = \"192.0.2.1\", port = 443 }\n",
-                crate::scheduler::SpecFormat::Toml,
-            )
-            .unwrap(),
-            runs: vec![run.clone()],
-        };
+        let rec = campaign_for_test(
+            "c",
+            "[[targets]]\nname = \"From the spec\"\ntcp = { host = \"192.0.2.1\", port = 443 }\n",
+            vec![run.clone()],
+        );
         let (rows, _, _) = compute_run(
             &run,
             &old,
@@ -368,5 +438,36 @@ mod tests {
             analysis::Fingerprints::builtin(),
         );
         assert_eq!(rows[0].name, "");
+    }
+
+    /// Readers never write: a dirty run is computed for the answer and left
+    /// dirty; the writer side's refresh stores it and clears the mark.
+    #[tokio::test]
+    async fn reads_compute_and_only_the_refresh_stores() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let campaign = "0190a8b2-0000-7000-8000-0000000000c1";
+        let run = RunRecord {
+            run_id: "run".into(),
+            inside: vec!["in".into()],
+            control: vec!["ctl".into()],
+            ..Default::default()
+        };
+        let rec = campaign_for_test(
+            campaign,
+            "[[targets]]\ntcp = { host = \"192.0.2.1\", port = 443 }\n",
+            vec![run],
+        );
+        s.store.put_campaign(&rec).unwrap();
+        // Not dirty, never stored: no results yet, nothing computed.
+        assert!(of_campaign(&s, &rec).unwrap().is_empty());
+        s.mark_runs_dirty([(campaign.to_string(), "run".to_string())]);
+        assert!(of_campaign(&s, &rec).unwrap().is_empty());
+        assert!(s.store.run_verdicts(campaign, "run").unwrap().is_none());
+        assert!(s.is_dirty_run(campaign, "run"), "a read keeps the mark");
+        assert_eq!(refresh_some(&s).unwrap(), 1);
+        let stored = s.store.run_verdicts(campaign, "run").unwrap().unwrap();
+        assert_eq!(stored.revision, 1);
+        assert!(!s.is_dirty_run(campaign, "run"));
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs: the Debian packages of real servers
 # used as probe targets in the network-namespace lab and the tools that build
-# it, cargo-deb, and OONI's Python data library (in a virtual environment).
+# it, cargo-deb, OONI's Python data library and Schemathesis (each in a virtual
+# environment).
 # Safe to re-run; does nothing when everything is present.
 set -euo pipefail
 
@@ -14,27 +15,40 @@ if ! command -v cargo-deb >/dev/null 2>&1 && ! [ -x "${CARGO_HOME:-$HOME/.cargo}
   cargo install --locked cargo-deb
 fi
 
-# OONI's data library reads `vantagectl export --format ooni-jsonl` in
-# coordinator/tests/ooni_export.rs. It pins old click/cryptography, so it
-# lives in its own virtual environment instead of the system's Python.
-OONIDATA_VERSION=0.3.0
-OONIDATA_VENV="${VANTAGE_OONIDATA_VENV:-$HOME/.cache/vantage/oonidata-$OONIDATA_VERSION}"
-if ! "$OONIDATA_VENV/bin/python3" -c 'import oonidata.dataclient' >/dev/null 2>&1; then
-  echo "test dependencies: installing oonidata==$OONIDATA_VERSION in $OONIDATA_VENV"
+# Python tools the tests run, each in its own virtual environment instead
+# of the system's Python: venv_install NAME DIR PIP-REQUIREMENT CHECK-COMMAND.
+venv_install() {
+  local name=$1 dir=$2 requirement=$3 check=$4
+  if "$dir/bin/python3" -c "$check" >/dev/null 2>&1; then
+    return
+  fi
+  echo "test dependencies: installing $requirement in $dir"
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ]; then
-      echo "error: python3 with venv is needed for oonidata (apt-get install python3-venv, as root)" >&2
+      echo "error: python3 with venv is needed for $name (apt-get install python3-venv, as root)" >&2
       exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
   fi
-  rm -rf "$OONIDATA_VENV"
-  python3 -m venv "$OONIDATA_VENV"
-  "$OONIDATA_VENV/bin/python3" -m pip install -q --disable-pip-version-check "oonidata==$OONIDATA_VERSION"
-  "$OONIDATA_VENV/bin/python3" -c 'import oonidata.dataclient'
-fi
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  "$dir/bin/python3" -m pip install -q --disable-pip-version-check "$requirement"
+  "$dir/bin/python3" -c "$check"
+}
+
+# OONI's data library reads `vantagectl export --format ooni-jsonl` in
+# coordinator/tests/ooni_export.rs. It pins old click/cryptography.
+OONIDATA_VERSION=0.3.0
+venv_install oonidata "${VANTAGE_OONIDATA_VENV:-$HOME/.cache/vantage/oonidata-$OONIDATA_VERSION}" \
+  "oonidata==$OONIDATA_VERSION" 'import oonidata.dataclient'
+
+# Schemathesis checks the HTTP API against its OpenAPI document in
+# coordinator/tests/e2e/openapi.rs (which runs the venv's `st`).
+SCHEMATHESIS_VERSION=4.32
+venv_install schemathesis "$HOME/.cache/vantage/schemathesis-$SCHEMATHESIS_VERSION" \
+  "schemathesis==$SCHEMATHESIS_VERSION.*" 'import schemathesis'
 
 missing=()
 for b in "${BINARIES[@]}"; do

@@ -108,7 +108,10 @@ impl AdminService for AdminApi {
             return Err(ServiceError::NotFound(format!("no agent with id {id}")).into());
         }
         s.store.sync().map_err(ServiceError::from)?;
-        s.hub.kick(&id, Status::permission_denied("agent revoked"));
+        s.hub.kick(
+            &id,
+            ServiceError::PermissionDenied("agent revoked".into()).into(),
+        );
         tracing::info!(agent = %id, "agent revoked");
         Ok(Response::new(RevokeAgentResponse {}))
     }
@@ -211,7 +214,8 @@ impl AdminService for AdminApi {
                 Ok(s) => tracing::info!(entries = s.entries, "live backup streamed"),
                 Err(e) => {
                     tracing::error!("live backup failed: {e}");
-                    let _ = tx.blocking_send(Err(Status::internal(format!("backup failed: {e}"))));
+                    let e = ServiceError::Internal(format!("backup failed: {e}"));
+                    let _ = tx.blocking_send(Err(e.into()));
                 }
             }
         });

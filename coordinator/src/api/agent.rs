@@ -303,7 +303,7 @@ impl AgentService for AgentApi {
         // Token consumption and certificate signing touch the disk.
         let r = tokio::task::spawn_blocking(move || api.enroll_inner(inner))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
         match r {
             Ok(r) => Ok(Response::new(r)),
             Err(e) => {
@@ -323,10 +323,13 @@ impl AgentService for AgentApi {
         let shared = self.shared.clone();
         if let Some(wait) = shared.hub.barred(&id.agent_id) {
             shared.count("session_refused/bad_signatures");
-            return Err(ServiceError::ResourceExhausted(format!(
-                "session refused: too many bad signatures; retry in {} s",
-                wait.as_secs().max(1)
-            ))
+            let retry_after_s = wait.as_secs().max(1);
+            return Err(ServiceError::RateLimited {
+                message: format!(
+                    "session refused: too many bad signatures; retry in {retry_after_s} s"
+                ),
+                retry_after_s,
+            }
             .into());
         }
         let (tx, rx) = mpsc::channel(1024);
@@ -350,11 +353,10 @@ impl AgentService for AgentApi {
                 .await;
                 match next {
                     Ok(Ok(Some(m))) => {
-                        if let Err(status) = handle(&shared, &id, &tx, m, &mut bad_signatures).await
-                        {
-                            tracing::warn!(agent = %id.agent_id, "session ended: {}", status.message());
-                            let why = status.message().to_string();
-                            let _ = tx.send(Err(status)).await;
+                        if let Err(e) = handle(&shared, &id, &tx, m, &mut bad_signatures).await {
+                            tracing::warn!(agent = %id.agent_id, "session ended: {e}");
+                            let why = e.to_string();
+                            let _ = tx.send(Err(e.into())).await;
                             break why;
                         }
                     }
@@ -414,20 +416,22 @@ async fn handle(
     tx: &crate::hub::Outbound,
     m: AgentMessage,
     bad_signatures: &mut usize,
-) -> Result<(), Status> {
-    let unavailable = |e: crate::store::StoreError| Status::unavailable(e.to_string());
+) -> Result<(), ServiceError> {
+    let unavailable = |e: crate::store::StoreError| ServiceError::Unavailable(e.to_string());
     let current = shared.store.agent(&id.agent_id).map_err(unavailable)?;
     if current.is_none_or(|r| r.revoked) {
         shared.count("session_refused/agent_revoked");
-        return Err(Status::permission_denied("session refused: agent revoked"));
+        return Err(ServiceError::PermissionDenied(
+            "session refused: agent revoked".into(),
+        ));
     }
     *bad_signatures += handle_message(shared, id, tx, m)
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+        .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
     if *bad_signatures > MAX_BAD_SIGNATURES_PER_SESSION {
         shared.count("session_ended/bad_signatures");
         shared.hub.bar(&id.agent_id, BAD_SIGNATURE_PENALTY);
-        return Err(Status::permission_denied(format!(
+        return Err(ServiceError::PermissionDenied(format!(
             "session ended: {} bad signatures (at most {MAX_BAD_SIGNATURES_PER_SESSION}); \
              retry in {} s",
             bad_signatures,

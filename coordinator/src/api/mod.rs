@@ -1,10 +1,12 @@
 //! gRPC services: `AgentService` (enrollment and sessions), `AdminService`
-//! (admin certificate only) and `QueryService` (read role). Handlers check
+//! (admin certificate only), `QueryService` (read role), and the standard
+//! health and reflection services (`standard`). Handlers check
 //! the caller, then hand the work to the store, the hub or the ingest path.
 
 pub mod admin;
 pub mod agent;
 pub mod query;
+pub mod standard;
 
 use tonic::Request;
 

@@ -20,21 +20,20 @@ use tonic::{Request, Response, Status};
 use vantage_proto::v1::query_service_server::QueryService;
 use vantage_proto::v1::{
     results_item, watch_event, AgentsRequest, AgentsResponse, AggregationCell, AggregationRequest,
-    AggregationResponse, CampaignInfo, CampaignRequest, CampaignStatusResponse, CampaignsRequest,
-    CampaignsResponse, Counter, FleetAgent, GroupProgress, ListResultsRequest,
-    QueryVerdictsRequest, QueryVerdictsResponse, ResultEntry, ResultsItem, ResultsPageEnd,
-    ResultsRequest, RunStatus, StoredResult, VerdictEntry, VerdictsRequest, VerdictsResponse,
-    WatchEvent, WatchRequest,
+    AggregationResponse, CampaignRequest, CampaignStatusResponse, CampaignsRequest,
+    CampaignsResponse, ListResultsRequest, QueryVerdictsRequest, QueryVerdictsResponse,
+    ResultEntry, ResultsItem, ResultsPageEnd, ResultsRequest, StoredResult, VerdictsRequest,
+    VerdictsResponse, WatchEvent, WatchRequest,
 };
 
 use super::peer_fingerprint;
 use crate::errors::ServiceError;
 use crate::query::feed::{FeedEvent, Payload};
-use crate::query::fields::{decode_cursor, Fields};
-use crate::query::views::{AgentView, CampaignDetail, CampaignView, Decoded, VerdictView};
+use crate::query::fields::{decode_cursor, uuid, Fields};
+use crate::query::views::Decoded;
 use crate::query::{
-    aggregate, axes, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter, DEFAULT_LIMIT,
-    MAX_LIMIT,
+    aggregate, axes, blocking, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter,
+    DEFAULT_LIMIT, MAX_LIMIT,
 };
 use crate::state::Shared;
 use crate::store::uuid_key;
@@ -57,7 +56,7 @@ fn filter_key(tag: u8, id: &str) -> Result<Option<(u8, [u8; 16])>, ServiceError>
     }
     uuid_key(id)
         .map(|k| Some((tag, k)))
-        .ok_or_else(|| ServiceError::InvalidArgument(format!("{id:?} is not a valid id")))
+        .ok_or_else(|| ServiceError::invalid(format!("{id:?} is not a valid id")))
 }
 
 /// A request's filter fields under the HTTP parameters' names, so the
@@ -76,19 +75,22 @@ fn fields(strings: &[(&str, &str)], numbers: &[(&str, Option<u32>)]) -> Fields {
     Fields::new(pairs)
 }
 
-/// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
-        .map_err(Status::from)
-}
-
 impl QueryApi {
+    /// A unary read: check the caller, then `read` the request on the
+    /// store's thread.
+    async fn read<Q: Send + 'static, T: Send + 'static>(
+        &self,
+        req: Request<Q>,
+        read: impl FnOnce(&Shared, Q) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        self.authorize(&req)?;
+        let shared = self.shared.clone();
+        let r = req.into_inner();
+        Ok(Response::new(blocking(move || read(&shared, r)).await?))
+    }
+
     /// The admin certificate, or a known read token within its rate.
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), ServiceError> {
         let fp = peer_fingerprint(req);
         if fp.as_deref() == Some(self.shared.admin_fingerprint.as_str()) {
             return Ok(());
@@ -102,8 +104,8 @@ impl QueryApi {
                 .filter(|t| !t.is_empty());
             let Some(token) = token else {
                 self.shared.count("refused/bad_read_token");
-                return Err(Status::unauthenticated(
-                    "the authorization metadata must be \"Bearer <read token>\"",
+                return Err(ServiceError::Unauthenticated(
+                    "the authorization metadata must be \"Bearer <read token>\"".into(),
                 ));
             };
             let tokens = &self.reads.tokens;
@@ -112,95 +114,21 @@ impl QueryApi {
             })?;
             if let Err(secs) = tokens.take(&key, Instant::now()) {
                 self.shared.count("refused/rate_limited");
-                let mut status = Status::from(tokens.exhausted(secs));
-                if let Ok(v) = secs.to_string().parse() {
-                    status.metadata_mut().insert("retry-after", v);
-                }
-                return Err(status);
+                return Err(tokens.exhausted(secs));
             }
             return Ok(());
         }
         if fp.is_some() {
             self.shared.count("refused/not_admin");
-            Err(Status::permission_denied(NEEDS))
+            Err(ServiceError::PermissionDenied(NEEDS.into()))
         } else {
             self.shared.count("refused/no_certificate");
-            Err(Status::unauthenticated(NEEDS))
+            Err(ServiceError::Unauthenticated(NEEDS.into()))
         }
     }
 }
 
 // ------------------------------------------------------------ views to protobuf
-
-fn agent(a: AgentView) -> FleetAgent {
-    FleetAgent {
-        agent_id: a.agent_id,
-        country: a.country,
-        asn: a.asn,
-        tags: a.tags,
-        connected: a.connected,
-        revoked: a.revoked,
-        enrolled_us: a.enrolled_us,
-        last_seen_us: a.last_seen_us,
-        software_version: a.software_version,
-        consent_kinds: a.consent_kinds,
-        public_key: a.public_key,
-    }
-}
-
-fn campaign_info(c: CampaignView) -> CampaignInfo {
-    CampaignInfo {
-        campaign_id: c.campaign_id,
-        name: c.name,
-        description: c.description,
-        state: c.state,
-        created_us: c.created_us,
-        runs_total: c.runs_total,
-        runs_done: c.runs_done,
-        targets: c.targets,
-    }
-}
-
-fn campaign_detail(d: CampaignDetail) -> CampaignStatusResponse {
-    CampaignStatusResponse {
-        campaign: Some(campaign_info(d.campaign)),
-        runs: d
-            .runs
-            .into_iter()
-            .map(|r| RunStatus {
-                run_id: r.run_id,
-                index: r.index,
-                dispatch_at_us: r.dispatch_at_us,
-                state: r.state,
-                groups: r
-                    .groups
-                    .into_iter()
-                    .map(|g| GroupProgress {
-                        group: g.group,
-                        agents: g.agents,
-                        tasks: g.tasks,
-                        done: g.done,
-                        refused: g.refused,
-                        expired: g.expired,
-                        pending: g.pending,
-                    })
-                    .collect(),
-                // Sorted by name, as the HTTP face's map is.
-                failures: r
-                    .failures
-                    .into_iter()
-                    .map(|(name, value)| Counter { name, value })
-                    .collect(),
-                skipped: r.skipped,
-                consent_skipped: r
-                    .consent_skipped
-                    .into_iter()
-                    .map(|(name, value)| Counter { name, value })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
 
 fn result_entry(d: Decoded) -> ResultEntry {
     let measurement = d.m.clone();
@@ -225,25 +153,6 @@ fn result_entry(d: Decoded) -> ResultEntry {
     }
 }
 
-fn verdict_entry(v: VerdictView) -> VerdictEntry {
-    VerdictEntry {
-        campaign_id: v.campaign_id,
-        run_id: v.run_id,
-        dispatch_at_us: v.dispatch_at_us,
-        target: v.target,
-        name: v.name,
-        kind: v.kind,
-        agent_id: v.agent_id,
-        country: v.country,
-        asn: v.asn,
-        status: v.status,
-        mechanism: v.mechanism,
-        confidence: v.confidence,
-        evidence: v.evidence,
-        reason: v.reason,
-    }
-}
-
 fn cell(c: Cell) -> AggregationCell {
     AggregationCell {
         x: c.x,
@@ -263,10 +172,7 @@ fn watch_event(e: &FeedEvent) -> WatchEvent {
                 .unwrap_or_default(),
             watch_event::Event::Result(result_entry((**d).clone())),
         ),
-        Payload::Verdict(v) => (
-            String::new(),
-            watch_event::Event::Verdict(verdict_entry((**v).clone())),
-        ),
+        Payload::Verdict(v) => (String::new(), watch_event::Event::Verdict((**v).clone())),
     };
     WatchEvent {
         id,
@@ -320,19 +226,17 @@ impl QueryService for QueryApi {
                 if sent >= limit {
                     break;
                 }
-                let out = item
-                    .map_err(|e| Status::internal(e.to_string()))
-                    .and_then(|v| {
-                        StoredResult::decode(v.as_ref())
-                            .map_err(|e| Status::internal(e.to_string()))
-                    });
+                let out = item.map_err(ServiceError::from).and_then(|v| {
+                    StoredResult::decode(v.as_ref())
+                        .map_err(|e| ServiceError::Internal(format!("a stored result: {e}")))
+                });
                 if let Ok(sr) = &out {
                     if !agent_filter.is_empty() && sr.agent_id != agent_filter {
                         continue;
                     }
                 }
                 sent += 1;
-                if tx.blocking_send(out).is_err() {
+                if tx.blocking_send(out.map_err(Status::from)).is_err() {
                     break;
                 }
             }
@@ -344,47 +248,38 @@ impl QueryService for QueryApi {
         &self,
         req: Request<VerdictsRequest>,
     ) -> Result<Response<VerdictsResponse>, Status> {
-        self.authorize(&req)?;
-        let id = req.into_inner().campaign_id;
-        Ok(Response::new(crate::campaigns::verdicts(
-            &self.shared,
-            &id,
-        )?))
+        self.read(req, |s, r| crate::campaigns::verdicts(s, &r.campaign_id))
+            .await
     }
 
     async fn agents(
         &self,
         req: Request<AgentsRequest>,
     ) -> Result<Response<AgentsResponse>, Status> {
-        self.authorize(&req)?;
-        let shared = self.shared.clone();
-        let agents = blocking(move || crate::query::agents(&shared)).await?;
-        Ok(Response::new(AgentsResponse {
-            agents: agents.into_iter().map(agent).collect(),
-        }))
+        self.read(req, |s, _| {
+            let agents = crate::query::agents(s)?;
+            Ok(AgentsResponse { agents })
+        })
+        .await
     }
 
     async fn campaigns(
         &self,
         req: Request<CampaignsRequest>,
     ) -> Result<Response<CampaignsResponse>, Status> {
-        self.authorize(&req)?;
-        let shared = self.shared.clone();
-        let list = blocking(move || crate::query::campaigns(&shared)).await?;
-        Ok(Response::new(CampaignsResponse {
-            campaigns: list.into_iter().map(campaign_info).collect(),
-        }))
+        self.read(req, |s, _| {
+            let campaigns = crate::query::campaigns(s)?;
+            Ok(CampaignsResponse { campaigns })
+        })
+        .await
     }
 
     async fn campaign(
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignStatusResponse>, Status> {
-        self.authorize(&req)?;
-        let id = req.into_inner().id;
-        let shared = self.shared.clone();
-        let detail = blocking(move || crate::query::campaign(&shared, &id)).await?;
-        Ok(Response::new(campaign_detail(detail)))
+        self.read(req, |s, r| crate::query::campaign(s, &r.id))
+            .await
     }
 
     async fn results(
@@ -428,7 +323,7 @@ impl QueryService for QueryApi {
                 return;
             };
             let last = match end.error {
-                Some(e) => Err(Status::internal(e)),
+                Some(e) => Err(ServiceError::Internal(e).into()),
                 None => Ok(ResultsItem {
                     item: Some(results_item::Item::End(ResultsPageEnd {
                         next_cursor: end
@@ -447,36 +342,33 @@ impl QueryService for QueryApi {
         &self,
         req: Request<QueryVerdictsRequest>,
     ) -> Result<Response<QueryVerdictsResponse>, Status> {
-        self.authorize(&req)?;
-        let f = verdict_filter(req.get_ref())?;
-        let shared = self.shared.clone();
-        let verdicts = blocking(move || f.collect(&shared)).await?;
-        Ok(Response::new(QueryVerdictsResponse {
-            verdicts: verdicts.into_iter().map(verdict_entry).collect(),
-        }))
+        self.read(req, |s, r| {
+            let verdicts = verdict_filter(&r)?.collect(s)?;
+            Ok(QueryVerdictsResponse { verdicts })
+        })
+        .await
     }
 
     async fn aggregation(
         &self,
         req: Request<AggregationRequest>,
     ) -> Result<Response<AggregationResponse>, Status> {
-        self.authorize(&req)?;
-        let r = req.into_inner();
-        let (x, y) = axes(&fields(
-            &[("axis_x", &r.axis_x), ("axis_y", &r.axis_y)],
-            &[],
-        ))?;
-        let f = verdict_filter(&r.filter.unwrap_or_default())?;
-        let shared = self.shared.clone();
-        let cells = {
-            let (x, y) = (x.clone(), y.clone());
-            blocking(move || Ok(aggregate(&f.collect(&shared)?, &x, y.as_deref()))).await?
-        };
-        Ok(Response::new(AggregationResponse {
-            axis_x: x,
-            axis_y: y.unwrap_or_default(),
-            result: cells.into_iter().map(cell).collect(),
-        }))
+        self.read(req, |s, r| {
+            let (x, y) = axes(&fields(
+                &[("axis_x", &r.axis_x), ("axis_y", &r.axis_y)],
+                &[],
+            ))?;
+            let verdicts = verdict_filter(&r.filter.unwrap_or_default())?.collect(s)?;
+            Ok(AggregationResponse {
+                result: aggregate(&verdicts, &x, y.as_deref())
+                    .into_iter()
+                    .map(cell)
+                    .collect(),
+                axis_x: x,
+                axis_y: y.unwrap_or_default(),
+            })
+        })
+        .await
     }
 
     async fn watch(
@@ -489,8 +381,8 @@ impl QueryService for QueryApi {
         let resume = if id.is_empty() {
             None
         } else {
-            Some(uuid_key(id).ok_or_else(|| {
-                Status::invalid_argument(format!(
+            Some(uuid(id).ok_or_else(|| {
+                ServiceError::invalid(format!(
                     "last_event_id must be a result id (a UUID), not {id:?}"
                 ))
             })?)

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{App, HttpError};
+use super::App;
 use crate::config::Config;
 use crate::errors::ServiceError;
 use crate::query::access::ReadTokens;
@@ -90,17 +90,13 @@ pub(crate) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
     let key = match app.access.authenticate(req.headers()) {
         Ok(k) => k,
         Err(e) => {
-            super::metrics::count_http_refusal("unauthenticated");
-            return HttpError::from(e).into_response();
+            crate::metrics::count_http_refusal("unauthenticated");
+            return e.into_response();
         }
     };
     if let Err(secs) = app.access.take(&key, Instant::now()) {
-        super::metrics::count_http_refusal("rate_limited");
-        return HttpError {
-            error: app.access.readers.exhausted(secs),
-            retry_after_s: Some(secs),
-        }
-        .into_response();
+        crate::metrics::count_http_refusal("rate_limited");
+        return app.access.readers.exhausted(secs).into_response();
     }
     next.run(req).await
 }

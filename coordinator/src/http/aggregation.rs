@@ -10,7 +10,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::params::{Params, RawQuery};
-use super::{blocking, App, HttpError};
+use super::{blocking, App, ErrorBody};
+use crate::errors::ServiceError;
 use crate::query::{aggregate, axes, Cell, VerdictFilter, VERDICT_FILTERS};
 
 #[derive(Serialize, ToSchema)]
@@ -55,17 +56,18 @@ pub(crate) fn to_csv(a: &Aggregation) -> String {
 /// Verdict counts by one or two axes.
 #[utoipa::path(get, path = "/api/v1/aggregation", tag = "verdicts",
     params(
-        ("axis_x" = String, Query, description = "country, asn, target, mechanism, day, hour, kind or campaign"),
-        ("axis_y" = Option<String>, Query, description = "a second axis"),
+        ("axis_x" = String, Query, description = "the first axis"),
+        ("axis_y" = Option<String>, Query, description = "a second axis, not axis_x"),
         ("format" = Option<String>, Query, description = "json (default) or csv"),
-        ("campaign" = Option<String>, Query, description = "and every /verdicts filter"),
+        VerdictFilter,
     ),
-    responses((status = 200, body = Aggregation, description = "JSON, or text/csv with format=csv"),
-        (status = 400, description = "bad parameter")))]
+    responses((status = 200, description = "JSON, or CSV with format=csv (a header naming the axes, then one line per cell)",
+            content((Aggregation = "application/json"), (String = "text/csv"))),
+        (status = 404, body = ErrorBody, description = "no such campaign")))]
 pub(crate) async fn aggregation(
     State(app): State<App>,
     q: RawQuery,
-) -> Result<Response, HttpError> {
+) -> Result<Response, ServiceError> {
     let mut known = VERDICT_FILTERS.to_vec();
     known.extend(["axis_x", "axis_y", "format"]);
     let p = Params::parse(q, &known)?;
@@ -74,7 +76,7 @@ pub(crate) async fn aggregation(
         None | Some("json") => false,
         Some("csv") => true,
         Some(f) => {
-            return Err(HttpError::bad(format!(
+            return Err(ServiceError::invalid(format!(
                 "format must be json or csv, not {f:?}"
             )))
         }
@@ -104,24 +106,16 @@ pub(crate) async fn aggregation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::views::VerdictView;
+    use crate::query::views::VerdictEntry;
 
-    fn v(country: &str, mech: &str, status: &str) -> VerdictView {
-        VerdictView {
-            campaign_id: "c".into(),
-            run_id: "r".into(),
+    fn v(country: &str, mech: &str, status: &str) -> VerdictEntry {
+        VerdictEntry {
             dispatch_at_us: 86_400_000_000,
-            target: "tcp 1.2.3.4:443".into(),
-            name: String::new(),
-            kind: "tcp".into(),
-            agent_id: "a".into(),
             country: country.into(),
             asn: 1,
             status: status.into(),
             mechanism: mech.into(),
-            confidence: 1.0,
-            evidence: vec![],
-            reason: String::new(),
+            ..Default::default()
         }
     }
 

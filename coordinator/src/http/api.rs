@@ -12,7 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::params::{decode_cursor, encode_cursor, Params, RawQuery};
 use super::views::{self, AgentList, CampaignDetail, CampaignList, VerdictList};
-use super::{blocking, App, HttpError};
+use super::{blocking, App, ErrorBody};
+use crate::errors::ServiceError;
 use crate::query::{
     scan_page, Emit, ResultFilter, VerdictFilter, DEFAULT_LIMIT, MAX_LIMIT, RESULT_FILTERS,
     VERDICT_FILTERS,
@@ -22,22 +23,31 @@ use crate::store::Store;
 /// Bytes buffered before a chunk of the page is sent.
 const CHUNK: usize = 64 << 10;
 
+/// A read without parameters: `read` on the store's thread, as JSON.
+async fn plain<T: serde::Serialize + Send + 'static>(
+    app: App,
+    q: RawQuery,
+    read: impl FnOnce(&crate::state::Shared) -> Result<T, ServiceError> + Send + 'static,
+) -> Result<Json<T>, ServiceError> {
+    Params::parse(q, &[])?;
+    let shared = app.shared.clone();
+    blocking(move || read(&shared).map(Json)).await
+}
+
 // ------------------------------------------------------------------ agents
 
 /// Every enrolled agent, with labels, last seen, version and whether it is
 /// connected now. No network addresses.
 #[utoipa::path(get, path = "/api/v1/agents", tag = "fleet",
-    responses((status = 200, body = AgentList), (status = 401, description = "missing or unknown read token")))]
+    responses((status = 200, body = AgentList)))]
 pub(crate) async fn agents(
     State(app): State<App>,
     q: RawQuery,
-) -> Result<Json<AgentList>, HttpError> {
-    Params::parse(q, &[])?;
-    let shared = app.shared.clone();
-    blocking(move || {
-        Ok(Json(AgentList {
-            agents: crate::query::agents(&shared)?,
-        }))
+) -> Result<Json<AgentList>, ServiceError> {
+    plain(app, q, |s| {
+        Ok(AgentList {
+            agents: crate::query::agents(s)?,
+        })
     })
     .await
 }
@@ -50,13 +60,11 @@ pub(crate) async fn agents(
 pub(crate) async fn campaigns(
     State(app): State<App>,
     q: RawQuery,
-) -> Result<Json<CampaignList>, HttpError> {
-    Params::parse(q, &[])?;
-    let shared = app.shared.clone();
-    blocking(move || {
-        Ok(Json(CampaignList {
-            campaigns: crate::query::campaigns(&shared)?,
-        }))
+) -> Result<Json<CampaignList>, ServiceError> {
+    plain(app, q, |s| {
+        Ok(CampaignList {
+            campaigns: crate::query::campaigns(s)?,
+        })
     })
     .await
 }
@@ -65,15 +73,17 @@ pub(crate) async fn campaigns(
 /// agents.
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "campaigns",
     params(("id" = String, Path, description = "campaign id (UUID)")),
-    responses((status = 200, body = CampaignDetail), (status = 404, description = "no such campaign")))]
+    responses((status = 200, body = CampaignDetail),
+        (status = 404, body = ErrorBody, description = "no such campaign")))]
 pub(crate) async fn campaign(
     State(app): State<App>,
     Path(id): Path<String>,
     q: RawQuery,
-) -> Result<Json<CampaignDetail>, HttpError> {
-    Params::parse(q, &[])?;
-    let shared = app.shared.clone();
-    blocking(move || Ok(Json(crate::query::campaign(&shared, &id)?))).await
+) -> Result<Json<CampaignDetail>, ServiceError> {
+    plain(app, q, move |s| {
+        Ok(views::campaign_detail(crate::query::campaign(s, &id)?))
+    })
+    .await
 }
 
 // ------------------------------------------------------------------ results
@@ -90,13 +100,13 @@ pub(crate) async fn campaign(
         ("asn" = Option<u32>, Query, description = "AS number, from the result's shared labels"),
         ("kind" = Option<String>, Query, description = "probe kind"),
         ("failure" = Option<String>, Query, description = "a failure string (`connection_reset`), `any` or `none`"),
-        ("since" = Option<String>, Query, description = "measurement start at or after: RFC 3339, date or Unix microseconds"),
+        ("since" = Option<String>, Query, description = "measurement start at or after: RFC 3339, a date or Unix microseconds; not later than until"),
         ("until" = Option<String>, Query, description = "measurement start at or before"),
-        ("limit" = Option<u32>, Query, description = "results per page, 1..=10000 (default 100)"),
+        ("limit" = Option<u32>, Query, description = "results per page (default 100)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
-    responses((status = 200, body = views::ResultPage), (status = 400, description = "bad parameter")))]
-pub(crate) async fn results(State(app): State<App>, q: RawQuery) -> Result<Response, HttpError> {
+    responses((status = 200, body = views::ResultPage)))]
+pub(crate) async fn results(State(app): State<App>, q: RawQuery) -> Result<Response, ServiceError> {
     let mut known = RESULT_FILTERS.to_vec();
     known.extend(["limit", "cursor"]);
     let p = Params::parse(q, &known)?;
@@ -163,24 +173,13 @@ fn stream_page(
 /// Verdicts (inside results judged against control results of the same
 /// run and target).
 #[utoipa::path(get, path = "/api/v1/verdicts", tag = "verdicts",
-    params(
-        ("campaign" = Option<String>, Query, description = "campaign id (default: every campaign)"),
-        ("country" = Option<String>, Query, description = "inside agent's country"),
-        ("asn" = Option<u32>, Query, description = "inside agent's AS number"),
-        ("status" = Option<String>, Query, description = "ok, blocked, down or inconclusive"),
-        ("mechanism" = Option<String>, Query, description = "e.g. tcp.reset; `none` for verdicts without one"),
-        ("target" = Option<String>, Query, description = "target key"),
-        ("kind" = Option<String>, Query, description = "probe kind"),
-        ("agent" = Option<String>, Query, description = "inside agent id"),
-        ("since" = Option<String>, Query, description = "run dispatched at or after"),
-        ("until" = Option<String>, Query, description = "run dispatched at or before"),
-    ),
-    responses((status = 200, body = VerdictList), (status = 400, description = "bad parameter"),
-        (status = 404, description = "no such campaign")))]
+    params(VerdictFilter),
+    responses((status = 200, body = VerdictList),
+        (status = 404, body = ErrorBody, description = "no such campaign")))]
 pub(crate) async fn verdicts(
     State(app): State<App>,
     q: RawQuery,
-) -> Result<Json<VerdictList>, HttpError> {
+) -> Result<Json<VerdictList>, ServiceError> {
     let p = Params::parse(q, VERDICT_FILTERS)?;
     let f = VerdictFilter::parse(&p)?;
     let shared = app.shared.clone();

@@ -14,13 +14,13 @@
 mod access;
 mod aggregation;
 mod api;
-pub mod grpc;
-pub mod metrics;
+mod metrics;
 mod openapi;
 #[doc(hidden)]
 pub mod params;
 mod stream;
 
+pub(crate) use crate::query::blocking;
 use crate::query::views;
 
 use std::sync::Arc;
@@ -31,11 +31,9 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::config::ConfigError;
+use crate::errors::ServeError;
 use crate::errors::ServiceError;
-use crate::server::ServeError;
 use crate::state::Shared;
-
-pub use metrics::{record_commit_group, record_ingest, Histogram};
 
 /// The dashboard page (static; it reads everything through the API).
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -48,53 +46,37 @@ pub(crate) struct App {
     pub(crate) feed: Arc<crate::query::feed::Feed>,
 }
 
-/// An error answered as `{"error": "<sentence>", "code": "<name>"}` with the
-/// HTTP status from [`ServiceError::codes`]; `code` is the gRPC status of the
-/// same error in snake case (`invalid_argument`, `not_found`, ...), so both
-/// faces report one code.
-#[derive(Debug)]
-pub(crate) struct HttpError {
-    error: ServiceError,
-    retry_after_s: Option<u64>,
+/// The body of every error answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong, as a sentence naming the parameter at fault.
+    pub error: String,
+    /// The gRPC status of the same error in snake case (`invalid_argument`,
+    /// `unauthenticated`, `not_found`, `resource_exhausted`, `internal`,
+    /// `unavailable`).
+    pub code: String,
 }
 
-impl From<ServiceError> for HttpError {
-    fn from(error: ServiceError) -> Self {
-        HttpError {
-            error,
-            retry_after_s: None,
-        }
-    }
-}
-
-impl From<crate::store::StoreError> for HttpError {
-    fn from(e: crate::store::StoreError) -> Self {
-        ServiceError::from(e).into()
-    }
-}
-
-impl HttpError {
-    pub(crate) fn bad(msg: impl Into<String>) -> HttpError {
-        ServiceError::InvalidArgument(msg.into()).into()
-    }
-}
-
-impl IntoResponse for HttpError {
+/// Every error is answered as an [`ErrorBody`] with the HTTP status from
+/// [`ServiceError::codes`]; `code` is the gRPC status of the same error in
+/// snake case (`invalid_argument`, `not_found`, ...), so both faces report
+/// one code. A rate-limited caller also gets `Retry-After`, an
+/// unauthenticated one `WWW-Authenticate`.
+impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
-        let code =
-            StatusCode::from_u16(self.error.codes().1).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let (grpc, http) = self.codes();
+        let code = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if code.is_server_error() {
-            tracing::error!("http: {}", self.error);
+            tracing::error!("http: {self}");
         }
-        let body = serde_json::json!({
-            "error": self.error.to_string(),
-            "code": code_name(self.error.codes().0),
-        });
+        let retry_after = self.retry_after_s();
+        let body = ErrorBody {
+            error: self.to_string(),
+            code: code_name(grpc).into(),
+        };
         let mut resp = (code, axum::Json(body)).into_response();
-        if let Some(s) = self.retry_after_s {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(v) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if code == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
@@ -128,15 +110,6 @@ fn code_name(code: tonic::Code) -> &'static str {
         Code::Unauthenticated => "unauthenticated",
         Code::Unknown => "unknown",
     }
-}
-
-/// Runs blocking store work off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, HttpError> + Send + 'static,
-) -> Result<T, HttpError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| HttpError::from(ServiceError::Internal(format!("worker failed: {e}"))))?
 }
 
 /// The whole HTTP application (also used by tests without a listener).
@@ -173,8 +146,8 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
-async fn not_found(uri: axum::http::Uri) -> HttpError {
-    ServiceError::NotFound(format!("no such endpoint: {}", uri.path())).into()
+async fn not_found(uri: axum::http::Uri) -> ServiceError {
+    ServiceError::NotFound(format!("no such endpoint: {}", uri.path()))
 }
 
 /// Serves the HTTP face when `http_listen` is configured: binds now (so a

@@ -5,7 +5,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
 
-use super::HttpError;
+use crate::errors::ServiceError;
 #[cfg(test)]
 use crate::query::fields::parse_time_us;
 pub(crate) use crate::query::fields::{day_hour, decode_cursor, encode_cursor, Fields as Params};
@@ -15,17 +15,25 @@ pub(crate) type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 impl Params {
     /// Checks the names against `known`; each may appear once.
-    pub(crate) fn parse(q: RawQuery, known: &[&str]) -> Result<Params, HttpError> {
-        let Query(pairs) = q.map_err(|e| HttpError::bad(format!("bad query string: {e}")))?;
+    pub(crate) fn parse(q: RawQuery, known: &[&str]) -> Result<Params, ServiceError> {
+        let Query(pairs) =
+            q.map_err(|e| ServiceError::invalid(format!("bad query string: {e}")))?;
         for (i, (k, _)) in pairs.iter().enumerate() {
             if !known.contains(&k.as_str()) {
-                return Err(HttpError::bad(format!(
+                return Err(ServiceError::invalid(format!(
                     "unknown parameter {k:?} (known: {})",
                     known.join(", ")
                 )));
             }
             if pairs[..i].iter().any(|(p, _)| p == k) {
-                return Err(HttpError::bad(format!("parameter {k:?} is given twice")));
+                return Err(ServiceError::invalid(format!(
+                    "parameter {k:?} is given twice"
+                )));
+            }
+            if pairs[i].1.is_empty() {
+                return Err(ServiceError::invalid(format!(
+                    "parameter {k:?} is empty (leave it out instead)"
+                )));
             }
         }
         Ok(Params::new(pairs))
@@ -69,6 +77,30 @@ mod tests {
         assert_eq!(parse_time_us("1970-01-01T00:00:01Z"), Some(1_000_000));
         assert_eq!(parse_time_us("yesterday"), None);
         assert_eq!(parse_time_us("2024-13-45"), None);
+        assert_eq!(parse_time_us("2024-02-30"), None);
+        assert_eq!(parse_time_us("2024-02-29"), Some(1_709_164_800_000_000));
+        assert_eq!(parse_time_us("2023-02-29"), None);
+        assert_eq!(
+            parse_time_us("1970-01-01t01:00:01.0000019+01:00"),
+            Some(1_000_001)
+        );
+        assert_eq!(parse_time_us("1969-12-31T23:59:59Z"), Some(-1_000_000));
+        assert_eq!(parse_time_us("0000-01-01"), Some(-62_167_219_200_000_000));
+        assert_eq!(
+            parse_time_us("-999999999999999999"),
+            Some(-999_999_999_999_999_999)
+        );
+        for bad in [
+            "1970-01-01T00:00:01",
+            "1970-01-01 00:00:01Z",
+            "1970-01-01T24:00:00Z",
+            "1970-01-01T00:00:00.Z",
+            "1970-01-01T00:00:00+1:00",
+            "9999999999999999999",
+            "1970-1-01",
+        ] {
+            assert_eq!(parse_time_us(bad), None, "{bad}");
+        }
         let (d, h) = day_hour(86_400_000_000 + 3_600_000_000 * 5 + 7);
         assert_eq!(
             (d.as_str(), h.as_str()),

@@ -16,7 +16,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::params::{Params, RawQuery};
-use super::{App, HttpError};
+use super::App;
+use crate::errors::ServiceError;
 use crate::query::feed::FeedEvent;
 
 fn sse(e: &FeedEvent) -> SseEvent {
@@ -39,7 +40,7 @@ pub(crate) async fn stream(
     State(app): State<App>,
     headers: HeaderMap,
     q: RawQuery,
-) -> Result<Response, HttpError> {
+) -> Result<Response, ServiceError> {
     let p = Params::parse(q, &["last_event_id"])?;
     let resume = headers
         .get("last-event-id")
@@ -47,8 +48,8 @@ pub(crate) async fn stream(
         .or(p.string("last_event_id"))
         .filter(|s| !s.trim().is_empty())
         .map(|s| {
-            crate::store::uuid_key(s.trim()).ok_or_else(|| {
-                HttpError::bad(format!(
+            crate::query::fields::uuid(s.trim()).ok_or_else(|| {
+                ServiceError::invalid(format!(
                     "Last-Event-ID must be a result id (a UUID), not {s:?}"
                 ))
             })

@@ -92,9 +92,12 @@ impl ReadTokens {
 
     /// The refusal for an empty bucket.
     pub(crate) fn exhausted(&self, secs: u64) -> ServiceError {
-        ServiceError::ResourceExhausted(format!(
-            "rate limit of {} requests per minute reached; retry in {secs} s",
-            self.per_minute
-        ))
+        ServiceError::RateLimited {
+            message: format!(
+                "rate limit of {} requests per minute reached; retry in {secs} s",
+                self.per_minute
+            ),
+            retry_after_s: secs,
+        }
     }
 }

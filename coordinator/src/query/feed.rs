@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::views::{self, Decoded, VerdictView};
+use super::views::{self, Decoded, VerdictEntry};
 use crate::state::Shared;
 
 /// How often the feed looks for new results.
@@ -45,7 +45,7 @@ pub(crate) struct FeedEvent {
 /// What an event carries.
 pub(crate) enum Payload {
     Result(Box<Decoded>),
-    Verdict(Box<VerdictView>),
+    Verdict(Box<VerdictEntry>),
 }
 
 /// The shared live feed.
@@ -98,9 +98,9 @@ type VerdictKey = (String, String, String);
 fn changed_verdicts(
     shared: &Shared,
     campaign: &str,
-    known: &mut HashMap<String, HashMap<VerdictKey, VerdictView>>,
+    known: &mut HashMap<String, HashMap<VerdictKey, VerdictEntry>>,
     new_ids: &HashSet<String>,
-) -> Vec<VerdictView> {
+) -> Vec<VerdictEntry> {
     let rec = match shared.store.campaign(campaign) {
         Ok(Some(r)) => r,
         _ => return Vec::new(),
@@ -151,7 +151,7 @@ impl Feed {
                 .ok()
                 .and_then(Result::ok)
                 .flatten();
-            let mut known: HashMap<String, HashMap<VerdictKey, VerdictView>> = HashMap::new();
+            let mut known: HashMap<String, HashMap<VerdictKey, VerdictEntry>> = HashMap::new();
             let mut tick = tokio::time::interval(POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -180,7 +180,7 @@ impl Feed {
 type PollOut = (
     Vec<FeedEvent>,
     Option<[u8; 16]>,
-    HashMap<String, HashMap<VerdictKey, VerdictView>>,
+    HashMap<String, HashMap<VerdictKey, VerdictEntry>>,
 );
 
 /// One poll: new results after `last` and the verdicts they changed. With
@@ -189,7 +189,7 @@ fn poll(
     shared: &Shared,
     last: Option<[u8; 16]>,
     listening: bool,
-    mut known: HashMap<String, HashMap<VerdictKey, VerdictView>>,
+    mut known: HashMap<String, HashMap<VerdictKey, VerdictEntry>>,
 ) -> Result<PollOut, crate::store::StoreError> {
     if !listening {
         known.clear();

@@ -18,13 +18,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use self::fields::{day_hour, Fields};
-use self::views::{AgentView, CampaignDetail, CampaignView, Decoded, VerdictView};
+use self::views::{CampaignInfo, Decoded, FleetAgent, VerdictEntry};
 use crate::errors::ServiceError;
 use crate::state::Shared;
 use crate::store::Store;
+use vantage_proto::v1::CampaignStatusResponse;
 
-fn bad(msg: impl Into<String>) -> ServiceError {
-    ServiceError::InvalidArgument(msg.into())
+/// Runs blocking store work off the async threads (both faces).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("worker failed: {e}")))?
 }
 
 /// What the read faces share while serving: who may read, and the live feed.
@@ -63,7 +69,7 @@ fn country_param(p: &Fields) -> Result<Option<String>, ServiceError> {
         Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
             Ok(Some(c.to_ascii_uppercase()))
         }
-        Some(c) => Err(bad(format!(
+        Some(c) => Err(ServiceError::invalid(format!(
             "country must be an ISO 3166-1 alpha-2 code such as CN, not {c:?}"
         ))),
     }
@@ -73,7 +79,7 @@ fn kind_param(p: &Fields) -> Result<Option<String>, ServiceError> {
     match p.get("kind") {
         None => Ok(None),
         Some(k) if KINDS.contains(&k) => Ok(Some(k.to_string())),
-        Some(k) => Err(bad(format!(
+        Some(k) => Err(ServiceError::invalid(format!(
             "kind must be one of {}, not {k:?}",
             KINDS.join(", ")
         ))),
@@ -85,7 +91,7 @@ fn time_range(p: &Fields) -> Result<(Option<i64>, Option<i64>), ServiceError> {
     let until = p.time_us("until")?;
     if let (Some(s), Some(u)) = (since, until) {
         if s > u {
-            return Err(bad("since must not be later than until"));
+            return Err(ServiceError::invalid("since must not be later than until"));
         }
     }
     Ok((since, until))
@@ -95,7 +101,7 @@ fn time_range(p: &Fields) -> Result<(Option<i64>, Option<i64>), ServiceError> {
 
 /// Every enrolled agent, with labels, last seen, version and whether it is
 /// connected now. No network addresses.
-pub(crate) fn agents(shared: &Shared) -> Result<Vec<AgentView>, ServiceError> {
+pub(crate) fn agents(shared: &Shared) -> Result<Vec<FleetAgent>, ServiceError> {
     Ok(shared
         .store
         .agents()?
@@ -108,22 +114,19 @@ pub(crate) fn agents(shared: &Shared) -> Result<Vec<AgentView>, ServiceError> {
 }
 
 /// Every campaign with its progress.
-pub(crate) fn campaigns(shared: &Shared) -> Result<Vec<CampaignView>, ServiceError> {
-    Ok(crate::campaigns::list(shared)?
-        .campaigns
-        .into_iter()
-        .map(views::campaign_view)
-        .collect())
+pub(crate) fn campaigns(shared: &Shared) -> Result<Vec<CampaignInfo>, ServiceError> {
+    Ok(crate::campaigns::list(shared)?.campaigns)
 }
 
-/// One campaign with its runs.
-pub(crate) fn campaign(shared: &Shared, id: &str) -> Result<CampaignDetail, ServiceError> {
-    if crate::store::uuid_key(id).is_none() {
-        return Err(bad(format!("campaign id must be a UUID, not {id:?}")));
+/// One campaign with its runs (the HTTP face shows it as
+/// [`views::CampaignDetail`]).
+pub(crate) fn campaign(shared: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceError> {
+    if fields::uuid(id).is_none() {
+        return Err(ServiceError::invalid(format!(
+            "campaign id must be a UUID, not {id:?}"
+        )));
     }
-    Ok(views::campaign_detail(crate::campaigns::status(
-        shared, id,
-    )?))
+    crate::campaigns::status(shared, id)
 }
 
 // ------------------------------------------------------------------ results
@@ -288,17 +291,34 @@ pub(crate) fn scan_page(
 
 // ------------------------------------------------------------------ verdicts
 
-/// Which verdicts a request wants.
+/// Which verdicts a request wants. Its fields are the verdict filters the
+/// HTTP API documents (`IntoParams`; the schemas come from
+/// `crate::http`'s parameter table).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct VerdictFilter {
+    /// Campaign id (default: every campaign).
     campaign: Option<String>,
+    /// The inside agent's country (ISO 3166-1 alpha-2).
     country: Option<String>,
+    /// The inside agent's AS number.
     asn: Option<u32>,
+    /// `ok`, `blocked`, `down` or `inconclusive`.
     status: Option<String>,
+    /// A mechanism such as `tcp.reset`; `none` for verdicts without one.
     mechanism: Option<String>,
+    /// Target key.
     target: Option<String>,
+    /// Probe kind.
     kind: Option<String>,
+    /// Inside agent id.
     agent: Option<String>,
+    /// Run dispatched at or after: RFC 3339, a date or Unix microseconds;
+    /// not later than `until`.
+    #[param(value_type = Option<String>)]
     since: Option<i64>,
+    /// Run dispatched at or before.
+    #[param(value_type = Option<String>)]
     until: Option<i64>,
 }
 
@@ -321,7 +341,7 @@ impl VerdictFilter {
             None => None,
             Some(s) if STATUSES.contains(&s) => Some(s.to_string()),
             Some(s) => {
-                return Err(bad(format!(
+                return Err(ServiceError::invalid(format!(
                     "status must be one of {}, not {s:?}",
                     STATUSES.join(", ")
                 )))
@@ -342,7 +362,7 @@ impl VerdictFilter {
         })
     }
 
-    fn matches(&self, v: &VerdictView) -> bool {
+    fn matches(&self, v: &VerdictEntry) -> bool {
         let mech = if v.mechanism.is_empty() {
             "none"
         } else {
@@ -363,7 +383,7 @@ impl VerdictFilter {
 
     /// The matching verdicts of every campaign (or the one asked for),
     /// computed from the stored results.
-    pub(crate) fn collect(&self, shared: &Shared) -> Result<Vec<VerdictView>, ServiceError> {
+    pub(crate) fn collect(&self, shared: &Shared) -> Result<Vec<VerdictEntry>, ServiceError> {
         let recs = match &self.campaign {
             Some(id) => vec![shared
                 .store
@@ -397,7 +417,7 @@ pub(crate) const AXES: &[&str] = &[
     "campaign",
 ];
 
-fn axis_value(axis: &str, v: &VerdictView) -> String {
+fn axis_value(axis: &str, v: &VerdictEntry) -> String {
     match axis {
         "country" => v.country.clone(),
         "asn" => v.asn.to_string(),
@@ -416,7 +436,7 @@ fn axis_param(p: &Fields, name: &str) -> Result<Option<String>, ServiceError> {
     match p.get(name) {
         None => Ok(None),
         Some(a) if AXES.contains(&a) => Ok(Some(a.to_string())),
-        Some(a) => Err(bad(format!(
+        Some(a) => Err(ServiceError::invalid(format!(
             "{name} must be one of {}, not {a:?}",
             AXES.join(", ")
         ))),
@@ -427,11 +447,13 @@ fn axis_param(p: &Fields, name: &str) -> Result<Option<String>, ServiceError> {
 /// optional and different).
 pub(crate) fn axes(p: &Fields) -> Result<(String, Option<String>), ServiceError> {
     let x = axis_param(p, "axis_x")?.ok_or_else(|| {
-        bad("axis_x is required (country, asn, target, mechanism, day, hour, kind or campaign)")
+        ServiceError::invalid(
+            "axis_x is required (country, asn, target, mechanism, day, hour, kind or campaign)",
+        )
     })?;
     let y = axis_param(p, "axis_y")?;
     if y.as_ref() == Some(&x) {
-        return Err(bad("axis_x and axis_y must differ"));
+        return Err(ServiceError::invalid("axis_x and axis_y must differ"));
     }
     Ok((x, y))
 }
@@ -459,7 +481,7 @@ pub(crate) struct Cell {
 }
 
 /// Groups verdicts by the axes (cells sorted by x, then y).
-pub(crate) fn aggregate(verdicts: &[VerdictView], x: &str, y: Option<&str>) -> Vec<Cell> {
+pub(crate) fn aggregate(verdicts: &[VerdictEntry], x: &str, y: Option<&str>) -> Vec<Cell> {
     let mut cells: BTreeMap<(String, Option<String>), Counts> = BTreeMap::new();
     for v in verdicts {
         let key = (axis_value(x, v), y.map(|y| axis_value(y, v)));

@@ -1,7 +1,11 @@
-//! The answers of the read layer: the JSON shapes of HTTP API v1
-//! (independent of the protobuf types so the HTTP API stays stable when the
-//! wire protocol grows), and how they are built from stored records. gRPC
-//! `QueryService` converts these same views to its messages.
+//! The answers of the read layer: the JSON shapes of HTTP API v1, and how
+//! they are built from stored records. Where a protobuf message has exactly
+//! the shape the HTTP API promises (an agent: `FleetAgent`, a campaign:
+//! `CampaignInfo`, a verdict: `VerdictEntry`) the read layer builds that
+//! message once, gRPC `QueryService` sends it and the HTTP API writes it as
+//! JSON; its `.proto` comments document both (and the OpenAPI document,
+//! through vantage-proto's `openapi` feature). The other answers (a
+//! campaign's runs, results, pages) have JSON shapes of their own here.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,39 +14,19 @@ use prost::Message;
 use serde::Serialize;
 use utoipa::ToSchema;
 use vantage_proto::v1::{
-    measurement, CampaignInfo, CampaignStatusResponse, Measurement, StoredResult,
+    measurement, CampaignStatusResponse, Measurement, StoredResult, VerdictRow,
 };
+pub(crate) use vantage_proto::v1::{CampaignInfo, FleetAgent, VerdictEntry};
 
 use crate::store::{AgentRecord, CampaignRecord};
 
-/// An enrolled agent. Carries no network address of any kind.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AgentView {
-    pub agent_id: String,
-    /// ISO 3166-1 alpha-2; empty when the volunteer withholds it.
-    pub country: String,
-    /// 0 when withheld.
-    pub asn: u32,
-    pub tags: Vec<String>,
-    pub connected: bool,
-    pub revoked: bool,
-    pub enrolled_us: i64,
-    /// Last hello, heartbeat or session end (Unix microseconds; 0: never).
-    pub last_seen_us: i64,
-    pub software_version: String,
-    /// Probe kinds the volunteer consented to.
-    pub consent_kinds: Vec<String>,
-    /// Ed25519 public key (hex): verifies this agent's signed results.
-    pub public_key: String,
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AgentList {
-    pub agents: Vec<AgentView>,
+    pub agents: Vec<FleetAgent>,
 }
 
-pub(crate) fn agent_view(a: AgentRecord, connected: bool) -> AgentView {
-    AgentView {
+pub(crate) fn agent_view(a: AgentRecord, connected: bool) -> FleetAgent {
+    FleetAgent {
         agent_id: a.agent_id,
         country: a.country,
         asn: a.asn,
@@ -57,36 +41,9 @@ pub(crate) fn agent_view(a: AgentRecord, connected: bool) -> AgentView {
     }
 }
 
-/// A campaign and its progress.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct CampaignView {
-    pub campaign_id: String,
-    pub name: String,
-    pub description: String,
-    /// `active`, `paused`, `cancelled` or `done`.
-    pub state: String,
-    pub created_us: i64,
-    pub runs_total: u32,
-    pub runs_done: u32,
-    pub targets: u32,
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct CampaignList {
-    pub campaigns: Vec<CampaignView>,
-}
-
-pub(crate) fn campaign_view(c: CampaignInfo) -> CampaignView {
-    CampaignView {
-        campaign_id: c.campaign_id,
-        name: c.name,
-        description: c.description,
-        state: c.state,
-        created_us: c.created_us,
-        runs_total: c.runs_total,
-        runs_done: c.runs_done,
-        targets: c.targets,
-    }
+    pub campaigns: Vec<CampaignInfo>,
 }
 
 /// Task progress of one group (`inside` or `control`) in a run.
@@ -121,13 +78,13 @@ pub(crate) struct RunView {
 /// A campaign with its runs.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct CampaignDetail {
-    pub campaign: CampaignView,
+    pub campaign: CampaignInfo,
     pub runs: Vec<RunView>,
 }
 
 pub(crate) fn campaign_detail(s: CampaignStatusResponse) -> CampaignDetail {
     CampaignDetail {
-        campaign: campaign_view(s.campaign.unwrap_or_default()),
+        campaign: s.campaign.unwrap_or_default(),
         runs: s
             .runs
             .into_iter()
@@ -313,40 +270,38 @@ pub(crate) struct ResultPage {
     pub error: Option<String>,
 }
 
-/// One verdict: an inside result judged against the control results.
-#[derive(Serialize, ToSchema, Clone, PartialEq)]
-pub(crate) struct VerdictView {
-    pub campaign_id: String,
-    pub run_id: String,
-    /// When the run was dispatched (inside and control together).
-    pub dispatch_at_us: i64,
-    pub target: String,
-    /// The target's name from the campaign spec; empty when it has none.
-    pub name: String,
-    pub kind: String,
-    pub agent_id: String,
-    pub country: String,
-    pub asn: u32,
-    /// `ok`, `blocked`, `down` or `inconclusive`.
-    pub status: String,
-    /// e.g. `dns.injection`; empty when none.
-    pub mechanism: String,
-    pub confidence: f32,
-    /// Measurement ids the verdict rests on (inside first).
-    pub evidence: Vec<String>,
-    pub reason: String,
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct VerdictList {
-    pub verdicts: Vec<VerdictView>,
+    pub verdicts: Vec<VerdictEntry>,
+}
+
+/// A stored verdict row as the read layer shows it: with its campaign and
+/// its run's dispatch time, without the computation's bookkeeping
+/// (`computed_us`, `revision`). Both faces serve this one row.
+pub(crate) fn verdict(campaign_id: &str, dispatch_at_us: i64, v: VerdictRow) -> VerdictEntry {
+    VerdictEntry {
+        campaign_id: campaign_id.to_string(),
+        dispatch_at_us,
+        run_id: v.run_id,
+        target: v.target,
+        name: v.name,
+        kind: v.kind,
+        agent_id: v.agent_id,
+        country: v.country,
+        asn: v.asn,
+        status: v.status,
+        mechanism: v.mechanism,
+        confidence: v.confidence,
+        evidence: v.evidence,
+        reason: v.reason,
+    }
 }
 
 /// Verdicts of one campaign (computed from the stored results).
 pub(crate) fn campaign_verdicts(
     shared: &crate::state::Shared,
     rec: &CampaignRecord,
-) -> Result<Vec<VerdictView>, crate::errors::ServiceError> {
+) -> Result<Vec<VerdictEntry>, crate::errors::ServiceError> {
     let runs: HashMap<&str, i64> = rec
         .runs
         .iter()
@@ -355,21 +310,9 @@ pub(crate) fn campaign_verdicts(
     Ok(crate::campaigns::verdicts(shared, &rec.campaign_id)?
         .verdicts
         .into_iter()
-        .map(|v| VerdictView {
-            campaign_id: rec.campaign_id.clone(),
-            dispatch_at_us: runs.get(v.run_id.as_str()).copied().unwrap_or(0),
-            run_id: v.run_id,
-            target: v.target,
-            name: v.name,
-            kind: v.kind,
-            agent_id: v.agent_id,
-            country: v.country,
-            asn: v.asn,
-            status: v.status,
-            mechanism: v.mechanism,
-            confidence: v.confidence,
-            evidence: v.evidence,
-            reason: v.reason,
+        .map(|v| {
+            let at = runs.get(v.run_id.as_str()).copied().unwrap_or(0);
+            verdict(&rec.campaign_id, at, v)
         })
         .collect())
 }

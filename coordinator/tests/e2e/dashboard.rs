@@ -32,17 +32,26 @@ pub(crate) fn debian_tool(test: &str, names: &[&str], package: &str) -> Option<P
     if found.is_some() {
         return found;
     }
+    missing(
+        test,
+        &format!(
+            "{} from the Debian package `{package}` (apt-get install -y {package}, \
+             or bash deploy/scripts/install-test-deps.sh)",
+            names[0]
+        ),
+    )
+}
+
+/// A test cannot run without `what`: `None` after printing the skip line
+/// when `VANTAGE_SKIP_LAB=1`; otherwise a failure saying what is missing.
+pub(crate) fn missing<T>(test: &str, what: &str) -> Option<T> {
     if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
         // Straight to stderr: libtest captures eprintln! of passing tests,
         // and deploy/scripts/test.sh counts these lines in its output.
         let _ = writeln!(std::io::stderr(), "SKIPPED (VANTAGE_SKIP_LAB=1): {test}");
         return None;
     }
-    panic!(
-        "{test}: needs {} from the Debian package `{package}` (apt-get install -y {package}, \
-         or bash deploy/scripts/install-test-deps.sh), or set VANTAGE_SKIP_LAB=1 to skip",
-        names[0]
-    );
+    panic!("{test}: needs {what}, or set VANTAGE_SKIP_LAB=1 to skip");
 }
 
 /// `target/test-output/<name>/`, created fresh.

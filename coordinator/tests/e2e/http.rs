@@ -636,18 +636,10 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
     // OpenAPI lists the paths.
     let doc = get(&http, "/api/v1/openapi.json").await.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for p in [
-        "/api/v1/agents",
-        "/api/v1/campaigns",
-        "/api/v1/campaigns/{id}",
-        "/api/v1/results",
-        "/api/v1/verdicts",
-        "/api/v1/aggregation",
-        "/api/v1/stream",
-        "/metrics",
-    ] {
-        assert!(doc["paths"][p].is_object(), "{p} missing from OpenAPI");
-    }
+    // Which ones: the unit test in http/openapi.rs; that they describe the
+    // API: the e2e test openapi (Schemathesis).
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 8, "{:?}", paths.keys());
 
     // Metrics with plausible values.
     let m = get(&http, "/metrics").await;

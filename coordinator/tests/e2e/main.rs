@@ -11,6 +11,7 @@ mod grpc_query;
 mod harness;
 mod hostile;
 mod http;
+mod openapi;
 mod outbox_full;
 mod partition;
 mod recovery;

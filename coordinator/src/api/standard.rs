@@ -10,7 +10,7 @@ use vantage_proto::v1::{
     query_service_server::QueryServiceServer,
 };
 
-use crate::api::{admin::AdminApi, agent::AgentApi, query::QueryApi};
+use super::{admin::AdminApi, agent::AgentApi, query::QueryApi};
 
 fn builder() -> Builder<'static> {
     Builder::configure()
