@@ -15,29 +15,17 @@ use std::sync::{Arc, Mutex};
 
 use vantage_lab::plan;
 use vantage_proto::v1::{measurement, Failure, Measurement, ProbeInput};
+use vantage_testkit::netns;
 
 const LAB: &str = env!("CARGO_BIN_EXE_vantage-lab");
 /// Residual window for the test lab (the encrypted probe retests at 1/4,
 /// 2/4 and 3/4 of it).
 const WINDOW_SECS: u32 = 16;
 
+/// Root, the lab's tools and /dev/net/tun; a missing one fails the test
+/// naming it, unless VANTAGE_SKIP_LAB=1 (a SKIPPED line, and false).
 fn lab_ready(test: &str) -> bool {
-    let missing = vantage_lab::sys::missing_preconditions();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
-        {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED (VANTAGE_SKIP_LAB=1): {test}");
-        }
-        return false;
-    }
-    panic!(
-        "{test}: the censorship lab needs {} (Debian: iproute2 iptables nginx-light \
-         dnsmasq-base openvpn tor; run as root), or set VANTAGE_SKIP_LAB=1 to skip",
-        missing.join(", ")
-    );
+    netns::ready_or_skip(test, vantage_lab::sys::missing_preconditions())
 }
 
 /// The agent binary next to this test's target dir.
@@ -59,17 +47,7 @@ fn unique_prefix(tag: &str) -> String {
 }
 
 fn lab_cli(args: &[&str]) -> String {
-    let out = Command::new(LAB)
-        .args(args)
-        .output()
-        .expect("run vantage-lab");
-    assert!(
-        out.status.success(),
-        "vantage-lab {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    netns::output_ok(Command::new(LAB).args(args))
 }
 
 /// A built lab, torn down on drop.
@@ -99,26 +77,18 @@ impl Lab {
     fn probe(&self, side: &str, input: &ProbeInput, timeout: &str) -> Measurement {
         let json = serde_json::to_string(input).expect("input json");
         let ns = format!("{}-{side}", self.prefix);
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(agent())
-            .args([
-                "probe",
-                "--allow-private-targets",
-                "--timeout",
-                timeout,
-                "--ca-file",
-            ])
-            .arg(self.ca_file())
-            .arg(&json)
-            .output()
-            .expect("run vantage-agent");
-        assert!(
-            out.status.success(),
-            "agent failed in {ns} for {json}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let text = netns::output_ok(
+            netns::command(&ns, agent())
+                .args([
+                    "probe",
+                    "--allow-private-targets",
+                    "--timeout",
+                    timeout,
+                    "--ca-file",
+                ])
+                .arg(self.ca_file())
+                .arg(&json),
         );
-        let text = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("bad measurement JSON ({e}) for {json}: {text}"))
     }
@@ -1018,26 +988,14 @@ fn up_twice_down_twice_and_a_half_built_lab_is_cleaned() {
     }
     let prefix = unique_prefix("b");
     let namespaces = || -> Vec<String> {
-        let out = Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .expect("ip netns list");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
+        netns::list()
+            .into_iter()
             .filter(|n| n.starts_with(&format!("{prefix}-")))
-            .map(str::to_string)
             .collect()
     };
     // A crashed run: one namespace, made by hand.
-    let _ = Command::new("ip")
-        .args(["netns", "del", &format!("{prefix}-fw")])
-        .output();
-    let made = Command::new("ip")
-        .args(["netns", "add", &format!("{prefix}-fw")])
-        .status()
-        .expect("ip netns add");
-    assert!(made.success());
+    netns::destroy(&format!("{prefix}-fw"));
+    netns::create(&format!("{prefix}-fw")).expect("ip netns add");
     let lab1 = Lab::up(&prefix);
     assert_eq!(namespaces().len(), 6, "{:?}", namespaces());
     let lab2 = Lab::up(&prefix);
@@ -1063,11 +1021,8 @@ fn up_twice_down_twice_and_a_half_built_lab_is_cleaned() {
     // route through a gateway is the lab range via the firewall (openvpn's
     // tunnel subnets are links local to the targets namespace).
     for n in namespaces() {
-        let out = Command::new("ip")
-            .args(["-n", &n, "-4", "route", "show", "table", "all"])
-            .output()
-            .expect("ip route");
-        let routes = String::from_utf8_lossy(&out.stdout);
+        let routes = netns::run(&["ip", "-n", &n, "-4", "route", "show", "table", "all"])
+            .unwrap_or_else(|e| panic!("{e}"));
         for r in routes.lines() {
             assert!(!r.starts_with("default"), "{n} has a default route: {r}");
             if r.contains(" via ") {
