@@ -23,6 +23,11 @@ result_accessors! {
     web: Web => WebResult;
 }
 
+/// The lab check with the core labs' tools (nginx, dnsmasq).
+fn ready(test: &str) -> bool {
+    support::lab_ready(test, CORE_TOOLS)
+}
+
 const INDEX: &str =
     "<html><head><title>Vantage lab</title></head><body>hello from the lab</body></html>\n";
 const FINAL: &str = "<html><head><title>Final page</title></head><body>you arrived</body></html>\n";
@@ -31,10 +36,7 @@ const BLOCK: &str =
 
 #[test]
 fn tcp_connects_and_classifies_refused_unreachable_and_blackhole() {
-    if !support::lab_ready(
-        "tcp_connects_and_classifies_refused_unreachable_and_blackhole",
-        CORE_TOOLS,
-    ) {
+    if !ready("tcp_connects_and_classifies_refused_unreachable_and_blackhole") {
         return;
     }
     let mut lab = Lab::new("vp1a", 1);
@@ -113,10 +115,7 @@ fn forbidden_targets_are_refused_without_the_lab_flag() {
 
 #[test]
 fn tls_records_chain_and_resets_only_the_sensitive_sni() {
-    if !support::lab_ready(
-        "tls_records_chain_and_resets_only_the_sensitive_sni",
-        CORE_TOOLS,
-    ) {
+    if !ready("tls_records_chain_and_resets_only_the_sensitive_sni") {
         return;
     }
     let mut lab = Lab::new("vp1b", 3);
@@ -182,10 +181,7 @@ fn tls_records_chain_and_resets_only_the_sensitive_sni() {
 
 #[test]
 fn http_follows_redirects_and_sees_block_page_and_host_reset() {
-    if !support::lab_ready(
-        "http_follows_redirects_and_sees_block_page_and_host_reset",
-        CORE_TOOLS,
-    ) {
+    if !ready("http_follows_redirects_and_sees_block_page_and_host_reset") {
         return;
     }
     let mut lab = Lab::new("vp1c", 5);
@@ -303,10 +299,7 @@ fn http_follows_redirects_and_sees_block_page_and_host_reset() {
 /// the genuine answer comes ~300 ms late, after the forged one.
 #[test]
 fn dns_records_every_reply_with_the_injected_one_first() {
-    if !support::lab_ready(
-        "dns_records_every_reply_with_the_injected_one_first",
-        CORE_TOOLS,
-    ) {
+    if !ready("dns_records_every_reply_with_the_injected_one_first") {
         return;
     }
     let mut lab = Lab::new("vp1d", 7);
@@ -495,10 +488,7 @@ fn dns_records_every_reply_with_the_injected_one_first() {
 
 #[test]
 fn web_composes_dns_tcp_tls_http_and_sees_host_reset() {
-    if !support::lab_ready(
-        "web_composes_dns_tcp_tls_http_and_sees_host_reset",
-        CORE_TOOLS,
-    ) {
+    if !ready("web_composes_dns_tcp_tls_http_and_sees_host_reset") {
         return;
     }
     let mut lab = Lab::new("vp1e", 10);
