@@ -510,3 +510,54 @@ impl Drop for Namespaces {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_report_their_output_and_failures() {
+        assert_eq!(run(&["sh", "-c", "echo hi"]).expect("echo"), "hi\n");
+        match run(&["sh", "-c", "echo oops >&2; exit 3"]) {
+            Err(CmdError::Failed { cmd, stderr }) => {
+                assert_eq!(cmd, "sh -c echo oops >&2; exit 3");
+                assert_eq!(stderr, "oops");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            run(&["/nonexistent/tool"]),
+            Err(CmdError::Spawn { .. })
+        ));
+        assert!(run(&[]).is_err());
+        assert!(!try_run(&["false"]) && try_run(&["true"]));
+    }
+
+    #[test]
+    fn a_default_route_is_refused_before_anything_runs() {
+        for dest in ["default", "0.0.0.0/0"] {
+            let e = route("no-such-namespace", dest, "198.18.0.1").expect_err(dest);
+            assert!(e.to_string().contains("never gets a default route"), "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_preconditions_fail_the_test_or_skip_it_with_the_flag() {
+        assert!(ready_or_skip("t", Vec::new()));
+        let missing = || vec!["`frobnicate` (Debian: frobnicate)".to_string()];
+        std::env::remove_var("VANTAGE_SKIP_LAB");
+        let panic = std::panic::catch_unwind(|| ready_or_skip("my_test", missing()))
+            .expect_err("a missing tool fails the test");
+        let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            msg.starts_with("my_test: the namespace lab needs `frobnicate`")
+                && msg.contains("VANTAGE_SKIP_LAB=1"),
+            "{msg}"
+        );
+        std::env::set_var("VANTAGE_SKIP_LAB", "1");
+        assert!(!ready_or_skip("my_test", missing()));
+        std::env::remove_var("VANTAGE_SKIP_LAB");
+        assert_eq!(package_of("ss"), "iproute2");
+        assert_eq!(package_of("tor"), "tor");
+    }
+}
