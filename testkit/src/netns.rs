@@ -170,7 +170,7 @@ pub fn spawn_logged(ns: &str, args: &[&str], log: &Path, detach: bool) -> Result
 
 /// Panics with the error: for tests, where a failed lab command is a
 /// failed test.
-fn must<T>(r: Result<T>) -> T {
+pub fn must<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
 }
 

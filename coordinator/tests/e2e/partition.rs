@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vantage_testkit::netns::{self, Namespaces};
+use vantage_testkit::netns::{self, must, Namespaces};
 
 use crate::harness::{agent_bin, coordinator_bin, vantagectl_bin, wait_until, LAB_CONFIG};
 
@@ -93,10 +93,6 @@ fn sink(ns: &str, tag: &str, net: &str) {
             "permanent",
         ],
     ));
-}
-
-fn must<T>(r: netns::Result<T>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn in_ns(ns: &str, prog: &Path) -> Command {

@@ -999,8 +999,9 @@ fn up_twice_down_twice_and_a_half_built_lab_is_cleaned() {
     // route through a gateway is the lab range via the firewall (openvpn's
     // tunnel subnets are links local to the targets namespace).
     for n in namespaces() {
-        let routes = netns::run(&["ip", "-n", &n, "-4", "route", "show", "table", "all"])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let routes = netns::must(netns::run(&[
+            "ip", "-n", &n, "-4", "route", "show", "table", "all",
+        ]));
         for r in routes.lines() {
             assert!(!r.starts_with("default"), "{n} has a default route: {r}");
             if r.contains(" via ") {
