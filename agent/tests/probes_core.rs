@@ -6,58 +6,26 @@
 //! Needs root, iproute2, iptables, nginx-light and dnsmasq-base; fails naming
 //! what is missing unless VANTAGE_SKIP_LAB=1.
 
-mod support_core;
+#[macro_use]
+mod support;
 
-use support_core::{ca_signed, lab_ready, self_signed, sha256_hex, Lab};
+use support::{assert_failure, ca_signed, self_signed, sha256_hex, Lab, CORE_TOOLS};
 use vantage_proto::v1::{
-    measurement, DnsResult, Failure, HttpResult, Measurement, TcpResult, TlsResult, WebResult,
+    measurement, DnsResult, HttpResult, Measurement, TcpResult, TlsResult, WebResult,
 };
 
-fn tcp(m: Measurement) -> TcpResult {
-    match m.result {
-        Some(measurement::Result::Tcp(r)) => r,
-        other => panic!("expected a tcp result, got {other:?}"),
-    }
-}
-fn tls(m: Measurement) -> TlsResult {
-    match m.result {
-        Some(measurement::Result::Tls(r)) => r,
-        other => panic!("expected a tls result, got {other:?}"),
-    }
-}
-fn http(m: Measurement) -> HttpResult {
-    match m.result {
-        Some(measurement::Result::Http(r)) => r,
-        other => panic!("expected an http result, got {other:?}"),
-    }
-}
-fn dns(m: Measurement) -> DnsResult {
-    match m.result {
-        Some(measurement::Result::Dns(r)) => r,
-        other => panic!("expected a dns result, got {other:?}"),
-    }
-}
-fn dns_injection(m: Measurement) -> DnsResult {
-    match m.result {
-        Some(measurement::Result::DnsInjection(r)) => r,
-        other => panic!("expected a dns_injection result, got {other:?}"),
-    }
-}
-fn web(m: Measurement) -> WebResult {
-    match m.result {
-        Some(measurement::Result::Web(r)) => r,
-        other => panic!("expected a web result, got {other:?}"),
-    }
+result_accessors! {
+    tcp: Tcp => TcpResult;
+    tls: Tls => TlsResult;
+    http: Http => HttpResult;
+    dns: Dns => DnsResult;
+    dns_injection: DnsInjection => DnsResult;
+    web: Web => WebResult;
 }
 
-fn assert_failure(f: &Option<Failure>, failure: &str, operation: &str) {
-    let f = f
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected {failure}/{operation}, got success"));
-    assert_eq!(
-        (f.failure.as_str(), f.operation.as_str()),
-        (failure, operation)
-    );
+/// The lab check with the core labs' tools (nginx, dnsmasq).
+fn ready(test: &str) -> bool {
+    support::lab_ready(test, CORE_TOOLS)
 }
 
 const INDEX: &str =
@@ -68,7 +36,7 @@ const BLOCK: &str =
 
 #[test]
 fn tcp_connects_and_classifies_refused_unreachable_and_blackhole() {
-    if !lab_ready("tcp_connects_and_classifies_refused_unreachable_and_blackhole") {
+    if !ready("tcp_connects_and_classifies_refused_unreachable_and_blackhole") {
         return;
     }
     let mut lab = Lab::new("vp1a", 1);
@@ -123,16 +91,15 @@ fn forbidden_targets_are_refused_without_the_lab_flag() {
         r#"{"tls":{"ip":"10.0.0.1","port":443,"sni":"example.org"}}"#,
         r#"{"dns":{"domain":"example.org","resolver":"127.0.0.1:53"}}"#,
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage-agent"))
-            .args(["probe", "--timeout", "2s", input])
-            .output()
-            .expect("run agent");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = vantage_testkit::netns::output_ok(
+            std::process::Command::new(env!("CARGO_BIN_EXE_vantage-agent")).args([
+                "probe",
+                "--timeout",
+                "2s",
+                input,
+            ]),
         );
-        let m: Measurement = serde_json::from_slice(&out.stdout).expect("measurement JSON");
+        let m: Measurement = serde_json::from_str(&out).expect("measurement JSON");
         match m.result {
             Some(measurement::Result::Refused(r)) => {
                 assert!(
@@ -148,7 +115,7 @@ fn forbidden_targets_are_refused_without_the_lab_flag() {
 
 #[test]
 fn tls_records_chain_and_resets_only_the_sensitive_sni() {
-    if !lab_ready("tls_records_chain_and_resets_only_the_sensitive_sni") {
+    if !ready("tls_records_chain_and_resets_only_the_sensitive_sni") {
         return;
     }
     let mut lab = Lab::new("vp1b", 3);
@@ -214,7 +181,7 @@ fn tls_records_chain_and_resets_only_the_sensitive_sni() {
 
 #[test]
 fn http_follows_redirects_and_sees_block_page_and_host_reset() {
-    if !lab_ready("http_follows_redirects_and_sees_block_page_and_host_reset") {
+    if !ready("http_follows_redirects_and_sees_block_page_and_host_reset") {
         return;
     }
     let mut lab = Lab::new("vp1c", 5);
@@ -236,24 +203,7 @@ fn http_follows_redirects_and_sees_block_page_and_host_reset() {
     let censored_ip = lab.srv_net(3);
     // The censor's block page: traffic for 198.18.6.3 goes to the 8080 server.
     lab.fw(&format!("-t nat -A PREROUTING -p tcp -d {censored_ip} --dport 80 -j DNAT --to-destination {srv}:8080"));
-    lab.fw_args(&[
-        "-A",
-        "FORWARD",
-        "-p",
-        "tcp",
-        "--dport",
-        "80",
-        "-m",
-        "string",
-        "--algo",
-        "bm",
-        "--string",
-        "Host: www.blocked.lab",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
+    lab.reset_host("www.blocked.lab");
 
     // Success with a relative and an absolute redirect.
     let r = http(lab.probe(
@@ -349,7 +299,7 @@ fn http_follows_redirects_and_sees_block_page_and_host_reset() {
 /// the genuine answer comes ~300 ms late, after the forged one.
 #[test]
 fn dns_records_every_reply_with_the_injected_one_first() {
-    if !lab_ready("dns_records_every_reply_with_the_injected_one_first") {
+    if !ready("dns_records_every_reply_with_the_injected_one_first") {
         return;
     }
     let mut lab = Lab::new("vp1d", 7);
@@ -538,7 +488,7 @@ fn dns_records_every_reply_with_the_injected_one_first() {
 
 #[test]
 fn web_composes_dns_tcp_tls_http_and_sees_host_reset() {
-    if !lab_ready("web_composes_dns_tcp_tls_http_and_sees_host_reset") {
+    if !ready("web_composes_dns_tcp_tls_http_and_sees_host_reset") {
         return;
     }
     let mut lab = Lab::new("vp1e", 10);
@@ -572,24 +522,7 @@ fn web_composes_dns_tcp_tls_http_and_sees_host_reset() {
         ],
     );
     lab.wait_listen("srv", "udp", 53);
-    lab.fw_args(&[
-        "-A",
-        "FORWARD",
-        "-p",
-        "tcp",
-        "--dport",
-        "80",
-        "-m",
-        "string",
-        "--algo",
-        "bm",
-        "--string",
-        "Host: www.blocked.lab",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
+    lab.reset_host("www.blocked.lab");
 
     let ok = web(lab.probe(
         &format!(r#"{{"web":{{"url":"http://www.example.lab/","resolver":"{srv}:53"}}}}"#),

@@ -15,47 +15,18 @@
 //! Needs root, iproute2, iptables and (per test) openvpn or tor; fails naming
 //! what is missing unless VANTAGE_SKIP_LAB=1.
 
-mod support_tunnels;
+#[macro_use]
+mod support;
 
-use support_tunnels::{lab_ready, self_signed, Lab};
-use vantage_proto::v1::{
-    measurement, EncryptedResult, Failure, Measurement, OpenVpnResult, QuicResult, TorResult,
-    WireGuardResult,
-};
+use support::{assert_failure, lab_ready, self_signed, Lab};
+use vantage_proto::v1::{EncryptedResult, OpenVpnResult, QuicResult, TorResult, WireGuardResult};
 
-fn openvpn(m: Measurement) -> OpenVpnResult {
-    match m.result {
-        Some(measurement::Result::Openvpn(r)) => r,
-        other => panic!("expected an openvpn result, got {other:?}"),
-    }
-}
-
-fn tor(m: Measurement) -> TorResult {
-    match m.result {
-        Some(measurement::Result::Tor(r)) => r,
-        other => panic!("expected a tor result, got {other:?}"),
-    }
-}
-
-fn quic(m: Measurement) -> QuicResult {
-    match m.result {
-        Some(measurement::Result::Quic(r)) => r,
-        other => panic!("expected a quic result, got {other:?}"),
-    }
-}
-
-fn encrypted(m: Measurement) -> EncryptedResult {
-    match m.result {
-        Some(measurement::Result::Encrypted(r)) => r,
-        other => panic!("expected an encrypted result, got {other:?}"),
-    }
-}
-
-fn wireguard(m: Measurement) -> WireGuardResult {
-    match m.result {
-        Some(measurement::Result::Wireguard(r)) => r,
-        other => panic!("expected a wireguard result, got {other:?}"),
-    }
+result_accessors! {
+    openvpn: Openvpn => OpenVpnResult;
+    tor: Tor => TorResult;
+    quic: Quic => QuicResult;
+    encrypted: Encrypted => EncryptedResult;
+    wireguard: Wireguard => WireGuardResult;
 }
 
 /// A current-thread runtime for the in-namespace peers.
@@ -64,16 +35,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-fn assert_failure(f: &Option<Failure>, failure: &str, operation: &str) {
-    let f = f
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected {failure}/{operation}, got success"));
-    assert_eq!(
-        (f.failure.as_str(), f.operation.as_str()),
-        (failure, operation)
-    );
 }
 
 // ---------------------------------------------------------------- openvpn

@@ -34,10 +34,11 @@
 //! a crashed run (`vpart-<pid>-*` whose pid is gone) are deleted first.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use vantage_testkit::netns::{self, must, Namespaces};
 
 use crate::harness::{agent_bin, coordinator_bin, vantagectl_bin, wait_until, LAB_CONFIG};
 
@@ -59,113 +60,28 @@ fn outage() -> Duration {
     Duration::from_secs(s.max(10))
 }
 
-/// Root and `ip` present; otherwise a failure, or a skip line and `false`
-/// with VANTAGE_SKIP_LAB=1.
-fn lab_available() -> bool {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        .unwrap_or_default();
-    let ip_ok = Command::new("ip")
-        .arg("-V")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    let missing: Vec<&str> = [(uid != "0", "root"), (!ip_ok, "ip (iproute2)")]
-        .iter()
-        .filter(|(m, _)| *m)
-        .map(|(_, what)| *what)
-        .collect();
-    if missing.is_empty() {
-        return true;
+/// A veth pair from `a` to `b` named `<tag>a|b`, with addresses (an empty
+/// address: none); the name of `a`'s end.
+fn link(tag: &str, (a, a_ip): (&str, &str), (b, b_ip): (&str, &str)) -> String {
+    let (ea, eb) = (format!("{tag}a"), format!("{tag}b"));
+    must(netns::veth((a, &ea), (b, &eb)));
+    for (ns, dev, addr) in [(a, &ea, a_ip), (b, &eb, b_ip)] {
+        must(if addr.is_empty() {
+            netns::link_up(ns, dev, true)
+        } else {
+            netns::addr(ns, dev, addr)
+        });
     }
-    if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (VANTAGE_SKIP_LAB=1): {TEST} (missing: {})",
-            missing.join(", ")
-        );
-        return false;
-    }
-    panic!(
-        "{TEST}: needs {} (network namespaces and veth pairs); run as root with iproute2 \
-         installed, or set VANTAGE_SKIP_LAB=1 to skip",
-        missing.join(" and ")
-    );
+    ea
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
-/// `vpart-<pid>-*` namespaces whose pid no longer runs (a crashed run).
-fn clean_stale() {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or_default();
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or_default();
-        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("partition: deleting stale namespace {name}");
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-/// The run's namespaces; deleted on drop (their veths go with them).
-struct Net {
-    names: Vec<String>,
-}
-
-impl Net {
-    fn ns(&self, which: &str) -> String {
-        format!("{PREFIX}{}-{which}", std::process::id())
-    }
-
-    fn add(&mut self, which: &str) -> String {
-        let n = self.ns(which);
-        ip(&["netns", "add", &n]);
-        self.names.push(n.clone());
-        ip(&["-n", &n, "link", "set", "lo", "up"]);
-        n
-    }
-
-    /// A veth pair from `a` to `b` named `<tag><pid>a|b`, with addresses.
-    fn link(&self, tag: &str, (a, a_ip): (&str, &str), (b, b_ip): (&str, &str)) -> String {
-        let pid = std::process::id();
-        let (ea, eb) = (format!("{tag}{pid}a"), format!("{tag}{pid}b"));
-        ip(&["link", "add", &ea, "type", "veth", "peer", "name", &eb]);
-        ip(&["link", "set", &ea, "netns", a]);
-        ip(&["link", "set", &eb, "netns", b]);
-        for (ns, dev, addr) in [(a, &ea, a_ip), (b, &eb, b_ip)] {
-            if !addr.is_empty() {
-                ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            }
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-        }
-        ea
-    }
-
-    /// `SINK_IP` in `ns`: a veth pair inside the namespace and a permanent
-    /// neighbour entry with a MAC nobody owns, so SYNs vanish silently.
-    fn sink(&self, ns: &str, tag: &str, net: &str) {
-        let dev = self.link(tag, (ns, net), (ns, ""));
-        ip(&[
-            "-n",
-            ns,
+/// `SINK_IP` in `ns`: a veth pair inside the namespace and a permanent
+/// neighbour entry with a MAC nobody owns, so SYNs vanish silently.
+fn sink(ns: &str, tag: &str, net: &str) {
+    let dev = link(tag, (ns, net), (ns, ""));
+    must(netns::ip(
+        ns,
+        &[
             "neigh",
             "replace",
             SINK_IP,
@@ -175,73 +91,32 @@ impl Net {
             &dev,
             "nud",
             "permanent",
-        ]);
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+        ],
+    ));
 }
 
 fn in_ns(ns: &str, prog: &Path) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).arg(prog);
-    c
+    netns::command(ns, prog)
 }
 
-fn spawn_logged(mut cmd: Command, log: &Path) -> Proc {
-    let f = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log");
-    Proc(
-        cmd.env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(f)
-            .spawn()
-            .expect("spawn"),
-    )
-}
-
+/// The run: its namespaces and processes (killed, then deleted, on drop;
+/// also when the test fails), and its files.
 struct Lab {
+    net: Namespaces,
     root: tempfile::TempDir,
     core: String,
     coord_dir: PathBuf,
 }
 
 impl Lab {
-    fn ctl(&self, args: &[&str]) -> Output {
-        in_ns(&self.core, &vantagectl_bin())
-            .arg("--data-dir")
-            .arg(&self.coord_dir)
-            .args(args)
-            .output()
-            .expect("run vantagectl")
+    fn ctl(&self, args: &[&str]) -> Command {
+        let mut c = in_ns(&self.core, &vantagectl_bin());
+        c.arg("--data-dir").arg(&self.coord_dir).args(args);
+        c
     }
 
     fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "vantagectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        netns::output_ok(&mut self.ctl(args))
     }
 
     fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
@@ -257,12 +132,19 @@ impl Lab {
     fn read_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.log(name)).unwrap_or_default()
     }
+
+    /// Starts `cmd`, its stderr to `<name>.log`; stopped on drop.
+    fn spawn(&self, mut cmd: Command, name: &str) -> u32 {
+        cmd.env("RUST_LOG", "info");
+        self.net.spawn_command(cmd, &self.log(name))
+    }
 }
 
 /// The logs outlive the run (also a failed one) in
 /// `target/test-output/partition/`.
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.net.stop_processes();
         let out = crate::dashboard::output_dir("partition");
         for name in ["coordinator", "in1", "in2", "in3", "ctl"] {
             let _ = std::fs::copy(self.log(name), out.join(format!("{name}.log")));
@@ -275,23 +157,18 @@ struct PAgent {
     ns: String,
     dir: PathBuf,
     id: String,
-    proc: Option<Proc>,
+    pid: Option<u32>,
 }
 
 impl PAgent {
     fn enroll(lab: &Lab, name: &'static str, ns: &str, token: &str, cc: &str, tags: &str) -> Self {
         let dir = lab.root.path().join(name);
-        let out = in_ns(ns, &agent_bin())
+        let mut enroll = in_ns(ns, &agent_bin());
+        enroll
             .args(["enroll", "--token", token, "--country", cc, "--asn", "4134"])
             .args(["--tags", tags, "--accept-consent", "--data-dir"])
-            .arg(&dir)
-            .output()
-            .expect("enroll");
-        assert!(
-            out.status.success(),
-            "enroll {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .arg(&dir);
+        netns::output_ok(&mut enroll);
         let probe_s = probe_seconds();
         std::fs::write(
             dir.join("agent.toml"),
@@ -308,14 +185,14 @@ impl PAgent {
             ns: ns.to_string(),
             dir,
             id: id["agent_id"].as_str().unwrap_or_default().to_string(),
-            proc: None,
+            pid: None,
         }
     }
 
     fn start(&mut self, lab: &Lab) {
         let mut cmd = in_ns(&self.ns, &agent_bin());
         cmd.args(["run", "--data-dir"]).arg(&self.dir);
-        self.proc = Some(spawn_logged(cmd, &lab.log(self.name)));
+        self.pid = Some(lab.spawn(cmd, self.name));
     }
 
     fn status(&self) -> serde_json::Value {
@@ -356,89 +233,63 @@ fn inside_group(st: &serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn partition_buffers_expires_leases_and_delivers_each_result_once() {
-    if !lab_available() {
+    if !netns::lab_ready(TEST, &["ip"]) {
         return;
     }
-    clean_stale();
+    netns::clean_stale(PREFIX);
     let outage = outage();
     let started = Instant::now();
-    let mut net = Net { names: Vec::new() };
-    let core = net.add("c");
-    let ins = net.add("i");
-    let out = net.add("o");
-    ip(&[
-        "-n",
-        &core,
-        "addr",
-        "add",
-        &format!("{COORD_IP}/32"),
-        "dev",
-        "lo",
-    ]);
-    let cut = net.link(
+    let mut net = Namespaces::new();
+    let ns = |which: &str| format!("{PREFIX}{}-{which}", std::process::id());
+    let core = net.add(&ns("c"));
+    let ins = net.add(&ns("i"));
+    let out = net.add(&ns("o"));
+    must(netns::addr(&core, "lo", &format!("{COORD_IP}/32")));
+    let cut = link(
         "vpi",
         (&core, "198.18.200.9/30"),
         (&ins, "198.18.200.10/30"),
     );
-    net.link(
+    link(
         "vpo",
         (&core, "198.18.200.13/30"),
         (&out, "198.18.200.14/30"),
     );
-    ip(&[
-        "-n",
+    must(netns::route(
         &ins,
-        "route",
-        "add",
         &format!("{COORD_IP}/32"),
-        "via",
         "198.18.200.9",
-    ]);
-    ip(&[
-        "-n",
+    ));
+    must(netns::route(
         &out,
-        "route",
-        "add",
         &format!("{COORD_IP}/32"),
-        "via",
         "198.18.200.13",
-    ]);
-    net.sink(&ins, "vsi", "198.18.200.33/28");
-    net.sink(&out, "vso", "198.18.200.33/28");
-    for ns in [&core, &ins, &out] {
-        let routes = Command::new("ip")
-            .args(["-n", ns, "route", "show", "default"])
-            .output()
-            .expect("ip route");
-        assert!(routes.stdout.is_empty(), "{ns} has no default route");
-    }
+    ));
+    sink(&ins, "vsi", "198.18.200.33/28");
+    sink(&out, "vso", "198.18.200.33/28");
+    net.assert_no_default_route();
 
     // The coordinator, in its namespace.
     let root = tempfile::tempdir().expect("tempdir");
     let coord_dir = root.path().join("coord");
-    let init = in_ns(&core, &coordinator_bin())
-        .args([
-            "init",
-            "--listen",
-            &format!("{COORD_IP}:{COORD_PORT}"),
-            "--data-dir",
-        ])
-        .arg(&coord_dir)
-        .output()
-        .expect("init");
-    assert!(
-        init.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    let mut init = in_ns(&core, &coordinator_bin());
+    init.args([
+        "init",
+        "--listen",
+        &format!("{COORD_IP}:{COORD_PORT}"),
+        "--data-dir",
+    ])
+    .arg(&coord_dir);
+    netns::output_ok(&mut init);
     let lab = Lab {
+        net,
         root,
         core: core.clone(),
         coord_dir,
     };
     let mut serve = in_ns(&core, &coordinator_bin());
     serve.args(["serve", "--data-dir"]).arg(&lab.coord_dir);
-    let _coordinator = spawn_logged(serve, &lab.log("coordinator"));
+    lab.spawn(serve, "coordinator");
     wait_until(Duration::from_secs(20), "the coordinator to serve", || {
         lab.read_log("coordinator").contains("coordinator serving")
     });
@@ -504,7 +355,7 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
         .as_u64()
         .unwrap_or(0);
     let by_agent_before = count_by_agent(&lab);
-    ip(&["-n", &core, "link", "set", &cut, "down"]);
+    must(netns::link_up(&core, &cut, false));
     let down_at = Instant::now();
     eprintln!(
         "partition: link {cut} down {:.1} s after dispatch, for {} s; stored so far {stored_before}",
@@ -541,7 +392,7 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
         .iter()
         .map(|a| (a.name, outbox_ids(a, lab.root.path())))
         .collect();
-    ip(&["-n", &core, "link", "set", &cut, "up"]);
+    must(netns::link_up(&core, &cut, true));
     let up_at = Instant::now();
     let up_us = now_us();
     eprintln!(
@@ -764,7 +615,7 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
 
 /// Ids in an agent's outbox, read from a copy taken while it is stopped.
 fn outbox_ids(a: &PAgent, scratch: &Path) -> HashSet<String> {
-    let pid = a.proc.as_ref().expect("agent running").0.id().to_string();
+    let pid = a.pid.expect("agent running").to_string();
     let copy = scratch.join(format!("{}-outbox-copy", a.name));
     let st = Command::new("kill").args(["-STOP", &pid]).status();
     assert!(st.is_ok_and(|s| s.success()), "kill -STOP {pid}");

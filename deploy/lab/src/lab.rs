@@ -8,10 +8,10 @@
 //! `recent` lists with them) and removes the state dir. Both are idempotent.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use vantage_testkit::netns;
 
 use crate::plan::{self, ns};
 use crate::sys::{self, LabError, Result};
@@ -126,12 +126,9 @@ pub fn down(prefix: &str, state_dir: &Path) -> Result<()> {
         if etc.exists() {
             let _ = std::fs::remove_dir_all(&etc);
         }
-        if !existing.contains(&name) {
-            continue;
+        if existing.contains(&name) {
+            netns::destroy(&name);
         }
-        let pids = sys::ns_pids(&name);
-        sys::stop_pids(&pids);
-        sys::try_run(&["ip", "netns", "del", &name]);
     }
     // Only removed when empty: other namespaces may keep files there.
     let _ = std::fs::remove_dir("/etc/netns");
@@ -206,28 +203,8 @@ impl<'a> Spawner<'a> {
 
     /// Starts `args` in namespace `namespace`, logging to `<state>/<name>.log`.
     pub fn spawn(&mut self, name: &str, namespace: &str, args: &[&str]) -> Result<u32> {
-        use std::os::unix::process::CommandExt;
         let log = self.dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).map_err(|source| LabError::Io {
-            context: format!("cannot create {}", log.display()),
-            source,
-        })?;
-        let file2 = file.try_clone().map_err(|source| LabError::Io {
-            context: "cannot duplicate a log handle".into(),
-            source,
-        })?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", namespace])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(file2)
-            .process_group(0)
-            .spawn()
-            .map_err(|source| LabError::Spawn {
-                cmd: args.join(" "),
-                source,
-            })?;
+        let child = netns::spawn_logged(namespace, args, &log, true)?;
         let pid = child.id();
         // The child outlives us on purpose (`down` stops it by PID).
         drop(child);
@@ -273,104 +250,54 @@ fn topology(prefix: &str) -> Result<()> {
     resolv_conf(prefix)?;
     for role in plan::ROLES {
         let n = ns(prefix, role);
-        sys::run(&["ip", "netns", "add", &n])?;
-        sys::ns_run(
+        netns::create(&n)?;
+        netns::sysctl(
             &n,
             &[
-                "sysctl",
-                "-qw",
                 "net.ipv4.conf.all.rp_filter=0",
                 "net.ipv4.conf.default.rp_filter=0",
             ],
         )?;
         // No IPv6 anywhere: the lab is an IPv4 lab and must not leak RAs or
         // link-local chatter into results. Best effort (IPv6 may be off).
-        let _ = sys::ns_run(
+        let _ = netns::sysctl(
             &n,
             &[
-                "sysctl",
-                "-qw",
                 "net.ipv6.conf.all.disable_ipv6=1",
                 "net.ipv6.conf.default.disable_ipv6=1",
             ],
         );
-        sys::run(&["ip", "-n", &n, "link", "set", "lo", "up"])?;
     }
     let fw = ns(prefix, "fw");
-    sys::ns_run(&fw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     // The firewall answers host/port unreachable for several conditions (13,
     // 7, and every address of the targets /24 nobody holds); the kernel's
     // per-destination ICMP rate limit (a burst of about 6, then one a
     // second toward the same host) would turn some of those answers into
     // silence, and a `host_unreachable` into a timeout, when many probes
     // run at once. A lab router answers every time.
-    sys::ns_run(&fw, &["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])?;
+    netns::sysctl(&fw, &["net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"])?;
     for seg in plan::SEGMENTS {
         let leaf = ns(prefix, seg.role);
-        sys::run(&[
-            "ip",
-            "link",
-            "add",
-            seg.leaf_if,
-            "netns",
-            &leaf,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            seg.fw_if,
-            "netns",
-            &fw,
-        ])?;
-        let leaf_cidr = format!("{}/24", seg.leaf_ip);
-        let fw_cidr = format!("{}/24", seg.fw_ip);
-        sys::run(&[
-            "ip",
-            "-n",
-            &leaf,
-            "addr",
-            "add",
-            &leaf_cidr,
-            "dev",
-            seg.leaf_if,
-        ])?;
-        sys::run(&["ip", "-n", &leaf, "link", "set", seg.leaf_if, "up"])?;
-        sys::run(&["ip", "-n", &fw, "addr", "add", &fw_cidr, "dev", seg.fw_if])?;
-        sys::run(&["ip", "-n", &fw, "link", "set", seg.fw_if, "up"])?;
+        netns::veth((&leaf, seg.leaf_if), (&fw, seg.fw_if))?;
+        netns::addr(&leaf, seg.leaf_if, &format!("{}/24", seg.leaf_ip))?;
+        netns::addr(&fw, seg.fw_if, &format!("{}/24", seg.fw_ip))?;
         // The only route: the lab range via the firewall. No default route.
-        sys::run(&[
-            "ip",
-            "-n",
-            &leaf,
-            "route",
-            "add",
-            plan::LAB_NET,
-            "via",
-            seg.fw_ip,
-        ])?;
-        for n in [&leaf, &fw] {
-            let key = |i: &str| format!("net.ipv4.conf.{i}.rp_filter=0");
-            let i = if n == &fw { seg.fw_if } else { seg.leaf_if };
-            sys::ns_run(n, &["sysctl", "-qw", &key(i)])?;
+        netns::route(&leaf, plan::LAB_NET, seg.fw_ip)?;
+        for (n, i) in [(&leaf, seg.leaf_if), (&fw, seg.fw_if)] {
+            netns::sysctl(n, &[&format!("net.ipv4.conf.{i}.rp_filter=0")])?;
         }
     }
     let targets = ns(prefix, "targets");
     for ip in plan::TARGET_IPS {
-        sys::run(&[
-            "ip",
-            "-n",
+        netns::ip(
             &targets,
-            "addr",
-            "add",
-            &format!("{ip}/32"),
-            "dev",
-            "tg0",
-        ])?;
+            &["addr", "add", &format!("{ip}/32"), "dev", "tg0"],
+        )?;
     }
     let fw_route = |args: &[&str]| {
-        let mut full = vec!["ip", "-n", &fw, "route", "add"];
+        let mut full = vec!["route", "add"];
         full.extend_from_slice(args);
-        sys::run(&full)
+        netns::ip(&fw, &full)
     };
     // The censor's block-page server sits in a network of its own (as real
     // ones do), so a DNS answer pointing at it shares no /24 with the
@@ -384,26 +311,26 @@ fn topology(prefix: &str) -> Result<()> {
     // local, whatever its destination; what it sends itself is routed
     // normally (via the firewall). ICMP errors never leave it.
     let inj = ns(prefix, "inj");
-    sys::run(&[
-        "ip", "-n", &inj, "rule", "add", "iif", "inj0", "lookup", "100", "priority", "100",
-    ])?;
-    sys::run(&[
-        "ip",
-        "-n",
+    netns::ip(
         &inj,
-        "route",
-        "add",
-        "local",
-        "0.0.0.0/0",
-        "dev",
-        "lo",
-        "table",
-        "100",
-    ])?;
-    sys::ns_run(
-        &inj,
-        &["iptables", "-w", "-A", "OUTPUT", "-p", "icmp", "-j", "DROP"],
+        &[
+            "rule", "add", "iif", "inj0", "lookup", "100", "priority", "100",
+        ],
     )?;
+    netns::ip(
+        &inj,
+        &[
+            "route",
+            "add",
+            "local",
+            "0.0.0.0/0",
+            "dev",
+            "lo",
+            "table",
+            "100",
+        ],
+    )?;
+    netns::iptables(&inj, &["-A", "OUTPUT", "-p", "icmp", "-j", "DROP"])?;
     Ok(())
 }
 
@@ -465,15 +392,6 @@ pub fn status(prefix: &str, state_dir: &Path) -> Result<Status> {
 }
 
 /// Polls `check` until it returns true or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+pub fn wait_until(timeout: Duration, check: impl FnMut() -> bool) -> bool {
+    netns::poll(timeout, check)
 }

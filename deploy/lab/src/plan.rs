@@ -17,6 +17,12 @@
 //! by the firewall to the targets namespace).
 
 use serde::Serialize;
+
+use crate::censor::{
+    control_dns_drop, dnat, drop_all, forward, hijack, injection, tcp_string, throttle, Needle::*,
+    Rule, DROP, RESET, WIREGUARD_INITIATION_U32,
+};
+use crate::quic_censor;
 use vantage_proto::v1::{
     probe_input::Kind, DnsInput, EncryptedInput, HttpInput, OpenVpnInput, ProbeInput, QuicInput,
     TcpInput, TlsInput, TorInput, WebInput, WireGuardInput,
@@ -417,6 +423,12 @@ pub struct Condition {
     /// condition 49 (no censor) it is the site's own challenge page under
     /// its verified certificate, which Vantage, like OONI, calls `ok`.
     pub passes: Vec<ProbeInput>,
+    /// What the censor does for it, installed in the firewall by
+    /// [`crate::censor::apply`]. Empty where nothing is filtered (clean,
+    /// broken for everyone, the site's own doing) or where another
+    /// condition's rules act (a redirect to its target).
+    #[serde(skip)]
+    pub censor: Vec<Rule>,
 }
 
 fn input(kind: Kind) -> ProbeInput {
@@ -500,6 +512,19 @@ fn tcp(host: &str, port: u32) -> ProbeInput {
 pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
     // Retests at 1/4, 2/4 and 3/4 of the window: all inside it.
     let retest_interval_ms = residual_window_secs.max(1).saturating_mul(1000) / 4;
+    // What the censor's rules need.
+    let window = residual_window_secs.max(1).to_string();
+    let vpn_port = OPENVPN_PORT.to_string();
+    let enc_port = ENCRYPTED_PORT.to_string();
+    let enc = [
+        "-d",
+        ENCRYPTED_IP,
+        "-p",
+        "tcp",
+        "--dport",
+        enc_port.as_str(),
+    ];
+    let mark = ["-j", "CONNMARK", "--set-xmark", STRING_DROP_MARK];
     vec![
         Condition {
             number: 1,
@@ -522,6 +547,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("http://{INJECTED_NAME}/")),
             ],
             passes: Vec::new(),
+            censor: vec![injection(INJECTED_NAME, FORGED_IP)],
         },
         Condition {
             number: 2,
@@ -538,6 +564,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("http://{HIJACKED_NAME}/")),
             ],
             passes: Vec::new(),
+            censor: vec![hijack(HIJACKED_NAME, BOGON_IP)],
         },
         Condition {
             number: 2,
@@ -555,6 +582,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 })),
             ],
             passes: Vec::new(),
+            censor: vec![hijack(HIJACKED_BLOCKPAGE_NAME, BLOCKPAGE_IP)],
         },
         Condition {
             number: 3,
@@ -569,6 +597,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("http://{NXDOMAIN_NAME}/")),
             ],
             passes: Vec::new(),
+            censor: vec![hijack(NXDOMAIN_NAME, "nxdomain")],
         },
         Condition {
             number: 4,
@@ -594,6 +623,8 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 sni: "clean.lab.example".into(),
                 ..Default::default()
             }))],
+            // A TCP reset on the SNI keyword in the ClientHello.
+            censor: vec![tcp_string(Some(SNI_IP), "443", Exact(SNI_KEYWORD), RESET)],
         },
         Condition {
             number: 5,
@@ -608,6 +639,13 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("http://{BLOCKED_SITE}/")),
             ],
             passes: vec![http(&format!("http://{CLEAN_SITE}/"), HOST_IP)],
+            // A TCP reset on the Host keyword.
+            censor: vec![tcp_string(
+                Some(HOST_IP),
+                "80",
+                Icase(&format!("Host: {HOST_KEYWORD}")),
+                RESET,
+            )],
         },
         Condition {
             number: 6,
@@ -618,6 +656,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "tcp.timeout",
             inputs: vec![tcp(BLACKHOLE_IP, 80), web("http://blackholed.lab.example/")],
             passes: Vec::new(),
+            censor: vec![drop_all(BLACKHOLE_IP)],
         },
         Condition {
             number: 7,
@@ -629,6 +668,11 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "tcp.refused",
             inputs: vec![tcp(REFUSED_IP, 80), tcp(REFUSED_IP, 443)],
             passes: Vec::new(),
+            censor: vec![
+                forward(&["-d", REFUSED_IP, "-p", "tcp", "--dport", "80", "--syn"]).then(RESET),
+                forward(&["-d", REFUSED_IP, "-p", "tcp", "--dport", "443", "-j", "REJECT"])
+                    .then(&["--reject-with", "icmp-port-unreachable"]),
+            ],
         },
         Condition {
             number: 8,
@@ -643,6 +687,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web("http://blockpage-site.lab.example/"),
             ],
             passes: Vec::new(),
+            censor: vec![dnat(BLOCKPAGE_DNAT_IP, "80", &format!("{BLOCKPAGE_IP}:80"))],
         },
         Condition {
             number: 9,
@@ -656,6 +701,15 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "quic.timeout",
             inputs: vec![quic(QUIC_IP, "blocked-sni.lab.example")],
             passes: vec![quic(QUIC_IP, "quic.lab.example")],
+            // The SNI sits in the AEAD-protected CRYPTO frames of the Initial,
+            // out of a string match's reach, so the inside clients'
+            // datagrams to the QUIC target are queued to the QUIC censor
+            // (started by `censor::start`), which decrypts each Initial and
+            // answers drop or accept. No --queue-bypass: while the censor
+            // is not running the datagrams are dropped, which the pass (a
+            // clean SNI) would show.
+            censor: vec![forward(&["-d", QUIC_IP, "-p", "udp", "--dport", "443"])
+                .then(&["-j", "NFQUEUE", "--queue-num", &quic_censor::LAB_QUEUE.to_string()])],
         },
         Condition {
             number: 10,
@@ -678,6 +732,16 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 })),
             ],
             passes: Vec::new(),
+            // UDP dropped; over TCP the segment whose payload starts with a
+            // 2-byte length and opcode P_CONTROL_HARD_RESET_CLIENT_V2 (7 <<
+            // 3) is answered with a reset (u32: skip the IP and TCP
+            // headers, read the third payload byte, mask the key id).
+            censor: vec![
+                forward(&["-d", OPENVPN_IP, "-p", "udp", "--dport", &vpn_port]).then(DROP),
+                forward(&["-d", OPENVPN_IP, "-p", "tcp", "--dport", &vpn_port])
+                    .then(&["-m", "u32", "--u32", "0>>22&0x3C@12>>26&0x3C@0>>8&0xF8=0x38"])
+                    .then(RESET),
+            ],
         },
         Condition {
             number: 11,
@@ -696,6 +760,37 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 retest_interval_ms,
             }))],
             passes: Vec::new(),
+            // Rule order matters:
+            //  a. a client SYN to the target within the window after a
+            //     trigger is dropped (`--rcheck` never refreshes the entry,
+            //     so the window is exactly N seconds from the trigger);
+            //  b. the rest of a triggering flow (its retransmissions too)
+            //     is dropped by connmark, without touching the residual
+            //     list (otherwise the kernel's retransmissions of the
+            //     dropped segment would keep re-arming it for minutes);
+            //  c. the trigger: the flow's first data segment (3rd packet
+            //     from the client: SYN, ACK, data), 200+ bytes, neither a
+            //     TLS record (first byte 0x16) nor HTTP: marks the flow and
+            //     records the client. The rules are bound to one server
+            //     ip:port, so the list is effectively keyed by the (client,
+            //     server ip, port) 3-tuple.
+            censor: vec![
+                Rule::Sysctl("net.netfilter.nf_conntrack_acct=1"),
+                forward(&enc)
+                    .then(&["--syn", "-m", "recent", "--name", "fet", "--rsource"])
+                    .then(&["--rcheck", "--seconds", &window, "-j", "DROP"]),
+                forward(&enc).then(&["-m", "connmark", "--mark", "0x1/0x1", "-j", "DROP"]),
+                forward(&enc)
+                    .then(&["-m", "conntrack", "--ctstate", "ESTABLISHED", "-m", "connbytes"])
+                    .then(&["--connbytes", "3:3", "--connbytes-dir", "original"])
+                    .then(&["--connbytes-mode", "packets", "-m", "length", "--length"])
+                    .then(&["200:65535", "-m", "u32", "!", "--u32"])
+                    .then(&["0>>22&0x3C@12>>26&0x3C@0>>24=0x16", "-m", "string", "!"])
+                    .then(&["--string", "HTTP/", "--algo", "bm", "-m", "recent", "--name"])
+                    .then(&["fet", "--rsource", "--set", "-j", "CONNMARK", "--set-xmark"])
+                    .then(&["0x1/0x1"]),
+                forward(&enc).then(&["-m", "connmark", "--mark", "0x1/0x1", "-j", "DROP"]),
+            ],
         },
         Condition {
             number: 12,
@@ -709,6 +804,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 port: TOR_PORT,
             }))],
             passes: Vec::new(),
+            censor: vec![drop_all(TOR_IP)],
         },
         Condition {
             number: 13,
@@ -724,6 +820,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web("http://down.lab.example/"),
             ],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 14,
@@ -758,6 +855,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("http://{IDN_NAME_UPPER}/")),
             ],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 15,
@@ -770,6 +868,14 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "vpn.blocked",
             inputs: vec![wireguard(WIREGUARD_IP)],
             passes: vec![quic(WIREGUARD_IP, "wireguard.lab.example")],
+            // Protocol fingerprinting, on any port of the target. A handshake
+            // initiation is a 148-byte UDP payload starting with message
+            // type 1 and three zero bytes (WireGuard whitepaper, section
+            // 5.4.2): u32 skips the IP header, checks the UDP length field
+            // (8 + 148 = 156) and the payload's first 4 bytes.
+            censor: vec![forward(&["-d", WIREGUARD_IP, "-p", "udp", "-m", "u32", "--u32"])
+                .then(&[WIREGUARD_INITIATION_U32])
+                .then(DROP)],
         },
         // ---- Issue 18: OONI's Web Connectivity QA matrix, as far as real
         // servers and the kernel can build it. ----
@@ -790,6 +896,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 tls(MITM_IP, MITM_NAME),
             ],
             passes: vec![web(&format!("http://{MITM_NAME}/"))],
+            censor: vec![dnat(MITM_IP, "443", &format!("{INTERCEPT_IP}:443"))],
         },
         Condition {
             number: 17,
@@ -801,6 +908,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "",
             inputs: vec![web(&format!("https://{EXPIRED_NAME}/"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 18,
@@ -813,6 +921,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "",
             inputs: vec![web(&format!("https://{WRONG_HOST_NAME}/"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 19,
@@ -824,6 +933,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "",
             inputs: vec![web(&format!("https://{UNTRUSTED_NAME}/"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 20,
@@ -838,6 +948,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("https://{REDIRECT_LOOP_NAME}/")),
             ],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 21,
@@ -854,6 +965,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("https://{REDIRECTS_NAME}/r/{REDIRECT_HOPS}")),
             ],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 22,
@@ -869,6 +981,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("https://{SILENT_NAME}/")),
             ],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 23,
@@ -884,6 +997,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("https://{LOCALHOST_NAME}/")),
             ],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 24,
@@ -895,6 +1009,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "",
             inputs: vec![web(&format!("http://{NX_EVERYONE_NAME}/"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 25,
@@ -912,6 +1027,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("https://{HIJACKED_LOCALHOST_NAME}/")),
             ],
             passes: Vec::new(),
+            censor: vec![hijack(HIJACKED_LOCALHOST_NAME, LOCALHOST_IP)],
         },
         Condition {
             number: 26,
@@ -928,6 +1044,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "",
             inputs: vec![web(&format!("https://{CONTROL_DNSFAIL_NAME}/"))],
             passes: Vec::new(),
+            censor: vec![control_dns_drop(CONTROL_DNSFAIL_NAME)],
         },
         Condition {
             number: 27,
@@ -947,6 +1064,10 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("http://{CONTROL_DNSFAIL_BLACKHOLED_NAME}/")),
             ],
             passes: Vec::new(),
+            censor: vec![
+                control_dns_drop(CONTROL_DNSFAIL_NAME),
+                control_dns_drop(CONTROL_DNSFAIL_BLACKHOLED_NAME),
+            ],
         },
         Condition {
             number: 28,
@@ -962,6 +1083,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 http(&format!("http://{LOOKALIKE_NAME}/"), LOOKALIKE_IP),
             ],
             passes: vec![web(&format!("https://{LOOKALIKE_NAME}/"))],
+            censor: vec![dnat(LOOKALIKE_IP, "80", &format!("{LOOKALIKE_BLOCKPAGE_IP}:80"))],
         },
         Condition {
             number: 29,
@@ -979,6 +1101,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 http(&format!("http://{FINGERPRINT_NAME}/"), FINGERPRINT_IP),
             ],
             passes: vec![web(&format!("https://{FINGERPRINT_NAME}/"))],
+            censor: vec![dnat(FINGERPRINT_IP, "80", &format!("{FINGERPRINT_BLOCKPAGE_IP}:80"))],
         },
         Condition {
             number: 30,
@@ -997,6 +1120,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("https://{THROTTLED_NAME}{THROTTLED_PATH}")),
             ],
             passes: Vec::new(),
+            censor: throttle(THROTTLED_IP, &["80", "443"], THROTTLE_RATE),
         },
         Condition {
             number: 31,
@@ -1013,6 +1137,9 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 dns(DNS_TCP_RESET_NAME, RESOLVER_IP),
                 dns_tcp("clean.lab.example"),
             ],
+            // A segment to the resolver's TCP 53 carrying the name (wire
+            // form) is answered with a reset.
+            censor: vec![tcp_string(Some(RESOLVER_IP), "53", Qname(DNS_TCP_RESET_NAME), RESET)],
         },
         // ---- More rows of OONI's QA matrix that the lab can build. ----
         Condition {
@@ -1032,6 +1159,10 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("https://{GHOST_HTTPS_NAME}/")),
             ],
             passes: Vec::new(),
+            censor: vec![
+                hijack(GHOST_NAME, BLOCKPAGE_IP),
+                hijack(GHOST_HTTPS_NAME, LOOKALIKE_BLOCKPAGE_IP),
+            ],
         },
         Condition {
             number: 33,
@@ -1046,6 +1177,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "dns.hijack",
             inputs: vec![web(&format!("https://{TLS_HIJACK_NAME}/"))],
             passes: Vec::new(),
+            censor: vec![hijack(TLS_HIJACK_NAME, INTERCEPT_IP)],
         },
         Condition {
             number: 34,
@@ -1063,6 +1195,11 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("https://{PROXIED_NAME}/")),
             ],
             passes: Vec::new(),
+            // The proxy passes TLS through to the real site.
+            censor: vec![
+                hijack(PROXIED_NAME, PROXY_IP),
+                dnat(PROXY_IP, "443", &format!("{CLEAN_IP}:443")),
+            ],
         },
         Condition {
             number: 35,
@@ -1079,6 +1216,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("https://{LARGE_NAME}{LARGE_PATH}")),
             ],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 36,
@@ -1094,6 +1232,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 web(&format!("https://{BROKEN_REDIRECT_NAME}/")),
             ],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 37,
@@ -1106,6 +1245,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "",
             inputs: vec![web(&format!("http://clean.lab.example:{CLOSED_PORT}/"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 38,
@@ -1118,6 +1258,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "",
             inputs: vec![web(&format!("http://{NO_ADDRS_NAME}/"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 39,
@@ -1132,6 +1273,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "http.reset",
             inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/host-reset"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 40,
@@ -1146,6 +1288,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "tls.reset",
             inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/sni-reset"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 41,
@@ -1160,6 +1303,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "tcp.refused",
             inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/refused"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 42,
@@ -1175,6 +1319,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "dns.nxdomain",
             inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/nxdomain"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 43,
@@ -1189,6 +1334,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "tcp.timeout",
             inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/timeout"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 44,
@@ -1208,6 +1354,14 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 http(&format!("http://{HOST_DROP_NAME}/"), CLEAN_IP),
             ],
             passes: vec![http("http://clean.lab.example/", CLEAN_IP)],
+            // A segment carrying the Host header marks its flow, and every
+            // packet of a marked flow from inside is dropped, the
+            // triggering segment and its retransmissions first. Bound to
+            // the name, not an address.
+            censor: vec![
+                tcp_string(None, "80", Icase(&format!("Host: {HOST_DROP_KEYWORD}")), &mark),
+                forward(&["-p", "tcp", "-m", "connmark", "--mark", STRING_DROP_MARK]).then(DROP),
+            ],
         },
         Condition {
             number: 45,
@@ -1231,6 +1385,11 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
                 })),
             ],
             passes: vec![tls(CLEAN_IP, "clean.lab.example")],
+            // As 44, on the SNI.
+            censor: vec![
+                tcp_string(None, "443", Icase(SNI_DROP_KEYWORD), &mark),
+                forward(&["-p", "tcp", "-m", "connmark", "--mark", STRING_DROP_MARK]).then(DROP),
+            ],
         },
         Condition {
             number: 46,
@@ -1246,6 +1405,14 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "dns.hijack",
             inputs: vec![web(&format!("https://{SPOOFED_SNI_NAME}/"))],
             passes: Vec::new(),
+            // The proxy's :443 is DNATed to the real site (as in 34); the
+            // ClientHello naming the site is reset after the DNAT, so not
+            // bound to an address (the reset is un-NATed by conntrack).
+            censor: vec![
+                hijack(SPOOFED_SNI_NAME, PROXY_IP),
+                dnat(PROXY_IP, "443", &format!("{CLEAN_IP}:443")),
+                tcp_string(None, "443", Icase(SPOOFED_SNI_KEYWORD), RESET),
+            ],
         },
         Condition {
             number: 47,
@@ -1260,6 +1427,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "dns.hijack",
             inputs: vec![web(&format!("http://{SPOOFED_REFUSED_NAME}/"))],
             passes: Vec::new(),
+            censor: vec![hijack(SPOOFED_REFUSED_NAME, REFUSING_IP)],
         },
         Condition {
             number: 48,
@@ -1275,6 +1443,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "tls.timeout",
             inputs: vec![web(&format!("https://{REDIRECT_TO_NAME}/sni-timeout"))],
             passes: Vec::new(),
+            censor: Vec::new(),
         },
         Condition {
             number: 49,
@@ -1293,6 +1462,7 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             mechanism: "http.blockpage",
             inputs: vec![web(&format!("http://{CAPTCHA_NAME}/"))],
             passes: vec![web(&format!("https://{CAPTCHA_NAME}/"))],
+            censor: Vec::new(),
         },
     ]
 }

@@ -57,32 +57,41 @@ fn page_sized_like(title: &str, body: &str, like_len: usize) -> String {
     raw_page(title, &content)
 }
 
-/// The real pages of conditions 28 and 29, and the censor's stand-ins.
-pub fn lookalike_pages() -> (String, String) {
-    let real = raw_site_page(
-        plan::LOOKALIKE_NAME,
-        "A site whose look-alike the censor serves.",
-    );
-    let fake = page_sized_like(
-        plan::LOOKALIKE_BLOCKPAGE_TITLE,
-        "<p>The page you asked for is unavailable.</p>",
-        real.len(),
-    );
+/// A real site's page (titled by its name) and the censor's stand-in for
+/// it, `fake_body` under `fake_title`, sized like the real one.
+fn page_and_stand_in(
+    name: &str,
+    about: &str,
+    fake_title: &str,
+    fake_body: &str,
+) -> (String, String) {
+    let real = raw_site_page(name, about);
+    let fake = page_sized_like(fake_title, fake_body, real.len());
     (real, fake)
 }
 
+/// The real pages of conditions 28 and 29, and the censor's stand-ins.
+pub fn lookalike_pages() -> (String, String) {
+    page_and_stand_in(
+        plan::LOOKALIKE_NAME,
+        "A site whose look-alike the censor serves.",
+        plan::LOOKALIKE_BLOCKPAGE_TITLE,
+        "<p>The page you asked for is unavailable.</p>",
+    )
+}
+
 pub fn fingerprint_pages() -> (String, String) {
-    let real = raw_site_page(
-        plan::FINGERPRINT_NAME,
-        "A site the censor swaps for its own page.",
-    );
     // Iran's national block page is an iframe to 10.10.34.34 (OONI
     // fingerprint ooni.ir_0); here it sits under the real page's title.
     let iframe = "<iframe src=\"http://10.10.34.34?type=Invalid Site&policy=MainPolicy \" \
                   style=\"width: 100%; height: 100%\" scrolling=\"no\" marginwidth=\"0\" \
                   marginheight=\"0\" frameborder=\"0\" vspace=\"0\" hspace=\"0\"></iframe>";
-    let fake = page_sized_like(plan::FINGERPRINT_NAME, iframe, real.len());
-    (real, fake)
+    page_and_stand_in(
+        plan::FINGERPRINT_NAME,
+        "A site the censor swaps for its own page.",
+        plan::FINGERPRINT_NAME,
+        iframe,
+    )
 }
 
 /// Condition 49's pages: the site's own, and the challenge its server
