@@ -876,4 +876,56 @@ mod tests {
             campaign.runs[0].skipped
         );
     }
+
+    /// A re-offer passes the same gate as every send: an agent at its
+    /// volunteer's hourly cap is not offered the expired lease (before, the
+    /// re-offer skipped the rate slot and the agent had to refuse).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reoffer_honours_the_hourly_cap() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let capped = AgentRecord {
+            max_tasks_per_hour: 1,
+            ..agent(2, "in")
+        };
+        let mut inboxes = Vec::new();
+        for rec in [agent(1, "in"), agent(3, "ctl"), capped.clone()] {
+            s.store.put_agent(&rec).unwrap();
+        }
+        // Online at dispatch: the first inside agent and the control.
+        for rec in [agent(1, "in"), agent(3, "ctl")] {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            s.hub.register(&rec.agent_id, tx);
+            inboxes.push(rx);
+        }
+        let mut r = spec("[[targets]]\ntcp = { host = \"192.0.2.1\", port = 1 }\n");
+        r.spec = r.spec.replace(
+            "[inside]\n",
+            "deadline = \"1s\"\n[inside]\nmax_agents = 1\n",
+        );
+        create(&s, r).await.unwrap();
+        step(&s).await.unwrap();
+        // The capped agent comes online with its hour's one task used.
+        let (cap_tx, mut cap_rx) = tokio::sync::mpsc::channel(16);
+        s.hub.register(&capped.agent_id, cap_tx);
+        assert!(s.take_task_slot(&capped.agent_id, 1, vantage_proto::now_us()));
+        // The first inside agent's lease runs out.
+        let run = s.store.campaigns().unwrap()[0].runs[0].clone();
+        assert_eq!(run.inside, vec![agent(1, "in").agent_id]);
+        s.store
+            .modify_task(&run.tasks[0], |t| t.deadline_us -= 60_000_000)
+            .unwrap();
+        step(&s).await.unwrap();
+        let t = s.store.task(&run.tasks[0]).unwrap().unwrap();
+        assert_eq!(
+            t.assignments.get(&agent(1, "in").agent_id),
+            Some(&TaskAssignment::Expired)
+        );
+        assert_eq!(t.assignments.get(&capped.agent_id), None, "{t:?}");
+        assert!(
+            cap_rx.try_recv().is_err(),
+            "nothing sent to the capped agent"
+        );
+        drop(inboxes);
+    }
 }

@@ -367,6 +367,8 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
     // While down: buffering, leases expiring, a re-offer to in3.
     let mut max_depth: HashMap<&str, u64> = HashMap::new();
     let mut saw_disconnected: HashMap<&str, f64> = HashMap::new();
+    // When the coordinator listed each partitioned agent as not connected.
+    let mut coordinator_saw: HashMap<&str, f64> = HashMap::new();
     let mut max_expired = 0u64;
     let mut max_inside_agents = 0u64;
     while down_at.elapsed() < outage {
@@ -377,6 +379,16 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
             *m = (*m).max(d);
             if s["connected"] == false && !saw_disconnected.contains_key(a.name) {
                 saw_disconnected.insert(a.name, down_at.elapsed().as_secs_f64());
+            }
+        }
+        let listed = lab.ctl_json(&["agents"]);
+        for a in [&in1, &in2] {
+            let gone = listed.as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|x| x["agent_id"] == a.id.as_str() && x["connected"] != true)
+            });
+            if gone && !coordinator_saw.contains_key(a.name) {
+                coordinator_saw.insert(a.name, down_at.elapsed().as_secs_f64());
             }
         }
         let g = inside_group(&status());
@@ -397,7 +409,8 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
     let up_us = now_us();
     eprintln!(
         "partition: link up; while down: max outbox depth {max_depth:?}, agents saw the session \
-         drop after {saw_disconnected:?} s, max expired {max_expired}, inside agents {max_inside_agents}"
+         drop after {saw_disconnected:?} s, the coordinator after {coordinator_saw:?} s, \
+         max expired {max_expired}, inside agents {max_inside_agents}"
     );
     for a in [&in1, &in2] {
         assert_eq!(
@@ -412,11 +425,17 @@ fn partition_buffers_expires_leases_and_delivers_each_result_once() {
             "{} buffered every result it produced while down",
             a.name
         );
-        // The agent's HTTP/2 keepalive (30 s ping, 20 s timeout) notices a
-        // dead session within 50 s; shorter local outages may end first.
+        // The agent's HTTP/2 keepalive (15 s ping, 10 s timeout) notices a
+        // dead session within 25 s, the coordinator's (10 s + 5 s) within
+        // 15 s; shorter local outages may end first.
         assert!(
-            saw_disconnected.contains_key(a.name) || outage < Duration::from_secs(55),
+            saw_disconnected.contains_key(a.name) || outage < Duration::from_secs(30),
             "{} noticed the dead session while down",
+            a.name
+        );
+        assert!(
+            coordinator_saw.contains_key(a.name) || outage < Duration::from_secs(20),
+            "the coordinator listed {} as disconnected while down",
             a.name
         );
     }
