@@ -718,6 +718,7 @@ mod tests {
             consent_kinds: vec!["tcp".into()],
             max_concurrency: 1,
             max_tasks_per_hour: 0,
+            session_end: String::new(),
         }
     }
 
