@@ -531,13 +531,7 @@ fn arb_result() -> impl Strategy<Value = (Kind, Option<measurement::Result>)> {
             Kind::DnsInjection(DnsInput::default()),
             Some(R::DnsInjection(d))
         )),
-        arb_fail().prop_map(|failure| (
-            Kind::Tcp(TcpInput::default()),
-            Some(R::Tcp(TcpResult {
-                failure,
-                ..Default::default()
-            }))
-        )),
+        arb_outcome(Kind::Tcp(TcpInput::default()), R::Tcp(TcpResult::default())),
         (arb_hs(), arb_hs()).prop_map(|(handshake, control)| (
             Kind::Tls(TlsInput::default()),
             Some(R::Tls(TlsResult {
@@ -570,21 +564,14 @@ fn arb_result() -> impl Strategy<Value = (Kind, Option<measurement::Result>)> {
                     failure,
                 }))
             )),
-        arb_fail().prop_map(|failure| (
+        arb_outcome(
             Kind::Quic(QuicInput::default()),
-            Some(R::Quic(QuicResult {
-                failure,
-                ..Default::default()
-            }))
-        )),
-        (arb_fail(), any::<bool>()).prop_map(|(failure, got)| (
+            R::Quic(QuicResult::default())
+        ),
+        arb_outcome(
             Kind::Openvpn(OpenVpnInput::default()),
-            Some(R::Openvpn(OpenVpnResult {
-                failure,
-                server_reset_received: got,
-                ..Default::default()
-            }))
-        )),
+            R::Openvpn(OpenVpnResult::default())
+        ),
         (arb_fail(), arb_hs()).prop_map(|(failure, tls)| (
             Kind::Tor(TorInput::default()),
             Some(R::Tor(TorResult {
@@ -601,14 +588,10 @@ fn arb_result() -> impl Strategy<Value = (Kind, Option<measurement::Result>)> {
                 ..Default::default()
             }))
         )),
-        (arb_fail(), any::<bool>()).prop_map(|(failure, got)| (
+        arb_outcome(
             Kind::Wireguard(WireGuardInput::default()),
-            Some(R::Wireguard(WireGuardResult {
-                failure,
-                response_received: got,
-                ..Default::default()
-            }))
-        )),
+            R::Wireguard(WireGuardResult::default())
+        ),
         ".{0,10}".prop_map(|reason| (
             Kind::Tcp(TcpInput::default()),
             Some(R::Refused(Refusal { reason }))
@@ -629,70 +612,89 @@ fn meas(id: &str, (k, r): (Kind, Option<measurement::Result>)) -> Measurement {
     }
 }
 
+/// A result of `empty`'s kind with any failure, answered or not.
+fn arb_outcome(
+    kind: Kind,
+    empty: measurement::Result,
+) -> impl Strategy<Value = (Kind, Option<measurement::Result>)> {
+    (arb_fail(), any::<bool>()).prop_map(move |(fail, answered)| {
+        let mut r = empty.clone();
+        set_outcome(&mut r, fail, answered);
+        (kind.clone(), Some(r))
+    })
+}
+
+/// Sets how `r` ended: its failure (a TLS result's: its handshake's) and,
+/// for the probes that wait for an answer, whether one came.
+fn set_outcome(r: &mut measurement::Result, fail: Option<Failure>, answered: bool) {
+    use measurement::Result as R;
+    match r {
+        R::Dns(d) | R::DnsInjection(d) => d.failure = fail,
+        R::Tcp(t) => t.failure = fail,
+        R::Tls(t) => {
+            t.handshake = Some(TlsHandshake {
+                failure: fail,
+                ..Default::default()
+            })
+        }
+        R::Http(h) => h.failure = fail,
+        R::Web(w) => w.failure = fail,
+        R::Quic(q) => q.failure = fail,
+        R::Openvpn(o) => {
+            o.failure = fail;
+            o.server_reset_received = answered;
+        }
+        R::Tor(t) => t.failure = fail,
+        R::Encrypted(e) => e.trigger = fail,
+        R::Wireguard(w) => {
+            w.failure = fail;
+            w.response_received = answered;
+        }
+        _ => {}
+    }
+}
+
+/// An empty result of the kind of `r` (TCP for none or a refusal).
+fn empty_like(r: Option<&measurement::Result>) -> measurement::Result {
+    use measurement::Result as R;
+    match r {
+        Some(R::Dns(_)) => R::Dns(Default::default()),
+        Some(R::DnsInjection(_)) => R::DnsInjection(Default::default()),
+        Some(R::Tls(_)) => R::Tls(Default::default()),
+        Some(R::Http(_)) => R::Http(Default::default()),
+        Some(R::Web(_)) => R::Web(Default::default()),
+        Some(R::Quic(_)) => R::Quic(Default::default()),
+        Some(R::Openvpn(_)) => R::Openvpn(Default::default()),
+        Some(R::Tor(_)) => R::Tor(Default::default()),
+        Some(R::Encrypted(_)) => R::Encrypted(Default::default()),
+        Some(R::Wireguard(_)) => R::Wireguard(Default::default()),
+        _ => R::Tcp(Default::default()),
+    }
+}
+
 /// A control of the same kind as `x` that failed (timed out) outright.
 fn failing_like(x: &Measurement) -> Measurement {
-    use measurement::Result as R;
     // At the step the inside failed at ("the same way"), else at connect.
     let at = super::failure_of(x)
         .map(|(_, o)| o)
         .unwrap_or_else(|| op::CONNECT.to_string());
-    let t = Some(failure(f::GENERIC_TIMEOUT, &at));
-    let hs = Some(TlsHandshake {
-        failure: t.clone(),
-        ..Default::default()
-    });
-    let result = match &x.result {
-        Some(R::Dns(_)) => R::Dns(DnsResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::DnsInjection(_)) => R::DnsInjection(DnsResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Tls(_)) => R::Tls(TlsResult {
-            handshake: hs,
-            ..Default::default()
-        }),
-        Some(R::Http(_)) => R::Http(HttpResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Web(_)) => R::Web(WebResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Quic(_)) => R::Quic(QuicResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Openvpn(_)) => R::Openvpn(OpenVpnResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Tor(_)) => R::Tor(TorResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Encrypted(_)) => R::Encrypted(EncryptedResult {
-            trigger: t,
-            ..Default::default()
-        }),
-        Some(R::Wireguard(_)) => R::Wireguard(WireGuardResult {
-            failure: t,
-            ..Default::default()
-        }),
-        _ => R::Tcp(TcpResult {
-            failure: t,
-            ..Default::default()
-        }),
-    };
+    let mut result = empty_like(x.result.as_ref());
+    set_outcome(&mut result, Some(failure(f::GENERIC_TIMEOUT, &at)), false);
     Measurement {
         id: "failing".into(),
         result: Some(result),
         input: x.input.clone(),
         ..Default::default()
     }
+}
+
+/// A control of the same kind as `x` that worked.
+fn working_like(x: &Measurement) -> Measurement {
+    let mut c = failing_like(x);
+    if let Some(r) = c.result.as_mut() {
+        set_outcome(r, None, true);
+    }
+    c
 }
 
 proptest! {
@@ -735,9 +737,7 @@ proptest! {
         let inside = meas("i", inside);
         let got_blocked = {
             // Controls that succeed: the inside's own kind with no failure.
-            let mut c = failing_like(&inside);
-            clear_failure(&mut c);
-            verdict(&inside, &[&c])
+            verdict(&inside, &[&working_like(&inside)])
         };
         let failed_step = super::failure_of(&inside).is_some();
         let control_free = matches!(
@@ -751,30 +751,6 @@ proptest! {
             let again = verdict(&inside, &refs);
             prop_assert_eq!(again.status, Status::Down, "{:?} -> {:?}", got_blocked, again);
         }
-    }
-}
-
-/// Makes a `failing_like` control succeed.
-fn clear_failure(c: &mut Measurement) {
-    use measurement::Result as R;
-    match &mut c.result {
-        Some(R::Dns(d)) | Some(R::DnsInjection(d)) => d.failure = None,
-        Some(R::Tcp(t)) => t.failure = None,
-        Some(R::Tls(t)) => t.handshake = Some(TlsHandshake::default()),
-        Some(R::Http(h)) => h.failure = None,
-        Some(R::Web(w)) => w.failure = None,
-        Some(R::Quic(q)) => q.failure = None,
-        Some(R::Openvpn(o)) => {
-            o.failure = None;
-            o.server_reset_received = true;
-        }
-        Some(R::Tor(t)) => t.failure = None,
-        Some(R::Encrypted(e)) => e.trigger = None,
-        Some(R::Wireguard(w)) => {
-            w.failure = None;
-            w.response_received = true;
-        }
-        _ => {}
     }
 }
 
