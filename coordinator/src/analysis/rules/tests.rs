@@ -122,52 +122,49 @@ fn http(
     )
 }
 
+/// A probe of `input` that got its answer, or timed out at `at`.
+fn answered_or_not(
+    id: &str,
+    input: Kind,
+    empty: measurement::Result,
+    answered: bool,
+    at: &str,
+) -> Measurement {
+    let mut result = empty;
+    let timeout = (!answered).then(|| failure(f::GENERIC_TIMEOUT, at));
+    set_outcome(&mut result, timeout, answered);
+    m(id, input, result)
+}
+
 fn vpn(id: &str, got_reset: bool) -> Measurement {
-    m(
-        id,
-        Kind::Openvpn(OpenVpnInput {
-            ip: "198.51.100.11".into(),
-            port: 1194,
-            transport: "udp".into(),
-        }),
-        measurement::Result::Openvpn(OpenVpnResult {
-            server_reset_received: got_reset,
-            failure: (!got_reset).then(|| failure(f::GENERIC_TIMEOUT, op::READ)),
-            ..Default::default()
-        }),
-    )
+    let input = Kind::Openvpn(OpenVpnInput {
+        ip: "198.51.100.11".into(),
+        port: 1194,
+        transport: "udp".into(),
+    });
+    let empty = measurement::Result::Openvpn(OpenVpnResult::default());
+    answered_or_not(id, input, empty, got_reset, op::READ)
 }
 
 fn quic(id: &str, fail: bool) -> Measurement {
-    m(
-        id,
-        Kind::Quic(QuicInput {
-            ip: "198.51.100.12".into(),
-            port: 443,
-            sni: "q.example".into(),
-            ..Default::default()
-        }),
-        measurement::Result::Quic(QuicResult {
-            failure: fail.then(|| failure(f::GENERIC_TIMEOUT, op::QUIC_HANDSHAKE)),
-            ..Default::default()
-        }),
-    )
+    let input = Kind::Quic(QuicInput {
+        ip: "198.51.100.12".into(),
+        port: 443,
+        sni: "q.example".into(),
+        ..Default::default()
+    });
+    let empty = measurement::Result::Quic(QuicResult::default());
+    answered_or_not(id, input, empty, !fail, op::QUIC_HANDSHAKE)
 }
 
 fn wg(id: &str, response: bool) -> Measurement {
-    m(
-        id,
-        Kind::Wireguard(WireGuardInput {
-            ip: "198.51.100.11".into(),
-            port: 51820,
-            ..Default::default()
-        }),
-        measurement::Result::Wireguard(WireGuardResult {
-            response_received: response,
-            failure: (!response).then(|| failure(f::GENERIC_TIMEOUT, op::READ)),
-            ..Default::default()
-        }),
-    )
+    let input = Kind::Wireguard(WireGuardInput {
+        ip: "198.51.100.11".into(),
+        port: 51820,
+        ..Default::default()
+    });
+    let empty = measurement::Result::Wireguard(WireGuardResult::default());
+    answered_or_not(id, input, empty, response, op::READ)
 }
 
 /// A web measurement: resolved `ips`, TLS verified or not, a failure.
@@ -1035,67 +1032,28 @@ fn body(len: u64, us: i64) -> HttpResponse {
 
 #[test]
 fn throttling_is_a_rate_far_below_the_controls() {
-    let fast = Web {
-        pages: vec![body(512 * 1024, 20_000)],
-        ..Web::http(SITE, &[REAL])
-    };
+    let fast = Web::http(SITE, &[REAL]).with_page(body(512 * 1024, 20_000));
+    // The verdict on the site read at `len` bytes in `us` against `control`.
+    let rate = |len, us, control: &Web| judge(&fast.with_page(body(len, us)), &[control.clone()]);
+    let throttled = (Status::Blocked, Some(M::HttpThrottle));
     // 512 KiB in 16 s (32 KiB/s) vs in 20 ms: throttled.
-    let slow = Web {
-        pages: vec![body(512 * 1024, 16_000_000)],
-        ..fast.clone()
-    };
-    let got = judge(&slow, std::slice::from_ref(&fast));
-    assert_eq!(
-        (got.status, got.mechanism),
-        (Status::Blocked, Some(M::HttpThrottle)),
-        "{}",
-        got.reason
-    );
+    let got = rate(512 * 1024, 16_000_000, &fast);
+    assert_eq!((got.status, got.mechanism), throttled, "{}", got.reason);
     assert!(got.reason.contains("B/s"), "{}", got.reason);
     // Stalled: part of the body, then the read timed out.
-    let stalled = Web {
-        pages: vec![body(100 * 1024, 30_000_000)],
-        http_fail: Some((f::GENERIC_TIMEOUT, op::READ)),
-        ..fast.clone()
-    };
+    let stalled = fast
+        .with_page(body(100 * 1024, 30_000_000))
+        .http_fails(f::GENERIC_TIMEOUT, op::READ);
     let got = judge(&stalled, std::slice::from_ref(&fast));
-    assert_eq!(
-        (got.status, got.mechanism),
-        (Status::Blocked, Some(M::HttpThrottle)),
-        "{}",
-        got.reason
-    );
+    assert_eq!((got.status, got.mechanism), throttled, "{}", got.reason);
     // Half the control's rate is a slower line, not a throttle.
-    let slower = Web {
-        pages: vec![body(512 * 1024, 40_000)],
-        ..fast.clone()
-    };
-    assert_eq!(
-        judge(&slower, std::slice::from_ref(&fast)).status,
-        Status::Ok
-    );
+    assert_eq!(rate(512 * 1024, 40_000, &fast).status, Status::Ok);
     // A short transfer measures round trips, not bandwidth.
-    let short = Web {
-        pages: vec![body(512 * 1024, 900_000)],
-        ..fast.clone()
-    };
-    assert_eq!(
-        judge(&short, std::slice::from_ref(&fast)).status,
-        Status::Ok
-    );
+    assert_eq!(rate(512 * 1024, 900_000, &fast).status, Status::Ok);
     // A small control body measures latency: no throttle verdict.
-    let small = Web {
-        pages: vec![body(2_000, 1_000)],
-        ..fast.clone()
-    };
-    let small_slow = Web {
-        pages: vec![body(2_000, 2_000_000)],
-        ..fast.clone()
-    };
-    assert_ne!(
-        judge(&small_slow, std::slice::from_ref(&small)).mechanism,
-        Some(M::HttpThrottle)
-    );
+    let small = fast.with_page(body(2_000, 1_000));
+    let got = rate(2_000, 2_000_000, &small);
+    assert_ne!(got.mechanism, Some(M::HttpThrottle), "{}", got.reason);
 }
 
 #[test]
@@ -1176,13 +1134,10 @@ fn a_campaigns_own_fingerprint_finds_its_block_page() {
     use super::super::fingerprints::{parse_csv, Fingerprints, HEADER};
     let ok = Web::http(SITE, &[REAL]);
     // The same length and status, no title: the built-in rules see nothing.
-    let block = Web {
-        pages: vec![HttpResponse {
-            body_head: "<p>Blocked by order of the Lab Ministry</p>".into(),
-            ..page(200, "", 1250, "zz")
-        }],
-        ..ok.clone()
-    };
+    let block = ok.with_page(HttpResponse {
+        body_head: "<p>Blocked by order of the Lab Ministry</p>".into(),
+        ..page(200, "", 1250, "zz")
+    });
     let (i, c) = (block.build("i"), ok.build("c"));
     let plain = analyze_run(std::slice::from_ref(&i), std::slice::from_ref(&c));
     assert_eq!(plain[0].2.status, Status::Ok, "{}", plain[0].2.reason);
