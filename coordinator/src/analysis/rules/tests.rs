@@ -519,25 +519,19 @@ fn arb_http() -> impl Strategy<Value = HttpResult> {
     )
 }
 
-/// Any result of any kind, with its matching input.
-fn arb_result() -> impl Strategy<Value = (Kind, Option<measurement::Result>)> {
+/// Any result of any kind (its input follows from it, see `meas`).
+fn arb_result() -> impl Strategy<Value = Option<measurement::Result>> {
     use measurement::Result as R;
     prop_oneof![
-        arb_dns().prop_map(|d| (Kind::Dns(DnsInput::default()), Some(R::Dns(d)))),
-        arb_dns().prop_map(|d| (
-            Kind::DnsInjection(DnsInput::default()),
-            Some(R::DnsInjection(d))
-        )),
-        arb_outcome(Kind::Tcp(TcpInput::default()), R::Tcp(TcpResult::default())),
-        (arb_hs(), arb_hs()).prop_map(|(handshake, control)| (
-            Kind::Tls(TlsInput::default()),
-            Some(R::Tls(TlsResult {
-                handshake,
-                control,
-                ..Default::default()
-            }))
-        )),
-        arb_http().prop_map(|h| (Kind::Http(HttpInput::default()), Some(R::Http(h)))),
+        arb_dns().prop_map(|d| Some(R::Dns(d))),
+        arb_dns().prop_map(|d| Some(R::DnsInjection(d))),
+        arb_outcome(R::Tcp(TcpResult::default())),
+        (arb_hs(), arb_hs()).prop_map(|(handshake, control)| Some(R::Tls(TlsResult {
+            handshake,
+            control,
+            ..Default::default()
+        }))),
+        arb_http().prop_map(|h| Some(R::Http(h))),
         (
             proptest::option::of(arb_dns()),
             proptest::collection::vec(arb_fail(), 0..3),
@@ -545,79 +539,61 @@ fn arb_result() -> impl Strategy<Value = (Kind, Option<measurement::Result>)> {
             proptest::option::of(arb_http()),
             arb_fail()
         )
-            .prop_map(|(dns, tcps, tls, http, failure)| (
-                Kind::Web(WebInput::default()),
+            .prop_map(|(dns, tcps, tls, http, failure)| {
+                let tcp = tcps
+                    .into_iter()
+                    .map(|failure| TcpResult {
+                        failure,
+                        ..Default::default()
+                    })
+                    .collect();
                 Some(R::Web(WebResult {
                     dns,
-                    tcp: tcps
-                        .into_iter()
-                        .map(|failure| TcpResult {
-                            failure,
-                            ..Default::default()
-                        })
-                        .collect(),
+                    tcp,
                     tls,
                     http,
                     failure,
                 }))
-            )),
-        arb_outcome(
-            Kind::Quic(QuicInput::default()),
-            R::Quic(QuicResult::default())
-        ),
-        arb_outcome(
-            Kind::Openvpn(OpenVpnInput::default()),
-            R::Openvpn(OpenVpnResult::default())
-        ),
-        (arb_fail(), arb_hs()).prop_map(|(failure, tls)| (
-            Kind::Tor(TorInput::default()),
-            Some(R::Tor(TorResult {
-                failure,
-                tls,
-                ..Default::default()
-            }))
-        )),
-        (arb_fail(), any::<bool>()).prop_map(|(trigger, residual_blocking)| (
-            Kind::Encrypted(EncryptedInput::default()),
+            }),
+        arb_outcome(R::Quic(QuicResult::default())),
+        arb_outcome(R::Openvpn(OpenVpnResult::default())),
+        (arb_fail(), arb_hs()).prop_map(|(failure, tls)| Some(R::Tor(TorResult {
+            failure,
+            tls,
+            ..Default::default()
+        }))),
+        (arb_fail(), any::<bool>()).prop_map(|(trigger, residual_blocking)| {
             Some(R::Encrypted(EncryptedResult {
                 trigger,
                 residual_blocking,
                 ..Default::default()
             }))
-        )),
-        arb_outcome(
-            Kind::Wireguard(WireGuardInput::default()),
-            R::Wireguard(WireGuardResult::default())
-        ),
-        ".{0,10}".prop_map(|reason| (
-            Kind::Tcp(TcpInput::default()),
-            Some(R::Refused(Refusal { reason }))
-        )),
-        Just((Kind::Tcp(TcpInput::default()), None)),
+        }),
+        arb_outcome(R::Wireguard(WireGuardResult::default())),
+        ".{0,10}".prop_map(|reason| Some(R::Refused(Refusal { reason }))),
+        Just(None),
     ]
 }
 
-fn meas(id: &str, (k, r): (Kind, Option<measurement::Result>)) -> Measurement {
+/// A measurement of `result` with the input of its kind.
+fn meas(id: &str, result: Option<measurement::Result>) -> Measurement {
     Measurement {
         id: id.into(),
         input: Some(ProbeInput {
-            kind: Some(k),
+            kind: Some(like(result.as_ref()).0),
             ..Default::default()
         }),
-        result: r,
+        result,
         ..Default::default()
     }
 }
 
 /// A result of `empty`'s kind with any failure, answered or not.
-fn arb_outcome(
-    kind: Kind,
-    empty: measurement::Result,
-) -> impl Strategy<Value = (Kind, Option<measurement::Result>)> {
+fn arb_outcome(empty: measurement::Result) -> impl Strategy<Value = Option<measurement::Result>> {
     (arb_fail(), any::<bool>()).prop_map(move |(fail, answered)| {
         let mut r = empty.clone();
         set_outcome(&mut r, fail, answered);
-        (kind.clone(), Some(r))
+        Some(r)
     })
 }
 
@@ -651,21 +627,25 @@ fn set_outcome(r: &mut measurement::Result, fail: Option<Failure>, answered: boo
     }
 }
 
-/// An empty result of the kind of `r` (TCP for none or a refusal).
-fn empty_like(r: Option<&measurement::Result>) -> measurement::Result {
+/// The empty input and result of the kind of `r` (TCP for none or a
+/// refusal).
+fn like(r: Option<&measurement::Result>) -> (Kind, measurement::Result) {
     use measurement::Result as R;
+    fn d<T: Default>() -> T {
+        T::default()
+    }
     match r {
-        Some(R::Dns(_)) => R::Dns(Default::default()),
-        Some(R::DnsInjection(_)) => R::DnsInjection(Default::default()),
-        Some(R::Tls(_)) => R::Tls(Default::default()),
-        Some(R::Http(_)) => R::Http(Default::default()),
-        Some(R::Web(_)) => R::Web(Default::default()),
-        Some(R::Quic(_)) => R::Quic(Default::default()),
-        Some(R::Openvpn(_)) => R::Openvpn(Default::default()),
-        Some(R::Tor(_)) => R::Tor(Default::default()),
-        Some(R::Encrypted(_)) => R::Encrypted(Default::default()),
-        Some(R::Wireguard(_)) => R::Wireguard(Default::default()),
-        _ => R::Tcp(Default::default()),
+        Some(R::Dns(_)) => (Kind::Dns(d()), R::Dns(d())),
+        Some(R::DnsInjection(_)) => (Kind::DnsInjection(d()), R::DnsInjection(d())),
+        Some(R::Tls(_)) => (Kind::Tls(d()), R::Tls(d())),
+        Some(R::Http(_)) => (Kind::Http(d()), R::Http(d())),
+        Some(R::Web(_)) => (Kind::Web(d()), R::Web(d())),
+        Some(R::Quic(_)) => (Kind::Quic(d()), R::Quic(d())),
+        Some(R::Openvpn(_)) => (Kind::Openvpn(d()), R::Openvpn(d())),
+        Some(R::Tor(_)) => (Kind::Tor(d()), R::Tor(d())),
+        Some(R::Encrypted(_)) => (Kind::Encrypted(d()), R::Encrypted(d())),
+        Some(R::Wireguard(_)) => (Kind::Wireguard(d()), R::Wireguard(d())),
+        _ => (Kind::Tcp(d()), R::Tcp(d())),
     }
 }
 
@@ -675,7 +655,7 @@ fn failing_like(x: &Measurement) -> Measurement {
     let at = super::failure_of(x)
         .map(|(_, o)| o)
         .unwrap_or_else(|| op::CONNECT.to_string());
-    let mut result = empty_like(x.result.as_ref());
+    let mut result = like(x.result.as_ref()).1;
     set_outcome(&mut result, Some(failure(f::GENERIC_TIMEOUT, &at)), false);
     Measurement {
         id: "failing".into(),
