@@ -1014,7 +1014,12 @@ fn body(len: u64, us: i64) -> HttpResponse {
 fn throttling_is_a_rate_far_below_the_controls() {
     let fast = Web::http(SITE, &[REAL]).with_page(body(512 * 1024, 20_000));
     // The verdict on the site read at `len` bytes in `us` against `control`.
-    let rate = |len, us, control: &Web| judge(&fast.with_page(body(len, us)), &[control.clone()]);
+    let rate = |len, us, control: &Web| {
+        judge(
+            &fast.with_page(body(len, us)),
+            std::slice::from_ref(control),
+        )
+    };
     let throttled = (Status::Blocked, Some(M::HttpThrottle));
     // 512 KiB in 16 s (32 KiB/s) vs in 20 ms: throttled.
     let got = rate(512 * 1024, 16_000_000, &fast);
