@@ -149,19 +149,17 @@ pub fn init(dir: &Path, sans: &[String]) -> Result<InitReport, PkiError> {
 
     // Write the keys first and the CA certificate last: a crash halfway
     // leaves no ca.pem, so a rerun is not mistaken for an initialised dir.
-    write(&dir.join(files::CA_KEY), &issuer_key_pem(&issuer), true)?;
-    write(
-        &dir.join(files::SERVER_KEY),
-        &server_key.serialize_pem(),
-        true,
-    )?;
-    write(&dir.join(files::SERVER_CERT), &server.pem(), false)?;
-    write(
-        &dir.join(files::ADMIN_KEY),
-        &admin_key.serialize_pem(),
-        true,
-    )?;
-    write(&dir.join(files::ADMIN_CERT), &admin.pem(), false)?;
+    // (file, PEM, secret)
+    let pems = [
+        (files::CA_KEY, issuer_key_pem(&issuer), true),
+        (files::SERVER_KEY, server_key.serialize_pem(), true),
+        (files::SERVER_CERT, server.pem(), false),
+        (files::ADMIN_KEY, admin_key.serialize_pem(), true),
+        (files::ADMIN_CERT, admin.pem(), false),
+    ];
+    for (name, pem, secret) in pems {
+        write(&dir.join(name), &pem, secret)?;
+    }
     write(&ca_cert_path, &ca_cert.pem(), false)?;
     Ok(InitReport {
         fingerprint: vantage_proto::cert_fingerprint(ca_cert.der()),

@@ -403,14 +403,15 @@ mod tests {
             ..Default::default()
         };
         let places = HashMap::from([("in".to_string(), ("CN".to_string(), 4134))]);
+        let no_names = HashMap::new();
+        let builtin = analysis::Fingerprints::builtin();
+        let compute = |results: &[Measurement],
+                       names: &HashMap<String, String>,
+                       fps: &analysis::Fingerprints| {
+            compute_run(&run, results, &places, names, fps)
+        };
         let results = [tcp("m1", "in", "Relay"), tcp("m2", "ctl", "Relay")];
-        let (rows, inside, control) = compute_run(
-            &run,
-            &results,
-            &places,
-            &HashMap::new(),
-            analysis::Fingerprints::builtin(),
-        );
+        let (rows, inside, control) = compute(&results, &no_names, builtin);
         assert_eq!((inside, control, rows.len()), (1, 1, 1));
         assert_eq!(rows[0].name, "Relay");
         assert_eq!(rows[0].country, "CN");
@@ -422,21 +423,9 @@ mod tests {
             "[[targets]]\nname = \"From the spec\"\ntcp = { host = \"192.0.2.1\", port = 443 }\n",
             vec![run.clone()],
         );
-        let (rows, _, _) = compute_run(
-            &run,
-            &old,
-            &places,
-            &target_names(&rec),
-            &fingerprints_of(&rec),
-        );
+        let (rows, _, _) = compute(&old, &target_names(&rec), &fingerprints_of(&rec));
         assert_eq!(rows[0].name, "From the spec");
-        let (rows, _, _) = compute_run(
-            &run,
-            &old,
-            &places,
-            &HashMap::new(),
-            analysis::Fingerprints::builtin(),
-        );
+        let (rows, _, _) = compute(&old, &no_names, builtin);
         assert_eq!(rows[0].name, "");
     }
 

@@ -72,6 +72,17 @@ fn step(name: &str, start_us: i64, duration_us: i64) -> Step {
     }
 }
 
+/// Steps one after the other from the start: (name, duration).
+fn back_to_back(steps: &[(&str, i64)]) -> Vec<Step> {
+    let mut at = 0;
+    let mut out = vec![];
+    for (name, duration_us) in steps {
+        out.push(step(name, at, *duration_us));
+        at += duration_us;
+    }
+    out
+}
+
 fn hs(sni: &str) -> TlsHandshake {
     TlsHandshake {
         sni: sni.into(),
@@ -296,11 +307,7 @@ fn measurements() -> Vec<(Kind, R, Vec<Step>)> {
                 rtt_us: 30_000,
                 ..Default::default()
             }),
-            vec![
-                step("connect", 0, 100),
-                step("write", 100, 100),
-                step("read", 200, 30_000),
-            ],
+            back_to_back(&[("connect", 100), ("write", 100), ("read", 30_000)]),
         ),
         (
             Kind::Tor(TorInput {
@@ -314,12 +321,12 @@ fn measurements() -> Vec<(Kind, R, Vec<Step>)> {
                 tls: Some(hs("")),
                 link_versions: vec![3, 4, 5],
             }),
-            vec![
-                step("connect", 0, 1_000),
-                step("tls_handshake", 1_000, 20_000),
-                step("write", 21_000, 100),
-                step("read", 21_100, 2_000),
-            ],
+            back_to_back(&[
+                ("connect", 1_000),
+                ("tls_handshake", 20_000),
+                ("write", 100),
+                ("read", 2_000),
+            ]),
         ),
         (
             Kind::Encrypted(EncryptedInput {
@@ -338,15 +345,14 @@ fn measurements() -> Vec<(Kind, R, Vec<Step>)> {
                 }],
                 residual_blocking: true,
             }),
-            vec![
-                step("connect", 0, 1_000),
-                step("write", 1_000, 100),
-                step("read", 1_100, 500_000),
-                Step {
+            [
+                back_to_back(&[("connect", 1_000), ("write", 100), ("read", 500_000)]),
+                vec![Step {
                     failure: Some(failure("generic_timeout_error", op::CONNECT)),
                     ..step("retest_1", 60_000_000, 10_000_000)
-                },
-            ],
+                }],
+            ]
+            .concat(),
         ),
         (
             Kind::Wireguard(WireGuardInput {
@@ -361,11 +367,7 @@ fn measurements() -> Vec<(Kind, R, Vec<Step>)> {
                 rtt_us: 25_000,
                 ..Default::default()
             }),
-            vec![
-                step("connect", 0, 100),
-                step("write", 100, 100),
-                step("read", 200, 25_000),
-            ],
+            back_to_back(&[("connect", 100), ("write", 100), ("read", 25_000)]),
         ),
         (
             Kind::Tor(TorInput {

@@ -437,15 +437,12 @@ pub fn verdict_with(
         return found;
     }
     if reference.is_none() && ghost_dns(inside, &usable) {
-        return with_support(
-            v(
-                Status::Blocked,
-                Some(M::DnsHijack),
-                0.7,
-                evidence,
-                "the inside resolved a name every control was told does not exist \
+        return blocked(
+            M::DnsHijack,
+            0.7,
+            evidence,
+            "the inside resolved a name every control was told does not exist \
                  (a censor's resolver answering for it)",
-            ),
             usable.len() as u32,
         );
     }
@@ -490,6 +487,20 @@ fn with_support(mut verdict: Verdict, controls: u32) -> Verdict {
     verdict.inside_agree = 1;
     verdict.confidence = (verdict.confidence * support_factor(1, controls)).clamp(0.0, 1.0);
     verdict
+}
+
+/// Blocked by `mech`, with `controls` control measurements in support.
+fn blocked(
+    mech: M,
+    confidence: f32,
+    evidence: Vec<String>,
+    reason: impl Into<String>,
+    controls: u32,
+) -> Verdict {
+    with_support(
+        v(Status::Blocked, Some(mech), confidence, evidence, reason),
+        controls,
+    )
 }
 
 /// Where in a measurement's path a failure happened: resolve < connect <
@@ -572,14 +583,11 @@ fn failed_verdict(
             _ => 0.9,
         };
         let base = base * (past as f32 / n as f32).max(0.5);
-        return with_support(
-            v(
-                Status::Blocked,
-                Some(mech),
-                base,
-                evidence,
-                format!("{reason} inside, while {past}/{n} controls got past that step"),
-            ),
+        return blocked(
+            mech,
+            base,
+            evidence,
+            format!("{reason} inside, while {past}/{n} controls got past that step"),
             past,
         );
     }
@@ -595,16 +603,13 @@ fn failed_verdict(
         );
     }
     if ghost_dns(inside, usable) {
-        return with_support(
-            v(
-                Status::Blocked,
-                Some(M::DnsHijack),
-                0.7,
-                evidence,
-                format!(
-                    "the inside resolved a name every control was told does not exist, \
+        return blocked(
+            M::DnsHijack,
+            0.7,
+            evidence,
+            format!(
+                "the inside resolved a name every control was told does not exist, \
                      then {reason}"
-                ),
             ),
             earlier,
         );
@@ -714,14 +719,11 @@ fn forged_answer(
         .flat_map(|r| r.answers.iter().map(|a| a.data.clone()));
     for a in sorted(&ins).into_iter().chain(names) {
         if let Some(fp) = fps.dns_match(&a) {
-            return Some(with_support(
-                v(
-                    Status::Blocked,
-                    Some(M::DnsHijack),
-                    0.95,
-                    evidence.to_vec(),
-                    format!("answer {a} is a known block-page address: fingerprint {fp}"),
-                ),
+            return Some(blocked(
+                M::DnsHijack,
+                0.95,
+                evidence.to_vec(),
+                format!("answer {a} is a known block-page address: fingerprint {fp}"),
                 usable.len() as u32,
             ));
         }
@@ -733,16 +735,13 @@ fn forged_answer(
     let then = failure_of(inside)
         .map(|(fl, op)| format!(" (then {fl} at {op})"))
         .unwrap_or_default();
-    Some(with_support(
-        v(
-            Status::Blocked,
-            Some(M::DnsHijack),
-            0.9,
-            evidence.to_vec(),
-            format!(
-                "answer {b} is in a special-purpose range no control got (controls: {:?}){then}",
-                sorted(&ctl)
-            ),
+    Some(blocked(
+        M::DnsHijack,
+        0.9,
+        evidence.to_vec(),
+        format!(
+            "answer {b} is in a special-purpose range no control got (controls: {:?}){then}",
+            sorted(&ctl)
         ),
         usable.len() as u32,
     ))
@@ -806,20 +805,17 @@ fn throttle(inside: &Measurement, usable: &[&Measurement], evidence: &[String]) 
         .iter()
         .filter(|(b, us)| inside_rate < THROTTLE_FRACTION * rate(*b, *us))
         .count() as u32;
-    Some(with_support(
-        v(
-            Status::Blocked,
-            Some(M::HttpThrottle),
-            0.8,
-            evidence.to_vec(),
-            format!(
-                "body at {:.0} B/s inside ({ib} B in {:.1} s) vs {:.0} B/s for the fastest \
+    Some(blocked(
+        M::HttpThrottle,
+        0.8,
+        evidence.to_vec(),
+        format!(
+            "body at {:.0} B/s inside ({ib} B in {:.1} s) vs {:.0} B/s for the fastest \
                  control: {:.3} of it, under {THROTTLE_FRACTION}",
-                inside_rate,
-                ius as f64 / 1e6,
-                best,
-                inside_rate / best
-            ),
+            inside_rate,
+            ius as f64 / 1e6,
+            best,
+            inside_rate / best
         ),
         slower,
     ))
@@ -849,16 +845,13 @@ fn tls_interception(
         if valid.chain_sha256 == ih.chain_sha256 {
             return None;
         }
-        return Some(with_support(
-            v(
-                Status::Blocked,
-                Some(M::TlsMitm),
-                0.8,
-                evidence.to_vec(),
-                format!(
-                    "certificate chain differs from the control's and WebPKI says {}",
-                    ih.webpki
-                ),
+        return Some(blocked(
+            M::TlsMitm,
+            0.8,
+            evidence.to_vec(),
+            format!(
+                "certificate chain differs from the control's and WebPKI says {}",
+                ih.webpki
             ),
             1,
         ));
@@ -882,23 +875,20 @@ fn tls_interception(
         return None;
     }
     let trusted = ih.webpki == "valid";
-    Some(with_support(
-        v(
-            Status::Blocked,
-            Some(M::TlsMitm),
-            if trusted { 0.7 } else { 0.85 },
-            evidence.to_vec(),
-            format!(
-                "the inside saw a certificate issued by {:?} with another key than the \
+    Some(blocked(
+        M::TlsMitm,
+        if trusted { 0.7 } else { 0.85 },
+        evidence.to_vec(),
+        format!(
+            "the inside saw a certificate issued by {:?} with another key than the \
                  control(s) saw (issuer {:?}){}",
-                ih.issuer,
-                ctl[0].issuer,
-                if trusted {
-                    "; the inside trusts that issuer"
-                } else {
-                    ""
-                }
-            ),
+            ih.issuer,
+            ctl[0].issuer,
+            if trusted {
+                "; the inside trusts that issuer"
+            } else {
+                ""
+            }
         ),
         ctl.len() as u32,
     ))
@@ -943,14 +933,11 @@ fn http_verdict(
             .is_some()
         });
         if !control_too {
-            return Some(with_support(
-                v(
-                    Status::Blocked,
-                    Some(M::HttpBlockpage),
-                    0.95,
-                    evidence.to_vec(),
-                    format!("the page matches block-page fingerprint {fp}"),
-                ),
+            return Some(blocked(
+                M::HttpBlockpage,
+                0.95,
+                evidence.to_vec(),
+                format!("the page matches block-page fingerprint {fp}"),
                 n.max(1),
             ));
         }
@@ -962,10 +949,7 @@ fn http_verdict(
         return None;
     }
     let (mech, conf, reason) = http_compare(a, b)?;
-    Some(with_support(
-        v(Status::Blocked, Some(mech), conf, evidence.to_vec(), reason),
-        1,
-    ))
+    Some(blocked(mech, conf, evidence.to_vec(), reason, 1))
 }
 
 /// Response headers most servers send, left out of the header comparison
@@ -1143,26 +1127,23 @@ fn dns_consistency(
         .iter()
         .filter(|c| dns_of(c).is_some_and(|cd| !all_answers(cd).is_empty()))
         .count() as u32;
-    Some(with_support(
-        v(
-            Status::Blocked,
-            Some(M::DnsHijack),
+    Some(blocked(
+        M::DnsHijack,
+        if web {
+            0.8
+        } else {
+            DISJOINT_ANSWERS_CONFIDENCE
+        },
+        evidence.to_vec(),
+        format!(
+            "answers {:?} share no /24 with the controls' {:?}{}",
+            sorted(&ins),
+            sorted(&ctl),
             if web {
-                0.8
+                ", and the page differs from the control's"
             } else {
-                DISJOINT_ANSWERS_CONFIDENCE
-            },
-            evidence.to_vec(),
-            format!(
-                "answers {:?} share no /24 with the controls' {:?}{}",
-                sorted(&ins),
-                sorted(&ctl),
-                if web {
-                    ", and the page differs from the control's"
-                } else {
-                    " (may be a CDN)"
-                }
-            ),
+                " (may be a CDN)"
+            }
         ),
         agree.max(1),
     ))

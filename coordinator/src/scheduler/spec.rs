@@ -129,6 +129,11 @@ pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> S
     }
 }
 
+/// A duration as people write it ("1h 30m").
+fn human(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
 /// Which agents make up a group. Explicit `agent_ids` are always members;
 /// otherwise an agent must match every selector kind given (countries AND
 /// asns AND tags), any entry within one list.
@@ -338,14 +343,9 @@ impl CampaignSpec {
         if let Some(d) = &self.deadline {
             let d = duration("deadline", d)?;
             if d > MAX_DEADLINE {
-                return Err(invalid(
-                    "deadline",
-                    format!(
-                        "{} is longer than the {} maximum",
-                        humantime::format_duration(d),
-                        humantime::format_duration(MAX_DEADLINE)
-                    ),
-                ));
+                let (d, max) = (human(d), human(MAX_DEADLINE));
+                let why = format!("{d} is longer than the {max} maximum");
+                return Err(invalid("deadline", why));
             }
         }
         self.targets = self.validate_targets()?;
@@ -463,14 +463,9 @@ impl CampaignSpec {
                     // RIPE Atlas: the spread must be shorter than the
                     // interval, so jittered runs never overtake each other.
                     if spread >= every {
-                        return Err(invalid(
-                            "schedule.spread",
-                            format!(
-                                "spread {} must be shorter than every {}",
-                                humantime::format_duration(spread),
-                                humantime::format_duration(every)
-                            ),
-                        ));
+                        let (spread, every) = (human(spread), human(every));
+                        let why = format!("spread {spread} must be shorter than every {every}");
+                        return Err(invalid("schedule.spread", why));
                     }
                 }
                 Ok(())

@@ -115,18 +115,23 @@ struct HashingReader<R: Read> {
     hash: Sha256,
 }
 
+/// Fills `buf` from the backup; an early end is `Truncated`.
+fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Result<(), BackupError> {
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            BackupError::Truncated
+        } else {
+            BackupError::Io {
+                context: "reading the backup".into(),
+                source: e,
+            }
+        }
+    })
+}
+
 impl<R: Read> HashingReader<R> {
     fn exact(&mut self, buf: &mut [u8]) -> Result<(), BackupError> {
-        self.inner.read_exact(buf).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                BackupError::Truncated
-            } else {
-                BackupError::Io {
-                    context: "reading the backup".into(),
-                    source: e,
-                }
-            }
-        })?;
+        read_exact(&mut self.inner, buf)?;
         self.hash.update(&*buf);
         Ok(())
     }
@@ -243,16 +248,7 @@ fn read_backup<R: Read>(
                 let (files, trees, entries) = (r.u64()?, r.u64()?, r.u64()?);
                 let computed = std::mem::take(&mut r.hash).finalize();
                 let mut stored = [0u8; 32];
-                r.inner.read_exact(&mut stored).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        BackupError::Truncated
-                    } else {
-                        BackupError::Io {
-                            context: "reading the backup".into(),
-                            source: e,
-                        }
-                    }
-                })?;
+                read_exact(&mut r.inner, &mut stored)?;
                 if computed.as_slice() != stored {
                     return Err(BackupError::Checksum);
                 }

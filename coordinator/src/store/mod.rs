@@ -96,6 +96,32 @@ fn id_string(b: &[u8]) -> String {
     }
 }
 
+/// 16-byte key of a record's own id; a record is stored under a UUID.
+fn record_key(id: &str) -> Result<[u8; 16], StoreError> {
+    uuid_key(id).ok_or_else(|| StoreError::NotFound(id.to_string()))
+}
+
+/// The record `tree` holds under `key`; none when there is no key.
+fn get_record<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: Option<impl AsRef<[u8]>>,
+) -> Result<Option<T>, StoreError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    tree.get(key)?
+        .map(|v| records::from_json(name, &v))
+        .transpose()
+}
+
+/// A u64 counter as stored (big-endian); 0 for none.
+fn counter_value(b: Option<&[u8]>) -> u64 {
+    b.and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
 /// Key of a run's verdicts: the campaign's 16 bytes, then the run id.
 fn run_key(campaign_id: &str, run_id: &str) -> Option<Vec<u8>> {
     let mut k = uuid_key(campaign_id)?.to_vec();
@@ -223,21 +249,14 @@ impl Store {
     // ------------------------------------------------------------ agents
 
     pub fn put_agent(&self, rec: &AgentRecord) -> Result<(), StoreError> {
-        let key =
-            uuid_key(&rec.agent_id).ok_or_else(|| StoreError::NotFound(rec.agent_id.clone()))?;
+        let key = record_key(&rec.agent_id)?;
         self.agents.insert(key, records::to_json(rec))?;
         self.certs.insert(rec.cert_fingerprint.as_bytes(), &key)?;
         self.sync()
     }
 
     pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let Some(key) = uuid_key(agent_id) else {
-            return Ok(None);
-        };
-        match self.agents.get(key)? {
-            Some(v) => Ok(Some(records::from_json("agents", &v)?)),
-            None => Ok(None),
-        }
+        get_record(&self.agents, "agents", uuid_key(agent_id))
     }
 
     pub fn agent_by_cert(&self, fingerprint: &str) -> Result<Option<AgentRecord>, StoreError> {
@@ -275,8 +294,7 @@ impl Store {
     // ------------------------------------------------------------ tasks
 
     pub fn put_task(&self, rec: &TaskRecord) -> Result<(), StoreError> {
-        let key =
-            uuid_key(&rec.task_id).ok_or_else(|| StoreError::NotFound(rec.task_id.clone()))?;
+        let key = record_key(&rec.task_id)?;
         self.tasks.insert(key, records::to_json(rec))?;
         self.sync()
     }
@@ -309,40 +327,24 @@ impl Store {
         if let Some(e) = corrupt {
             return Err(e);
         }
-        match out {
-            Some(v) => Ok(Some(records::from_json("tasks", &v)?)),
-            None => Ok(None),
-        }
+        out.map(|v| records::from_json("tasks", &v)).transpose()
     }
 
     pub fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let Some(key) = uuid_key(task_id) else {
-            return Ok(None);
-        };
-        match self.tasks.get(key)? {
-            Some(v) => Ok(Some(records::from_json("tasks", &v)?)),
-            None => Ok(None),
-        }
+        get_record(&self.tasks, "tasks", uuid_key(task_id))
     }
 
     // ------------------------------------------------------------ campaigns
 
     /// Stores a campaign durably.
     pub fn put_campaign(&self, rec: &CampaignRecord) -> Result<(), StoreError> {
-        let key = uuid_key(&rec.campaign_id)
-            .ok_or_else(|| StoreError::NotFound(rec.campaign_id.clone()))?;
+        let key = record_key(&rec.campaign_id)?;
         self.campaigns.insert(key, records::to_json(rec))?;
         self.sync()
     }
 
     pub fn campaign(&self, id: &str) -> Result<Option<CampaignRecord>, StoreError> {
-        let Some(key) = uuid_key(id) else {
-            return Ok(None);
-        };
-        match self.campaigns.get(key)? {
-            Some(v) => Ok(Some(records::from_json("campaigns", &v)?)),
-            None => Ok(None),
-        }
+        get_record(&self.campaigns, "campaigns", uuid_key(id))
     }
 
     /// Stores a run's verdicts; `durable` syncs (a new revision must
@@ -363,13 +365,7 @@ impl Store {
         campaign_id: &str,
         run_id: &str,
     ) -> Result<Option<RunVerdicts>, StoreError> {
-        let Some(key) = run_key(campaign_id, run_id) else {
-            return Ok(None);
-        };
-        match self.verdicts.get(key)? {
-            Some(v) => Ok(Some(records::from_json("verdicts", &v)?)),
-            None => Ok(None),
-        }
+        get_record(&self.verdicts, "verdicts", run_key(campaign_id, run_id))
     }
 
     pub fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError> {
@@ -389,12 +385,7 @@ impl Store {
 
     /// Number of stored results (kept in the results tree itself).
     pub fn result_count(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .results
-            .get(COUNT_KEY)?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+        Ok(counter_value(self.results.get(COUNT_KEY)?.as_deref()))
     }
 
     /// Stored results (prost `StoredResult` bytes), oldest first, optionally
@@ -434,15 +425,9 @@ impl Store {
     pub fn add_counter(&self, name: &str, by: u64) -> Result<u64, StoreError> {
         let key = format!("counter/{name}");
         let v = self.meta.update_and_fetch(key.as_bytes(), |old| {
-            let n = old
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            Some((n + by).to_be_bytes().to_vec())
+            Some((counter_value(old) + by).to_be_bytes().to_vec())
         })?;
-        Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+        Ok(counter_value(v.as_deref()))
     }
 
     /// All persisted counters.
@@ -451,10 +436,7 @@ impl Store {
         for kv in self.meta.scan_prefix(b"counter/") {
             let (k, v) = kv?;
             let name = String::from_utf8_lossy(&k["counter/".len()..]).into_owned();
-            let n = <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            out.push((name, n));
+            out.push((name, counter_value(Some(&v))));
         }
         Ok(out)
     }

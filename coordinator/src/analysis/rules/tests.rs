@@ -122,52 +122,49 @@ fn http(
     )
 }
 
+/// A probe of `input` that got its answer, or timed out at `at`.
+fn answered_or_not(
+    id: &str,
+    input: Kind,
+    empty: measurement::Result,
+    answered: bool,
+    at: &str,
+) -> Measurement {
+    let mut result = empty;
+    let timeout = (!answered).then(|| failure(f::GENERIC_TIMEOUT, at));
+    set_outcome(&mut result, timeout, answered);
+    m(id, input, result)
+}
+
 fn vpn(id: &str, got_reset: bool) -> Measurement {
-    m(
-        id,
-        Kind::Openvpn(OpenVpnInput {
-            ip: "198.51.100.11".into(),
-            port: 1194,
-            transport: "udp".into(),
-        }),
-        measurement::Result::Openvpn(OpenVpnResult {
-            server_reset_received: got_reset,
-            failure: (!got_reset).then(|| failure(f::GENERIC_TIMEOUT, op::READ)),
-            ..Default::default()
-        }),
-    )
+    let input = Kind::Openvpn(OpenVpnInput {
+        ip: "198.51.100.11".into(),
+        port: 1194,
+        transport: "udp".into(),
+    });
+    let empty = measurement::Result::Openvpn(OpenVpnResult::default());
+    answered_or_not(id, input, empty, got_reset, op::READ)
 }
 
 fn quic(id: &str, fail: bool) -> Measurement {
-    m(
-        id,
-        Kind::Quic(QuicInput {
-            ip: "198.51.100.12".into(),
-            port: 443,
-            sni: "q.example".into(),
-            ..Default::default()
-        }),
-        measurement::Result::Quic(QuicResult {
-            failure: fail.then(|| failure(f::GENERIC_TIMEOUT, op::QUIC_HANDSHAKE)),
-            ..Default::default()
-        }),
-    )
+    let input = Kind::Quic(QuicInput {
+        ip: "198.51.100.12".into(),
+        port: 443,
+        sni: "q.example".into(),
+        ..Default::default()
+    });
+    let empty = measurement::Result::Quic(QuicResult::default());
+    answered_or_not(id, input, empty, !fail, op::QUIC_HANDSHAKE)
 }
 
 fn wg(id: &str, response: bool) -> Measurement {
-    m(
-        id,
-        Kind::Wireguard(WireGuardInput {
-            ip: "198.51.100.11".into(),
-            port: 51820,
-            ..Default::default()
-        }),
-        measurement::Result::Wireguard(WireGuardResult {
-            response_received: response,
-            failure: (!response).then(|| failure(f::GENERIC_TIMEOUT, op::READ)),
-            ..Default::default()
-        }),
-    )
+    let input = Kind::Wireguard(WireGuardInput {
+        ip: "198.51.100.11".into(),
+        port: 51820,
+        ..Default::default()
+    });
+    let empty = measurement::Result::Wireguard(WireGuardResult::default());
+    answered_or_not(id, input, empty, response, op::READ)
 }
 
 /// A web measurement: resolved `ips`, TLS verified or not, a failure.
@@ -205,475 +202,154 @@ fn web(id: &str, ips: &[&str], verified: bool, fail: Option<(&str, &str)>) -> Me
     )
 }
 
+/// What a case expects: a status and, when blocked, the mechanism.
+type Want = (Status, Option<M>);
+const OK: Want = (Status::Ok, None);
+const DOWN: Want = (Status::Down, None);
+const UNSURE: Want = (Status::Inconclusive, None);
+
+fn blocked(mech: M) -> Want {
+    (Status::Blocked, Some(mech))
+}
+
+/// A task the agent refused to run (no consent).
+fn refused(id: &str) -> Measurement {
+    let why = Refusal {
+        reason: "consent".into(),
+    };
+    m(
+        id,
+        Kind::Tcp(TcpInput::default()),
+        measurement::Result::Refused(why),
+    )
+}
+
+fn encrypted(id: &str, result: EncryptedResult) -> Measurement {
+    let input = Kind::Encrypted(EncryptedInput::default());
+    m(id, input, measurement::Result::Encrypted(result))
+}
+
+fn dns_injection(id: &str, replies: Vec<DnsReply>) -> Measurement {
+    let result = DnsResult {
+        replies,
+        ..Default::default()
+    };
+    let input = Kind::DnsInjection(DnsInput::default());
+    m(id, input, measurement::Result::DnsInjection(result))
+}
+
+/// A lookup that failed with `fail` while reading the reply.
+fn dns_read_failed(id: &str, fail: &str) -> Measurement {
+    let result = DnsResult {
+        failure: Some(failure(fail, op::READ)),
+        ..Default::default()
+    };
+    m(
+        id,
+        Kind::Dns(DnsInput::default()),
+        measurement::Result::Dns(result),
+    )
+}
+
+/// A TLS handshake to blocked.example that completed.
+fn tls_done(id: &str, webpki: &str, chain: &str) -> Measurement {
+    tls(id, hs("blocked.example", None, webpki, chain), None)
+}
+
+/// A TLS handshake to blocked.example that failed with `fail`.
+fn tls_failed(fail: &str, webpki: &str, chain: &str, own: Option<TlsHandshake>) -> Measurement {
+    let at = Some((fail, op::TLS_HANDSHAKE));
+    tls("i", hs("blocked.example", at, webpki, chain), own)
+}
+
+/// OpenVPN over TCP whose connect timed out.
+fn vpn_tcp_timeout(id: &str) -> Measurement {
+    let input = OpenVpnInput {
+        ip: "198.51.100.11".into(),
+        port: 443,
+        transport: "tcp".into(),
+    };
+    let result = OpenVpnResult {
+        failure: Some(failure(f::GENERIC_TIMEOUT, op::CONNECT)),
+        ..Default::default()
+    };
+    m(
+        id,
+        Kind::Openvpn(input),
+        measurement::Result::Openvpn(result),
+    )
+}
+
+/// The decision tree, a case a row: name, inside, controls, expected.
+#[rustfmt::skip]
+fn cases() -> Vec<(&'static str, Measurement, Vec<Measurement>, Want)> {
+    let ok_tcp = || tcp("c", None);
+    let dns_ok = || dns("c", vec![reply(&["93.184.216.20"])], None);
+    let site = || http("c", 200, "Site", 5000, "bb", None);
+    let tls_ok = |chain| tls_done("c", "valid", chain);
+    let web_ok = || web("c", &["93.184.216.20"], true, None);
+    let reset = Some(f::CONNECTION_RESET);
+    let timeout = Some(f::GENERIC_TIMEOUT);
+    vec![
+        ("tcp ok", tcp("i", None), vec![ok_tcp()], OK),
+        ("tcp reset", tcp("i", reset), vec![ok_tcp()], blocked(M::TcpReset)),
+        ("tcp timeout", tcp("i", timeout), vec![ok_tcp()], blocked(M::TcpTimeout)),
+        ("tcp refused", tcp("i", Some(f::CONNECTION_REFUSED)), vec![ok_tcp()], blocked(M::TcpRefused)),
+        ("down", tcp("i", timeout), vec![tcp("c", timeout)], DOWN),
+        ("no control", tcp("i", reset), vec![], UNSURE),
+        ("controls disagree", tcp("i", reset), vec![ok_tcp(), tcp("c2", timeout)], UNSURE),
+        ("inside refused", refused("i"), vec![ok_tcp()], UNSURE),
+        ("dns injection", dns("i", vec![reply(&["104.16.0.66"]), reply(&["93.184.216.20"])], None), vec![], blocked(M::DnsInjection)),
+        ("dns hijack bogon", dns("i", vec![reply(&["10.10.10.10"])], None), vec![dns_ok()], blocked(M::DnsHijack)),
+        ("dns hijack disjoint", dns("i", vec![reply(&["104.16.0.5"])], None), vec![dns_ok()], blocked(M::DnsHijack)),
+        ("dns same /24 ok", dns("i", vec![reply(&["93.184.216.21"])], None), vec![dns_ok()], OK),
+        ("dns nxdomain", dns("i", vec![], Some(f::DNS_NXDOMAIN)), vec![dns_ok()], blocked(M::DnsNxdomain)),
+        ("dns timeout", dns("i", vec![], timeout), vec![dns_ok()], blocked(M::DnsTimeout)),
+        ("tls reset by sni (own control sni)", tls_failed(f::CONNECTION_RESET, "", "a", Some(hs("clean.example", None, "valid", "a"))), vec![], blocked(M::TlsReset)),
+        ("tls timeout vs control agent", tls_failed(f::GENERIC_TIMEOUT, "", "a", None), vec![tls_ok("a")], blocked(M::TlsTimeout)),
+        ("tls mitm", tls_done("i", f::SSL_UNKNOWN_AUTHORITY, "evil"), vec![tls_ok("good")], blocked(M::TlsMitm)),
+        ("http blockpage", http("i", 200, "Blocked", 300, "aa", None), vec![site()], blocked(M::HttpBlockpage)),
+        ("http 403 block page with a title of its own", http("i", 403, "Access Denied", 300, "aa", None), vec![site()], blocked(M::HttpBlockpage)),
+        ("http 403 with the site's own title is a difference, not a block page", http("i", 403, "Site", 300, "aa", None), vec![site()], blocked(M::HttpDiff)),
+        ("http diff", http("i", 403, "", 300, "aa", None), vec![site()], blocked(M::HttpDiff)),
+        ("http similar body ok", http("i", 200, "Site", 4900, "aa", None), vec![site()], OK),
+        ("http reset", http("i", 0, "", 0, "", Some((f::CONNECTION_RESET, op::HTTP_ROUND_TRIP))), vec![site()], blocked(M::HttpReset)),
+        ("quic timeout", quic("i", true), vec![quic("c", false)], blocked(M::QuicTimeout)),
+        ("vpn blocked", vpn("i", false), vec![vpn("c", true)], blocked(M::VpnBlocked)),
+        ("residual", encrypted("i", EncryptedResult { residual_blocking: true, ..Default::default() }), vec![], blocked(M::Residual)),
+        ("dns_injection reply", dns_injection("i", vec![reply(&["203.0.113.1"])]), vec![], blocked(M::DnsInjection)),
+        ("tls alert by sni is a weaker tls.reset", tls_failed(f::SSL_FAILED_HANDSHAKE, "", "a", None), vec![tls_ok("a")], blocked(M::TlsReset)),
+        ("tls certificate failure is mitm", tls_failed(f::SSL_UNKNOWN_AUTHORITY, f::SSL_UNKNOWN_AUTHORITY, "evil", None), vec![tls_ok("good")], blocked(M::TlsMitm)),
+        ("tls chain differs but valid (CDN) is ok", tls_done("i", "valid", "edge1"), vec![tls_ok("edge2")], OK),
+        ("http 451", http("i", 451, "Blocked", 5000, "aa", None), vec![site()], blocked(M::HttpBlockpage)),
+        ("http same title, small body ok", http("i", 200, "Site", 100, "aa", None), vec![site()], OK),
+        ("dns servfail is a weaker nxdomain", dns("i", vec![], Some(f::DNS_SERVFAIL)), vec![dns_ok()], blocked(M::DnsNxdomain)),
+        ("dns bogon with failing control still hijack", dns("i", vec![reply(&["127.0.0.1"])], None), vec![dns("c", vec![], timeout)], blocked(M::DnsHijack)),
+        ("dns read timeout is dns.timeout, not tcp", dns_read_failed("i", f::GENERIC_TIMEOUT), vec![dns_ok()], blocked(M::DnsTimeout)),
+        ("web disjoint answers but TLS-verified is ok", web("i", &["104.16.0.5"], true, None), vec![web_ok()], OK),
+        ("web disjoint answers unverified is hijack", web("i", &["104.16.0.5"], false, None), vec![web_ok()], blocked(M::DnsHijack)),
+        ("web tls reset", web("i", &["93.184.216.20"], false, Some((f::CONNECTION_RESET, op::TLS_HANDSHAKE))), vec![web_ok()], blocked(M::TlsReset)),
+        ("web nxdomain", web("i", &[], false, Some((f::DNS_NXDOMAIN, op::RESOLVE))), vec![web_ok()], blocked(M::DnsNxdomain)),
+        ("openvpn over tcp that cannot connect is tcp.timeout", vpn_tcp_timeout("i"), vec![vpn("c", true)], blocked(M::TcpTimeout)),
+        ("wireguard no response", wg("i", false), vec![wg("c", true)], blocked(M::VpnBlocked)),
+        ("encrypted trigger reset is tcp.reset", encrypted("i", EncryptedResult { trigger: Some(failure(f::CONNECTION_RESET, op::READ)), ..Default::default() }), vec![encrypted("c", EncryptedResult::default())], blocked(M::TcpReset)),
+        ("refused control is not usable", tcp("i", reset), vec![refused("c")], UNSURE),
+        ("dns_injection silent is ok", dns_injection("i", vec![]), vec![], OK),
+        ("majority of controls decides", tcp("i", reset), vec![ok_tcp(), tcp("c2", None), tcp("c3", timeout)], blocked(M::TcpReset)),
+    ]
+}
+
 #[test]
 fn the_table() {
-    struct Case {
-        name: &'static str,
-        inside: Measurement,
-        controls: Vec<Measurement>,
-        status: Status,
-        mech: Option<M>,
-    }
-    let ok_tcp = tcp("c", None);
-    let cases = vec![
-        Case {
-            name: "tcp ok",
-            inside: tcp("i", None),
-            controls: vec![ok_tcp.clone()],
-            status: Status::Ok,
-            mech: None,
-        },
-        Case {
-            name: "tcp reset",
-            inside: tcp("i", Some(f::CONNECTION_RESET)),
-            controls: vec![ok_tcp.clone()],
-            status: Status::Blocked,
-            mech: Some(M::TcpReset),
-        },
-        Case {
-            name: "tcp timeout",
-            inside: tcp("i", Some(f::GENERIC_TIMEOUT)),
-            controls: vec![ok_tcp.clone()],
-            status: Status::Blocked,
-            mech: Some(M::TcpTimeout),
-        },
-        Case {
-            name: "tcp refused",
-            inside: tcp("i", Some(f::CONNECTION_REFUSED)),
-            controls: vec![ok_tcp.clone()],
-            status: Status::Blocked,
-            mech: Some(M::TcpRefused),
-        },
-        Case {
-            name: "down",
-            inside: tcp("i", Some(f::GENERIC_TIMEOUT)),
-            controls: vec![tcp("c", Some(f::GENERIC_TIMEOUT))],
-            status: Status::Down,
-            mech: None,
-        },
-        Case {
-            name: "no control",
-            inside: tcp("i", Some(f::CONNECTION_RESET)),
-            controls: vec![],
-            status: Status::Inconclusive,
-            mech: None,
-        },
-        Case {
-            name: "controls disagree",
-            inside: tcp("i", Some(f::CONNECTION_RESET)),
-            controls: vec![ok_tcp.clone(), tcp("c2", Some(f::GENERIC_TIMEOUT))],
-            status: Status::Inconclusive,
-            mech: None,
-        },
-        Case {
-            name: "inside refused",
-            inside: m(
-                "i",
-                Kind::Tcp(TcpInput::default()),
-                measurement::Result::Refused(Refusal {
-                    reason: "consent".into(),
-                }),
-            ),
-            controls: vec![ok_tcp.clone()],
-            status: Status::Inconclusive,
-            mech: None,
-        },
-        Case {
-            name: "dns injection",
-            inside: dns(
-                "i",
-                vec![reply(&["104.16.0.66"]), reply(&["93.184.216.20"])],
-                None,
-            ),
-            controls: vec![],
-            status: Status::Blocked,
-            mech: Some(M::DnsInjection),
-        },
-        Case {
-            name: "dns hijack bogon",
-            inside: dns("i", vec![reply(&["10.10.10.10"])], None),
-            controls: vec![dns("c", vec![reply(&["93.184.216.20"])], None)],
-            status: Status::Blocked,
-            mech: Some(M::DnsHijack),
-        },
-        Case {
-            name: "dns hijack disjoint",
-            inside: dns("i", vec![reply(&["104.16.0.5"])], None),
-            controls: vec![dns("c", vec![reply(&["93.184.216.20"])], None)],
-            status: Status::Blocked,
-            mech: Some(M::DnsHijack),
-        },
-        Case {
-            name: "dns same /24 ok",
-            inside: dns("i", vec![reply(&["93.184.216.21"])], None),
-            controls: vec![dns("c", vec![reply(&["93.184.216.20"])], None)],
-            status: Status::Ok,
-            mech: None,
-        },
-        Case {
-            name: "dns nxdomain",
-            inside: dns("i", vec![], Some(f::DNS_NXDOMAIN)),
-            controls: vec![dns("c", vec![reply(&["93.184.216.20"])], None)],
-            status: Status::Blocked,
-            mech: Some(M::DnsNxdomain),
-        },
-        Case {
-            name: "dns timeout",
-            inside: dns("i", vec![], Some(f::GENERIC_TIMEOUT)),
-            controls: vec![dns("c", vec![reply(&["93.184.216.20"])], None)],
-            status: Status::Blocked,
-            mech: Some(M::DnsTimeout),
-        },
-        Case {
-            name: "tls reset by sni (own control sni)",
-            inside: tls(
-                "i",
-                hs(
-                    "blocked.example",
-                    Some((f::CONNECTION_RESET, op::TLS_HANDSHAKE)),
-                    "",
-                    "a",
-                ),
-                Some(hs("clean.example", None, "valid", "a")),
-            ),
-            controls: vec![],
-            status: Status::Blocked,
-            mech: Some(M::TlsReset),
-        },
-        Case {
-            name: "tls timeout vs control agent",
-            inside: tls(
-                "i",
-                hs(
-                    "blocked.example",
-                    Some((f::GENERIC_TIMEOUT, op::TLS_HANDSHAKE)),
-                    "",
-                    "a",
-                ),
-                None,
-            ),
-            controls: vec![tls("c", hs("blocked.example", None, "valid", "a"), None)],
-            status: Status::Blocked,
-            mech: Some(M::TlsTimeout),
-        },
-        Case {
-            name: "tls mitm",
-            inside: tls(
-                "i",
-                hs("blocked.example", None, f::SSL_UNKNOWN_AUTHORITY, "evil"),
-                None,
-            ),
-            controls: vec![tls("c", hs("blocked.example", None, "valid", "good"), None)],
-            status: Status::Blocked,
-            mech: Some(M::TlsMitm),
-        },
-        Case {
-            name: "http blockpage",
-            inside: http("i", 200, "Blocked", 300, "aa", None),
-            controls: vec![http("c", 200, "Site", 5000, "bb", None)],
-            status: Status::Blocked,
-            mech: Some(M::HttpBlockpage),
-        },
-        Case {
-            name: "http 403 block page with a title of its own",
-            inside: http("i", 403, "Access Denied", 300, "aa", None),
-            controls: vec![http("c", 200, "Site", 5000, "bb", None)],
-            status: Status::Blocked,
-            mech: Some(M::HttpBlockpage),
-        },
-        Case {
-            name: "http 403 with the site's own title is a difference, not a block page",
-            inside: http("i", 403, "Site", 300, "aa", None),
-            controls: vec![http("c", 200, "Site", 5000, "bb", None)],
-            status: Status::Blocked,
-            mech: Some(M::HttpDiff),
-        },
-        Case {
-            name: "http diff",
-            inside: http("i", 403, "", 300, "aa", None),
-            controls: vec![http("c", 200, "Site", 5000, "bb", None)],
-            status: Status::Blocked,
-            mech: Some(M::HttpDiff),
-        },
-        Case {
-            name: "http similar body ok",
-            inside: http("i", 200, "Site", 4900, "aa", None),
-            controls: vec![http("c", 200, "Site", 5000, "bb", None)],
-            status: Status::Ok,
-            mech: None,
-        },
-        Case {
-            name: "http reset",
-            inside: http(
-                "i",
-                0,
-                "",
-                0,
-                "",
-                Some((f::CONNECTION_RESET, op::HTTP_ROUND_TRIP)),
-            ),
-            controls: vec![http("c", 200, "Site", 5000, "bb", None)],
-            status: Status::Blocked,
-            mech: Some(M::HttpReset),
-        },
-        Case {
-            name: "quic timeout",
-            inside: quic("i", true),
-            controls: vec![quic("c", false)],
-            status: Status::Blocked,
-            mech: Some(M::QuicTimeout),
-        },
-        Case {
-            name: "vpn blocked",
-            inside: vpn("i", false),
-            controls: vec![vpn("c", true)],
-            status: Status::Blocked,
-            mech: Some(M::VpnBlocked),
-        },
-        Case {
-            name: "residual",
-            inside: m(
-                "i",
-                Kind::Encrypted(EncryptedInput::default()),
-                measurement::Result::Encrypted(EncryptedResult {
-                    residual_blocking: true,
-                    ..Default::default()
-                }),
-            ),
-            controls: vec![],
-            status: Status::Blocked,
-            mech: Some(M::Residual),
-        },
-        Case {
-            name: "dns_injection reply",
-            inside: m(
-                "i",
-                Kind::DnsInjection(DnsInput::default()),
-                measurement::Result::DnsInjection(DnsResult {
-                    replies: vec![reply(&["203.0.113.1"])],
-                    ..Default::default()
-                }),
-            ),
-            controls: vec![],
-            status: Status::Blocked,
-            mech: Some(M::DnsInjection),
-        },
-        Case {
-            name: "tls alert by sni is a weaker tls.reset",
-            inside: tls(
-                "i",
-                hs(
-                    "blocked.example",
-                    Some((f::SSL_FAILED_HANDSHAKE, op::TLS_HANDSHAKE)),
-                    "",
-                    "a",
-                ),
-                None,
-            ),
-            controls: vec![tls("c", hs("blocked.example", None, "valid", "a"), None)],
-            status: Status::Blocked,
-            mech: Some(M::TlsReset),
-        },
-        Case {
-            name: "tls certificate failure is mitm",
-            inside: tls(
-                "i",
-                hs(
-                    "blocked.example",
-                    Some((f::SSL_UNKNOWN_AUTHORITY, op::TLS_HANDSHAKE)),
-                    f::SSL_UNKNOWN_AUTHORITY,
-                    "evil",
-                ),
-                None,
-            ),
-            controls: vec![tls("c", hs("blocked.example", None, "valid", "good"), None)],
-            status: Status::Blocked,
-            mech: Some(M::TlsMitm),
-        },
-        Case {
-            name: "tls chain differs but valid (CDN) is ok",
-            inside: tls("i", hs("blocked.example", None, "valid", "edge1"), None),
-            controls: vec![tls(
-                "c",
-                hs("blocked.example", None, "valid", "edge2"),
-                None,
-            )],
-            status: Status::Ok,
-            mech: None,
-        },
-        Case {
-            name: "http 451",
-            inside: http("i", 451, "Blocked", 5000, "aa", None),
-            controls: vec![http("c", 200, "Site", 5000, "bb", None)],
-            status: Status::Blocked,
-            mech: Some(M::HttpBlockpage),
-        },
-        Case {
-            name: "http same title, small body ok",
-            inside: http("i", 200, "Site", 100, "aa", None),
-            controls: vec![http("c", 200, "Site", 5000, "bb", None)],
-            status: Status::Ok,
-            mech: None,
-        },
-        Case {
-            name: "dns servfail is a weaker nxdomain",
-            inside: dns("i", vec![], Some(f::DNS_SERVFAIL)),
-            controls: vec![dns("c", vec![reply(&["93.184.216.20"])], None)],
-            status: Status::Blocked,
-            mech: Some(M::DnsNxdomain),
-        },
-        Case {
-            name: "dns bogon with failing control still hijack",
-            inside: dns("i", vec![reply(&["127.0.0.1"])], None),
-            controls: vec![dns("c", vec![], Some(f::GENERIC_TIMEOUT))],
-            status: Status::Blocked,
-            mech: Some(M::DnsHijack),
-        },
-        Case {
-            name: "dns read timeout is dns.timeout, not tcp",
-            inside: m(
-                "i",
-                Kind::Dns(DnsInput::default()),
-                measurement::Result::Dns(DnsResult {
-                    failure: Some(failure(f::GENERIC_TIMEOUT, op::READ)),
-                    ..Default::default()
-                }),
-            ),
-            controls: vec![dns("c", vec![reply(&["93.184.216.20"])], None)],
-            status: Status::Blocked,
-            mech: Some(M::DnsTimeout),
-        },
-        Case {
-            name: "web disjoint answers but TLS-verified is ok",
-            inside: web("i", &["104.16.0.5"], true, None),
-            controls: vec![web("c", &["93.184.216.20"], true, None)],
-            status: Status::Ok,
-            mech: None,
-        },
-        Case {
-            name: "web disjoint answers unverified is hijack",
-            inside: web("i", &["104.16.0.5"], false, None),
-            controls: vec![web("c", &["93.184.216.20"], true, None)],
-            status: Status::Blocked,
-            mech: Some(M::DnsHijack),
-        },
-        Case {
-            name: "web tls reset",
-            inside: web(
-                "i",
-                &["93.184.216.20"],
-                false,
-                Some((f::CONNECTION_RESET, op::TLS_HANDSHAKE)),
-            ),
-            controls: vec![web("c", &["93.184.216.20"], true, None)],
-            status: Status::Blocked,
-            mech: Some(M::TlsReset),
-        },
-        Case {
-            name: "web nxdomain",
-            inside: web("i", &[], false, Some((f::DNS_NXDOMAIN, op::RESOLVE))),
-            controls: vec![web("c", &["93.184.216.20"], true, None)],
-            status: Status::Blocked,
-            mech: Some(M::DnsNxdomain),
-        },
-        Case {
-            name: "openvpn over tcp that cannot connect is tcp.timeout",
-            inside: m(
-                "i",
-                Kind::Openvpn(OpenVpnInput {
-                    ip: "198.51.100.11".into(),
-                    port: 443,
-                    transport: "tcp".into(),
-                }),
-                measurement::Result::Openvpn(OpenVpnResult {
-                    failure: Some(failure(f::GENERIC_TIMEOUT, op::CONNECT)),
-                    ..Default::default()
-                }),
-            ),
-            controls: vec![vpn("c", true)],
-            status: Status::Blocked,
-            mech: Some(M::TcpTimeout),
-        },
-        Case {
-            name: "wireguard no response",
-            inside: wg("i", false),
-            controls: vec![wg("c", true)],
-            status: Status::Blocked,
-            mech: Some(M::VpnBlocked),
-        },
-        Case {
-            name: "encrypted trigger reset is tcp.reset",
-            inside: m(
-                "i",
-                Kind::Encrypted(EncryptedInput::default()),
-                measurement::Result::Encrypted(EncryptedResult {
-                    trigger: Some(failure(f::CONNECTION_RESET, op::READ)),
-                    ..Default::default()
-                }),
-            ),
-            controls: vec![m(
-                "c",
-                Kind::Encrypted(EncryptedInput::default()),
-                measurement::Result::Encrypted(EncryptedResult::default()),
-            )],
-            status: Status::Blocked,
-            mech: Some(M::TcpReset),
-        },
-        Case {
-            name: "refused control is not usable",
-            inside: tcp("i", Some(f::CONNECTION_RESET)),
-            controls: vec![m(
-                "c",
-                Kind::Tcp(TcpInput::default()),
-                measurement::Result::Refused(Refusal {
-                    reason: "consent".into(),
-                }),
-            )],
-            status: Status::Inconclusive,
-            mech: None,
-        },
-        Case {
-            name: "dns_injection silent is ok",
-            inside: m(
-                "i",
-                Kind::DnsInjection(DnsInput::default()),
-                measurement::Result::DnsInjection(DnsResult::default()),
-            ),
-            controls: vec![],
-            status: Status::Ok,
-            mech: None,
-        },
-        Case {
-            name: "majority of controls decides",
-            inside: tcp("i", Some(f::CONNECTION_RESET)),
-            controls: vec![
-                ok_tcp.clone(),
-                tcp("c2", None),
-                tcp("c3", Some(f::GENERIC_TIMEOUT)),
-            ],
-            status: Status::Blocked,
-            mech: Some(M::TcpReset),
-        },
-    ];
-    for c in cases {
-        let controls: Vec<&Measurement> = c.controls.iter().collect();
-        let got = verdict(&c.inside, &controls);
-        assert_eq!(
-            (got.status, got.mechanism),
-            (c.status, c.mech),
-            "{}: {}",
-            c.name,
-            got.reason
-        );
-        assert_eq!(got.evidence[0], "i", "{}", c.name);
-        assert!((0.0..=1.0).contains(&got.confidence), "{}", c.name);
-        assert_eq!(
-            got.mechanism.is_some(),
-            got.status == Status::Blocked,
-            "{}",
-            c.name
-        );
-        assert!(!got.reason.is_empty(), "{}", c.name);
+    for (name, inside, controls, want) in cases() {
+        let controls: Vec<&Measurement> = controls.iter().collect();
+        let got = verdict(&inside, &controls);
+        assert_eq!((got.status, got.mechanism), want, "{name}: {}", got.reason);
+        assert_eq!(got.evidence[0], "i", "{name}");
+        assert!((0.0..=1.0).contains(&got.confidence), "{name}");
+        let blocked = got.status == Status::Blocked;
+        assert_eq!(got.mechanism.is_some(), blocked, "{name}");
+        assert!(!got.reason.is_empty(), "{name}");
     }
 }
 
@@ -843,31 +519,19 @@ fn arb_http() -> impl Strategy<Value = HttpResult> {
     )
 }
 
-/// Any result of any kind, with its matching input.
-fn arb_result() -> impl Strategy<Value = (Kind, Option<measurement::Result>)> {
+/// Any result of any kind (its input follows from it, see `meas`).
+fn arb_result() -> impl Strategy<Value = Option<measurement::Result>> {
     use measurement::Result as R;
     prop_oneof![
-        arb_dns().prop_map(|d| (Kind::Dns(DnsInput::default()), Some(R::Dns(d)))),
-        arb_dns().prop_map(|d| (
-            Kind::DnsInjection(DnsInput::default()),
-            Some(R::DnsInjection(d))
-        )),
-        arb_fail().prop_map(|failure| (
-            Kind::Tcp(TcpInput::default()),
-            Some(R::Tcp(TcpResult {
-                failure,
-                ..Default::default()
-            }))
-        )),
-        (arb_hs(), arb_hs()).prop_map(|(handshake, control)| (
-            Kind::Tls(TlsInput::default()),
-            Some(R::Tls(TlsResult {
-                handshake,
-                control,
-                ..Default::default()
-            }))
-        )),
-        arb_http().prop_map(|h| (Kind::Http(HttpInput::default()), Some(R::Http(h)))),
+        arb_dns().prop_map(|d| Some(R::Dns(d))),
+        arb_dns().prop_map(|d| Some(R::DnsInjection(d))),
+        arb_outcome(R::Tcp(TcpResult::default())),
+        (arb_hs(), arb_hs()).prop_map(|(handshake, control)| Some(R::Tls(TlsResult {
+            handshake,
+            control,
+            ..Default::default()
+        }))),
+        arb_http().prop_map(|h| Some(R::Http(h))),
         (
             proptest::option::of(arb_dns()),
             proptest::collection::vec(arb_fail(), 0..3),
@@ -875,145 +539,139 @@ fn arb_result() -> impl Strategy<Value = (Kind, Option<measurement::Result>)> {
             proptest::option::of(arb_http()),
             arb_fail()
         )
-            .prop_map(|(dns, tcps, tls, http, failure)| (
-                Kind::Web(WebInput::default()),
+            .prop_map(|(dns, tcps, tls, http, failure)| {
+                let tcp = tcps
+                    .into_iter()
+                    .map(|failure| TcpResult {
+                        failure,
+                        ..Default::default()
+                    })
+                    .collect();
                 Some(R::Web(WebResult {
                     dns,
-                    tcp: tcps
-                        .into_iter()
-                        .map(|failure| TcpResult {
-                            failure,
-                            ..Default::default()
-                        })
-                        .collect(),
+                    tcp,
                     tls,
                     http,
                     failure,
                 }))
-            )),
-        arb_fail().prop_map(|failure| (
-            Kind::Quic(QuicInput::default()),
-            Some(R::Quic(QuicResult {
-                failure,
-                ..Default::default()
-            }))
-        )),
-        (arb_fail(), any::<bool>()).prop_map(|(failure, got)| (
-            Kind::Openvpn(OpenVpnInput::default()),
-            Some(R::Openvpn(OpenVpnResult {
-                failure,
-                server_reset_received: got,
-                ..Default::default()
-            }))
-        )),
-        (arb_fail(), arb_hs()).prop_map(|(failure, tls)| (
-            Kind::Tor(TorInput::default()),
-            Some(R::Tor(TorResult {
-                failure,
-                tls,
-                ..Default::default()
-            }))
-        )),
-        (arb_fail(), any::<bool>()).prop_map(|(trigger, residual_blocking)| (
-            Kind::Encrypted(EncryptedInput::default()),
+            }),
+        arb_outcome(R::Quic(QuicResult::default())),
+        arb_outcome(R::Openvpn(OpenVpnResult::default())),
+        (arb_fail(), arb_hs()).prop_map(|(failure, tls)| Some(R::Tor(TorResult {
+            failure,
+            tls,
+            ..Default::default()
+        }))),
+        (arb_fail(), any::<bool>()).prop_map(|(trigger, residual_blocking)| {
             Some(R::Encrypted(EncryptedResult {
                 trigger,
                 residual_blocking,
                 ..Default::default()
             }))
-        )),
-        (arb_fail(), any::<bool>()).prop_map(|(failure, got)| (
-            Kind::Wireguard(WireGuardInput::default()),
-            Some(R::Wireguard(WireGuardResult {
-                failure,
-                response_received: got,
-                ..Default::default()
-            }))
-        )),
-        ".{0,10}".prop_map(|reason| (
-            Kind::Tcp(TcpInput::default()),
-            Some(R::Refused(Refusal { reason }))
-        )),
-        Just((Kind::Tcp(TcpInput::default()), None)),
+        }),
+        arb_outcome(R::Wireguard(WireGuardResult::default())),
+        ".{0,10}".prop_map(|reason| Some(R::Refused(Refusal { reason }))),
+        Just(None),
     ]
 }
 
-fn meas(id: &str, (k, r): (Kind, Option<measurement::Result>)) -> Measurement {
+/// A measurement of `result` with the input of its kind.
+fn meas(id: &str, result: Option<measurement::Result>) -> Measurement {
     Measurement {
         id: id.into(),
         input: Some(ProbeInput {
-            kind: Some(k),
+            kind: Some(like(result.as_ref()).0),
             ..Default::default()
         }),
-        result: r,
+        result,
         ..Default::default()
+    }
+}
+
+/// A result of `empty`'s kind with any failure, answered or not.
+fn arb_outcome(empty: measurement::Result) -> impl Strategy<Value = Option<measurement::Result>> {
+    (arb_fail(), any::<bool>()).prop_map(move |(fail, answered)| {
+        let mut r = empty.clone();
+        set_outcome(&mut r, fail, answered);
+        Some(r)
+    })
+}
+
+/// Sets how `r` ended: its failure (a TLS result's: its handshake's) and,
+/// for the probes that wait for an answer, whether one came.
+fn set_outcome(r: &mut measurement::Result, fail: Option<Failure>, answered: bool) {
+    use measurement::Result as R;
+    match r {
+        R::Dns(d) | R::DnsInjection(d) => d.failure = fail,
+        R::Tcp(t) => t.failure = fail,
+        R::Tls(t) => {
+            t.handshake = Some(TlsHandshake {
+                failure: fail,
+                ..Default::default()
+            })
+        }
+        R::Http(h) => h.failure = fail,
+        R::Web(w) => w.failure = fail,
+        R::Quic(q) => q.failure = fail,
+        R::Openvpn(o) => {
+            o.failure = fail;
+            o.server_reset_received = answered;
+        }
+        R::Tor(t) => t.failure = fail,
+        R::Encrypted(e) => e.trigger = fail,
+        R::Wireguard(w) => {
+            w.failure = fail;
+            w.response_received = answered;
+        }
+        _ => {}
+    }
+}
+
+/// The empty input and result of the kind of `r` (TCP for none or a
+/// refusal).
+fn like(r: Option<&measurement::Result>) -> (Kind, measurement::Result) {
+    use measurement::Result as R;
+    fn d<T: Default>() -> T {
+        T::default()
+    }
+    match r {
+        Some(R::Dns(_)) => (Kind::Dns(d()), R::Dns(d())),
+        Some(R::DnsInjection(_)) => (Kind::DnsInjection(d()), R::DnsInjection(d())),
+        Some(R::Tls(_)) => (Kind::Tls(d()), R::Tls(d())),
+        Some(R::Http(_)) => (Kind::Http(d()), R::Http(d())),
+        Some(R::Web(_)) => (Kind::Web(d()), R::Web(d())),
+        Some(R::Quic(_)) => (Kind::Quic(d()), R::Quic(d())),
+        Some(R::Openvpn(_)) => (Kind::Openvpn(d()), R::Openvpn(d())),
+        Some(R::Tor(_)) => (Kind::Tor(d()), R::Tor(d())),
+        Some(R::Encrypted(_)) => (Kind::Encrypted(d()), R::Encrypted(d())),
+        Some(R::Wireguard(_)) => (Kind::Wireguard(d()), R::Wireguard(d())),
+        _ => (Kind::Tcp(d()), R::Tcp(d())),
     }
 }
 
 /// A control of the same kind as `x` that failed (timed out) outright.
 fn failing_like(x: &Measurement) -> Measurement {
-    use measurement::Result as R;
     // At the step the inside failed at ("the same way"), else at connect.
     let at = super::failure_of(x)
         .map(|(_, o)| o)
         .unwrap_or_else(|| op::CONNECT.to_string());
-    let t = Some(failure(f::GENERIC_TIMEOUT, &at));
-    let hs = Some(TlsHandshake {
-        failure: t.clone(),
-        ..Default::default()
-    });
-    let result = match &x.result {
-        Some(R::Dns(_)) => R::Dns(DnsResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::DnsInjection(_)) => R::DnsInjection(DnsResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Tls(_)) => R::Tls(TlsResult {
-            handshake: hs,
-            ..Default::default()
-        }),
-        Some(R::Http(_)) => R::Http(HttpResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Web(_)) => R::Web(WebResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Quic(_)) => R::Quic(QuicResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Openvpn(_)) => R::Openvpn(OpenVpnResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Tor(_)) => R::Tor(TorResult {
-            failure: t,
-            ..Default::default()
-        }),
-        Some(R::Encrypted(_)) => R::Encrypted(EncryptedResult {
-            trigger: t,
-            ..Default::default()
-        }),
-        Some(R::Wireguard(_)) => R::Wireguard(WireGuardResult {
-            failure: t,
-            ..Default::default()
-        }),
-        _ => R::Tcp(TcpResult {
-            failure: t,
-            ..Default::default()
-        }),
-    };
+    let mut result = like(x.result.as_ref()).1;
+    set_outcome(&mut result, Some(failure(f::GENERIC_TIMEOUT, &at)), false);
     Measurement {
         id: "failing".into(),
         result: Some(result),
         input: x.input.clone(),
         ..Default::default()
     }
+}
+
+/// A control of the same kind as `x` that worked.
+fn working_like(x: &Measurement) -> Measurement {
+    let mut c = failing_like(x);
+    if let Some(r) = c.result.as_mut() {
+        set_outcome(r, None, true);
+    }
+    c
 }
 
 proptest! {
@@ -1056,9 +714,7 @@ proptest! {
         let inside = meas("i", inside);
         let got_blocked = {
             // Controls that succeed: the inside's own kind with no failure.
-            let mut c = failing_like(&inside);
-            clear_failure(&mut c);
-            verdict(&inside, &[&c])
+            verdict(&inside, &[&working_like(&inside)])
         };
         let failed_step = super::failure_of(&inside).is_some();
         let control_free = matches!(
@@ -1072,30 +728,6 @@ proptest! {
             let again = verdict(&inside, &refs);
             prop_assert_eq!(again.status, Status::Down, "{:?} -> {:?}", got_blocked, again);
         }
-    }
-}
-
-/// Makes a `failing_like` control succeed.
-fn clear_failure(c: &mut Measurement) {
-    use measurement::Result as R;
-    match &mut c.result {
-        Some(R::Dns(d)) | Some(R::DnsInjection(d)) => d.failure = None,
-        Some(R::Tcp(t)) => t.failure = None,
-        Some(R::Tls(t)) => t.handshake = Some(TlsHandshake::default()),
-        Some(R::Http(h)) => h.failure = None,
-        Some(R::Web(w)) => w.failure = None,
-        Some(R::Quic(q)) => q.failure = None,
-        Some(R::Openvpn(o)) => {
-            o.failure = None;
-            o.server_reset_received = true;
-        }
-        Some(R::Tor(t)) => t.failure = None,
-        Some(R::Encrypted(e)) => e.trigger = None,
-        Some(R::Wireguard(w)) => {
-            w.failure = None;
-            w.response_received = true;
-        }
-        _ => {}
     }
 }
 
@@ -1131,6 +763,61 @@ impl Web {
         Web {
             tls: Some(valid_tls("CN=Real CA", "key-real")),
             ..Web::http(url, ips)
+        }
+    }
+
+    /// The same site answering from `ips`.
+    fn answers(&self, ips: &[&'static str]) -> Web {
+        Web {
+            ips: ips.to_vec(),
+            ..self.clone()
+        }
+    }
+
+    /// The lookup fails with `fail` (no answers).
+    fn dns_fails(&self, fail: &'static str) -> Web {
+        Web {
+            ips: vec![],
+            dns_fail: Some(fail),
+            ..self.clone()
+        }
+    }
+
+    fn connect_fails(&self, fail: &'static str) -> Web {
+        Web {
+            connect_fail: Some(fail),
+            ..self.clone()
+        }
+    }
+
+    fn with_tls(&self, tls: TlsHandshake) -> Web {
+        Web {
+            tls: Some(tls),
+            ..self.clone()
+        }
+    }
+
+    /// The page fetched (a single response).
+    fn with_page(&self, page: HttpResponse) -> Web {
+        Web {
+            pages: vec![page],
+            ..self.clone()
+        }
+    }
+
+    /// HTTP fails with `fail` at `at` after the pages fetched so far.
+    fn http_fails(&self, fail: &'static str, at: &'static str) -> Web {
+        Web {
+            http_fail: Some((fail, at)),
+            ..self.clone()
+        }
+    }
+
+    /// HTTP fails with `fail` at `at` before any page.
+    fn no_page(&self, fail: &'static str, at: &'static str) -> Web {
+        Web {
+            pages: vec![],
+            ..self.http_fails(fail, at)
         }
     }
 
@@ -1242,410 +929,74 @@ fn judge(inside: &Web, controls: &[Web]) -> Verdict {
     verdict(&i, &refs)
 }
 
-#[test]
-fn web_matrix() {
+/// The web decision tree, OONI QA scenario names in the comments: name,
+/// inside, controls, expected.
+#[rustfmt::skip]
+fn web_rows() -> Vec<(&'static str, Web, Vec<Web>, Want)> {
     let ok = Web::http(SITE, &[REAL]);
     let ok_tls = Web::https(SITE_TLS, &[REAL]);
-    let blocked = |v: &Verdict| (v.status, v.mechanism);
-    type Row = (&'static str, Web, Vec<Web>, Status, Option<M>);
-    let rows: Vec<Row> =
-        vec![
+    // The same result inside and at the control.
+    let down = |name, w: Web| (name, w.clone(), vec![w], DOWN);
+    let loopback = "unknown_failure: forbidden_target: 127.0.0.1 is loopback";
+    let expired = || failed_tls(f::SSL_INVALID_CERTIFICATE, "CN=Real CA", "k");
+    let truncated = |sha| HttpResponse { body_truncated: true, ..page(200, "", 1 << 20, sha) };
+    let iframe = HttpResponse {
+        body_head: "<html><iframe src=\"http://10.10.34.34?type=Invalid\">".into(),
+        ..page(200, "", 1250, "ee")
+    };
+    let filter = HttpHeader { name: "Server".into(), value: "Protected by WireFilter 8000".into() };
+    let filtered = HttpResponse { headers: vec![filter], ..page(200, "Example Domain", 1256, "ff") };
+    vec![
         // successWithHTTP / successWithHTTPS
-        ("success http", ok.clone(), vec![ok.clone()], Status::Ok, None),
-        ("success https", ok_tls.clone(), vec![ok_tls.clone()], Status::Ok, None),
-        // 1. TLS interception: the inside does not trust the censor's chain.
-        (
-            "mitm, untrusted censor CA",
-            Web {
-                tls: Some(failed_tls(f::SSL_UNKNOWN_AUTHORITY, "CN=Censor CA", "key-censor")),
-                ..ok_tls.clone()
-            },
-            vec![ok_tls.clone()],
-            Status::Blocked,
-            Some(M::TlsMitm),
-        ),
+        ("success http", ok.clone(), vec![ok.clone()], OK),
+        ("success https", ok_tls.clone(), vec![ok_tls.clone()], OK),
+        // 1. TLS interception: the inside does not trust the censor's chain ...
+        ("mitm, untrusted censor CA", ok_tls.with_tls(failed_tls(f::SSL_UNKNOWN_AUTHORITY, "CN=Censor CA", "key-censor")), vec![ok_tls.clone()], blocked(M::TlsMitm)),
         // ... or trusts it (a national root): another issuer and key.
-        (
-            "mitm, trusted interception CA",
-            Web {
-                tls: Some(valid_tls("CN=National Root", "key-censor")),
-                ..ok_tls.clone()
-            },
-            vec![ok_tls.clone()],
-            Status::Blocked,
-            Some(M::TlsMitm),
-        ),
-        (
-            "same issuer, rotated key is not interception",
-            Web {
-                tls: Some(valid_tls("CN=Real CA", "key-rotated")),
-                ..ok_tls.clone()
-            },
-            vec![ok_tls.clone()],
-            Status::Ok,
-            None,
-        ),
+        ("mitm, trusted interception CA", ok_tls.with_tls(valid_tls("CN=National Root", "key-censor")), vec![ok_tls.clone()], blocked(M::TlsMitm)),
+        ("same issuer, rotated key is not interception", ok_tls.with_tls(valid_tls("CN=Real CA", "key-rotated")), vec![ok_tls.clone()], OK),
         // 2. Broken for everyone is down (badSSL*, redirects, silence).
-        (
-            "expired certificate for everyone",
-            Web {
-                tls: Some(failed_tls(f::SSL_INVALID_CERTIFICATE, "CN=Real CA", "k")),
-                ..ok_tls.clone()
-            },
-            vec![Web {
-                tls: Some(failed_tls(f::SSL_INVALID_CERTIFICATE, "CN=Real CA", "k")),
-                ..ok_tls.clone()
-            }],
-            Status::Down,
-            None,
-        ),
-        (
-            "untrusted root for everyone",
-            Web {
-                tls: Some(failed_tls(f::SSL_UNKNOWN_AUTHORITY, "CN=Self", "k")),
-                ..ok_tls.clone()
-            },
-            vec![Web {
-                tls: Some(failed_tls(f::SSL_UNKNOWN_AUTHORITY, "CN=Self", "k")),
-                ..ok_tls.clone()
-            }],
-            Status::Down,
-            None,
-        ),
-        (
-            "too many redirects for everyone",
-            Web {
-                http_fail: Some((f::TOO_MANY_REDIRECTS, op::HTTP_ROUND_TRIP)),
-                ..ok.clone()
-            },
-            vec![Web {
-                http_fail: Some((f::TOO_MANY_REDIRECTS, op::HTTP_ROUND_TRIP)),
-                ..ok.clone()
-            }],
-            Status::Down,
-            None,
-        ),
-        (
-            "a server that never answers",
-            Web {
-                pages: vec![],
-                http_fail: Some((f::GENERIC_TIMEOUT, op::HTTP_ROUND_TRIP)),
-                ..ok.clone()
-            },
-            vec![Web {
-                pages: vec![],
-                http_fail: Some((f::GENERIC_TIMEOUT, op::HTTP_ROUND_TRIP)),
-                ..ok.clone()
-            }],
-            Status::Down,
-            None,
-        ),
+        down("expired certificate for everyone", ok_tls.with_tls(expired())),
+        down("untrusted root for everyone", ok_tls.with_tls(failed_tls(f::SSL_UNKNOWN_AUTHORITY, "CN=Self", "k"))),
+        down("too many redirects for everyone", ok.http_fails(f::TOO_MANY_REDIRECTS, op::HTTP_ROUND_TRIP)),
+        down("a server that never answers", ok.no_page(f::GENERIC_TIMEOUT, op::HTTP_ROUND_TRIP)),
         // websiteDownNXDOMAIN, websiteDownTCPConnect
-        (
-            "nxdomain for everyone",
-            Web {
-                ips: vec![],
-                dns_fail: Some(f::DNS_NXDOMAIN),
-                ..ok.clone()
-            },
-            vec![Web {
-                ips: vec![],
-                dns_fail: Some(f::DNS_NXDOMAIN),
-                ..ok.clone()
-            }],
-            Status::Down,
-            None,
-        ),
-        (
-            "refused for everyone, different strings at the same step",
-            Web {
-                connect_fail: Some(f::CONNECTION_REFUSED),
-                ..ok.clone()
-            },
-            vec![Web {
-                connect_fail: Some(f::GENERIC_TIMEOUT),
-                ..ok.clone()
-            }],
-            Status::Down,
-            None,
-        ),
+        down("nxdomain for everyone", ok.dns_fails(f::DNS_NXDOMAIN)),
+        ("refused for everyone, different strings at the same step", ok.connect_fails(f::CONNECTION_REFUSED), vec![ok.connect_fails(f::GENERIC_TIMEOUT)], DOWN),
         // 3. The first interference decides (dnsBlockingBOGON,
         // dnsHijackingToLocalhost*).
-        (
-            "bogon answer, then the connect fails",
-            Web {
-                ips: vec!["10.10.10.10"],
-                connect_fail: Some(f::NETWORK_UNREACHABLE),
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Blocked,
-            Some(M::DnsHijack),
-        ),
-        (
-            "loopback answer only inside",
-            Web {
-                ips: vec!["127.0.0.1"],
-                connect_fail: Some("unknown_failure: forbidden_target: 127.0.0.1 is loopback"),
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Blocked,
-            Some(M::DnsHijack),
-        ),
-        (
-            "loopback for everyone is down (localhostWithHTTP)",
-            Web {
-                ips: vec!["127.0.0.1"],
-                connect_fail: Some("unknown_failure: forbidden_target: 127.0.0.1 is loopback"),
-                ..ok.clone()
-            },
-            vec![Web {
-                ips: vec!["127.0.0.1"],
-                connect_fail: Some("unknown_failure: forbidden_target: 127.0.0.1 is loopback"),
-                ..ok.clone()
-            }],
-            Status::Down,
-            None,
-        ),
-        (
-            "known block-page address (GFW poison reply)",
-            Web {
-                ips: vec!["8.7.198.45"],
-                connect_fail: Some(f::GENERIC_TIMEOUT),
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Blocked,
-            Some(M::DnsHijack),
-        ),
-        (
-            "inconsistent answer, then a timeout (tcpBlocking...WithInconsistentDNS)",
-            Web {
-                ips: vec!["104.16.0.80"],
-                connect_fail: Some(f::GENERIC_TIMEOUT),
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Blocked,
-            Some(M::DnsHijack),
-        ),
-        (
-            "inconsistent answer, same page: a faithful proxy (dnsHijackingToProxy)",
-            Web {
-                ips: vec!["104.16.0.80"],
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Ok,
-            None,
-        ),
-        (
-            "inconsistent answer to a block page",
-            Web {
-                ips: vec!["104.16.0.80"],
-                pages: vec![page(200, "Access Denied by order", 900, "bb")],
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Blocked,
-            Some(M::DnsHijack),
-        ),
+        ("bogon answer, then the connect fails", ok.answers(&["10.10.10.10"]).connect_fails(f::NETWORK_UNREACHABLE), vec![ok.clone()], blocked(M::DnsHijack)),
+        ("loopback answer only inside", ok.answers(&["127.0.0.1"]).connect_fails(loopback), vec![ok.clone()], blocked(M::DnsHijack)),
+        down("loopback for everyone is down (localhostWithHTTP)", ok.answers(&["127.0.0.1"]).connect_fails(loopback)),
+        ("known block-page address (GFW poison reply)", ok.answers(&["8.7.198.45"]).connect_fails(f::GENERIC_TIMEOUT), vec![ok.clone()], blocked(M::DnsHijack)),
+        ("inconsistent answer, then a timeout (tcpBlocking...WithInconsistentDNS)", ok.answers(&["104.16.0.80"]).connect_fails(f::GENERIC_TIMEOUT), vec![ok.clone()], blocked(M::DnsHijack)),
+        ("inconsistent answer, same page: a faithful proxy (dnsHijackingToProxy)", ok.answers(&["104.16.0.80"]), vec![ok.clone()], OK),
+        ("inconsistent answer to a block page", ok.answers(&["104.16.0.80"]).with_page(page(200, "Access Denied by order", 900, "bb")), vec![ok.clone()], blocked(M::DnsHijack)),
         // 4. Split failures.
-        (
-            "control DNS times out, inside resolves then fails: not down",
-            Web {
-                connect_fail: Some(f::GENERIC_TIMEOUT),
-                ..ok.clone()
-            },
-            vec![Web {
-                ips: vec![],
-                dns_fail: Some(f::GENERIC_TIMEOUT),
-                ..ok.clone()
-            }],
-            Status::Inconclusive,
-            None,
-        ),
-        (
-            "control DNS times out, inside reaches a plain-HTTP page nobody vouches for",
-            ok.clone(),
-            vec![Web {
-                ips: vec![],
-                dns_fail: Some(f::GENERIC_TIMEOUT),
-                ..ok.clone()
-            }],
-            Status::Inconclusive,
-            None,
-        ),
-        (
-            "control DNS times out, inside reaches a verified HTTPS page",
-            ok_tls.clone(),
-            vec![Web {
-                ips: vec![],
-                dns_fail: Some(f::GENERIC_TIMEOUT),
-                ..ok_tls.clone()
-            }],
-            Status::Ok,
-            None,
-        ),
-        (
-            "ghost: controls told NXDOMAIN, inside resolves a page (ghostDNSBlockingWithHTTP)",
-            Web {
-                pages: vec![page(200, "Blocked", 300, "cc")],
-                ..ok.clone()
-            },
-            vec![Web {
-                ips: vec![],
-                dns_fail: Some(f::DNS_NXDOMAIN),
-                ..ok.clone()
-            }],
-            Status::Blocked,
-            Some(M::DnsHijack),
-        ),
-        (
-            "ghost, then refused (ghostDNSBlockingWithHTTPS)",
-            Web {
-                connect_fail: Some(f::CONNECTION_REFUSED),
-                ..ok_tls.clone()
-            },
-            vec![Web {
-                ips: vec![],
-                dns_fail: Some(f::DNS_NXDOMAIN),
-                ..ok_tls.clone()
-            }],
-            Status::Blocked,
-            Some(M::DnsHijack),
-        ),
-        (
-            "inside TLS fails, control never connected: no evidence",
-            Web {
-                tls: Some(failed_tls(f::CONNECTION_RESET, "", "")),
-                ..ok_tls.clone()
-            },
-            vec![Web {
-                connect_fail: Some(f::GENERIC_TIMEOUT),
-                ..ok_tls.clone()
-            }],
-            Status::Inconclusive,
-            None,
-        ),
-        (
-            "inside connect times out, control connects then its TLS is expired",
-            Web {
-                connect_fail: Some(f::GENERIC_TIMEOUT),
-                ..ok_tls.clone()
-            },
-            vec![Web {
-                tls: Some(failed_tls(f::SSL_INVALID_CERTIFICATE, "CN=Real CA", "k")),
-                ..ok_tls.clone()
-            }],
-            Status::Blocked,
-            Some(M::TcpTimeout),
-        ),
+        ("control DNS times out, inside resolves then fails: not down", ok.connect_fails(f::GENERIC_TIMEOUT), vec![ok.dns_fails(f::GENERIC_TIMEOUT)], UNSURE),
+        ("control DNS times out, inside reaches a plain-HTTP page nobody vouches for", ok.clone(), vec![ok.dns_fails(f::GENERIC_TIMEOUT)], UNSURE),
+        ("control DNS times out, inside reaches a verified HTTPS page", ok_tls.clone(), vec![ok_tls.dns_fails(f::GENERIC_TIMEOUT)], OK),
+        ("ghost: controls told NXDOMAIN, inside resolves a page (ghostDNSBlockingWithHTTP)", ok.with_page(page(200, "Blocked", 300, "cc")), vec![ok.dns_fails(f::DNS_NXDOMAIN)], blocked(M::DnsHijack)),
+        ("ghost, then refused (ghostDNSBlockingWithHTTPS)", ok_tls.connect_fails(f::CONNECTION_REFUSED), vec![ok_tls.dns_fails(f::DNS_NXDOMAIN)], blocked(M::DnsHijack)),
+        ("inside TLS fails, control never connected: no evidence", ok_tls.with_tls(failed_tls(f::CONNECTION_RESET, "", "")), vec![ok_tls.connect_fails(f::GENERIC_TIMEOUT)], UNSURE),
+        ("inside connect times out, control connects then its TLS is expired", ok_tls.connect_fails(f::GENERIC_TIMEOUT), vec![ok_tls.with_tls(expired())], blocked(M::TcpTimeout)),
         // 5. Block pages by content.
-        (
-            "same size, another title",
-            Web {
-                pages: vec![page(200, "Access Denied - censor", 1200, "dd")],
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Blocked,
-            Some(M::HttpBlockpage),
-        ),
-        (
-            "a known fingerprint in the body, no title",
-            Web {
-                pages: vec![HttpResponse {
-                    body_head: "<html><iframe src=\"http://10.10.34.34?type=Invalid\">".into(),
-                    ..page(200, "", 1250, "ee")
-                }],
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Blocked,
-            Some(M::HttpBlockpage),
-        ),
-        (
-            "a known fingerprint in a header",
-            Web {
-                pages: vec![HttpResponse {
-                    headers: vec![HttpHeader {
-                        name: "Server".into(),
-                        value: "Protected by WireFilter 8000".into(),
-                    }],
-                    ..page(200, "Example Domain", 1256, "ff")
-                }],
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Blocked,
-            Some(M::HttpBlockpage),
-        ),
-        (
-            "a dynamic page: same title words, other length",
-            Web {
-                pages: vec![page(200, "example domain", 1500, "ab")],
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Ok,
-            None,
-        ),
-        (
-            "verified HTTPS with another title is the site's own page (cloudflareCAPTCHAWithHTTPS)",
-            Web {
-                pages: vec![page(403, "Just a moment", 9000, "gg")],
-                ..ok_tls.clone()
-            },
-            vec![ok_tls.clone()],
-            Status::Ok,
-            None,
-        ),
-        (
-            "large file, both truncated (largeFileWithHTTP)",
-            Web {
-                pages: vec![HttpResponse {
-                    body_truncated: true,
-                    ..page(200, "", 1 << 20, "h1")
-                }],
-                ..ok.clone()
-            },
-            vec![Web {
-                pages: vec![HttpResponse {
-                    body_truncated: true,
-                    ..page(200, "", 1 << 20, "h2")
-                }],
-                ..ok.clone()
-            }],
-            Status::Ok,
-            None,
-        ),
-        (
-            "HTTP reset inside only",
-            Web {
-                pages: vec![],
-                http_fail: Some((f::CONNECTION_RESET, op::HTTP_ROUND_TRIP)),
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Blocked,
-            Some(M::HttpReset),
-        ),
-        (
-            "a redirect loop only inside",
-            Web {
-                http_fail: Some((f::TOO_MANY_REDIRECTS, op::HTTP_ROUND_TRIP)),
-                ..ok.clone()
-            },
-            vec![ok.clone()],
-            Status::Blocked,
-            Some(M::HttpDiff),
-        ),
-    ];
-    for (name, inside, controls, status, mech) in rows {
+        ("same size, another title", ok.with_page(page(200, "Access Denied - censor", 1200, "dd")), vec![ok.clone()], blocked(M::HttpBlockpage)),
+        ("a known fingerprint in the body, no title", ok.with_page(iframe), vec![ok.clone()], blocked(M::HttpBlockpage)),
+        ("a known fingerprint in a header", ok.with_page(filtered), vec![ok.clone()], blocked(M::HttpBlockpage)),
+        ("a dynamic page: same title words, other length", ok.with_page(page(200, "example domain", 1500, "ab")), vec![ok.clone()], OK),
+        ("verified HTTPS with another title is the site's own page (cloudflareCAPTCHAWithHTTPS)", ok_tls.with_page(page(403, "Just a moment", 9000, "gg")), vec![ok_tls.clone()], OK),
+        ("large file, both truncated (largeFileWithHTTP)", ok.with_page(truncated("h1")), vec![ok.with_page(truncated("h2"))], OK),
+        ("HTTP reset inside only", ok.no_page(f::CONNECTION_RESET, op::HTTP_ROUND_TRIP), vec![ok.clone()], blocked(M::HttpReset)),
+        ("a redirect loop only inside", ok.http_fails(f::TOO_MANY_REDIRECTS, op::HTTP_ROUND_TRIP), vec![ok.clone()], blocked(M::HttpDiff)),
+    ]
+}
+
+#[test]
+fn web_matrix() {
+    for (name, inside, controls, want) in web_rows() {
         let got = judge(&inside, &controls);
-        assert_eq!(blocked(&got), (status, mech), "{name}: {}", got.reason);
+        assert_eq!((got.status, got.mechanism), want, "{name}: {}", got.reason);
         assert!((0.0..=1.0).contains(&got.confidence), "{name}");
         assert_eq!(got.evidence[0], "i", "{name}");
     }
@@ -1661,67 +1012,33 @@ fn body(len: u64, us: i64) -> HttpResponse {
 
 #[test]
 fn throttling_is_a_rate_far_below_the_controls() {
-    let fast = Web {
-        pages: vec![body(512 * 1024, 20_000)],
-        ..Web::http(SITE, &[REAL])
+    let fast = Web::http(SITE, &[REAL]).with_page(body(512 * 1024, 20_000));
+    // The verdict on the site read at `len` bytes in `us` against `control`.
+    let rate = |len, us, control: &Web| {
+        judge(
+            &fast.with_page(body(len, us)),
+            std::slice::from_ref(control),
+        )
     };
+    let throttled = (Status::Blocked, Some(M::HttpThrottle));
     // 512 KiB in 16 s (32 KiB/s) vs in 20 ms: throttled.
-    let slow = Web {
-        pages: vec![body(512 * 1024, 16_000_000)],
-        ..fast.clone()
-    };
-    let got = judge(&slow, std::slice::from_ref(&fast));
-    assert_eq!(
-        (got.status, got.mechanism),
-        (Status::Blocked, Some(M::HttpThrottle)),
-        "{}",
-        got.reason
-    );
+    let got = rate(512 * 1024, 16_000_000, &fast);
+    assert_eq!((got.status, got.mechanism), throttled, "{}", got.reason);
     assert!(got.reason.contains("B/s"), "{}", got.reason);
     // Stalled: part of the body, then the read timed out.
-    let stalled = Web {
-        pages: vec![body(100 * 1024, 30_000_000)],
-        http_fail: Some((f::GENERIC_TIMEOUT, op::READ)),
-        ..fast.clone()
-    };
+    let stalled = fast
+        .with_page(body(100 * 1024, 30_000_000))
+        .http_fails(f::GENERIC_TIMEOUT, op::READ);
     let got = judge(&stalled, std::slice::from_ref(&fast));
-    assert_eq!(
-        (got.status, got.mechanism),
-        (Status::Blocked, Some(M::HttpThrottle)),
-        "{}",
-        got.reason
-    );
+    assert_eq!((got.status, got.mechanism), throttled, "{}", got.reason);
     // Half the control's rate is a slower line, not a throttle.
-    let slower = Web {
-        pages: vec![body(512 * 1024, 40_000)],
-        ..fast.clone()
-    };
-    assert_eq!(
-        judge(&slower, std::slice::from_ref(&fast)).status,
-        Status::Ok
-    );
+    assert_eq!(rate(512 * 1024, 40_000, &fast).status, Status::Ok);
     // A short transfer measures round trips, not bandwidth.
-    let short = Web {
-        pages: vec![body(512 * 1024, 900_000)],
-        ..fast.clone()
-    };
-    assert_eq!(
-        judge(&short, std::slice::from_ref(&fast)).status,
-        Status::Ok
-    );
+    assert_eq!(rate(512 * 1024, 900_000, &fast).status, Status::Ok);
     // A small control body measures latency: no throttle verdict.
-    let small = Web {
-        pages: vec![body(2_000, 1_000)],
-        ..fast.clone()
-    };
-    let small_slow = Web {
-        pages: vec![body(2_000, 2_000_000)],
-        ..fast.clone()
-    };
-    assert_ne!(
-        judge(&small_slow, std::slice::from_ref(&small)).mechanism,
-        Some(M::HttpThrottle)
-    );
+    let small = fast.with_page(body(2_000, 1_000));
+    let got = rate(2_000, 2_000_000, &small);
+    assert_ne!(got.mechanism, Some(M::HttpThrottle), "{}", got.reason);
 }
 
 #[test]
@@ -1802,13 +1119,10 @@ fn a_campaigns_own_fingerprint_finds_its_block_page() {
     use super::super::fingerprints::{parse_csv, Fingerprints, HEADER};
     let ok = Web::http(SITE, &[REAL]);
     // The same length and status, no title: the built-in rules see nothing.
-    let block = Web {
-        pages: vec![HttpResponse {
-            body_head: "<p>Blocked by order of the Lab Ministry</p>".into(),
-            ..page(200, "", 1250, "zz")
-        }],
-        ..ok.clone()
-    };
+    let block = ok.with_page(HttpResponse {
+        body_head: "<p>Blocked by order of the Lab Ministry</p>".into(),
+        ..page(200, "", 1250, "zz")
+    });
     let (i, c) = (block.build("i"), ok.build("c"));
     let plain = analyze_run(std::slice::from_ref(&i), std::slice::from_ref(&c));
     assert_eq!(plain[0].2.status, Status::Ok, "{}", plain[0].2.reason);

@@ -78,64 +78,30 @@ fn unknown_field_names_line_column_and_field() {
 
 #[test]
 fn bad_duration_names_line_and_field() {
-    assert_refused(
-        &GOOD.replace("\"30s\"", "\"thirty\""),
-        "deadline",
-        3,
-        &["thirty"],
-    );
-    assert_refused(
-        &GOOD.replace("\"30s\"", "\"0s\""),
-        "deadline",
-        3,
-        &["positive"],
-    );
-    assert_refused(
-        &GOOD.replace("\"30s\"", "\"2days\""),
-        "deadline",
-        3,
-        &["maximum"],
-    );
-    assert_refused(
-        &GOOD.replace("[inside]", &SCHEDULED.replace("\"1h\"", "\"hourly\"")),
-        "schedule.every",
-        6,
-        &["hourly"],
-    );
+    #[rustfmt::skip]
+    let refused = [
+        (GOOD.replace("\"30s\"", "\"thirty\""), "deadline", 3, &["thirty"][..]),
+        (GOOD.replace("\"30s\"", "\"0s\""), "deadline", 3, &["positive"][..]),
+        (GOOD.replace("\"30s\"", "\"2days\""), "deadline", 3, &["maximum"][..]),
+        (GOOD.replace("[inside]", &SCHEDULED.replace("\"1h\"", "\"hourly\"")), "schedule.every", 6, &["hourly"][..]),
+    ];
+    for (text, field, line, words) in refused {
+        assert_refused(&text, field, line, words);
+    }
 }
 
 #[test]
 fn empty_group_is_refused() {
-    assert_refused(
-        &GOOD.replace("tags = [\"control\"]", ""),
-        "control",
-        8,
-        &["empty group"],
-    );
-    assert_refused(
-        &GOOD.replace(
-            "countries = [\"CN\"]",
-            "countries = [\"CN\"]\nmin_agents = 3\nmax_agents = 2",
-        ),
-        "inside.min_agents",
-        7,
-        &["empty group", "max_agents (2)"],
-    );
-    assert_refused(
-        &GOOD.replace(
-            "tags = [\"control\"]",
-            "tags = [\"control\"]\nmax_agents = 0",
-        ),
-        "control.max_agents",
-        10,
-        &["at least 1"],
-    );
-    assert_refused(
-        &GOOD.replace("[\"CN\"]", "[\"China\"]"),
-        "inside.countries",
-        6,
-        &["China"],
-    );
+    #[rustfmt::skip]
+    let refused = [
+        (GOOD.replace("tags = [\"control\"]", ""), "control", 8, &["empty group"][..]),
+        (GOOD.replace("countries = [\"CN\"]", "countries = [\"CN\"]\nmin_agents = 3\nmax_agents = 2"), "inside.min_agents", 7, &["empty group", "max_agents (2)"][..]),
+        (GOOD.replace("tags = [\"control\"]", "tags = [\"control\"]\nmax_agents = 0"), "control.max_agents", 10, &["at least 1"][..]),
+        (GOOD.replace("[\"CN\"]", "[\"China\"]"), "inside.countries", 6, &["China"][..]),
+    ];
+    for (text, field, line, words) in refused {
+        assert_refused(&text, field, line, words);
+    }
 }
 
 #[test]
@@ -168,26 +134,16 @@ fn forbidden_target_is_refused_unless_lab() {
     );
     assert!(parse_spec(&lab, SpecFormat::Toml).is_ok());
     // Literal IPs hide in hosts, resolvers and URLs too.
-    for (target, what) in [
+    #[rustfmt::skip]
+    let cases = [
         ("tcp = { host = \"127.0.0.1\", port = 80 }", "loopback"),
-        (
-            "dns = { domain = \"x.org\", resolver = \"[fe80::1]:53\" }",
-            "link-local",
-        ),
-        (
-            "dns = { domain = \"x.org\", resolver = \"::1\" }",
-            "loopback",
-        ),
+        ("dns = { domain = \"x.org\", resolver = \"[fe80::1]:53\" }", "link-local"),
+        ("dns = { domain = \"x.org\", resolver = \"::1\" }", "loopback"),
         ("web = { url = \"http://192.168.1.1/admin\" }", "private"),
-        (
-            "http = { url = \"https://[fd00::1]:8443/\" }",
-            "unique-local",
-        ),
-        (
-            "quic = { ip = \"100.64.0.1\", port = 443, sni = \"q\" }",
-            "CGNAT",
-        ),
-    ] {
+        ("http = { url = \"https://[fd00::1]:8443/\" }", "unique-local"),
+        ("quic = { ip = \"100.64.0.1\", port = 443, sni = \"q\" }", "CGNAT"),
+    ];
+    for (target, what) in cases {
         let text = GOOD.replace("tcp = { host = \"example.org\", port = 80 }", target);
         assert_refused(&text, "targets[1]", 15, &[what]);
     }
@@ -195,23 +151,16 @@ fn forbidden_target_is_refused_unless_lab() {
 
 #[test]
 fn malformed_targets_are_refused() {
-    for (target, words) in [
+    #[rustfmt::skip]
+    let cases = [
         ("tcp = { host = \"example.org\" }", &["port 0"][..]),
-        (
-            "tls = { ip = \"example.org\", port = 443 }",
-            &["not an IP"][..],
-        ),
+        ("tls = { ip = \"example.org\", port = 443 }", &["not an IP"][..]),
         ("http = { url = \"ftp://x.org/\" }", &["http://"][..]),
-        (
-            "openvpn = { ip = \"1.2.3.4\", port = 1194, transport = \"sctp\" }",
-            &["sctp"][..],
-        ),
-        (
-            "wireguard = { ip = \"1.2.3.4\", port = 51820, peer_public_key = [1, 2] }",
-            &["32"][..],
-        ),
+        ("openvpn = { ip = \"1.2.3.4\", port = 1194, transport = \"sctp\" }", &["sctp"][..]),
+        ("wireguard = { ip = \"1.2.3.4\", port = 51820, peer_public_key = [1, 2] }", &["32"][..]),
         ("dns = { domain = \"\" }", &["domain"][..]),
-    ] {
+    ];
+    for (target, words) in cases {
         let text = GOOD.replace("tcp = { host = \"example.org\", port = 80 }", target);
         assert_refused(&text, "targets[1]", 15, words);
     }
@@ -222,50 +171,20 @@ fn malformed_targets_are_refused() {
 /// field's line.
 #[test]
 fn inputs_agents_would_refuse_are_refused_at_creation() {
-    for (target, field, words) in [
+    #[rustfmt::skip]
+    let cases = [
         // The agent's HTTP client would silently use port 80 for this.
-        (
-            "web = { url = \"http://example.org:99999/\" }",
-            "targets[1].web.url",
-            &["99999"][..],
-        ),
-        (
-            "http = { url = \"http://user@example.org/\" }",
-            "targets[1].http.url",
-            &["user name"][..],
-        ),
+        ("web = { url = \"http://example.org:99999/\" }", "targets[1].web.url", &["99999"][..]),
+        ("http = { url = \"http://user@example.org/\" }", "targets[1].http.url", &["user name"][..]),
         // Agents speak DoH over https only.
-        (
-            "dns = { domain = \"example.org\", transport = \"doh\", doh_url = \"http://dns.example/q\" }",
-            "targets[1].dns.doh_url",
-            &["https://"][..],
-        ),
-        (
-            "dns = { domain = \"example.org\", qtype = \"MX\" }",
-            "targets[1].dns.qtype",
-            &["MX"][..],
-        ),
-        (
-            "dns = { domain = \"bad..name\" }",
-            "targets[1].dns.domain",
-            &["empty label"][..],
-        ),
-        (
-            "tls = { ip = \"1.1.1.1\", port = 443, sni = \"xn--zz.example\" }",
-            "targets[1].tls.sni",
-            &["IDNA"][..],
-        ),
-        (
-            "encrypted = { ip = \"1.1.1.1\", port = 443, payload_bytes = 5000 }",
-            "targets[1].encrypted.payload_bytes",
-            &["5000", "1400"][..],
-        ),
-        (
-            "tor = { ip = \"1.1.1.1\" }",
-            "targets[1].tor.port",
-            &["port 0"][..],
-        ),
-    ] {
+        ("dns = { domain = \"example.org\", transport = \"doh\", doh_url = \"http://dns.example/q\" }", "targets[1].dns.doh_url", &["https://"][..]),
+        ("dns = { domain = \"example.org\", qtype = \"MX\" }", "targets[1].dns.qtype", &["MX"][..]),
+        ("dns = { domain = \"bad..name\" }", "targets[1].dns.domain", &["empty label"][..]),
+        ("tls = { ip = \"1.1.1.1\", port = 443, sni = \"xn--zz.example\" }", "targets[1].tls.sni", &["IDNA"][..]),
+        ("encrypted = { ip = \"1.1.1.1\", port = 443, payload_bytes = 5000 }", "targets[1].encrypted.payload_bytes", &["5000", "1400"][..]),
+        ("tor = { ip = \"1.1.1.1\" }", "targets[1].tor.port", &["port 0"][..]),
+    ];
+    for (target, field, words) in cases {
         let text = GOOD.replace("tcp = { host = \"example.org\", port = 80 }", target);
         let e = err(&text);
         assert_eq!(e.field(), Some(field), "{e}");
@@ -355,44 +274,18 @@ fn schedule_rules() {
     let every = GOOD.replace("[inside]", SCHEDULED);
     let s = parse_spec(&every, SpecFormat::Toml).unwrap();
     assert_eq!(expand_runs(&s, 0, 1).unwrap().len(), 6);
-    assert_refused(
-        &every.replace("end = \"2026-01-01T05:00:00Z\"\n", ""),
-        "schedule.end",
-        5,
-        &["required"],
-    );
-    assert_refused(
-        &every.replace("2026-01-01T05", "2025-01-01T05"),
-        "schedule.end",
-        8,
-        &["after start"],
-    );
-    assert_refused(
-        &every.replace("2026-01-01T05", "2026-13-01T05"),
-        "schedule.end",
-        8,
-        &["bad time"],
-    );
-    assert_refused(
-        &every.replace("\"10m\"", "\"2h\""),
-        "schedule.spread",
-        9,
-        &["shorter than every"],
-    );
-    assert_refused(
-        &every.replace("every = ", "once = true\nevery = "),
-        "schedule.once",
-        6,
-        &["not both"],
-    );
-    assert_refused(
-        &every
-            .replace("every = \"1h\"", "every = \"1s\"")
-            .replace("2026-01-01T05", "2027-01-01T05"),
-        "schedule.every",
-        6,
-        &["31554001 runs", "10000"],
-    );
+    #[rustfmt::skip]
+    let refused = [
+        (every.replace("end = \"2026-01-01T05:00:00Z\"\n", ""), "schedule.end", 5, &["required"][..]),
+        (every.replace("2026-01-01T05", "2025-01-01T05"), "schedule.end", 8, &["after start"][..]),
+        (every.replace("2026-01-01T05", "2026-13-01T05"), "schedule.end", 8, &["bad time"][..]),
+        (every.replace("\"10m\"", "\"2h\""), "schedule.spread", 9, &["shorter than every"][..]),
+        (every.replace("every = ", "once = true\nevery = "), "schedule.once", 6, &["not both"][..]),
+        (every.replace("every = \"1h\"", "every = \"1s\"").replace("2026-01-01T05", "2027-01-01T05"), "schedule.every", 6, &["31554001 runs", "10000"][..]),
+    ];
+    for (text, field, line, words) in refused {
+        assert_refused(&text, field, line, words);
+    }
     let once = GOOD.replace(
         "[inside]",
         "[schedule]\nonce = true\nspread = \"1m\"\n\n[inside]",
