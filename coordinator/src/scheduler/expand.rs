@@ -156,10 +156,12 @@ mod tests {
         #[test]
         fn expansion_is_ordered_within_spread_and_deterministic(
             every_m in 1i64..1_000, runs in 1i64..200, spread_frac in 0.0f64..1.0,
-            extra_s in 0i64..59, seed in any::<u64>(), start in 0i64..4_000_000_000,
+            extra_s in 1i64..59, seed in any::<u64>(), start in 0i64..4_000_000_000,
         ) {
             let every_s = every_m * 60;
             // Spread strictly shorter than every (validation's rule); 0 = none.
+            // The end lies after the start (extra_s >= 1): validation refuses
+            // end == start, which one run with no extra time used to hit.
             let spread_s = ((every_s as f64) * spread_frac) as i64;
             let end = start + every_s * (runs - 1) + extra_s;
             let s = with(Schedule {
