@@ -29,7 +29,7 @@ use vantage_proto::v1::{
 use super::peer_fingerprint;
 use crate::errors::ServiceError;
 use crate::query::feed::{FeedEvent, Payload};
-use crate::query::fields::{decode_cursor, uuid, Fields};
+use crate::query::fields::{decode_cursor, Fields};
 use crate::query::views::Decoded;
 use crate::query::{
     aggregate, axes, blocking, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter,
@@ -168,8 +168,7 @@ fn cell(c: Cell) -> AggregationCell {
 fn watch_event(e: &FeedEvent) -> WatchEvent {
     let (id, event) = match &e.payload {
         Payload::Result(d) => (
-            e.id.map(|id| uuid::Uuid::from_bytes(id).to_string())
-                .unwrap_or_default(),
+            e.seq.map(|n| n.to_string()).unwrap_or_default(),
             watch_event::Event::Result(result_entry((**d).clone())),
         ),
         Payload::Verdict(v) => (String::new(), watch_event::Event::Verdict((**v).clone())),
@@ -376,17 +375,7 @@ impl QueryService for QueryApi {
         req: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.authorize(&req)?;
-        let id = req.into_inner().last_event_id;
-        let id = id.trim();
-        let resume = if id.is_empty() {
-            None
-        } else {
-            Some(uuid(id).ok_or_else(|| {
-                ServiceError::invalid(format!(
-                    "last_event_id must be a result id (a UUID), not {id:?}"
-                ))
-            })?)
-        };
+        let resume = crate::query::feed::resume_point(&req.into_inner().last_event_id)?;
         let rx = self.reads.feed.subscribe(self.shared.clone(), resume);
         Ok(Response::new(Box::pin(
             ReceiverStream::new(rx).map(|e| Ok(watch_event(&e))),

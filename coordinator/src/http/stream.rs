@@ -1,9 +1,10 @@
 //! `/api/v1/stream`: server-sent events of new results (`event: result`,
-//! `id:` the result id) and of verdicts they create or change
-//! (`event: verdict`, no id), from the shared live feed
+//! `id:` the result's commit sequence number) and of verdicts they create
+//! or change (`event: verdict`, no id), from the shared live feed
 //! (`crate::query::feed`). A client that sends `Last-Event-ID` (or
-//! `?last_event_id=`) first gets every stored result after that id, then the
-//! live events; nothing is sent twice.
+//! `?last_event_id=`) first gets every result stored after that event,
+//! late deliveries with old ids included, then the live events; nothing is
+//! sent twice.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -22,8 +23,8 @@ use crate::query::feed::FeedEvent;
 
 fn sse(e: &FeedEvent) -> SseEvent {
     let ev = SseEvent::default().event(e.kind).data(&e.data);
-    match &e.id {
-        Some(id) => ev.id(uuid::Uuid::from_bytes(*id).to_string()),
+    match e.seq {
+        Some(seq) => ev.id(seq.to_string()),
         None => ev,
     }
 }
@@ -32,10 +33,10 @@ fn sse(e: &FeedEvent) -> SseEvent {
 /// `Last-Event-ID`.
 #[utoipa::path(get, path = "/api/v1/stream", tag = "results",
     params(
-        ("Last-Event-ID" = Option<String>, Header, description = "resume after this result id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event: the `id` of the last result event received (its commit sequence number)"),
         ("last_event_id" = Option<String>, Query, description = "the same, for clients that cannot set headers"),
     ),
-    responses((status = 200, description = "text/event-stream: `result` events (id = result id, data = a result as in /results) and `verdict` events (data = a verdict as in /verdicts)", content_type = "text/event-stream")))]
+    responses((status = 200, description = "text/event-stream: `result` events (id = the result's commit sequence number, data = a result as in /results) and `verdict` events (data = a verdict as in /verdicts)", content_type = "text/event-stream")))]
 pub(crate) async fn stream(
     State(app): State<App>,
     headers: HeaderMap,
@@ -46,15 +47,9 @@ pub(crate) async fn stream(
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("\u{0}").to_string())
         .or(p.string("last_event_id"))
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            crate::query::fields::uuid(s.trim()).ok_or_else(|| {
-                ServiceError::invalid(format!(
-                    "Last-Event-ID must be a result id (a UUID), not {s:?}"
-                ))
-            })
-        })
-        .transpose()?;
+        .map(|s| crate::query::feed::resume_point(&s))
+        .transpose()?
+        .flatten();
     let rx = app.feed.subscribe(app.shared.clone(), resume);
     let events = ReceiverStream::new(rx).map(|e| Ok::<_, Infallible>(sse(&e)));
     Ok(Sse::new(events)

@@ -2,17 +2,18 @@
 //! change, behind `/api/v1/stream` (server-sent events) and gRPC
 //! `QueryService.Watch`.
 //!
-//! One feed task per server polls the store every 500 ms for results after
-//! the last id it saw and broadcasts them; subscribers get them through
-//! [`Feed::subscribe`]. A subscriber that resumes after an id first gets
-//! every stored result after that id, then the live events; ids on one
-//! subscription only ever increase, so nothing is sent twice. A subscriber
-//! too slow for the broadcast buffer catches up from the store the same way.
+//! One feed task per server polls the store every 500 ms for results
+//! after the last commit sequence number it saw (`store/seq.rs`) and
+//! broadcasts them; subscribers get them through [`Feed::subscribe`]. A
+//! subscriber that resumes after a number first gets every stored result
+//! after it, then the live events; numbers on one subscription only ever
+//! increase, so nothing is sent twice. A subscriber too slow for the
+//! broadcast buffer catches up from the store the same way.
 //!
-//! Known limit: the feed follows result ids (UUIDv7, chosen by agents when
-//! they measure), so a result delivered late from an agent's outbox with an
-//! id older than ones already streamed is stored and listed by the results
-//! queries but not streamed.
+//! The feed follows the order results were stored in, not their ids: a
+//! result delivered late from an agent's outbox, with an id older than
+//! results already streamed, is streamed when it is stored (it used to be
+//! listed by the results queries but never streamed).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,8 +36,9 @@ const BUFFER: usize = 4_096;
 /// One event, serialised once (as JSON, for server-sent events) for every
 /// subscriber, with the view it was made from (for gRPC `Watch`).
 pub(crate) struct FeedEvent {
-    /// Result id for `result` events.
-    pub(crate) id: Option<[u8; 16]>,
+    /// Commit sequence number for `result` events: the event id a client
+    /// resumes after.
+    pub(crate) seq: Option<u64>,
     pub(crate) kind: &'static str,
     pub(crate) data: String,
     pub(crate) payload: Payload,
@@ -53,13 +55,13 @@ pub(crate) struct Feed {
     tx: broadcast::Sender<Arc<FeedEvent>>,
 }
 
-fn result_event(id: [u8; 16], bytes: &[u8]) -> Option<(FeedEvent, String)> {
+fn result_event(seq: u64, bytes: &[u8]) -> Option<(FeedEvent, String)> {
     let d = views::decode(bytes)?;
     let campaign = d.m.campaign_id.clone();
     let data = serde_json::to_string(&d.clone().view()).ok()?;
     Some((
         FeedEvent {
-            id: Some(id),
+            seq: Some(seq),
             kind: "result",
             data,
             payload: Payload::Result(Box::new(d)),
@@ -68,27 +70,45 @@ fn result_event(id: [u8; 16], bytes: &[u8]) -> Option<(FeedEvent, String)> {
     ))
 }
 
-/// Up to `n` stored results after `after` as events, the last id read and
-/// how many were read.
-type ReadOut = (Vec<(FeedEvent, String)>, Option<[u8; 16]>, usize);
+/// Up to `n` stored results after sequence number `after` as events (with
+/// their result ids), the last number read and how many were read.
+type ReadOut = (Vec<(FeedEvent, String, [u8; 16])>, u64, usize);
 
-fn read_after(
-    shared: &Shared,
-    after: Option<[u8; 16]>,
-    n: usize,
-) -> Result<ReadOut, crate::store::StoreError> {
+fn read_after(shared: &Shared, after: u64, n: usize) -> Result<ReadOut, crate::store::StoreError> {
     let mut out = Vec::new();
-    let mut last = None;
+    let mut last = after;
     let mut scanned = 0;
-    for item in shared.store.results_after(None, after).take(n) {
-        let (id, bytes) = item?;
-        last = Some(id);
+    for item in shared.store.results_after_seq(after).take(n) {
+        let (seq, id, bytes) = item?;
+        last = seq;
         scanned += 1;
-        if let Some(e) = result_event(id, &bytes) {
-            out.push(e);
+        if let Some((e, campaign)) = result_event(seq, &bytes) {
+            out.push((e, campaign, id));
         }
     }
     Ok((out, last, scanned))
+}
+
+/// Where a client resumes (`Last-Event-ID`, `last_event_id`): after a
+/// commit sequence number, the `id` of the last result event it got. An
+/// empty value starts at the live edge; so does a result id (what event ids
+/// were before the sequence existed: a client connected across the upgrade
+/// misses what was stored while it was away, and says so in the log).
+pub(crate) fn resume_point(value: &str) -> Result<Option<u64>, crate::errors::ServiceError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(n) = v.parse::<u64>() {
+        return Ok(Some(n));
+    }
+    if super::fields::uuid(v).is_some() {
+        tracing::info!("a client resumed after a result id (before the commit sequence); live from now");
+        return Ok(None);
+    }
+    Err(crate::errors::ServiceError::invalid(format!(
+        "the last event id must be the id of a result event (a number), not {v:?}"
+    )))
 }
 
 type VerdictKey = (String, String, String);
@@ -126,13 +146,13 @@ fn changed_verdicts(
 }
 
 impl Feed {
-    /// A subscriber: with `resume`, every stored result after that id
-    /// first, then the live events, ids only increasing. The pump stops
-    /// when the receiver is dropped.
+    /// A subscriber: with `resume`, every stored result after that
+    /// sequence number first, then the live events, numbers only
+    /// increasing. The pump stops when the receiver is dropped.
     pub(crate) fn subscribe(
         &self,
         shared: Shared,
-        resume: Option<[u8; 16]>,
+        resume: Option<u64>,
     ) -> mpsc::Receiver<Arc<FeedEvent>> {
         let rx = self.tx.subscribe();
         let (out, out_rx) = mpsc::channel(256);
@@ -146,11 +166,11 @@ impl Feed {
         let feed = Arc::new(Feed { tx: tx.clone() });
         tokio::spawn(async move {
             let s = shared.clone();
-            let mut last = tokio::task::spawn_blocking(move || s.store.last_result_id())
+            let mut last = tokio::task::spawn_blocking(move || s.store.last_seq())
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .flatten();
+                .unwrap_or(0);
             let mut known: HashMap<String, HashMap<VerdictKey, VerdictEntry>> = HashMap::new();
             let mut tick = tokio::time::interval(POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,31 +199,29 @@ impl Feed {
 
 type PollOut = (
     Vec<FeedEvent>,
-    Option<[u8; 16]>,
+    u64,
     HashMap<String, HashMap<VerdictKey, VerdictEntry>>,
 );
 
-/// One poll: new results after `last` and the verdicts they changed. With
-/// no listener it only moves `last` to the newest id.
+/// One poll: new results after sequence number `last` and the verdicts
+/// they changed. With no listener it only moves `last` to the newest.
 fn poll(
     shared: &Shared,
-    last: Option<[u8; 16]>,
+    last: u64,
     listening: bool,
     mut known: HashMap<String, HashMap<VerdictKey, VerdictEntry>>,
 ) -> Result<PollOut, crate::store::StoreError> {
     if !listening {
         known.clear();
-        let newest = shared.store.last_result_id()?.or(last);
+        let newest = shared.store.last_seq()?.max(last);
         return Ok((Vec::new(), newest, known));
     }
     let (results, new_last, _) = read_after(shared, last, POLL_BATCH)?;
     let mut campaigns: Vec<String> = Vec::new();
     let mut new_ids = HashSet::new();
     let mut events = Vec::with_capacity(results.len());
-    for (e, campaign) in results {
-        if let Some(id) = e.id {
-            new_ids.insert(uuid::Uuid::from_bytes(id).to_string());
-        }
+    for (e, campaign, id) in results {
+        new_ids.insert(uuid::Uuid::from_bytes(id).to_string());
         if !campaign.is_empty() && !campaigns.contains(&campaign) {
             campaigns.push(campaign);
         }
@@ -213,7 +231,7 @@ fn poll(
         for v in changed_verdicts(shared, c, &mut known, &new_ids) {
             if let Ok(data) = serde_json::to_string(&v) {
                 events.push(FeedEvent {
-                    id: None,
+                    seq: None,
                     kind: "verdict",
                     data,
                     payload: Payload::Verdict(Box::new(v)),
@@ -221,16 +239,12 @@ fn poll(
             }
         }
     }
-    Ok((events, new_last.or(last), known))
+    Ok((events, new_last.max(last), known))
 }
 
-/// Sends stored results after `*last` until caught up; false when the
-/// client has gone.
-async fn replay(
-    shared: &Shared,
-    last: &mut Option<[u8; 16]>,
-    out: &mpsc::Sender<Arc<FeedEvent>>,
-) -> bool {
+/// Sends stored results after sequence number `*last` until caught up;
+/// false when the client has gone.
+async fn replay(shared: &Shared, last: &mut u64, out: &mpsc::Sender<Arc<FeedEvent>>) -> bool {
     loop {
         let s = shared.clone();
         let after = *last;
@@ -243,30 +257,34 @@ async fn replay(
             }
             Err(_) => return true,
         };
-        for (e, _) in events {
+        for (e, _, _) in events {
             if out.send(Arc::new(e)).await.is_err() {
                 return false;
             }
         }
-        if page_last.is_some() {
-            *last = page_last;
-        }
+        *last = page_last.max(*last);
         if scanned < REPLAY_BATCH {
             return true;
         }
     }
 }
 
-/// One client: optional replay, then live events with increasing ids.
+/// One client: optional replay, then live events with increasing
+/// sequence numbers. Without `resume` it starts at the live edge: the
+/// first live event it is sent tells where it is.
 async fn pump(
     shared: Shared,
     mut rx: broadcast::Receiver<Arc<FeedEvent>>,
     out: mpsc::Sender<Arc<FeedEvent>>,
-    resume: Option<[u8; 16]>,
+    resume: Option<u64>,
 ) {
     let mut last = resume;
-    if resume.is_some() && !replay(&shared, &mut last, &out).await {
-        return;
+    if let Some(after) = resume {
+        let mut at = after;
+        if !replay(&shared, &mut at, &out).await {
+            return;
+        }
+        last = Some(at);
     }
     loop {
         let next = tokio::select! {
@@ -275,11 +293,11 @@ async fn pump(
         };
         match next {
             Ok(e) => {
-                if let Some(id) = e.id {
-                    if last.is_some_and(|l| id <= l) {
+                if let Some(seq) = e.seq {
+                    if last.is_some_and(|l| seq <= l) {
                         continue;
                     }
-                    last = Some(id);
+                    last = Some(seq);
                 }
                 if out.send(e).await.is_err() {
                     return;
@@ -289,8 +307,11 @@ async fn pump(
                 tracing::info!(
                     "read feed subscriber lagged by {n} events; catching up from the store"
                 );
-                if last.is_some() && !replay(&shared, &mut last, &out).await {
-                    return;
+                if let Some(mut at) = last {
+                    if !replay(&shared, &mut at, &out).await {
+                        return;
+                    }
+                    last = Some(at);
                 }
             }
             Err(broadcast::error::RecvError::Closed) => return,

@@ -209,8 +209,10 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreEr
         for ((tag, owner), ids) in owners {
             postings::add(&store.results, &mut batch, tag, &owner, ids)?;
         }
-        // The count travels in the same atomic batch as the results, so it
-        // survives a kill -9 exactly as they do.
+        // Their commit sequence numbers (seq.rs), and the count, travel in
+        // the same atomic batch as the results, so they survive a kill -9
+        // exactly as the results do.
+        Store::add_seq(&mut batch, store.last_seq()?, new.iter().map(|r| r.id), true);
         let count = store.result_count()? + total;
         batch.insert(super::COUNT_KEY, &count.to_be_bytes()[..]);
         store.results.apply_batch(batch)?;
@@ -339,5 +341,53 @@ mod tests {
             }
         }
         assert_eq!(store.result_count().unwrap(), 30);
+    }
+
+    /// Every new result gets the next commit sequence number in the batch
+    /// that stores it; duplicates get none. A result stored late with an
+    /// older id comes after the ones stored before it, and a store written
+    /// before the sequence is numbered in id order when opened.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_commit_sequence_follows_storage_not_ids() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let commit = CommitHandle::start(store.clone(), |_| {});
+        assert_eq!(store.last_seq().unwrap(), 0);
+        commit.commit(vec![offer(9, "a"), offer(7, "a")]).await.unwrap();
+        // Later, with an older id, and a duplicate.
+        let o = commit.commit(vec![offer(3, "a"), offer(9, "a")]).await.unwrap();
+        assert_eq!(o, vec![Outcome::New, Outcome::Duplicate]);
+        let order = |s: &Store, after| -> Vec<(u64, u8)> {
+            s.results_after_seq(after)
+                .map(|r| r.map(|(n, id, _)| (n, id[0])).unwrap())
+                .collect()
+        };
+        assert_eq!(order(&store, 0), vec![(1, 9), (2, 7), (3, 3)]);
+        assert_eq!(order(&store, 2), vec![(3, 3)]);
+        assert_eq!(store.last_seq().unwrap(), 3);
+
+        // A store from before: no sequence at all. Opened, it is numbered.
+        let mut old = sled::Batch::default();
+        for (k, _) in store.results.scan_prefix(b"q").map(Result::unwrap) {
+            old.remove(k);
+        }
+        old.remove(crate::store::LAST_SEQ_KEY);
+        store.results.apply_batch(old).unwrap();
+        store.sync().unwrap();
+        assert!(order(&store, 0).is_empty());
+        drop(commit);
+        drop(store);
+        let store = loop {
+            match Store::open(d.path()) {
+                Ok(s) => break s,
+                Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(order(&store, 0), vec![(1, 3), (2, 7), (3, 9)]);
+        assert_eq!(store.last_seq().unwrap(), 3);
+        let commit = CommitHandle::start(store.clone(), |_| {});
+        commit.commit(vec![offer(1, "a")]).await.unwrap();
+        assert_eq!(order(&store, 3), vec![(4, 1)]);
     }
 }

@@ -32,6 +32,7 @@ mod commit;
 mod postings;
 mod query;
 mod records;
+mod seq;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -171,7 +172,7 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         };
-        Ok(Store {
+        let store = Store {
             meta: db.open_tree("meta")?,
             tokens: db.open_tree("tokens")?,
             agents: db.open_tree("agents")?,
@@ -183,7 +184,9 @@ impl Store {
             values: Arc::new(values::ValueLog::open(&path.join(VALUES_DIR))?),
             db,
             path,
-        })
+        };
+        store.backfill_seq()?;
+        Ok(store)
     }
 
     /// Where sled keeps its data.
@@ -445,6 +448,8 @@ impl Store {
 /// Key of the result count inside the results tree (`m` sorts apart from
 /// the `r`, `a`, `t` and `c` families).
 const COUNT_KEY: &[u8] = b"m/count";
+/// Key of the last commit sequence number given (`seq.rs`).
+const LAST_SEQ_KEY: &[u8] = b"m/seq";
 
 /// The value log's directory inside the store directory.
 const VALUES_DIR: &str = "values";
