@@ -108,10 +108,14 @@ enum Cmd {
         agents: PathBuf,
     },
     /// Benchmarks against a fresh coordinator started for the purpose (its
-    /// own temp data dir, loopback only). Needs no --data-dir.
+    /// own temp data dir, loopback only). Needs no --data-dir. Runs
+    /// `vantage-bench` from beside vantagectl: `vantagectl bench --help`
+    /// lists its commands (ingest, soak, sessions).
+    #[command(disable_help_flag = true)]
     Bench {
-        #[command(subcommand)]
-        cmd: bench::BenchCmd,
+        /// The benchmark and its options, passed to vantage-bench.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
     },
 }
 
@@ -134,7 +138,7 @@ async fn run(cli: Cli) -> Result<()> {
     let out = cli.output;
     // Commands that need no coordinator.
     match &cli.cmd {
-        Cmd::Bench { cmd } => return bench::run(out, cmd).await,
+        Cmd::Bench { args } => return bench::run(out, args),
         Cmd::VerifyExport { file, agents } => return export::verify(file, agents),
         _ => {}
     }
@@ -181,6 +185,30 @@ async fn run(cli: Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bench_passes_every_argument_on() {
+        let cli = Cli::try_parse_from([
+            "vantagectl",
+            "bench",
+            "soak",
+            "--rate",
+            "10",
+            "--help",
+            "--seconds",
+            "2",
+        ])
+        .unwrap();
+        match cli.cmd {
+            Cmd::Bench { args } => {
+                assert_eq!(args, ["soak", "--rate", "10", "--help", "--seconds", "2"])
+            }
+            _ => panic!("not bench"),
+        }
+        let cli =
+            Cli::try_parse_from(["vantagectl", "--output", "json", "bench", "ingest"]).unwrap();
+        assert!(cli.output == Output::Json);
+    }
 
     #[test]
     fn results_take_a_campaign_by_flag_or_position() {

@@ -16,7 +16,9 @@ pub(crate) async fn run(ch: Channel, output: Output, campaign_id: &str) -> Resul
         .await
         .map_err(human)?
         .into_inner();
-    print_list(output, &r.verdicts, |rows| print!("{}", verdict_table(rows)))
+    print_list(output, &r.verdicts, |rows| {
+        print!("{}", verdict_table(rows))
+    })
 }
 
 /// The verdict table: one row per (run, target, inside agent). COUNTRY
