@@ -20,11 +20,8 @@ fn vantagectl_bench_runs_vantage_bench_and_passes_the_output_format_on() {
         .args(["--seconds", "4", "--agents", "2", "--size", "256"])
         .output()
         .expect("run vantagectl bench");
-    assert!(
-        out.status.success(),
-        "vantagectl bench soak: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "vantagectl bench soak: {err}");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
     let acked = r["acked_new"].as_u64().expect("acked_new");
     assert!(acked > 200, "about 200/s for 4 s: {acked}");

@@ -435,6 +435,15 @@ impl Coordinator {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// The gRPC port.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the address")
+    }
+
     /// The process id (0 when not running).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
@@ -451,22 +460,95 @@ impl Coordinator {
             .expect("run vantagectl")
     }
 
-    /// An enrollment token (`vantagectl token create`).
-    pub fn token(&self, uses: u32, expires: &str) -> String {
-        let out = self.ctl(&[
-            "token",
-            "create",
-            "--uses",
-            &uses.to_string(),
-            "--expires",
-            expires,
-        ]);
+    /// Runs `vantagectl` as this coordinator's admin, asserting that it
+    /// succeeds; its stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
         assert!(
             out.status.success(),
-            "token create: {}",
+            "vantagectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `vantagectl --output json ARGS`, asserting success: the JSON.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--output", "json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ctl_ok(&a)).expect("json output")
+    }
+
+    /// An enrollment token (`vantagectl token create`).
+    pub fn token(&self, uses: u32, expires: &str) -> String {
+        let uses = uses.to_string();
+        let args = ["token", "create", "--uses", &uses, "--expires", expires];
+        self.ctl_ok(&args).trim().to_string()
+    }
+
+    /// `vantagectl campaign create` of `spec` (TOML, written to a file of
+    /// its own under the temp dir).
+    pub fn create_campaign_output(&self, spec: &str) -> Output {
+        let path = self.root.path().join(format!("spec-{}.toml", free_port()));
+        std::fs::write(&path, spec).expect("write the campaign spec");
+        self.ctl(&["campaign", "create", "-f", &path.to_string_lossy()])
+    }
+
+    /// Creates a campaign from `spec` (TOML); its id.
+    pub fn create_campaign(&self, spec: &str) -> String {
+        let out = self.create_campaign_output(spec);
+        assert!(
+            out.status.success(),
+            "create: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Enrolls one agent per `(name, country, tags)` with one token, each
+    /// with [`LAB_CONFIG`]; not started.
+    pub fn enroll_agents(&self, agents: &[(&str, &str, &str)]) -> Vec<Agent> {
+        let token = self.token(agents.len() as u32, "1h");
+        agents
+            .iter()
+            .map(|(name, country, tags)| {
+                Agent::enroll_as(self, name, &token, country, tags)
+                    .unwrap_or_else(|e| panic!("enroll {name}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Enrolls one CN agent per name with one token; their data dirs (for
+    /// tests that speak the agent protocol themselves).
+    pub fn enroll_dirs(&self, names: &[&str]) -> Vec<PathBuf> {
+        let agents: Vec<(&str, &str, &str)> = names.iter().map(|n| (*n, "CN", "")).collect();
+        let enrolled = self.enroll_agents(&agents);
+        enrolled.iter().map(|a| a.dir.clone()).collect()
+    }
+
+    /// Waits until every one of `agents` holds a session.
+    pub async fn until_connected(&self, agents: &[Agent], limit: Duration) {
+        let ids: Vec<&str> = agents.iter().map(|a| a.id.as_str()).collect();
+        let what = format!("{} agents connected", ids.len());
+        until(limit, &what, || async {
+            self.agents()
+                .await
+                .iter()
+                .filter(|a| a.connected && ids.contains(&a.agent_id.as_str()))
+                .count()
+                == ids.len()
+        })
+        .await;
+    }
+
+    /// [`Coordinator::until_connected`] outside a runtime.
+    pub fn wait_connected(&self, agents: &[Agent], limit: Duration) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(self.until_connected(agents, limit));
     }
 
     pub fn try_ca_fingerprint(&self) -> Result<String, ProcError> {
@@ -531,13 +613,21 @@ impl Coordinator {
         out
     }
 
+    /// The id of every stored result, oldest first.
+    pub async fn result_ids(&self) -> Vec<String> {
+        self.results()
+            .await
+            .iter()
+            .map(|r| {
+                let env = r.envelope.as_ref().expect("a stored envelope");
+                vantage_proto::envelope::decode(env).expect("decode").id
+            })
+            .collect()
+    }
+
     pub async fn stats(&self) -> StatsResponse {
-        self.admin()
-            .await
-            .stats(StatsRequest {})
-            .await
-            .expect("stats")
-            .into_inner()
+        let r = self.admin().await.stats(StatsRequest {}).await;
+        r.expect("stats").into_inner()
     }
 
     pub async fn counter(&self, name: &str) -> u64 {
@@ -551,13 +641,8 @@ impl Coordinator {
     }
 
     pub async fn agents(&self) -> Vec<AgentInfo> {
-        self.admin()
-            .await
-            .list_agents(ListAgentsRequest {})
-            .await
-            .expect("agents")
-            .into_inner()
-            .agents
+        let r = self.admin().await.list_agents(ListAgentsRequest {}).await;
+        r.expect("agents").into_inner().agents
     }
 }
 
@@ -653,13 +738,20 @@ impl Agent {
         assert!(st.success(), "kill -{sig} {pid}");
     }
 
+    /// Runs `vantage-agent ARGS --data-dir DIR` on this agent's data dir.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bins.agent)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .output()
+            .expect("run vantage-agent")
+    }
+
     /// Signs `count` synthetic results into the outbox (agent stopped);
     /// their ids.
     pub fn fill(&self, count: usize) -> Vec<String> {
-        let mut cmd = Command::new(&self.bins.agent);
-        cmd.args(["fill-outbox", "--count", &count.to_string(), "--data-dir"])
-            .arg(&self.dir);
-        let out = cmd.output().expect("fill-outbox");
+        let out = self.cli(&["fill-outbox", "--count", &count.to_string()]);
         assert!(
             out.status.success(),
             "fill-outbox: {}",

@@ -16,7 +16,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::http::{campaign, fleet, get};
+use crate::http::{campaign, get};
 
 /// A Debian-packaged tool a test needs: its path, or `None` after printing
 /// the skip line when `VANTAGE_SKIP_LAB=1`; otherwise missing is a failure

@@ -3,10 +3,9 @@
 use anyhow::Result;
 use clap::Subcommand;
 use tonic::transport::Channel;
-use vantage_proto::v1::admin_service_client::AdminServiceClient;
 use vantage_proto::v1::{AgentInfo, ListAgentsRequest, RevokeAgentRequest};
 
-use crate::common::{asn, human, print_list, when, Output};
+use crate::common::{admin, asn, human, print_list, when, Output};
 
 #[derive(Subcommand)]
 pub(crate) enum AgentCmd {
@@ -16,11 +15,8 @@ pub(crate) enum AgentCmd {
 
 /// Agents with labels and last-seen times.
 pub(crate) async fn list(ch: Channel, output: Output) -> Result<()> {
-    let r = AdminServiceClient::new(ch)
-        .list_agents(ListAgentsRequest {})
-        .await
-        .map_err(human)?
-        .into_inner();
+    let r = admin(ch).list_agents(ListAgentsRequest {}).await;
+    let r = r.map_err(human)?.into_inner();
     print_list(output, &r.agents, print_table)
 }
 
@@ -55,7 +51,7 @@ fn print_table(agents: &[AgentInfo]) {
 
 pub(crate) async fn run(ch: Channel, cmd: &AgentCmd) -> Result<()> {
     let AgentCmd::Revoke { agent_id } = cmd;
-    AdminServiceClient::new(ch)
+    admin(ch)
         .revoke_agent(RevokeAgentRequest {
             agent_id: agent_id.clone(),
         })

@@ -7,9 +7,11 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
 use serde::Serialize;
+use tonic::transport::Channel;
 use vantage_coordinator::config::Config;
 use vantage_coordinator::pki::files;
 use vantage_proto::client::{connect_any, ClientIdentity, ConnectOptions};
+use vantage_proto::v1::admin_service_client::AdminServiceClient;
 
 /// Output format for read commands.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,7 +26,7 @@ pub(crate) enum Output {
 pub(crate) async fn connect(
     data_dir: Option<&PathBuf>,
     coordinator: Option<&String>,
-) -> Result<tonic::transport::Channel> {
+) -> Result<Channel> {
     let dir = data_dir.ok_or_else(|| {
         anyhow!("no coordinator data directory: pass --data-dir or set VANTAGE_DATA_DIR")
     })?;
@@ -48,6 +50,11 @@ pub(crate) async fn connect(
     connect_any(&addrs, &opts)
         .await
         .with_context(|| format!("cannot reach the coordinator at {}", addrs.join(", ")))
+}
+
+/// The admin service over `ch`.
+pub(crate) fn admin(ch: Channel) -> AdminServiceClient<Channel> {
+    AdminServiceClient::new(ch)
 }
 
 /// Turns a gRPC status into a sentence.

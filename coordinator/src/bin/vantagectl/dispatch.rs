@@ -2,10 +2,9 @@
 
 use anyhow::{anyhow, Context, Result};
 use tonic::transport::Channel;
-use vantage_proto::v1::admin_service_client::AdminServiceClient;
 use vantage_proto::v1::{DispatchRequest, ProbeInput};
 
-use crate::common::{human, print_one, Output};
+use crate::common::{admin, human, print_one, Output};
 
 pub(crate) async fn run(
     ch: Channel,
@@ -19,7 +18,7 @@ pub(crate) async fn run(
     // normalised input (IDNA host names).
     let input = vantage_proto::validate::validate(&input)
         .map_err(|e| anyhow!("the probe input is refused: {e}"))?;
-    let r = AdminServiceClient::new(ch)
+    let r = admin(ch)
         .dispatch(DispatchRequest {
             input: Some(input),
             agent_ids: agents.to_vec(),

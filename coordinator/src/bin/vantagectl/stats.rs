@@ -2,17 +2,13 @@
 
 use anyhow::Result;
 use tonic::transport::Channel;
-use vantage_proto::v1::admin_service_client::AdminServiceClient;
 use vantage_proto::v1::StatsRequest;
 
-use crate::common::{human, print_one, Output};
+use crate::common::{admin, human, print_one, Output};
 
 pub(crate) async fn run(ch: Channel, output: Output) -> Result<()> {
-    let r = AdminServiceClient::new(ch)
-        .stats(StatsRequest {})
-        .await
-        .map_err(human)?
-        .into_inner();
+    let r = admin(ch).stats(StatsRequest {}).await;
+    let r = r.map_err(human)?.into_inner();
     print_one(output, &r, true, || {
         println!("results stored    {}", r.results_stored);
         println!("agents            {}", r.agents);

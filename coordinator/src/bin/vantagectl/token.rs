@@ -3,10 +3,9 @@
 use anyhow::Result;
 use clap::Subcommand;
 use tonic::transport::Channel;
-use vantage_proto::v1::admin_service_client::AdminServiceClient;
 use vantage_proto::v1::CreateTokenRequest;
 
-use crate::common::{human, print_one, Output};
+use crate::common::{admin, human, print_one, Output};
 
 #[derive(Subcommand)]
 pub(crate) enum TokenCmd {
@@ -30,7 +29,7 @@ pub(crate) async fn run(ch: Channel, output: Output, cmd: &TokenCmd) -> Result<(
         expires,
         tags,
     } = cmd;
-    let r = AdminServiceClient::new(ch)
+    let r = admin(ch)
         .create_token(CreateTokenRequest {
             uses: *uses,
             ttl_s: expires.as_secs(),
