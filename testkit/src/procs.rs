@@ -217,6 +217,23 @@ pub fn set_config(dir: &Path, key: &str, value: &str) -> Result<(), ProcError> {
     std::fs::write(&path, out).map_err(io(format!("writing {}", path.display())))
 }
 
+/// The coordinator's `read_tokens` setting (TOML) for these bearer tokens:
+/// their SHA-256 in hex, as the coordinator stores them.
+pub fn read_tokens_value(tokens: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let hashes: Vec<String> = tokens
+        .iter()
+        .map(|t| {
+            let h: String = Sha256::digest(t.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("\"{h}\"")
+        })
+        .collect();
+    format!("[{}]", hashes.join(", "))
+}
+
 /// A free loopback port (free now: another process may take it).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -347,6 +364,11 @@ impl Coordinator {
     /// [`set_config`].
     pub fn set_config(&self, key: &str, value: &str) {
         must(set_config(&self.dir, key, value))
+    }
+
+    /// Accepts these bearer tokens on the read API (before `start`).
+    pub fn set_read_tokens(&self, tokens: &[&str]) {
+        self.set_config("read_tokens", &read_tokens_value(tokens))
     }
 
     pub fn start(self) -> Coordinator {

@@ -571,13 +571,7 @@ async fn a_revoked_agent_is_cut_off_on_its_open_session() {
 async fn admin_calls_need_the_admin_certificate() {
     let read_token = "hostile-read-token-0123456789";
     let c = Coordinator::init().with_http();
-    c.set_config(
-        "read_tokens",
-        &format!(
-            "[\"{}\"]",
-            hex::encode(Sha256::digest(read_token.as_bytes()))
-        ),
-    );
+    c.set_read_tokens(&[read_token]);
     let c = c.start();
     let token = c.token(1, "1h");
     let agent = Agent::enroll(&c, "a", &token).expect("enroll");

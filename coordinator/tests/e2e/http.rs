@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -641,8 +640,7 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
 async fn http_api_needs_a_read_token_and_rate_limits_each() {
     let c = Coordinator::init().with_http();
     let token = "read-token-for-tests-0123456789";
-    let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    c.set_config("read_tokens", &format!("[\"{hash}\"]"));
+    c.set_read_tokens(&[token]);
     c.set_config("http_rate_per_minute", "5");
     let c = c.start();
     let http = c.http.clone().unwrap();

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use vantage_proto::v1::{AgentInfo, CampaignInfo, ProbeInput, VerdictRow};
 
 use vantage_testkit::procs::{self, Enrollment};
@@ -138,7 +137,7 @@ impl Fleet {
             procs::set_config(&coord_dir, key, &value).map_err(|e| fleet_err(e.to_string()))
         };
         config("http_listen", format!("\"0.0.0.0:{HTTP_PORT}\""))?;
-        config("read_tokens", format!("[\"{}\"]", hex_sha256(&read_token)))?;
+        config("read_tokens", procs::read_tokens_value(&[&read_token]))?;
         if dashboard {
             link_dashboard(&prefix)?;
         }
@@ -405,13 +404,6 @@ impl Fleet {
         }
         Ok(out)
     }
-}
-
-fn hex_sha256(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
 }
 
 /// A veth from this machine to the core namespace (198.19.208.0/24): the
