@@ -795,3 +795,74 @@ impl Drop for Agent {
         self.kill9();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_tokens_are_stored_as_their_sha256() {
+        assert_eq!(
+            read_tokens_value(&["abc", "abc"]),
+            "[\"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\", \
+             \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"]"
+        );
+    }
+
+    #[test]
+    fn set_config_replaces_the_line_that_set_a_key() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("coordinator.toml");
+        std::fs::write(&path, "listen = \"a\"\nmax = 1\nmax_x = 2\n").unwrap();
+        set_config(d.path(), "max", "3").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "listen = \"a\"\nmax_x = 2\nmax = 3\n");
+        assert!(set_config(&d.path().join("none"), "max", "3").is_err());
+    }
+
+    #[test]
+    fn command_lines_name_the_data_dir_and_the_binary() {
+        let bins = Bins {
+            coordinator: "/b/vantage-coordinator".into(),
+            vantagectl: "/b/vantagectl".into(),
+            agent: "/b/vantage-agent".into(),
+        };
+        let dir = Path::new("/d");
+        let words = |v: Vec<OsString>| -> Vec<String> {
+            v.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+        };
+        assert_eq!(
+            words(bins.init_argv(dir, "127.0.0.1:1")),
+            [
+                "/b/vantage-coordinator",
+                "init",
+                "--data-dir",
+                "/d",
+                "--listen",
+                "127.0.0.1:1"
+            ]
+        );
+        assert_eq!(
+            words(bins.ctl_argv(dir, &["stats"])),
+            ["/b/vantagectl", "--data-dir", "/d", "stats"]
+        );
+        let e = Enrollment {
+            token: "T",
+            country: "CN",
+            asn: "4134",
+            tags: "",
+        };
+        let enroll = words(bins.enroll_argv(dir, &e));
+        assert_eq!(
+            enroll[..4],
+            [
+                "/b/vantage-agent",
+                "enroll",
+                "--accept-consent",
+                "--data-dir"
+            ]
+        );
+        assert!(enroll.windows(2).any(|w| w == ["--token", "T"]));
+        assert!(Bins::find(Some(Path::new("/nonexistent"))).is_err());
+    }
+}

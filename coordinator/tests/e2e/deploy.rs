@@ -41,25 +41,13 @@ fn have(tool: &str) -> bool {
 /// `true` when the test may go on; missing tools fail the test unless
 /// VANTAGE_SKIP_LAB=1 (then it is reported as skipped).
 fn require(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
-        {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (VANTAGE_SKIP_LAB=1): {test} (missing: {})",
-                missing.join(", ")
-            );
-        }
-        return false;
-    }
-    panic!(
-        "{test} needs {} (bash deploy/scripts/install-test-deps.sh installs it)",
-        missing.join(", ")
-    );
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|t| !have(t))
+        .map(|t| t.to_string())
+        .collect();
+    let how = "bash deploy/scripts/install-test-deps.sh installs it";
+    vantage_testkit::skip::require(test, &missing, how)
 }
 
 // ------------------------------------------------------------ shipped files
