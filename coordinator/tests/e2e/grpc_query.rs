@@ -69,6 +69,20 @@ fn request_of<T: serde::de::DeserializeOwned>(query: &str) -> T {
     serde_json::from_value(Value::Object(o)).expect("a request")
 }
 
+/// The same filters as a gRPC request and as an HTTP query string (values
+/// percent-encoded; `limit` is left to [`walk`], which pages both alike).
+fn filters<T: serde::de::DeserializeOwned>(raw: &str) -> (T, String) {
+    let query: Vec<String> = raw
+        .split('&')
+        .filter(|kv| !kv.starts_with("limit="))
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("key=value");
+            format!("{k}={}", enc(v))
+        })
+        .collect();
+    (request_of(raw), query.join("&"))
+}
+
 fn json(v: &impl serde::Serialize) -> Value {
     serde_json::from_str(&serde_json::to_string(v).unwrap()).unwrap()
 }
@@ -440,151 +454,39 @@ async fn grpc_query_service_answers_as_the_http_api() {
     let target = format!("tcp 127.0.0.2:{closed}");
     let no_failure = all.iter().filter(|r| r.failures.is_empty()).count();
     assert!((3..stored).contains(&no_failure), "{no_failure}");
-    let cases: Vec<(ResultsRequest, String, usize)> = vec![
+    // Each filter set over gRPC and over HTTP (`limit` pages gRPC alike).
+    let cases = [
+        (format!("campaign={id}&limit=4"), 6),
+        (format!("agent={ctl}"), 2),
+        ("country=de".into(), 2),
+        ("asn=4134".into(), 6),
+        ("failure=connection_refused".into(), 3),
+        (format!("target={target}"), 3),
+        ("kind=tcp".into(), stored),
+        ("kind=dns".into(), 0),
+        ("since=2999-01-01".into(), 0),
         (
-            ResultsRequest {
-                campaign: id.clone(),
-                limit: 4,
-                ..Default::default()
-            },
-            format!("campaign={id}"),
-            6,
-        ),
-        (
-            ResultsRequest {
-                agent: ctl.clone(),
-                ..Default::default()
-            },
-            format!("agent={ctl}"),
-            2,
-        ),
-        (
-            ResultsRequest {
-                country: "de".into(),
-                ..Default::default()
-            },
-            "country=de".into(),
-            2,
-        ),
-        (
-            ResultsRequest {
-                asn: Some(4134),
-                ..Default::default()
-            },
-            "asn=4134".into(),
-            6,
-        ),
-        (
-            ResultsRequest {
-                failure: "connection_refused".into(),
-                ..Default::default()
-            },
-            "failure=connection_refused".into(),
-            3,
-        ),
-        (
-            ResultsRequest {
-                target: target.clone(),
-                ..Default::default()
-            },
-            format!("target={}", enc(&target)),
-            3,
-        ),
-        (
-            ResultsRequest {
-                kind: "tcp".into(),
-                ..Default::default()
-            },
-            "kind=tcp".into(),
-            stored,
-        ),
-        (
-            ResultsRequest {
-                kind: "dns".into(),
-                ..Default::default()
-            },
-            "kind=dns".into(),
-            0,
-        ),
-        (
-            ResultsRequest {
-                since: "2999-01-01".into(),
-                ..Default::default()
-            },
-            "since=2999-01-01".into(),
-            0,
-        ),
-        (
-            ResultsRequest {
-                since: "2020-01-01T00:00:00Z".into(),
-                until: "2999-01-01".into(),
-                failure: "none".into(),
-                ..Default::default()
-            },
             "since=2020-01-01T00:00:00Z&until=2999-01-01&failure=none".into(),
             no_failure,
         ),
     ];
-    for (req, query, want) in cases {
+    for (raw, want) in cases {
+        let (req, query) = filters::<ResultsRequest>(&raw);
         let (got, _) = walk(&mut q, &http, req, &query, &mut seen).await;
         assert_eq!(got.len(), want, "{query}");
     }
 
     // Verdicts with the same filters.
-    let verdict_cases: Vec<(QueryVerdictsRequest, String, usize)> = vec![
-        (
-            QueryVerdictsRequest {
-                campaign: id.clone(),
-                ..Default::default()
-            },
-            format!("campaign={id}"),
-            4,
-        ),
-        (
-            QueryVerdictsRequest {
-                status: "ok".into(),
-                country: "CN".into(),
-                ..Default::default()
-            },
-            "status=ok&country=CN".into(),
-            2,
-        ),
-        (
-            QueryVerdictsRequest {
-                status: "down".into(),
-                target: target.clone(),
-                ..Default::default()
-            },
-            format!("status=down&target={}", enc(&target)),
-            2,
-        ),
-        (
-            QueryVerdictsRequest {
-                mechanism: "none".into(),
-                asn: Some(4134),
-                ..Default::default()
-            },
-            "mechanism=none&asn=4134".into(),
-            4,
-        ),
-        (
-            QueryVerdictsRequest {
-                agent: fleet[0].id.clone(),
-                ..Default::default()
-            },
-            format!("agent={}", fleet[0].id),
-            2,
-        ),
-        (
-            QueryVerdictsRequest {
-                country: "DE".into(),
-                ..Default::default()
-            },
-            "country=DE".into(),
-            0,
-        ),
+    let verdict_cases = [
+        (format!("campaign={id}"), 4),
+        ("status=ok&country=CN".into(), 2),
+        (format!("status=down&target={target}"), 2),
+        ("mechanism=none&asn=4134".into(), 4),
+        (format!("agent={}", fleet[0].id), 2),
+        ("country=DE".into(), 0),
     ];
-    for (req, query, want) in verdict_cases {
+    for (raw, want) in verdict_cases {
+        let (req, query) = filters::<QueryVerdictsRequest>(&raw);
         let g = q.query_verdicts(tok(req)).await.unwrap().into_inner();
         seen.add(&g);
         assert_eq!(g.verdicts.len(), want, "{query}");

@@ -600,18 +600,14 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
     assert_eq!(value("vantage_results_stored"), (stored + 3) as f64);
     assert!(value("vantage_store_size_bytes") > 0.0);
     assert!(value("vantage_task_assignments{state=\"done\"}") >= 6.0);
-    assert!(m
-        .body
-        .contains("# TYPE vantage_results_rejected_total counter"));
-    assert!(m
-        .body
-        .contains("# TYPE vantage_ingest_batch_seconds histogram"));
-    assert!(m
-        .body
-        .contains("vantage_task_assignments{state=\"pending\"}"));
-    assert!(m
-        .body
-        .contains("vantage_task_assignments{state=\"expired\"}"));
+    for line in [
+        "# TYPE vantage_results_rejected_total counter",
+        "# TYPE vantage_ingest_batch_seconds histogram",
+        "vantage_task_assignments{state=\"pending\"}",
+        "vantage_task_assignments{state=\"expired\"}",
+    ] {
+        assert!(m.body.contains(line), "{line} missing:\n{}", m.body);
+    }
 
     // The dashboard page is served and reads the API.
     let page = get(&http, "/").await;
