@@ -597,23 +597,15 @@ async fn grpc_query_service_answers_as_the_http_api() {
     );
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("since"), "{e:?}");
-    let e = status_of(
-        q.campaign(tok(CampaignRequest {
-            id: "not-a-uuid".into(),
-        }))
-        .await,
-        "campaign id",
-    );
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("UUID"), "{e:?}");
-    let e = status_of(
-        q.campaign(tok(CampaignRequest {
-            id: "0190c0de-0000-7000-8000-000000000000".into(),
-        }))
-        .await,
-        "missing campaign",
-    );
-    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    for (id, code, says) in [
+        ("not-a-uuid", Code::InvalidArgument, "UUID"),
+        ("0190c0de-0000-7000-8000-000000000000", Code::NotFound, ""),
+    ] {
+        let r = q.campaign(tok(CampaignRequest { id: id.into() })).await;
+        let e = status_of(r, id);
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(says), "{e:?}");
+    }
     let e = status_of(
         q.watch(tok(WatchRequest {
             last_event_id: "zzz".into(),
