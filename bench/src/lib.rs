@@ -16,6 +16,7 @@ use vantage_proto::client::{connect, ClientIdentity, ConnectOptions};
 use vantage_proto::v1::admin_service_client::AdminServiceClient;
 use vantage_proto::v1::agent_service_client::AgentServiceClient;
 use vantage_proto::v1::*;
+pub use vantage_testkit::procs::{proc_cpu_seconds, proc_fds, proc_rss, proc_threads};
 use vantage_testkit::procs::{Bins, Coordinator, ProcError};
 
 /// Benchmark failures.
@@ -306,32 +307,6 @@ pub struct BenchAgent {
     pub key: SigningKey,
 }
 
-/// CPU seconds of a process from /proc (0 when unavailable).
-pub fn proc_cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are 14, 15.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// (VmRSS, VmHWM) of a process in bytes.
-pub fn proc_rss(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|x| x.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// Raises the open-file limit as far as the hard limit allows; returns it.
 pub fn raise_fd_limit(want: u64) -> u64 {
     let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
@@ -340,24 +315,6 @@ pub fn raise_fd_limit(want: u64) -> u64 {
     rlimit::getrlimit(rlimit::Resource::NOFILE)
         .map(|(s, _)| s)
         .unwrap_or(1024)
-}
-
-/// Open file descriptors of a process (0 when unavailable).
-pub fn proc_fds(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count() as u64)
-        .unwrap_or(0)
-}
-
-/// Threads of a process (0 when unavailable).
-pub fn proc_threads(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Threads:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Bytes of all files under `dir` (the store's size on disk).

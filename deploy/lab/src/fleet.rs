@@ -530,12 +530,14 @@ impl Fleet {
     /// `web_targets` lab URLs at the default concurrency.
     pub fn agent_bench(&self, idle: Duration, web_targets: usize) -> Result<AgentBench> {
         let pid = self.inside_pid;
-        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .ok_or_else(|| fleet_err(format!("no VmRSS for the inside agent (pid {pid})")))?;
+        let rss = match procs::proc_rss(pid).0 / 1024 {
+            0 => {
+                return Err(fleet_err(format!(
+                    "no VmRSS for the inside agent (pid {pid})"
+                )))
+            }
+            kib => kib,
+        };
         let switches = ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"];
         let s0 = proc_status_sum(pid, &switches);
         std::thread::sleep(idle);
