@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use vantage_testkit::procs::{
-    free_port, until, wait_until, Agent, Bins, Coordinator, LAB_CONFIG,
+    free_port, poll, until, wait_until, Agent, Bins, Coordinator, LAB_CONFIG,
 };
 
 pub fn coordinator_bin() -> PathBuf {
