@@ -132,6 +132,10 @@ fn a_dead_session_is_noticed_within_the_keepalive_bound() {
         .map(str::to_string)
         .unwrap_or_default();
     assert!(line.contains(" no "), "vantagectl agents says so: {line}");
+    assert!(
+        line.contains("no answer to keepalive PINGs"),
+        "and says how the session ended: {line}"
+    );
     assert!(connected(&fleet[1].id), "the others stay connected");
     fleet[0].signal("CONT");
 }

@@ -22,13 +22,13 @@ pub(crate) async fn list(ch: Channel, output: Output) -> Result<()> {
 
 fn print_table(agents: &[AgentInfo]) {
     println!(
-        "{:<36}  {:<7}  {:<9}  {:<2}  {:>8}  {:>8}  {:<14}  TAGS",
-        "AGENT", "STATE", "CONNECTED", "CC", "ASN", "RESULTS", "LAST SEEN"
+        "{:<36}  {:<7}  {:<9}  {:<2}  {:>8}  {:>8}  {:<14}  {:<16}  SESSION ENDED",
+        "AGENT", "STATE", "CONNECTED", "CC", "ASN", "RESULTS", "LAST SEEN", "TAGS"
     );
     for a in agents {
         let l = a.labels.clone().unwrap_or_default();
         println!(
-            "{:<36}  {:<7}  {:<9}  {:<2}  {:>8}  {:>8}  {:<14}  {}",
+            "{:<36}  {:<7}  {:<9}  {:<2}  {:>8}  {:>8}  {:<14}  {:<16}  {}",
             a.agent_id,
             if a.revoked { "revoked" } else { "active" },
             if a.connected { "yes" } else { "no" },
@@ -44,7 +44,14 @@ fn print_table(agents: &[AgentInfo]) {
             } else {
                 when(a.last_seen_us)
             },
-            l.tags.join(",")
+            l.tags.join(","),
+            // How the last session ended ("no answer to keepalive PINGs"
+            // after a partition): only while the agent is away.
+            if a.connected || a.session_end.is_empty() {
+                "-"
+            } else {
+                &a.session_end
+            }
         );
     }
 }
