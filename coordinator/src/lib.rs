@@ -4,7 +4,6 @@
 
 pub mod analysis;
 pub mod api;
-pub mod bench;
 pub mod campaigns;
 pub mod config;
 pub mod dispatch;

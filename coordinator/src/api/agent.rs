@@ -345,12 +345,23 @@ impl AgentService for AgentApi {
         let mut inbound = req.into_inner();
         tokio::spawn(async move {
             let mut bad_signatures = 0usize;
+            let mut last_heard = Instant::now();
+            // A connection whose peer stops answering the keepalive PINGs
+            // ends the stream like a close; silence that long tells them
+            // apart (a live agent sends at least its heartbeats).
+            let keepalive = Duration::from_secs(
+                shared.config.http2_keepalive_interval_s.max(1)
+                    + shared.config.http2_keepalive_timeout_s.max(1),
+            );
             let ended = loop {
                 let next = tokio::time::timeout(
                     Duration::from_secs(3 * HEARTBEAT_INTERVAL_S as u64),
                     inbound.message(),
                 )
                 .await;
+                if matches!(next, Ok(Ok(Some(_)))) {
+                    last_heard = Instant::now();
+                }
                 match next {
                     Ok(Ok(Some(m))) => {
                         if let Err(e) = handle(&shared, &id, &tx, m, &mut bad_signatures).await {
@@ -359,6 +370,12 @@ impl AgentService for AgentApi {
                             let _ = tx.send(Err(e.into())).await;
                             break why;
                         }
+                    }
+                    Ok(Ok(None)) if last_heard.elapsed() >= keepalive => {
+                        break format!(
+                            "no answer to keepalive PINGs (silent for {} s)",
+                            last_heard.elapsed().as_secs()
+                        );
                     }
                     Ok(Ok(None)) => break "closed by the agent".to_string(),
                     Ok(Err(status)) if status.code() == tonic::Code::OutOfRange => {

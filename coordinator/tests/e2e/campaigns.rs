@@ -5,93 +5,42 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-pub(crate) fn ctl_json(c: &Coordinator, args: &[&str]) -> serde_json::Value {
-    let mut a = vec!["--output", "json"];
-    a.extend_from_slice(args);
-    let out = c.ctl(&a);
-    assert!(
-        out.status.success(),
-        "vantagectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json output")
+fn create(c: &Coordinator, spec: &str) -> String {
+    c.create_campaign(spec)
 }
 
-pub(crate) fn create(c: &Coordinator, spec: &str) -> String {
-    let path = c.root.path().join(format!("spec-{}.toml", free_port()));
-    std::fs::write(&path, spec).unwrap();
-    let out = c.ctl(&["campaign", "create", "-f", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-pub(crate) fn state(c: &Coordinator, id: &str) -> String {
-    ctl_json(c, &["campaign", "status", id])["campaign"]["state"]
+fn state(c: &Coordinator, id: &str) -> String {
+    c.ctl_json(&["campaign", "status", id])["campaign"]["state"]
         .as_str()
         .unwrap_or_default()
         .to_string()
 }
 
-pub(crate) fn wait_state(c: &Coordinator, id: &str, want: &str, limit: Duration) {
+fn wait_state(c: &Coordinator, id: &str, want: &str, limit: Duration) {
     wait_until(limit, &format!("campaign {id} to be {want}"), || {
         state(c, id) == want
     });
 }
 
-pub(crate) fn spec(targets: &str, extra: &str) -> String {
-    format!(
-        "version = 1\nname = \"e2e\"\ndeadline = \"4s\"\nallow_private_targets = true\n{extra}\n\
-         [inside]\ncountries = [\"CN\"]\n\n[control]\ntags = [\"control\"]\n\n{targets}"
-    )
-}
-
-/// Three agents: two inside (CN), one control (DE, tagged), all running.
-pub(crate) fn fleet(c: &Coordinator) -> Vec<Agent> {
-    let token = c.token(4, "1h");
-    let mut v = vec![
-        Agent::enroll(c, "in1", &token).unwrap(),
-        Agent::enroll(c, "in2", &token).unwrap(),
-        Agent::enroll_as(c, "ctl", &token, "DE", "control").unwrap(),
-    ];
-    for a in &mut v {
-        a.start();
-    }
-    let ids: Vec<String> = v.iter().map(|a| a.id.clone()).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    wait_until(Duration::from_secs(20), "three agents connected", || {
-        rt.block_on(c.agents())
-            .iter()
-            .filter(|a| a.connected && ids.contains(&a.agent_id))
-            .count()
-            == 3
-    });
-    v
+fn spec(targets: &str, extra: &str) -> String {
+    campaign_spec("e2e", "4s", extra, targets)
 }
 
 #[test]
 fn campaign_dispatches_inside_and_control_together_and_yields_verdicts() {
     let c = Coordinator::init().start();
-    let _fleet = fleet(&c);
+    let _fleet = running_fleet(&c);
     // An agent that matches the inside group but is offline.
     let t = c.token(1, "1h");
     let _offline = Agent::enroll(&c, "offline", &t).unwrap();
 
-    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let port = c.port();
     let closed = free_port();
-    let targets = format!(
-        "[[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {port} }}\n\n[[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {closed} }}\n"
-    );
+    let targets = tcp_targets("127.0.0.1", &[port, closed]);
     let id = create(&c, &spec(&targets, ""));
     wait_state(&c, &id, "done", Duration::from_secs(30));
 
-    let status = ctl_json(&c, &["campaign", "status", &id]);
+    let status = c.ctl_json(&["campaign", "status", &id]);
     let run = &status["runs"][0];
     assert_eq!(run["state"], "done");
     let groups = run["groups"].as_array().unwrap();
@@ -118,7 +67,7 @@ fn campaign_dispatches_inside_and_control_together_and_yields_verdicts() {
         "{failures:?}"
     );
 
-    let verdicts = ctl_json(&c, &["verdicts", &id]);
+    let verdicts = c.ctl_json(&["verdicts", &id]);
     let rows = verdicts.as_array().unwrap();
     assert_eq!(rows.len(), 4, "{rows:?}");
     for r in rows {
@@ -146,19 +95,8 @@ fn campaign_dispatches_inside_and_control_together_and_yields_verdicts() {
     let dir = c.root.path();
     let export = dir.join("export.jsonl");
     let agents = dir.join("agents.json");
-    let out = c.ctl(&[
-        "export",
-        &id,
-        "--format",
-        "jsonl",
-        "-o",
-        export.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let export_s = export.to_string_lossy();
+    c.ctl_ok(&["export", &id, "--format", "jsonl", "-o", &export_s]);
     std::fs::write(&agents, c.ctl(&["--output", "json", "agents"]).stdout).unwrap();
     let verify = |f: &std::path::Path| {
         c.ctl(&[
@@ -231,7 +169,7 @@ fn campaign_dispatches_inside_and_control_together_and_yields_verdicts() {
 #[test]
 fn an_expired_lease_is_reoffered_to_another_matching_agent() {
     let c = Coordinator::init().start();
-    let mut fleet = fleet(&c);
+    let mut fleet = running_fleet(&c);
     // A listener that accepts and never answers: the TLS probe waits out its deadline.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
@@ -247,9 +185,9 @@ fn an_expired_lease_is_reoffered_to_another_matching_agent() {
     );
     // Which inside agent got it? Kill it before it can report.
     wait_until(Duration::from_secs(10), "the run to be dispatched", || {
-        ctl_json(&c, &["campaign", "status", &id])["runs"][0]["state"] == "dispatched"
+        c.ctl_json(&["campaign", "status", &id])["runs"][0]["state"] == "dispatched"
     });
-    let first = ctl_json(&c, &["campaign", "status", &id]);
+    let first = c.ctl_json(&["campaign", "status", &id]);
     assert_eq!(first["runs"][0]["groups"][0]["agents"], 1);
     let chosen_is_in1 = {
         let mut ids = [fleet[0].id.clone(), fleet[1].id.clone()];
@@ -259,7 +197,7 @@ fn an_expired_lease_is_reoffered_to_another_matching_agent() {
     let victim = if chosen_is_in1 { 0 } else { 1 };
     fleet[victim].kill9();
     wait_state(&c, &id, "done", Duration::from_secs(40));
-    let st = ctl_json(&c, &["campaign", "status", &id]);
+    let st = c.ctl_json(&["campaign", "status", &id]);
     let inside = &st["runs"][0]["groups"][0];
     assert_eq!(inside["group"], "inside");
     assert_eq!(
@@ -271,7 +209,7 @@ fn an_expired_lease_is_reoffered_to_another_matching_agent() {
         (Some(1), Some(1)),
         "{st}"
     );
-    let verdicts = ctl_json(&c, &["verdicts", &id]);
+    let verdicts = c.ctl_json(&["verdicts", &id]);
     let rows = verdicts.as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["agent_id"].as_str().unwrap(), fleet[1 - victim].id);
@@ -286,9 +224,9 @@ fn an_expired_lease_is_reoffered_to_another_matching_agent() {
 #[test]
 fn pause_resume_cancel_and_restart_resume_where_they_were() {
     let mut c = Coordinator::init().start();
-    let _fleet = fleet(&c);
-    let port = c.addr.rsplit(':').next().unwrap().to_string();
-    let targets = format!("[[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {port} }}\n");
+    let _fleet = running_fleet(&c);
+    let port = c.port();
+    let targets = tcp_targets("127.0.0.1", &[port]);
     let start =
         humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(4));
     let later = spec(&targets, &format!("[schedule]\nstart = \"{start}\"\n"));
@@ -311,7 +249,7 @@ fn pause_resume_cancel_and_restart_resume_where_they_were() {
     wait_state(&c, &resumed, "done", Duration::from_secs(30));
     assert_eq!(state(&c, &paused), "paused");
     assert_eq!(
-        ctl_json(&c, &["campaign", "status", &paused])["runs"][0]["state"],
+        c.ctl_json(&["campaign", "status", &paused])["runs"][0]["state"],
         "scheduled"
     );
     assert_eq!(state(&c, &cancelled), "cancelled");
@@ -324,7 +262,7 @@ fn pause_resume_cancel_and_restart_resume_where_they_were() {
         "active"
     );
     wait_state(&c, &paused, "done", Duration::from_secs(30));
-    let list = ctl_json(&c, &["campaign", "list"]);
+    let list = c.ctl_json(&["campaign", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 3);
 }
 
@@ -352,7 +290,8 @@ fn a_bad_spec_is_refused_with_line_and_field_and_nothing_is_stored() {
         !err.contains("Status {"),
         "errors are sentences, not debug dumps: {err}"
     );
-    assert!(ctl_json(&c, &["campaign", "list"])
+    assert!(c
+        .ctl_json(&["campaign", "list"])
         .as_array()
         .unwrap()
         .is_empty());
@@ -369,14 +308,8 @@ fn the_volunteers_hourly_task_cap_is_honoured_by_the_coordinator() {
     )
     .unwrap();
     a.start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    wait_until(Duration::from_secs(20), "the agent to connect", || {
-        rt.block_on(c.agents()).iter().any(|x| x.connected)
-    });
-    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    c.wait_connected(std::slice::from_ref(&a), Duration::from_secs(20));
+    let port = c.port();
     let input = format!(r#"{{"tcp":{{"host":"127.0.0.1","port":{port}}}}}"#);
     let mut outcomes = Vec::new();
     for _ in 0..3 {
@@ -409,9 +342,9 @@ fn the_volunteers_hourly_task_cap_is_honoured_by_the_coordinator() {
 #[test]
 fn a_periodic_campaign_produces_its_runs_and_every_result_links_back() {
     let c = Coordinator::init().start();
-    let _fleet = fleet(&c);
-    let port = c.addr.rsplit(':').next().unwrap().to_string();
-    let targets = format!("[[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {port} }}\n");
+    let _fleet = running_fleet(&c);
+    let port = c.port();
+    let targets = tcp_targets("127.0.0.1", &[port]);
     let now = std::time::SystemTime::now();
     let start = humantime::format_rfc3339_seconds(now + Duration::from_secs(1));
     let end = humantime::format_rfc3339_seconds(now + Duration::from_secs(7));
@@ -420,7 +353,7 @@ fn a_periodic_campaign_produces_its_runs_and_every_result_links_back() {
     );
     let id = create(&c, &spec(&targets, &schedule));
     wait_state(&c, &id, "done", Duration::from_secs(60));
-    let st = ctl_json(&c, &["campaign", "status", &id]);
+    let st = c.ctl_json(&["campaign", "status", &id]);
     let runs = st["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 3, "every 3 s over a 6 s window: {st}");
     let run_ids: Vec<String> = runs
@@ -446,10 +379,7 @@ fn a_periodic_campaign_produces_its_runs_and_every_result_links_back() {
         let m = &l["measurement"];
         assert_eq!(m["campaign_id"], id.as_str());
         assert!(run_ids.iter().any(|r| m["run_id"] == r.as_str()), "{m}");
-        assert_eq!(
-            m["input"]["tcp"]["port"].as_u64().unwrap().to_string(),
-            port
-        );
+        assert_eq!(m["input"]["tcp"]["port"].as_u64(), Some(u64::from(port)));
         assert!(!m["task_id"].as_str().unwrap().is_empty());
     }
 }
@@ -457,7 +387,7 @@ fn a_periodic_campaign_produces_its_runs_and_every_result_links_back() {
 #[test]
 fn a_late_control_result_revises_the_stored_verdicts() {
     let mut c = Coordinator::init().start();
-    let fleet = fleet(&c);
+    let fleet = running_fleet(&c);
     // Accepts and never answers: every TLS probe waits out its deadline.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
@@ -466,13 +396,13 @@ fn a_late_control_result_revises_the_stored_verdicts() {
     );
     let id = create(&c, &spec(&targets, ""));
     wait_until(Duration::from_secs(10), "the run to be dispatched", || {
-        ctl_json(&c, &["campaign", "status", &id])["runs"][0]["state"] == "dispatched"
+        c.ctl_json(&["campaign", "status", &id])["runs"][0]["state"] == "dispatched"
     });
     // The control agent has its task and is mid-probe: freeze it past its lease.
     std::thread::sleep(Duration::from_millis(1000));
     fleet[2].signal("STOP");
     wait_state(&c, &id, "done", Duration::from_secs(40));
-    let before = ctl_json(&c, &["verdicts", &id]);
+    let before = c.ctl_json(&["verdicts", &id]);
     let before = before.as_array().unwrap().clone();
     assert_eq!(before.len(), 2, "{before:?}");
     for r in &before {
@@ -487,12 +417,12 @@ fn a_late_control_result_revises_the_stored_verdicts() {
         Duration::from_secs(30),
         "the late control to revise the verdicts",
         || {
-            ctl_json(&c, &["verdicts", &id])
+            c.ctl_json(&["verdicts", &id])
                 .as_array()
                 .is_some_and(|rows| rows.iter().all(|r| r["status"] == "down"))
         },
     );
-    let after = ctl_json(&c, &["verdicts", &id]);
+    let after = c.ctl_json(&["verdicts", &id]);
     for r in after.as_array().unwrap() {
         assert_eq!(r["revision"], 2, "revised once: {r}");
         assert_eq!(
@@ -509,7 +439,7 @@ fn a_late_control_result_revises_the_stored_verdicts() {
     // same rows and keeps the revision.
     c.kill9();
     c.restart();
-    let again = ctl_json(&c, &["verdicts", &id]);
+    let again = c.ctl_json(&["verdicts", &id]);
     for r in again.as_array().unwrap() {
         assert_eq!(
             (r["status"].as_str(), r["revision"].as_u64()),

@@ -16,42 +16,35 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::http::{campaign, fleet, get};
+use crate::http::{campaign, get};
 
 /// A Debian-packaged tool a test needs: its path, or `None` after printing
 /// the skip line when `VANTAGE_SKIP_LAB=1`; otherwise missing is a failure
 /// naming the package.
 pub(crate) fn debian_tool(test: &str, names: &[&str], package: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = names.iter().find_map(|n| {
-        std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-            .map(|d| d.join(n))
-            .find(|p| p.is_file())
-    });
-    if found.is_some() {
-        return found;
-    }
-    missing(
-        test,
-        &format!(
-            "{} from the Debian package `{package}` (apt-get install -y {package}, \
-             or bash deploy/scripts/install-test-deps.sh)",
-            names[0]
-        ),
-    )
+    let found = vantage_testkit::skip::find_tool(names);
+    let missing: Vec<String> = found
+        .is_none()
+        .then(|| names[0].to_string())
+        .into_iter()
+        .collect();
+    let how = format!(
+        "from the Debian package `{package}`: apt-get install -y {package}, \
+         or bash deploy/scripts/install-test-deps.sh"
+    );
+    vantage_testkit::skip::require(test, &missing, &how);
+    found
 }
 
 /// A test cannot run without `what`: `None` after printing the skip line
 /// when `VANTAGE_SKIP_LAB=1`; otherwise a failure saying what is missing.
 pub(crate) fn missing<T>(test: &str, what: &str) -> Option<T> {
-    if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
-        // Straight to stderr: libtest captures eprintln! of passing tests,
-        // and deploy/scripts/test.sh counts these lines in its output.
-        let _ = writeln!(std::io::stderr(), "SKIPPED (VANTAGE_SKIP_LAB=1): {test}");
-        return None;
-    }
-    panic!("{test}: needs {what}, or set VANTAGE_SKIP_LAB=1 to skip");
+    vantage_testkit::skip::require(
+        test,
+        &[what.to_string()],
+        "bash deploy/scripts/install-test-deps.sh installs it",
+    );
+    None
 }
 
 /// `target/test-output/<name>/`, created fresh.

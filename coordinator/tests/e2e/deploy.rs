@@ -41,25 +41,13 @@ fn have(tool: &str) -> bool {
 /// `true` when the test may go on; missing tools fail the test unless
 /// VANTAGE_SKIP_LAB=1 (then it is reported as skipped).
 fn require(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
-        {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (VANTAGE_SKIP_LAB=1): {test} (missing: {})",
-                missing.join(", ")
-            );
-        }
-        return false;
-    }
-    panic!(
-        "{test} needs {} (bash deploy/scripts/install-test-deps.sh installs it)",
-        missing.join(", ")
-    );
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|t| !have(t))
+        .map(|t| t.to_string())
+        .collect();
+    let how = "bash deploy/scripts/install-test-deps.sh installs it";
+    vantage_testkit::skip::require(test, &missing, how)
 }
 
 // ------------------------------------------------------------ shipped files
@@ -380,20 +368,21 @@ fn backup_restore_round_trips_and_refuses_corruption() {
     let out = coordinator(&["verify-backup", &file_s]);
     assert!(out.status.success(), "{}", text(&out));
 
+    // Restores `backup` into the new data dir `to`: the original store
+    // and the restored one.
+    let restore_into = |backup: &str, to: &PathBuf| {
+        let to_s = to.display().to_string();
+        let out = coordinator(&["restore", "--from", backup, "--data-dir", &to_s]);
+        assert!(out.status.success(), "{}", text(&out));
+        let a = Store::open(&c.dir.join(STORE_DIR)).expect("original store");
+        let b = Store::open(&to.join(STORE_DIR)).expect("restored store");
+        (a, b)
+    };
     let restored = c.root.path().join("restored");
-    let out = coordinator(&[
-        "restore",
-        "--from",
-        &file_s,
-        "--data-dir",
-        &restored.display().to_string(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
 
     // Every key of every tree, and every data-dir file with its mode.
     {
-        let a = Store::open(&c.dir.join(STORE_DIR)).expect("original store");
-        let b = Store::open(&restored.join(STORE_DIR)).expect("restored store");
+        let (a, b) = restore_into(&file_s, &restored);
         let (da, db) = (a.dump().unwrap(), b.dump().unwrap());
         let names: Vec<String> = da
             .iter()
@@ -417,17 +406,7 @@ fn backup_restore_round_trips_and_refuses_corruption() {
     }
     // The live snapshot holds exactly the same results as the stopped store.
     {
-        let from_live = c.root.path().join("restored-live");
-        let out = coordinator(&[
-            "restore",
-            "--from",
-            &live_s,
-            "--data-dir",
-            &from_live.display().to_string(),
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
-        let a = Store::open(&c.dir.join(STORE_DIR)).expect("original store");
-        let b = Store::open(&from_live.join(STORE_DIR)).expect("restored live store");
+        let (a, b) = restore_into(&live_s, &c.root.path().join("restored-live"));
         let results = |s: &Store| {
             s.dump()
                 .unwrap()
@@ -693,6 +672,19 @@ fn find_deb(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no {name}_*.deb in {}", dir.display()))
 }
 
+/// The files of `deb`, asserting that it holds every one of `want`.
+fn deb_holding(deb: &Path, want: &[&str]) -> Vec<String> {
+    let files = deb_files(deb);
+    for w in want {
+        assert!(
+            files.iter().any(|f| f == w),
+            "{w} not in {}: {files:#?}",
+            deb.display()
+        );
+    }
+    files
+}
+
 fn deb_files(deb: &Path) -> Vec<String> {
     let out = Command::new("dpkg-deb")
         .arg("-c")
@@ -746,37 +738,31 @@ fn deb_packages_contents_and_install_cycle() {
     }
     let agent = find_deb("vantage-agent");
     let coord = find_deb("vantage-coordinator");
-    let af = deb_files(&agent);
-    for want in [
-        "/usr/bin/vantage-agent",
-        "/etc/vantage-agent/agent.toml.example",
-        "/usr/share/man/man1/vantage-agent.1.gz",
-        "/usr/share/bash-completion/completions/vantage-agent",
-        "/usr/share/zsh/vendor-completions/_vantage-agent",
-        "/usr/share/fish/vendor_completions.d/vantage-agent.fish",
-    ] {
-        assert!(
-            af.iter().any(|f| f == want),
-            "{want} not in {}: {af:#?}",
-            agent.display()
-        );
-    }
+    let af = deb_holding(
+        &agent,
+        &[
+            "/usr/bin/vantage-agent",
+            "/etc/vantage-agent/agent.toml.example",
+            "/usr/share/man/man1/vantage-agent.1.gz",
+            "/usr/share/bash-completion/completions/vantage-agent",
+            "/usr/share/zsh/vendor-completions/_vantage-agent",
+            "/usr/share/fish/vendor_completions.d/vantage-agent.fish",
+        ],
+    );
     let agent_unit = unit_path(&af, "vantage-agent.service");
-    let cf = deb_files(&coord);
-    for want in [
-        "/usr/bin/vantage-coordinator",
-        "/usr/bin/vantagectl",
-        "/usr/share/man/man1/vantage-coordinator.1.gz",
-        "/usr/share/bash-completion/completions/vantage-coordinator",
-        "/usr/share/zsh/vendor-completions/_vantage-coordinator",
-        "/usr/share/fish/vendor_completions.d/vantage-coordinator.fish",
-    ] {
-        assert!(
-            cf.iter().any(|f| f == want),
-            "{want} not in {}: {cf:#?}",
-            coord.display()
-        );
-    }
+    let cf = deb_holding(
+        &coord,
+        &[
+            "/usr/bin/vantage-coordinator",
+            "/usr/bin/vantagectl",
+            "/usr/share/man/man1/vantage-coordinator.1.gz",
+            "/usr/share/bash-completion/completions/vantage-coordinator",
+            "/usr/share/zsh/vendor-completions/_vantage-coordinator",
+            "/usr/share/fish/vendor_completions.d/vantage-coordinator.fish",
+        ],
+    );
+    // The benchmarks are their own crate, not in the product package.
+    assert!(!cf.iter().any(|f| f.contains("vantage-bench")), "{cf:#?}");
     let coord_unit = unit_path(&cf, "vantage-coordinator.service");
 
     // Unpack both and check what they hold: the example config is the

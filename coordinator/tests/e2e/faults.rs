@@ -17,7 +17,7 @@ use vantage_proto::client::ConnectOptions;
 use vantage_proto::v1::{SignedResult, Step};
 
 use crate::harness::*;
-use crate::hostile::{measurement, open_session_at, stored};
+use crate::hostile::{open_session_at, stored};
 
 const KILLS: usize = 20;
 const STREAMERS: usize = 3;
@@ -99,11 +99,7 @@ async fn stream(
 
 #[test]
 fn coordinator_kill9_20_times_under_streaming_load_loses_nothing_acked() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut c = Coordinator::init().start();
     let token = c.token((STREAMERS + REAL_AGENTS) as u32, "1h");
     let streamer_dirs: Vec<PathBuf> = (0..STREAMERS)

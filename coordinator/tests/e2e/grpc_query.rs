@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use vantage_proto::client::connect;
@@ -19,13 +18,9 @@ use vantage_proto::v1::query_service_client::QueryServiceClient;
 use vantage_proto::v1::*;
 
 use crate::harness::*;
-use crate::http::{enc, fleet, get_with};
+use crate::http::{enc, get_with};
 
 const TOKEN: &str = "grpc-read-token-for-tests-0123456789";
-
-fn hash(t: &str) -> String {
-    hex::encode(Sha256::digest(t.as_bytes()))
-}
 
 fn authed<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);
@@ -59,6 +54,35 @@ async fn http_json(http: &str, path: &str) -> Value {
 }
 
 /// JSON as the HTTP API writes it (an f32 printed as f32, not widened).
+/// The gRPC request an HTTP query string asks for (the fields share their
+/// names; numbers are numbers).
+fn request_of<T: serde::de::DeserializeOwned>(query: &str) -> T {
+    let mut o = serde_json::Map::new();
+    for kv in query.split('&') {
+        let (k, v) = kv.split_once('=').expect("key=value");
+        let v = v
+            .parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| v.into());
+        o.insert(k.to_string(), v);
+    }
+    serde_json::from_value(Value::Object(o)).expect("a request")
+}
+
+/// The same filters as a gRPC request and as an HTTP query string (values
+/// percent-encoded; `limit` is left to [`walk`], which pages both alike).
+fn filters<T: serde::de::DeserializeOwned>(raw: &str) -> (T, String) {
+    let query: Vec<String> = raw
+        .split('&')
+        .filter(|kv| !kv.starts_with("limit="))
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("key=value");
+            format!("{k}={}", enc(v))
+        })
+        .collect();
+    (request_of(raw), query.join("&"))
+}
+
 fn json(v: &impl serde::Serialize) -> Value {
     serde_json::from_str(&serde_json::to_string(v).unwrap()).unwrap()
 }
@@ -212,7 +236,7 @@ async fn watch_results(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_query_service_answers_as_the_http_api() {
     let c = Coordinator::init().with_http();
-    c.set_config("read_tokens", &format!("[\"{}\"]", hash(TOKEN)));
+    c.set_read_tokens(&[TOKEN]);
     c.set_config("http_rate_per_minute", "0");
     let c = c.start();
     let http = c.http.clone().unwrap();
@@ -234,12 +258,6 @@ async fn grpc_query_service_answers_as_the_http_api() {
     };
 
     let fleet = fleet(&c, 30).await;
-    until(
-        Duration::from_secs(30),
-        "the filled outbox stored",
-        || async { c.stats().await.results_stored >= 30 },
-    )
-    .await;
     let mut q = token_client(&c).await;
 
     // Health and reflection, on the same port, to a client without a
@@ -335,21 +353,8 @@ async fn grpc_query_service_answers_as_the_http_api() {
         .expect("watch")
         .into_inner();
 
-    let spec = format!(
-        "version = 1\nname = \"grpc-e2e\"\ndeadline = \"4s\"\nallow_private_targets = true\n\
-         [inside]\ncountries = [\"CN\"]\n\n[control]\ntags = [\"control\"]\n\n\
-         [[targets]]\ntcp = {{ host = \"127.0.0.2\", port = {open_port} }}\n\n\
-         [[targets]]\ntcp = {{ host = \"127.0.0.2\", port = {closed} }}\n"
-    );
-    let spec_path = c.root.path().join("grpc-spec.toml");
-    std::fs::write(&spec_path, spec).unwrap();
-    let out = c.ctl(&["campaign", "create", "-f", spec_path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let targets = tcp_targets("127.0.0.2", &[open_port, closed]);
+    let id = c.create_campaign(&campaign_spec("grpc-e2e", "4s", "", &targets));
     wait_done(&mut q, &id).await;
 
     // Agents: as over HTTP (last_seen moves with heartbeats), read token
@@ -428,16 +433,7 @@ async fn grpc_query_service_answers_as_the_http_api() {
     let mut sorted = all_ids.clone();
     sorted.sort();
     assert_eq!(sorted, all_ids, "oldest id first");
-    let listed: HashSet<String> = c
-        .results()
-        .await
-        .iter()
-        .map(|r| {
-            vantage_proto::envelope::decode(r.envelope.as_ref().unwrap())
-                .unwrap()
-                .id
-        })
-        .collect();
+    let listed: HashSet<String> = c.result_ids().await.into_iter().collect();
     assert_eq!(all_ids.iter().cloned().collect::<HashSet<_>>(), listed);
     // The envelope is the one stored: it re-verifies with the agent's key.
     let keys = q.agents(tok(AgentsRequest {})).await.unwrap().into_inner();
@@ -458,151 +454,39 @@ async fn grpc_query_service_answers_as_the_http_api() {
     let target = format!("tcp 127.0.0.2:{closed}");
     let no_failure = all.iter().filter(|r| r.failures.is_empty()).count();
     assert!((3..stored).contains(&no_failure), "{no_failure}");
-    let cases: Vec<(ResultsRequest, String, usize)> = vec![
+    // Each filter set over gRPC and over HTTP (`limit` pages gRPC alike).
+    let cases = [
+        (format!("campaign={id}&limit=4"), 6),
+        (format!("agent={ctl}"), 2),
+        ("country=de".into(), 2),
+        ("asn=4134".into(), 6),
+        ("failure=connection_refused".into(), 3),
+        (format!("target={target}"), 3),
+        ("kind=tcp".into(), stored),
+        ("kind=dns".into(), 0),
+        ("since=2999-01-01".into(), 0),
         (
-            ResultsRequest {
-                campaign: id.clone(),
-                limit: 4,
-                ..Default::default()
-            },
-            format!("campaign={id}"),
-            6,
-        ),
-        (
-            ResultsRequest {
-                agent: ctl.clone(),
-                ..Default::default()
-            },
-            format!("agent={ctl}"),
-            2,
-        ),
-        (
-            ResultsRequest {
-                country: "de".into(),
-                ..Default::default()
-            },
-            "country=de".into(),
-            2,
-        ),
-        (
-            ResultsRequest {
-                asn: Some(4134),
-                ..Default::default()
-            },
-            "asn=4134".into(),
-            6,
-        ),
-        (
-            ResultsRequest {
-                failure: "connection_refused".into(),
-                ..Default::default()
-            },
-            "failure=connection_refused".into(),
-            3,
-        ),
-        (
-            ResultsRequest {
-                target: target.clone(),
-                ..Default::default()
-            },
-            format!("target={}", enc(&target)),
-            3,
-        ),
-        (
-            ResultsRequest {
-                kind: "tcp".into(),
-                ..Default::default()
-            },
-            "kind=tcp".into(),
-            stored,
-        ),
-        (
-            ResultsRequest {
-                kind: "dns".into(),
-                ..Default::default()
-            },
-            "kind=dns".into(),
-            0,
-        ),
-        (
-            ResultsRequest {
-                since: "2999-01-01".into(),
-                ..Default::default()
-            },
-            "since=2999-01-01".into(),
-            0,
-        ),
-        (
-            ResultsRequest {
-                since: "2020-01-01T00:00:00Z".into(),
-                until: "2999-01-01".into(),
-                failure: "none".into(),
-                ..Default::default()
-            },
             "since=2020-01-01T00:00:00Z&until=2999-01-01&failure=none".into(),
             no_failure,
         ),
     ];
-    for (req, query, want) in cases {
+    for (raw, want) in cases {
+        let (req, query) = filters::<ResultsRequest>(&raw);
         let (got, _) = walk(&mut q, &http, req, &query, &mut seen).await;
         assert_eq!(got.len(), want, "{query}");
     }
 
     // Verdicts with the same filters.
-    let verdict_cases: Vec<(QueryVerdictsRequest, String, usize)> = vec![
-        (
-            QueryVerdictsRequest {
-                campaign: id.clone(),
-                ..Default::default()
-            },
-            format!("campaign={id}"),
-            4,
-        ),
-        (
-            QueryVerdictsRequest {
-                status: "ok".into(),
-                country: "CN".into(),
-                ..Default::default()
-            },
-            "status=ok&country=CN".into(),
-            2,
-        ),
-        (
-            QueryVerdictsRequest {
-                status: "down".into(),
-                target: target.clone(),
-                ..Default::default()
-            },
-            format!("status=down&target={}", enc(&target)),
-            2,
-        ),
-        (
-            QueryVerdictsRequest {
-                mechanism: "none".into(),
-                asn: Some(4134),
-                ..Default::default()
-            },
-            "mechanism=none&asn=4134".into(),
-            4,
-        ),
-        (
-            QueryVerdictsRequest {
-                agent: fleet[0].id.clone(),
-                ..Default::default()
-            },
-            format!("agent={}", fleet[0].id),
-            2,
-        ),
-        (
-            QueryVerdictsRequest {
-                country: "DE".into(),
-                ..Default::default()
-            },
-            "country=DE".into(),
-            0,
-        ),
+    let verdict_cases = [
+        (format!("campaign={id}"), 4),
+        ("status=ok&country=CN".into(), 2),
+        (format!("status=down&target={target}"), 2),
+        ("mechanism=none&asn=4134".into(), 4),
+        (format!("agent={}", fleet[0].id), 2),
+        ("country=DE".into(), 0),
     ];
-    for (req, query, want) in verdict_cases {
+    for (raw, want) in verdict_cases {
+        let (req, query) = filters::<QueryVerdictsRequest>(&raw);
         let g = q.query_verdicts(tok(req)).await.unwrap().into_inner();
         seen.add(&g);
         assert_eq!(g.verdicts.len(), want, "{query}");
@@ -647,74 +531,18 @@ async fn grpc_query_service_answers_as_the_http_api() {
     }
 
     // Bad filters: INVALID_ARGUMENT naming the field, with HTTP's sentence.
-    let bad_results: Vec<(ResultsRequest, &str, &str)> = vec![
-        (
-            ResultsRequest {
-                country: "China".into(),
-                ..Default::default()
-            },
-            "country",
-            "country=China",
-        ),
-        (
-            ResultsRequest {
-                kind: "ftp".into(),
-                ..Default::default()
-            },
-            "kind",
-            "kind=ftp",
-        ),
-        (
-            ResultsRequest {
-                campaign: "nope".into(),
-                ..Default::default()
-            },
-            "campaign",
-            "campaign=nope",
-        ),
-        (
-            ResultsRequest {
-                agent: "nope".into(),
-                ..Default::default()
-            },
-            "agent",
-            "agent=nope",
-        ),
-        (
-            ResultsRequest {
-                since: "yesterday".into(),
-                ..Default::default()
-            },
-            "since",
-            "since=yesterday",
-        ),
-        (
-            ResultsRequest {
-                since: "2024-02-01".into(),
-                until: "2024-01-01".into(),
-                ..Default::default()
-            },
-            "since",
-            "since=2024-02-01&until=2024-01-01",
-        ),
-        (
-            ResultsRequest {
-                cursor: "!!".into(),
-                ..Default::default()
-            },
-            "cursor",
-            "cursor=!!",
-        ),
-        (
-            ResultsRequest {
-                limit: 999_999,
-                ..Default::default()
-            },
-            "limit",
-            "limit=999999",
-        ),
+    let bad_results = [
+        ("country", "country=China"),
+        ("kind", "kind=ftp"),
+        ("campaign", "campaign=nope"),
+        ("agent", "agent=nope"),
+        ("since", "since=yesterday"),
+        ("since", "since=2024-02-01&until=2024-01-01"),
+        ("cursor", "cursor=!!"),
+        ("limit", "limit=999999"),
     ];
-    for (req, field, query) in bad_results {
+    for (field, query) in bad_results {
+        let req: ResultsRequest = request_of(query);
         let e = status_of(q.results(tok(req)).await.map(|_| ()), field);
         assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
         assert!(e.message().starts_with(field), "{field}: {}", e.message());
@@ -769,23 +597,15 @@ async fn grpc_query_service_answers_as_the_http_api() {
     );
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("since"), "{e:?}");
-    let e = status_of(
-        q.campaign(tok(CampaignRequest {
-            id: "not-a-uuid".into(),
-        }))
-        .await,
-        "campaign id",
-    );
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("UUID"), "{e:?}");
-    let e = status_of(
-        q.campaign(tok(CampaignRequest {
-            id: "0190c0de-0000-7000-8000-000000000000".into(),
-        }))
-        .await,
-        "missing campaign",
-    );
-    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    for (id, code, says) in [
+        ("not-a-uuid", Code::InvalidArgument, "UUID"),
+        ("0190c0de-0000-7000-8000-000000000000", Code::NotFound, ""),
+    ] {
+        let r = q.campaign(tok(CampaignRequest { id: id.into() })).await;
+        let e = status_of(r, id);
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(says), "{e:?}");
+    }
     let e = status_of(
         q.watch(tok(WatchRequest {
             last_event_id: "zzz".into(),
@@ -834,15 +654,10 @@ async fn grpc_query_service_answers_as_the_http_api() {
         .into_inner();
     let (replayed, _) = watch_results(&mut resumed, stored - 21, &mut seen).await;
     assert_eq!(replayed, all_ids[21..].to_vec());
-    let out = c.ctl(&[
+    c.ctl_ok(&[
         "dispatch",
         &format!(r#"{{"tcp":{{"host":"127.0.0.2","port":{open_port}}}}}"#),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (fresh, _) = watch_results(&mut resumed, 3, &mut seen).await;
     assert_eq!(fresh.iter().collect::<HashSet<_>>().len(), 3);
     for f in &fresh {
@@ -875,10 +690,7 @@ async fn grpc_query_service_answers_as_the_http_api() {
 async fn grpc_reads_share_the_http_rate_limit_per_token() {
     let other = "another-read-token-9876543210";
     let c = Coordinator::init().with_http();
-    c.set_config(
-        "read_tokens",
-        &format!("[\"{}\", \"{}\"]", hash(TOKEN), hash(other)),
-    );
+    c.set_read_tokens(&[TOKEN, other]);
     c.set_config("http_rate_per_minute", "4");
     let c = c.start();
     let http = c.http.clone().unwrap();

@@ -8,6 +8,7 @@
 //! CA) without repeating them.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -121,18 +122,6 @@ impl Session {
     }
 }
 
-pub(crate) fn measurement(agent_id: &str) -> Measurement {
-    let now = vantage_proto::now_us();
-    Measurement {
-        id: envelope::new_id(),
-        agent_id: agent_id.into(),
-        start_us: now,
-        end_us: now,
-        software_version: "hostile-e2e".into(),
-        ..Default::default()
-    }
-}
-
 fn counters(s: &StatsResponse) -> HashMap<String, u64> {
     s.counters
         .iter()
@@ -170,13 +159,7 @@ pub(crate) async fn stored(c: &Coordinator) -> HashMap<String, SignedResult> {
 }
 
 fn ctl_ok(c: &Coordinator, args: &[&str]) -> String {
-    let out = c.ctl(args);
-    assert!(
-        out.status.success(),
-        "vantagectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    c.ctl_ok(args).trim().to_string()
 }
 
 // ------------------------------------------------------------ results
@@ -201,15 +184,7 @@ struct Row {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_results_are_refused_with_their_reason() {
     let c = Coordinator::init().start();
-    let token = c.token(2, "1h");
-    let a_dir = Agent::enroll(&c, "a", &token)
-        .expect("enroll a")
-        .dir
-        .clone();
-    let b_dir = Agent::enroll(&c, "b", &token)
-        .expect("enroll b")
-        .dir
-        .clone();
+    let [a_dir, b_dir]: [PathBuf; 2] = c.enroll_dirs(&["a", "b"]).try_into().unwrap();
     let mut a = open_session(&c, &a_dir).await.expect("session a");
     let mut b = open_session(&c, &b_dir).await.expect("session b");
     until(Duration::from_secs(20), "both sessions live", || async {
@@ -596,13 +571,7 @@ async fn a_revoked_agent_is_cut_off_on_its_open_session() {
 async fn admin_calls_need_the_admin_certificate() {
     let read_token = "hostile-read-token-0123456789";
     let c = Coordinator::init().with_http();
-    c.set_config(
-        "read_tokens",
-        &format!(
-            "[\"{}\"]",
-            hex::encode(Sha256::digest(read_token.as_bytes()))
-        ),
-    );
+    c.set_read_tokens(&[read_token]);
     let c = c.start();
     let token = c.token(1, "1h");
     let agent = Agent::enroll(&c, "a", &token).expect("enroll");
@@ -921,35 +890,12 @@ async fn volunteer_addresses_never_reach_exports_or_the_read_api() {
         String::from_utf8_lossy(&out.stderr)
     );
     let c = c.start();
-    let token = c.token(3, "1h");
-    let mut fleet = vec![
-        Agent::enroll(&c, "in1", &token).unwrap(),
-        Agent::enroll(&c, "in2", &token).unwrap(),
-        Agent::enroll_as(&c, "ctl", &token, "DE", "control").unwrap(),
-    ];
-    for a in &mut fleet {
-        a.start();
-    }
-    until(
-        Duration::from_secs(30),
-        "three agents connected",
-        || async { c.agents().await.iter().filter(|a| a.connected).count() == 3 },
-    )
-    .await;
+    let _fleet = fleet(&c, 0).await;
     // Something for the agents to measure, on another loopback address.
     let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let tport = target.local_addr().unwrap().port();
-    let spec = format!(
-        "version = 1\nname = \"privacy\"\ndeadline = \"5s\"\nallow_private_targets = true\n\
-         [inside]\ncountries = [\"CN\"]\n\n[control]\ntags = [\"control\"]\n\n\
-         [[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {tport} }}\n"
-    );
-    let spec_path = c.root.path().join("privacy.toml");
-    std::fs::write(&spec_path, spec).unwrap();
-    let campaign = ctl_ok(
-        &c,
-        &["campaign", "create", "-f", spec_path.to_str().unwrap()],
-    );
+    let targets = tcp_targets("127.0.0.1", &[tport]);
+    let campaign = c.create_campaign(&campaign_spec("privacy", "5s", "", &targets));
     until(Duration::from_secs(40), "three results", || async {
         c.stats().await.results_stored >= 3
     })

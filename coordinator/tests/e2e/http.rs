@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -234,55 +233,10 @@ impl Sse {
 
 // ------------------------------------------------------------ fixtures
 
-/// Two inside agents (CN) and one control (DE, tagged), running.
-pub(crate) async fn fleet(c: &Coordinator, fill_first: usize) -> Vec<Agent> {
-    let token = c.token(3, "1h");
-    let mut v = vec![
-        Agent::enroll(c, "in1", &token).unwrap(),
-        Agent::enroll(c, "in2", &token).unwrap(),
-        Agent::enroll_as(c, "ctl", &token, "DE", "control").unwrap(),
-    ];
-    if fill_first > 0 {
-        v[0].fill(fill_first);
-    }
-    for a in &mut v {
-        a.start();
-    }
-    let ids: Vec<String> = v.iter().map(|a| a.id.clone()).collect();
-    until(
-        Duration::from_secs(30),
-        "three agents connected",
-        || async {
-            c.agents()
-                .await
-                .iter()
-                .filter(|a| a.connected && ids.contains(&a.agent_id))
-                .count()
-                == 3
-        },
-    )
-    .await;
-    v
-}
-
 /// Creates a campaign (open port and closed port) and waits until done.
 pub(crate) async fn campaign(c: &Coordinator, http: &str, closed: u16) -> String {
-    let port = c.addr.rsplit(':').next().unwrap().to_string();
-    let spec = format!(
-        "version = 1\nname = \"http-e2e\"\ndeadline = \"4s\"\nallow_private_targets = true\n\
-         [inside]\ncountries = [\"CN\"]\n\n[control]\ntags = [\"control\"]\n\n\
-         [[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {port} }}\n\n\
-         [[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {closed} }}\n"
-    );
-    let path = c.root.path().join(format!("spec-{closed}.toml"));
-    std::fs::write(&path, spec).unwrap();
-    let out = c.ctl(&["campaign", "create", "-f", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let targets = tcp_targets("127.0.0.1", &[c.port(), closed]);
+    let id = c.create_campaign(&campaign_spec("http-e2e", "4s", "", &targets));
     until(
         Duration::from_secs(40),
         "the campaign to be done",
@@ -336,12 +290,6 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
     let c = Coordinator::init().with_http().start();
     let http = c.http.clone().unwrap();
     let fleet = fleet(&c, 150).await;
-    until(
-        Duration::from_secs(30),
-        "the filled outbox stored",
-        || async { c.stats().await.results_stored >= 150 },
-    )
-    .await;
     // A live stream opened before the campaign sees its results (after the
     // feed has moved past the filled results: it polls every 500 ms).
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -399,16 +347,7 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
     let mut sorted = all_ids.clone();
     sorted.sort();
     assert_eq!(sorted, all_ids, "oldest id first");
-    let grpc_ids: HashSet<String> = c
-        .results()
-        .await
-        .iter()
-        .map(|r| {
-            vantage_proto::envelope::decode(r.envelope.as_ref().unwrap())
-                .unwrap()
-                .id
-        })
-        .collect();
+    let grpc_ids: HashSet<String> = c.result_ids().await.into_iter().collect();
     assert_eq!(all_ids.iter().cloned().collect::<HashSet<_>>(), grpc_ids);
     // The envelope is the one stored: it re-verifies with the agent's key.
     let r0 = all
@@ -603,16 +542,11 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
         replay_ids, want_replay,
         "stored results after the id, in order"
     );
-    let port = c.addr.rsplit(':').next().unwrap().to_string();
-    let out = c.ctl(&[
+    let port = c.port();
+    c.ctl_ok(&[
         "dispatch",
         &format!(r#"{{"tcp":{{"host":"127.0.0.1","port":{port}}}}}"#),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (new, _) = resumed.results(3, Duration::from_secs(30)).await;
     let new_ids: Vec<String> = new.iter().map(|e| e.id.clone().unwrap()).collect();
     for n in &new_ids {
@@ -658,18 +592,14 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
     assert_eq!(value("vantage_results_stored"), (stored + 3) as f64);
     assert!(value("vantage_store_size_bytes") > 0.0);
     assert!(value("vantage_task_assignments{state=\"done\"}") >= 6.0);
-    assert!(m
-        .body
-        .contains("# TYPE vantage_results_rejected_total counter"));
-    assert!(m
-        .body
-        .contains("# TYPE vantage_ingest_batch_seconds histogram"));
-    assert!(m
-        .body
-        .contains("vantage_task_assignments{state=\"pending\"}"));
-    assert!(m
-        .body
-        .contains("vantage_task_assignments{state=\"expired\"}"));
+    for line in [
+        "# TYPE vantage_results_rejected_total counter",
+        "# TYPE vantage_ingest_batch_seconds histogram",
+        "vantage_task_assignments{state=\"pending\"}",
+        "vantage_task_assignments{state=\"expired\"}",
+    ] {
+        assert!(m.body.contains(line), "{line} missing:\n{}", m.body);
+    }
 
     // The dashboard page is served and reads the API.
     let page = get(&http, "/").await;
@@ -698,8 +628,7 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
 async fn http_api_needs_a_read_token_and_rate_limits_each() {
     let c = Coordinator::init().with_http();
     let token = "read-token-for-tests-0123456789";
-    let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    c.set_config("read_tokens", &format!("[\"{hash}\"]"));
+    c.set_read_tokens(&[token]);
     c.set_config("http_rate_per_minute", "5");
     let c = c.start();
     let http = c.http.clone().unwrap();
@@ -775,12 +704,6 @@ async fn metrics_pass_promtool_check() {
     let c = Coordinator::init().with_http().start();
     let http = c.http.clone().unwrap();
     let _fleet = fleet(&c, 40).await;
-    until(
-        Duration::from_secs(30),
-        "the filled outbox stored",
-        || async { c.stats().await.results_stored >= 40 },
-    )
-    .await;
     let closed = free_port();
     campaign(&c, &http, closed).await;
     let m = get(&http, "/metrics").await;
@@ -817,7 +740,7 @@ async fn export_parquet_round_trips_against_the_store() {
     let _fleet = fleet(&c, 25).await;
     let closed = free_port();
     let id = campaign(&c, &http, closed).await;
-    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let port = c.port();
 
     let file = c.root.path().join("export.parquet");
     let out = c.ctl(&[
@@ -826,14 +749,11 @@ async fn export_parquet_round_trips_against_the_store() {
         "--format",
         "parquet",
         "-o",
-        file.to_str().unwrap(),
+        &file.to_string_lossy(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 6 results"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("exported 6 results"), "{err}");
     let size = std::fs::metadata(&file).unwrap().len();
 
     // The store's view of the campaign: every result, decoded.

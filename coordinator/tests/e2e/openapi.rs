@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::dashboard::missing;
 use crate::harness::*;
-use crate::http::{campaign, fleet};
+use crate::http::campaign;
 
 const TEST: &str = "openapi_document_passes_schemathesis";
 const VERSION: &str = "4.32";

@@ -21,11 +21,7 @@ use crate::hostile::stored;
 const BOUND: usize = 100;
 
 fn status_json(a: &Agent) -> serde_json::Value {
-    let out = Command::new(agent_bin())
-        .args(["status", "--json", "--data-dir"])
-        .arg(&a.dir)
-        .output()
-        .expect("vantage-agent status");
+    let out = a.cli(&["status", "--json"]);
     assert!(
         out.status.success(),
         "status: {}",
@@ -35,21 +31,12 @@ fn status_json(a: &Agent) -> serde_json::Value {
 }
 
 fn status_text(a: &Agent) -> String {
-    let out = Command::new(agent_bin())
-        .args(["status", "--data-dir"])
-        .arg(&a.dir)
-        .output()
-        .expect("vantage-agent status");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&a.cli(&["status"]).stdout).into_owned()
 }
 
 #[test]
 fn full_outbox_drops_the_oldest_counts_them_and_delivers_the_rest() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut c = Coordinator::init().start();
     let token = c.token(1, "1h");
     let mut a = Agent::enroll(&c, "full", &token).expect("enroll");
@@ -148,11 +135,7 @@ impl Drop for Unmount {
 
 #[test]
 fn agent_on_a_full_filesystem_fails_clearly_and_delivers_what_it_wrote() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut c = Coordinator::init().start();
     let dir = c.root.path().join("tiny");
     if !mount_tmpfs(&dir) {

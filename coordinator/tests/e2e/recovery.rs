@@ -4,21 +4,28 @@
 
 use std::time::Duration;
 
-use crate::campaigns::{create, ctl_json, fleet, spec, wait_state};
 use crate::harness::*;
-use crate::hostile::{measurement, open_session};
+use crate::hostile::open_session;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    runtime()
 }
 
-/// A target every agent can reach: the coordinator's own port.
-fn coordinator_target(c: &Coordinator) -> String {
-    let port = c.addr.rsplit(':').next().unwrap().to_string();
-    format!("[[targets]]\ntcp = {{ host = \"127.0.0.1\", port = {port} }}\n")
+/// A campaign of one target every agent can reach (the coordinator's own
+/// port), with `deadline` and `extra` spec lines.
+fn create(c: &Coordinator, deadline: &str, extra: &str) -> String {
+    let targets = tcp_targets("127.0.0.1", &[c.port()]);
+    c.create_campaign(&campaign_spec("recovery", deadline, extra, &targets))
+}
+
+fn status(c: &Coordinator, id: &str) -> serde_json::Value {
+    c.ctl_json(&["campaign", "status", id])
+}
+
+fn wait_state(c: &Coordinator, id: &str, want: &str, limit: Duration) {
+    wait_until(limit, &format!("campaign {id} to be {want}"), || {
+        status(c, id)["campaign"]["state"] == want
+    });
 }
 
 fn start_in(s: u64) -> String {
@@ -33,20 +40,18 @@ fn start_in(s: u64) -> String {
 #[test]
 fn a_run_due_during_a_restart_waits_for_the_agents_to_come_back() {
     let mut c = Coordinator::init().start();
-    let _fleet = fleet(&c);
+    let _fleet = running_fleet(&c);
     let id = create(
         &c,
-        &spec(
-            &coordinator_target(&c),
-            &format!("[schedule]\nstart = \"{}\"\n", start_in(3)),
-        ),
+        "4s",
+        &format!("[schedule]\nstart = \"{}\"\n", start_in(3)),
     );
     c.kill9();
     // Due while down; the agents' reconnect backoff grows meanwhile.
     std::thread::sleep(Duration::from_secs(6));
     c.restart();
     wait_state(&c, &id, "done", Duration::from_secs(60));
-    let run = &ctl_json(&c, &["campaign", "status", &id])["runs"][0];
+    let run = &status(&c, &id)["runs"][0];
     assert_eq!(
         run["skipped"].as_array().map(Vec::len).unwrap_or(0),
         0,
@@ -71,22 +76,19 @@ fn a_run_due_during_a_restart_waits_for_the_agents_to_come_back() {
 #[test]
 fn a_task_the_agent_never_acknowledged_is_re_sent_when_it_comes_back() {
     let c = Coordinator::init().start();
-    let mut fleet = fleet(&c);
+    let mut fleet = running_fleet(&c);
     // in1 stops reading: its task lands in a socket nobody reads.
     fleet[0].signal("STOP");
-    let id = create(
-        &c,
-        &spec(&coordinator_target(&c), "").replace("deadline = \"4s\"", "deadline = \"60s\""),
-    );
+    let id = create(&c, "60s", "");
     wait_until(Duration::from_secs(20), "the run to be dispatched", || {
-        ctl_json(&c, &["campaign", "status", &id])["runs"][0]["state"] == "dispatched"
+        status(&c, &id)["runs"][0]["state"] == "dispatched"
     });
     std::thread::sleep(Duration::from_secs(1));
     fleet[0].kill9();
     fleet[0].start();
     // The lease is 60 s (+15 s grace): an answer well before means a re-send.
     wait_state(&c, &id, "done", Duration::from_secs(40));
-    let run = &ctl_json(&c, &["campaign", "status", &id])["runs"][0];
+    let run = &status(&c, &id)["runs"][0];
     let inside = &run["groups"][0];
     assert_eq!(
         (inside["done"].as_u64(), inside["expired"].as_u64()),
@@ -103,7 +105,7 @@ fn a_task_the_agent_never_acknowledged_is_re_sent_when_it_comes_back() {
 #[test]
 fn a_dead_session_is_noticed_within_the_keepalive_bound() {
     let c = Coordinator::init().start();
-    let fleet = fleet(&c);
+    let fleet = running_fleet(&c);
     let rt = rt();
     let connected = |id: &str| {
         rt.block_on(c.agents())
@@ -130,6 +132,10 @@ fn a_dead_session_is_noticed_within_the_keepalive_bound() {
         .map(str::to_string)
         .unwrap_or_default();
     assert!(line.contains(" no "), "vantagectl agents says so: {line}");
+    assert!(
+        line.contains("no answer to keepalive PINGs"),
+        "and says how the session ended: {line}"
+    );
     assert!(connected(&fleet[1].id), "the others stay connected");
     fleet[0].signal("CONT");
 }

@@ -237,17 +237,6 @@ async fn next_ack(inbound: &mut tonic::Streaming<CoordinatorMessage>) -> ResultA
     }
 }
 
-fn measurement(agent_id: &str) -> Measurement {
-    let now = vantage_proto::now_us();
-    Measurement {
-        id: envelope::new_id(),
-        agent_id: agent_id.into(),
-        start_us: now,
-        end_us: now,
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_results_are_refused_and_counted_while_neighbours_are_stored() {
     let c = Coordinator::init().start();
@@ -340,6 +329,21 @@ async fn bad_results_are_refused_and_counted_while_neighbours_are_stored() {
     assert_eq!(verified_ids(&c).await.len(), 3);
 }
 
+/// Waits until `all` are stored, then checks that the store holds
+/// exactly those signed results, each once.
+async fn stored_exactly(c: &Coordinator, all: &HashSet<String>, limit: Duration) {
+    let n = all.len() as u64;
+    until(limit, &format!("all {n} results stored"), || async {
+        c.stats().await.results_stored >= n
+    })
+    .await;
+    let ids: HashSet<String> = verified_ids(c).await.into_iter().collect();
+    assert_eq!(
+        &ids, all,
+        "the store holds exactly the signed results, each once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_kill9_under_load_loses_and_duplicates_nothing() {
     let mut c = Coordinator::init().start();
@@ -364,17 +368,7 @@ async fn coordinator_kill9_under_load_loses_and_duplicates_nothing() {
         c.restart();
     }
     assert_eq!(kills, 4);
-    until(
-        Duration::from_secs(120),
-        "all 12000 results stored",
-        || async { c.stats().await.results_stored >= 12_000 },
-    )
-    .await;
-    let ids: HashSet<String> = verified_ids(&c).await.into_iter().collect();
-    assert_eq!(
-        ids, all,
-        "the store holds exactly the signed results, each once"
-    );
+    stored_exactly(&c, &all, Duration::from_secs(120)).await;
     assert!(c.is_running());
 }
 
@@ -392,14 +386,7 @@ async fn agent_kill9_mid_upload_loses_and_duplicates_nothing() {
     a.kill9();
     let partial = c.stats().await.results_stored;
     a.start();
-    until(
-        Duration::from_secs(60),
-        "all 8000 results stored",
-        || async { c.stats().await.results_stored >= 8000 },
-    )
-    .await;
-    let ids: HashSet<String> = verified_ids(&c).await.into_iter().collect();
-    assert_eq!(ids, all);
+    stored_exactly(&c, &all, Duration::from_secs(60)).await;
     eprintln!("killed the agent after {partial} of 8000 were stored");
 }
 

@@ -8,65 +8,19 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-fn ctl_ok(c: &Coordinator, args: &[&str]) -> String {
-    let out = c.ctl(args);
-    assert!(
-        out.status.success(),
-        "vantagectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ctl_json(c: &Coordinator, args: &[&str]) -> serde_json::Value {
-    let mut a = vec!["--output", "json"];
-    a.extend_from_slice(args);
-    serde_json::from_str(&ctl_ok(c, &a)).expect("json output")
-}
-
-fn create(c: &Coordinator, spec: &str) -> std::process::Output {
-    let path = c.root.path().join(format!("spec-{}.toml", free_port()));
-    std::fs::write(&path, spec).unwrap();
-    c.ctl(&["campaign", "create", "-f", path.to_str().unwrap()])
-}
-
 fn spec(targets: &str) -> String {
-    format!(
-        "version = 1\nname = \"targets\"\ndeadline = \"4s\"\nallow_private_targets = true\n\
-         [inside]\ncountries = [\"CN\"]\n\n[control]\ntags = [\"control\"]\n\n{targets}"
-    )
+    campaign_spec("targets", "4s", "", targets)
 }
 
 #[test]
 fn named_unicode_targets_travel_to_results_and_verdicts() {
     let c = Coordinator::init().start();
-    let token = c.token(3, "1h");
-    let mut fleet = vec![
-        Agent::enroll(&c, "in1", &token).unwrap(),
-        Agent::enroll(&c, "in2", &token).unwrap(),
-        Agent::enroll_as(&c, "ctl", &token, "DE", "control").unwrap(),
-    ];
-    for a in &mut fleet {
-        a.start();
-    }
-    let ids: Vec<String> = fleet.iter().map(|a| a.id.clone()).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    wait_until(Duration::from_secs(20), "three agents connected", || {
-        rt.block_on(c.agents())
-            .iter()
-            .filter(|a| a.connected && ids.contains(&a.agent_id))
-            .count()
-            == 3
-    });
+    let _fleet = running_fleet(&c);
 
     // What an agent would refuse is refused at creation, naming the field.
-    let out = create(
-        &c,
-        &spec("[[targets]]\nweb = { url = \"http://example.org:99999/\" }\n"),
-    );
+    let out = c.create_campaign_output(&spec(
+        "[[targets]]\nweb = { url = \"http://example.org:99999/\" }\n",
+    ));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -83,7 +37,7 @@ fn named_unicode_targets_travel_to_results_and_verdicts() {
     );
 
     // The harness's agents consent to tcp, tls and dns, not tor.
-    let port = c.addr.rsplit(':').next().unwrap().to_string();
+    let port = c.port();
     let closed = free_port();
     let targets = format!(
         "[[targets]]\nname = \"Coordinator port\"\ntcp = {{ host = \"127.0.0.1\", port = {port} }}\n\n\
@@ -91,7 +45,7 @@ fn named_unicode_targets_travel_to_results_and_verdicts() {
          name = \"Books (IDN)\"\n\n\
          [[targets]]\nname = \"Tor relay\"\ntor = {{ ip = \"127.0.0.1\", port = 9001 }}\n"
     );
-    let out = create(&c, &spec(&targets));
+    let out = c.create_campaign_output(&spec(&targets));
     assert!(
         out.status.success(),
         "{}",
@@ -99,11 +53,11 @@ fn named_unicode_targets_travel_to_results_and_verdicts() {
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     wait_until(Duration::from_secs(30), "campaign done", || {
-        ctl_json(&c, &["campaign", "status", &id])["campaign"]["state"] == "done"
+        c.ctl_json(&["campaign", "status", &id])["campaign"]["state"] == "done"
     });
 
     // Consent skips per kind: the tor target for each of the three agents.
-    let status = ctl_json(&c, &["campaign", "status", &id]);
+    let status = c.ctl_json(&["campaign", "status", &id]);
     let run = &status["runs"][0];
     assert_eq!(run["state"], "done");
     assert_eq!(
@@ -111,18 +65,18 @@ fn named_unicode_targets_travel_to_results_and_verdicts() {
         serde_json::json!([{"name": "tor", "value": 3}]),
         "{run}"
     );
-    let table = ctl_ok(&c, &["campaign", "status", &id]);
+    let table = c.ctl_ok(&["campaign", "status", &id]);
     assert!(table.contains("not consented tor"), "{table}");
 
     // Results: by campaign, positional or flag; names and punycode inside.
-    let lines = ctl_ok(&c, &["--output", "jsonl", "results", &id]);
+    let lines = c.ctl_ok(&["--output", "jsonl", "results", &id]);
     let results: Vec<serde_json::Value> = lines
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(results.len(), 6, "2 probed targets x 3 agents");
     assert_eq!(
-        ctl_ok(&c, &["--output", "jsonl", "results", "--campaign", &id])
+        c.ctl_ok(&["--output", "jsonl", "results", "--campaign", &id])
             .lines()
             .count(),
         6
@@ -137,7 +91,7 @@ fn named_unicode_targets_travel_to_results_and_verdicts() {
     }
 
     // Verdicts: each row carries its target's name; the table shows it.
-    let verdicts = ctl_json(&c, &["verdicts", &id]);
+    let verdicts = c.ctl_json(&["verdicts", &id]);
     let rows = verdicts.as_array().unwrap();
     assert_eq!(rows.len(), 4, "2 targets x 2 inside agents: {rows:?}");
     for r in rows {
@@ -150,7 +104,7 @@ fn named_unicode_targets_travel_to_results_and_verdicts() {
         assert_eq!(r["name"], want, "{r}");
         assert!(!target.contains("Books"), "the name is not the key: {r}");
     }
-    let table = ctl_ok(&c, &["verdicts", &id]);
+    let table = c.ctl_ok(&["verdicts", &id]);
     let head = table.lines().next().unwrap_or_default();
     assert!(
         head.starts_with("NAME") && head.contains("TARGET") && head.contains("COUNTRY"),

@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use vantage_proto::v1::{AgentInfo, CampaignInfo, ProbeInput, VerdictRow};
 
-use crate::lab::{self, Spawner, State};
+use vantage_testkit::procs::{self, Enrollment};
+
+use crate::lab::{Spawner, State};
 use crate::plan::{self, ns, Condition};
 use crate::sys::{self, LabError, Result};
 
@@ -31,41 +32,20 @@ pub const HTTP_PORT: u16 = 9090;
 pub const DASH_HOST_IP: &str = "198.19.208.1";
 pub const DASH_CORE_IP: &str = "198.19.208.10";
 
-/// The three binaries the fleet runs.
-#[derive(Clone, Debug)]
-pub struct Bins {
-    pub coordinator: PathBuf,
-    pub vantagectl: PathBuf,
-    pub agent: PathBuf,
+/// The three binaries the fleet runs: the test kit's, whose command lines
+/// (`init`, `serve`, `enroll`, `run`, `vantagectl`) the fleet runs inside
+/// the lab's namespaces. `Bins::find(dir).and_then(Bins::require_all)`.
+pub use vantage_testkit::procs::Bins;
+
+/// An argv from [`Bins`] as `sys::ns_run` and the spawner take it.
+fn ns_argv(argv: &[std::ffi::OsString]) -> Vec<String> {
+    argv.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
 }
 
-impl Bins {
-    /// The binaries in `dir`, or next to this executable when `None`.
-    pub fn find(dir: Option<&Path>) -> Result<Bins> {
-        let dir = match dir {
-            Some(d) => d.to_path_buf(),
-            None => std::env::current_exe()
-                .ok()
-                .and_then(|e| e.parent().map(Path::to_path_buf))
-                .unwrap_or_default(),
-        };
-        let get = |name: &str| {
-            let p = dir.join(name);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(LabError::Precondition(format!(
-                    "no {name} in {} (build with `cargo build --workspace --bins`, or pass --bin-dir)",
-                    dir.display()
-                )))
-            }
-        };
-        Ok(Bins {
-            coordinator: get("vantage-coordinator")?,
-            vantagectl: get("vantagectl")?,
-            agent: get("vantage-agent")?,
-        })
-    }
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 /// A running fleet.
@@ -148,29 +128,16 @@ impl Fleet {
         sys::mkdir(&dir)?;
         let core = ns(&prefix, "core");
         let coord_dir = dir.join("coordinator");
-        let coord = bins.coordinator.to_string_lossy().into_owned();
         sys::ns_run(
             &core,
-            &[
-                &coord,
-                "init",
-                "--data-dir",
-                &coord_dir.to_string_lossy(),
-                "--listen",
-                COORDINATOR_ADDR,
-            ],
+            &refs(&ns_argv(&bins.init_argv(&coord_dir, COORDINATOR_ADDR))),
         )?;
         let read_token = random_hex()?;
-        let hash = hex_sha256(&read_token);
-        let conf = coord_dir.join("coordinator.toml");
-        let mut text = std::fs::read_to_string(&conf).map_err(|source| LabError::Io {
-            context: format!("reading {}", conf.display()),
-            source,
-        })?;
-        text.push_str(&format!(
-            "http_listen = \"0.0.0.0:{HTTP_PORT}\"\nread_tokens = [\"{hash}\"]\n"
-        ));
-        sys::write(&conf, text)?;
+        let config = |key: &str, value: String| {
+            procs::set_config(&coord_dir, key, &value).map_err(|e| fleet_err(e.to_string()))
+        };
+        config("http_listen", format!("\"0.0.0.0:{HTTP_PORT}\""))?;
+        config("read_tokens", procs::read_tokens_value(&[&read_token]))?;
         if dashboard {
             link_dashboard(&prefix)?;
         }
@@ -178,7 +145,7 @@ impl Fleet {
         sp.spawn(
             "coordinator",
             &core,
-            &[&coord, "serve", "--data-dir", &coord_dir.to_string_lossy()],
+            &refs(&ns_argv(&bins.serve_argv(&coord_dir))),
         )?;
         let mut fleet = Fleet {
             prefix: prefix.clone(),
@@ -187,7 +154,7 @@ impl Fleet {
             read_token,
             inside_pid: 0,
         };
-        if !lab::wait_until(Duration::from_secs(20), || fleet.ctl(&["stats"]).is_ok()) {
+        if !procs::poll(Duration::from_secs(20), || fleet.ctl(&["stats"]).is_ok()) {
             return Err(fleet_err(format!(
                 "the coordinator did not answer within 20 s (log: {}/coordinator.log)",
                 state_dir.display()
@@ -204,31 +171,21 @@ impl Fleet {
             "lab",
         ])?;
         let token = token.trim().to_string();
-        let agent = fleet.bins.agent.to_string_lossy().into_owned();
         let mut pids = Vec::new();
         for (role, country, asn, tags) in [
             ("inside", "CN", "4134", "lab"),
             ("outside", "DE", "3320", "control"),
         ] {
             let data = fleet.dir.join(role);
-            let data_s = data.to_string_lossy().into_owned();
+            let enrollment = Enrollment {
+                token: &token,
+                country,
+                asn,
+                tags,
+            };
             sys::ns_run(
                 &ns(&prefix, role),
-                &[
-                    &agent,
-                    "enroll",
-                    "--accept-consent",
-                    "--token",
-                    &token,
-                    "--data-dir",
-                    &data_s,
-                    "--country",
-                    country,
-                    "--asn",
-                    asn,
-                    "--tags",
-                    tags,
-                ],
+                &refs(&ns_argv(&fleet.bins.enroll_argv(&data, &enrollment))),
             )?;
             sys::write(
                 &data.join("agent.toml"),
@@ -238,11 +195,11 @@ impl Fleet {
             pids.push(sp.spawn(
                 &format!("agent-{role}"),
                 &ns(&prefix, role),
-                &[&agent, "run", "--data-dir", &data_s],
+                &refs(&ns_argv(&fleet.bins.run_argv(&data))),
             )?);
         }
         fleet.inside_pid = pids[0];
-        let online = lab::wait_until(Duration::from_secs(30), || {
+        let online = procs::poll(Duration::from_secs(30), || {
             fleet
                 .agents()
                 .map(|a| a.iter().filter(|a| a.connected).count() >= 2)
@@ -260,12 +217,8 @@ impl Fleet {
     /// Runs `vantagectl` against the fleet's coordinator (from the core
     /// namespace, with the admin credentials of its data dir).
     pub fn ctl(&self, args: &[&str]) -> Result<String> {
-        let ctl = self.bins.vantagectl.to_string_lossy().into_owned();
-        let data = self.dir.join("coordinator");
-        let data = data.to_string_lossy();
-        let mut full = vec![ctl.as_str(), "--data-dir", &data];
-        full.extend_from_slice(args);
-        sys::ns_run(&ns(&self.prefix, "core"), &full)
+        let argv = ns_argv(&self.bins.ctl_argv(&self.dir.join("coordinator"), args));
+        sys::ns_run(&ns(&self.prefix, "core"), &refs(&argv))
     }
 
     fn ctl_json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
@@ -453,13 +406,6 @@ impl Fleet {
     }
 }
 
-fn hex_sha256(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
 /// A veth from this machine to the core namespace (198.19.208.0/24): the
 /// lab's leaves route only 198.19.0.0/16 via the firewall and the core
 /// does not forward, so nothing in the lab reaches the machine through it.
@@ -584,12 +530,14 @@ impl Fleet {
     /// `web_targets` lab URLs at the default concurrency.
     pub fn agent_bench(&self, idle: Duration, web_targets: usize) -> Result<AgentBench> {
         let pid = self.inside_pid;
-        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .ok_or_else(|| fleet_err(format!("no VmRSS for the inside agent (pid {pid})")))?;
+        let rss = match procs::proc_rss(pid).0 / 1024 {
+            0 => {
+                return Err(fleet_err(format!(
+                    "no VmRSS for the inside agent (pid {pid})"
+                )))
+            }
+            kib => kib,
+        };
         let switches = ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"];
         let s0 = proc_status_sum(pid, &switches);
         std::thread::sleep(idle);

@@ -350,7 +350,9 @@ fn demo(
             missing.join(", ")
         );
     }
-    let bins = fleet::Bins::find(bin_dir)?;
+    let bins = fleet::Bins::find(bin_dir)
+        .and_then(fleet::Bins::require_all)
+        .context("the fleet runs the workspace binaries (or pass --bin-dir)")?;
     step(&format!(
         "building the censorship lab `{}` (198.19.0.0/16, no default route anywhere)",
         cfg.prefix

@@ -1,11 +1,11 @@
-//! `vantagectl bench`: rerunnable benchmarks against a real coordinator
-//! process on loopback. The load generator runs in the calling process, so
-//! it never shares the coordinator's runtime. Every run also measures the
+//! The benchmarks (`vantage-bench`, also run as `vantagectl bench`):
+//! rerunnable, against a real coordinator process on loopback. The load
+//! generator runs in the calling process, so it never shares the
+//! coordinator's runtime. Every run also measures the
 //! machine's own limits (Ed25519 batch verification, sled group commit) so
 //! results are reported as ratios against limits measured in the same run.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ use vantage_proto::client::{connect, ClientIdentity, ConnectOptions};
 use vantage_proto::v1::admin_service_client::AdminServiceClient;
 use vantage_proto::v1::agent_service_client::AgentServiceClient;
 use vantage_proto::v1::*;
+pub use vantage_testkit::procs::{proc_cpu_seconds, proc_fds, proc_rss, proc_threads};
+use vantage_testkit::procs::{Bins, Coordinator, ProcError};
 
 /// Benchmark failures.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum BenchError {
     Rpc(#[from] tonic::Status),
     #[error(transparent)]
     Client(#[from] vantage_proto::client::ClientError),
+    #[error(transparent)]
+    Proc(#[from] ProcError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -107,8 +111,8 @@ pub fn commit_rate(
     } else {
         "commit"
     };
-    let store = crate::store::Store::open(&dir.join(name)).map_err(setup)?;
-    let commit = crate::store::CommitHandle::start(store, |_| {});
+    let store = vantage_coordinator::store::Store::open(&dir.join(name)).map_err(setup)?;
+    let commit = vantage_coordinator::store::CommitHandle::start(store, |_| {});
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -122,7 +126,7 @@ pub fn commit_rate(
                 let mut n = 0usize;
                 while start.elapsed().as_secs_f64() < secs {
                     let items = (0..batch)
-                        .map(|_| crate::store::PendingResult {
+                        .map(|_| vantage_coordinator::store::PendingResult {
                             id: *uuid::Uuid::now_v7().as_bytes(),
                             agent: [s as u8; 16],
                             task: campaign_shaped.then(|| *uuid::Uuid::now_v7().as_bytes()),
@@ -149,104 +153,42 @@ pub fn commit_rate(
 /// Batches the commit-rate measurement keeps outstanding.
 pub const COMMIT_IN_FLIGHT: usize = 8;
 
-/// A coordinator child process in a temp data dir.
-pub struct CoordinatorProc {
-    pub dir: PathBuf,
-    pub addr: String,
-    child: Child,
-    _tmp: tempfile::TempDir,
+/// A coordinator child process in a temp data dir (the test kit's), with
+/// the load generator's own enrollment and sessions.
+pub struct CoordinatorProc(Coordinator);
+
+impl std::ops::Deref for CoordinatorProc {
+    type Target = Coordinator;
+    fn deref(&self) -> &Coordinator {
+        &self.0
+    }
 }
 
 impl CoordinatorProc {
     /// Inits and starts `vantage-coordinator` (found next to this binary,
     /// or one directory up, where a test binary in `deps/` finds it).
+    /// VANTAGE_BENCH_WRAP runs it under a tool, e.g. "valgrind
+    /// --tool=callgrind --callgrind-out-file=/tmp/cg.out" (BENCHMARKS.md:
+    /// instruction counts per result); it is then stopped with SIGTERM so
+    /// the tool can write its output.
     pub fn start() -> Result<CoordinatorProc, BenchError> {
-        let me = std::env::current_exe()?;
-        let here = me.with_file_name("vantage-coordinator");
-        let exe = match me.parent().and_then(Path::parent) {
-            Some(up) if !here.exists() && up.join("vantage-coordinator").exists() => {
-                up.join("vantage-coordinator")
-            }
-            _ => here,
-        };
-        if !exe.exists() {
-            return Err(setup(format!(
-                "{} not found: build the workspace binaries (cargo build --workspace --bins)",
-                exe.display()
-            )));
-        }
-        let tmp = tempfile::tempdir()?;
-        let dir = tmp.path().join("coord");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let st = Command::new(&exe)
-            .args(["init", "--listen", &addr, "--data-dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .status()?;
-        if !st.success() {
-            return Err(setup("coordinator init failed"));
-        }
-        // VANTAGE_BENCH_WRAP runs the coordinator under a tool, e.g.
-        // "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out"
-        // (BENCHMARKS.md: instruction counts per result).
-        let wrap: Vec<String> = std::env::var("VANTAGE_BENCH_WRAP")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        let mut cmd = match wrap.split_first() {
-            Some((tool, args)) => {
-                let mut c = Command::new(tool);
-                c.args(args).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        let child = cmd
-            .args(["serve", "--data-dir"])
-            .arg(&dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let startup = if wrap.is_empty() { 20 } else { 300 };
-        let deadline = Instant::now() + Duration::from_secs(startup);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            if Instant::now() > deadline {
-                return Err(setup("coordinator did not start listening"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(CoordinatorProc {
-            dir,
-            addr,
-            child,
-            _tmp: tmp,
-        })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+        let wrap = std::env::var("VANTAGE_BENCH_WRAP").unwrap_or_default();
+        let c = Coordinator::try_init(Bins::find(None)?)?
+            .wrapped(&wrap)
+            .try_start()?;
+        Ok(CoordinatorProc(c))
     }
 
     fn opts(&self, identity: Option<ClientIdentity>) -> Result<ConnectOptions, BenchError> {
-        let pem = std::fs::read_to_string(self.dir.join("ca.pem"))?;
-        let ca = vantage_proto::client::parse_certs(&pem)?;
         Ok(ConnectOptions {
-            ca_sha256: vantage_proto::cert_fingerprint(&ca[0]),
+            ca_sha256: self.try_ca_fingerprint()?,
             identity,
             connect_timeout: Duration::from_secs(30),
         })
     }
 
     pub async fn admin(&self) -> Result<AdminServiceClient<tonic::transport::Channel>, BenchError> {
-        let id = ClientIdentity {
-            cert_pem: std::fs::read_to_string(self.dir.join("admin.pem"))?,
-            key_pem: std::fs::read_to_string(self.dir.join("admin.key"))?,
-        };
+        let id = Coordinator::try_admin_identity(&self.dir)?;
         Ok(AdminServiceClient::new(
             connect(&self.addr, &self.opts(Some(id))?).await?,
         ))
@@ -358,55 +300,11 @@ impl CoordinatorProc {
     }
 }
 
-impl Drop for CoordinatorProc {
-    fn drop(&mut self) {
-        // SIGTERM first, so a wrapping tool (valgrind) can write its output.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// An enrolled identity held by the load generator.
 pub struct BenchAgent {
     pub agent_id: String,
     pub cert_pem: String,
     pub key: SigningKey,
-}
-
-/// CPU seconds of a process from /proc (0 when unavailable).
-pub fn proc_cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are 14, 15.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// (VmRSS, VmHWM) of a process in bytes.
-pub fn proc_rss(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|x| x.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// Raises the open-file limit as far as the hard limit allows; returns it.
@@ -417,24 +315,6 @@ pub fn raise_fd_limit(want: u64) -> u64 {
     rlimit::getrlimit(rlimit::Resource::NOFILE)
         .map(|(s, _)| s)
         .unwrap_or(1024)
-}
-
-/// Open file descriptors of a process (0 when unavailable).
-pub fn proc_fds(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count() as u64)
-        .unwrap_or(0)
-}
-
-/// Threads of a process (0 when unavailable).
-pub fn proc_threads(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Threads:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Bytes of all files under `dir` (the store's size on disk).

@@ -1,0 +1,282 @@
+//! `vantage-bench`: the benchmarks against a fresh coordinator started for
+//! the purpose (its own temp data dir, loopback only). `vantagectl bench`
+//! runs this binary from beside itself. The commands and what they report
+//! are in BENCHMARKS.md and RELIABILITY.md.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "vantage-bench",
+    version,
+    about = "Benchmark a fresh Vantage coordinator on loopback",
+    args_override_self = true
+)]
+struct Cli {
+    /// Output format: a table, or the report as JSON.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Jsonl,
+}
+
+#[tokio::main]
+async fn main() {
+    vantage_proto::install_crypto_provider();
+    vantage_coordinator::logging::init(Default::default(), "warn");
+    let cli = Cli::parse();
+    if let Err(e) = run(cli.output, &cli.cmd).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Signed ~1 KiB results from N concurrent mTLS sessions, durable before
+    /// ack; reported against the verify and group-commit limits of this
+    /// machine measured in the same run.
+    Ingest {
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        #[arg(long, default_value_t = 2000)]
+        per_agent: usize,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Campaign-shaped results: a campaign of this many targets for
+        /// every agent (the last is its control); each result answers one
+        /// of the agent's tasks, so the coordinator checks the assignment,
+        /// indexes task and campaign and marks the assignment done.
+        #[arg(long)]
+        campaign_targets: Option<usize>,
+    },
+    /// A fixed rate of signed results for a long time: the coordinator's
+    /// RSS, fds and threads every 10 s, first- vs last-minute RSS, the
+    /// slope, sent/acked/stored, and a verdict (flat or growing).
+    Soak {
+        /// Results per second (default: about half the ingest median in
+        /// BENCHMARKS.md).
+        #[arg(long, default_value_t = 15_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Duration in seconds instead of --minutes (short runs, CI).
+        #[arg(long)]
+        seconds: Option<f64>,
+        #[arg(long, default_value_t = 20)]
+        agents: usize,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Then resend already stored results for this long: the store
+        /// stops growing, so RSS growth there is not the store's.
+        #[arg(long, default_value_t = 0.0)]
+        dup_seconds: f64,
+    },
+    /// N concurrent sessions with heartbeats: memory and idle CPU; then a
+    /// campaign for all of them and the time until each has its task.
+    Sessions {
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        #[arg(long, default_value_t = 30.0)]
+        idle_seconds: f64,
+    },
+}
+
+async fn run(output: Output, cmd: &Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Ingest {
+            agents,
+            per_agent,
+            size,
+            runs,
+            campaign_targets,
+        } => {
+            let r =
+                vantage_bench::ingest(*agents, *per_agent, *size, *runs, *campaign_targets).await?;
+            if output != Output::Table {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "ingest: {} agents x {} results of ~{} B, {} runs{}",
+                r.agents,
+                per_agent,
+                size,
+                runs,
+                match r.campaign_targets {
+                    Some(n) => format!(", campaign-shaped ({n} targets)"),
+                    None => String::new(),
+                }
+            );
+            println!(
+                "  results/s per run        {:?}",
+                r.runs_results_per_s
+                    .iter()
+                    .map(|x| x.round())
+                    .collect::<Vec<_>>()
+            );
+            println!(
+                "  median results/s         {:.0}   (budget >= 50000: {:.2}x)",
+                r.median_results_per_s,
+                r.median_results_per_s / 50_000.0
+            );
+            println!(
+                "  ack latency p50 / p99    {:.1} ms / {:.1} ms",
+                r.ack_p50_ms, r.ack_p99_ms
+            );
+            println!(
+                "  coordinator CPU          {:.2} cores",
+                r.coordinator_cpu_cores
+            );
+            println!(
+                "  coordinator RSS          {:.0} MiB (peak {:.0} MiB)",
+                r.coordinator_rss_mib, r.coordinator_peak_rss_mib
+            );
+            println!(
+                "  limit: Ed25519 verify    {:.0}/s per core, {:.0}/s machine",
+                r.verify_per_core_per_s, r.verify_limit_per_s
+            );
+            println!("  limit: sled group commit {:.0}/s", r.commit_limit_per_s);
+            println!(
+                "         campaign-shaped   {:.0}/s (results with a task and a campaign; not the limit used below)",
+                r.commit_limit_campaign_per_s
+            );
+            println!(
+                "  load generator CPU       {:.2} cores (same machine)",
+                r.generator_cpu_cores
+            );
+            println!(
+                "  ingest / verify per core {:.2}   (DESIGN.md's measure)",
+                r.fraction_of_verify_per_core
+            );
+            println!(
+                "  ingest / verify machine  {:.2}   (every core verifying, nothing else)",
+                r.fraction_of_verify_machine
+            );
+            println!(
+                "  ingest / commit limit    {:.2}",
+                r.fraction_of_commit_limit
+            );
+            println!(
+                "  ingest / smaller limit   {:.2}   (of verify per core and commit; budget >= 0.5)",
+                r.fraction_of_smaller_limit
+            );
+        }
+        Cmd::Soak {
+            rate,
+            minutes,
+            seconds,
+            agents,
+            size,
+            dup_seconds,
+        } => {
+            let r = vantage_bench::soak(vantage_bench::SoakOptions {
+                rate: *rate,
+                seconds: seconds.unwrap_or(minutes * 60.0),
+                agents: *agents,
+                size: *size,
+                dup_seconds: *dup_seconds,
+                ..Default::default()
+            })
+            .await?;
+            if output != Output::Table {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_soak(&r);
+            }
+            if r.stored != r.acked_new {
+                anyhow::bail!("stored {} but acked {} new results", r.stored, r.acked_new);
+            }
+        }
+        Cmd::Sessions {
+            agents,
+            idle_seconds,
+        } => {
+            let r = vantage_bench::sessions(*agents, *idle_seconds).await?;
+            if output != Output::Table {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "sessions: {} concurrent (fd limit {})",
+                r.sessions, r.fd_limit
+            );
+            println!("  connected in             {:.1} s", r.connect_seconds);
+            println!(
+                "  coordinator RSS          {:.0} MiB (peak {:.0} MiB; budget <= 1024 MiB: {:.2}x)",
+                r.coordinator_rss_mib,
+                r.coordinator_peak_rss_mib,
+                r.coordinator_peak_rss_mib / 1024.0
+            );
+            println!(
+                "  idle CPU                 {:.3} cores over {:.0} s",
+                r.idle_cpu_cores, r.idle_window_s
+            );
+            println!(
+                "dispatch: campaign -> task received by {}/{} agents",
+                r.dispatch_received,
+                r.sessions + 1
+            );
+            println!("  p50 / p99 / max          {:.0} / {:.0} / {:.0} ms   (budget p99 <= 1000 ms: {:.2}x)", r.dispatch_p50_ms, r.dispatch_p99_ms, r.dispatch_max_ms, r.dispatch_p99_ms / 1000.0);
+        }
+    }
+    Ok(())
+}
+
+fn print_soak(r: &vantage_bench::SoakReport) {
+    println!(
+        "soak: {} sessions, ~{} B results in batches of {}",
+        r.agents, r.size, r.batch
+    );
+    println!(
+        "  {:>6}  {:<5} {:>9} {:>5} {:>7} {:>10} {:>10} {:>10}",
+        "t (s)", "phase", "RSS MiB", "fds", "threads", "stored", "store MiB", "acked"
+    );
+    for s in &r.samples {
+        println!(
+            "  {:>6.0}  {:<5} {:>9.1} {:>5} {:>7} {:>10} {:>10.1} {:>10}",
+            s.t_s, s.phase, s.rss_mib, s.fds, s.threads, s.stored, s.store_mib, s.acked
+        );
+    }
+    for p in &r.phases {
+        println!(
+            "phase {} ({:.0} s): target {:.0}/s, achieved {:.0}/s; sent {}, acked {}; store holds {}",
+            p.phase, p.seconds, p.target_rate, p.achieved_rate, p.sent, p.acked, p.stored
+        );
+        println!(
+            "  RSS median first {:.0} s {:.1} MiB, last {:.0} s {:.1} MiB; slope {:+.2} MiB/min",
+            p.window_s, p.first_rss_mib, p.window_s, p.last_rss_mib, p.slope_mib_per_min
+        );
+        println!(
+            "  fds {} -> {}, threads {} -> {}",
+            p.first_fds, p.last_fds, p.first_threads, p.last_threads
+        );
+        println!("  verdict: {}", p.verdict);
+    }
+    println!(
+        "results: sent {} new, acked {}, stored {} ({}); resends ignored as duplicates {}",
+        r.sent_new,
+        r.acked_new,
+        r.stored,
+        if r.stored == r.acked_new {
+            "stored = acked"
+        } else {
+            "MISMATCH"
+        },
+        r.duplicates_ignored
+    );
+    println!(
+        "ack latency p50 / p99 {:.1} / {:.1} ms; coordinator CPU {:.2} cores, peak RSS {:.0} MiB",
+        r.ack_p50_ms, r.ack_p99_ms, r.coordinator_cpu_cores, r.coordinator_peak_rss_mib
+    );
+}
