@@ -29,7 +29,7 @@ use vantage_proto::v1::{
 use super::peer_fingerprint;
 use crate::errors::ServiceError;
 use crate::query::feed::{FeedEvent, Payload};
-use crate::query::fields::{decode_cursor, Fields};
+use crate::query::fields::Fields;
 use crate::query::views::Decoded;
 use crate::query::{
     aggregate, axes, blocking, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter,
@@ -303,9 +303,8 @@ impl QueryService for QueryApi {
         );
         let filter = ResultFilter::parse(&p)?;
         let limit = p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
-        let after = (!r.cursor.is_empty())
-            .then(|| decode_cursor(&r.cursor))
-            .transpose()?;
+        let after =
+            crate::query::page_from((!r.cursor.is_empty()).then_some(&*r.cursor), r.after_seq)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<ResultsItem, Status>>(64);
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || {
@@ -329,6 +328,7 @@ impl QueryService for QueryApi {
                             .next
                             .map(|n| crate::query::fields::encode_cursor(&n))
                             .unwrap_or_default(),
+                        last_seq: end.last_seq,
                     })),
                 }),
             };

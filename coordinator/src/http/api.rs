@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::params::{decode_cursor, encode_cursor, Params, RawQuery};
+use super::params::{encode_cursor, Params, RawQuery};
 use super::views::{self, AgentList, CampaignDetail, CampaignList, VerdictList};
 use super::{blocking, App, ErrorBody};
 use crate::errors::ServiceError;
 use crate::query::{
-    scan_page, Emit, ResultFilter, VerdictFilter, DEFAULT_LIMIT, MAX_LIMIT, RESULT_FILTERS,
-    VERDICT_FILTERS,
+    page_from, scan_page, Emit, PageFrom, ResultFilter, VerdictFilter, DEFAULT_LIMIT, MAX_LIMIT,
+    RESULT_FILTERS, VERDICT_FILTERS,
 };
 use crate::store::Store;
 
@@ -90,7 +90,10 @@ pub(crate) async fn campaign(
 
 /// Stored results, oldest id first, one page at a time. The body is
 /// streamed in chunks as the store is read; pass `next_cursor` back as
-/// `cursor` for the next page.
+/// `cursor` for the next page. With `after_seq`, in the order they were
+/// stored instead (commit sequence): pass `last_seq` back as `after_seq`
+/// to sync incrementally; a result delivered late with an old id is not
+/// missed.
 #[utoipa::path(get, path = "/api/v1/results", tag = "results",
     params(
         ("campaign" = Option<String>, Query, description = "campaign id"),
@@ -104,15 +107,16 @@ pub(crate) async fn campaign(
         ("until" = Option<String>, Query, description = "measurement start at or before"),
         ("limit" = Option<u32>, Query, description = "results per page (default 100)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("after_seq" = Option<u64>, Query, description = "results stored after this commit sequence number, in commit order (`last_seq` of the previous page; 0: from the first); not together with cursor"),
     ),
     responses((status = 200, body = views::ResultPage)))]
 pub(crate) async fn results(State(app): State<App>, q: RawQuery) -> Result<Response, ServiceError> {
     let mut known = RESULT_FILTERS.to_vec();
-    known.extend(["limit", "cursor"]);
+    known.extend(["limit", "cursor", "after_seq"]);
     let p = Params::parse(q, &known)?;
     let filter = ResultFilter::parse(&p)?;
     let limit = p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
-    let after = p.get("cursor").map(decode_cursor).transpose()?;
+    let after = page_from(p.get("cursor"), p.u64("after_seq")?)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(8);
     let store = app.shared.store.clone();
     tokio::task::spawn_blocking(move || stream_page(&store, &filter, after, limit, &tx));
@@ -127,13 +131,7 @@ type ChunkTx = tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>;
 
 /// Writes one page as JSON to `tx`, chunk by chunk. Returns early when the
 /// client has gone.
-fn stream_page(
-    store: &Store,
-    filter: &ResultFilter,
-    after: Option<[u8; 16]>,
-    limit: usize,
-    tx: &ChunkTx,
-) {
+fn stream_page(store: &Store, filter: &ResultFilter, after: PageFrom, limit: usize, tx: &ChunkTx) {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
     buf.extend_from_slice(b"{\"results\":[");
     let mut emitted = 0usize;
@@ -160,6 +158,9 @@ fn stream_page(
     buf.extend_from_slice(b"],\"next_cursor\":");
     let tail = serde_json::json!(next.map(|n| encode_cursor(&n)));
     buf.extend_from_slice(tail.to_string().as_bytes());
+    if let Some(n) = end.last_seq {
+        buf.extend_from_slice(format!(",\"last_seq\":{n}").as_bytes());
+    }
     if let Some(e) = error {
         buf.extend_from_slice(b",\"error\":");
         buf.extend_from_slice(serde_json::Value::String(e).to_string().as_bytes());

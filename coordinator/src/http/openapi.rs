@@ -57,7 +57,21 @@ fn one_of(values: &[&str]) -> Schema {
 /// parameter of this API.
 pub(crate) fn param_schema(name: &str) -> Option<Schema> {
     Some(match name {
-        "id" | "campaign" | "agent" | "last_event_id" | "Last-Event-ID" => Schema::Object(
+        // A result event's id (its commit sequence number), or a result
+        // id from before the sequence (resumes live).
+        "last_event_id" | "Last-Event-ID" => Schema::AnyOf(
+            AnyOfBuilder::new()
+                .item(string().pattern(Some("^[0-9]{1,19}$")).build())
+                .item(
+                    string()
+                        .format(Some(SchemaFormat::Custom("uuid".into())))
+                        .pattern(Some(UUID))
+                        .build(),
+                )
+                .build(),
+        ),
+        "after_seq" => integer(0, u64::MAX),
+        "id" | "campaign" | "agent" => Schema::Object(
             string()
                 .format(Some(SchemaFormat::Custom("uuid".into())))
                 .pattern(Some(UUID))

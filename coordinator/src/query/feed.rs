@@ -103,11 +103,13 @@ pub(crate) fn resume_point(value: &str) -> Result<Option<u64>, crate::errors::Se
         return Ok(Some(n));
     }
     if super::fields::uuid(v).is_some() {
-        tracing::info!("a client resumed after a result id (before the commit sequence); live from now");
+        tracing::info!(
+            "a client resumed after a result id (before the commit sequence); live from now"
+        );
         return Ok(None);
     }
     Err(crate::errors::ServiceError::invalid(format!(
-        "the last event id must be the id of a result event (a number), not {v:?}"
+        "last_event_id (Last-Event-ID) must be the id of a result event (a number), not {v:?}"
     )))
 }
 

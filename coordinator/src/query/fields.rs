@@ -43,6 +43,18 @@ impl Fields {
             .transpose()
     }
 
+    pub(crate) fn u64(&self, name: &str) -> Result<Option<u64>, ServiceError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ServiceError::invalid(format!(
+                        "{name} must be a non-negative integer, not {v:?}"
+                    ))
+                })
+            })
+            .transpose()
+    }
+
     /// A count between 1 and `max`; `default` when absent.
     pub(crate) fn limit(
         &self,

@@ -234,19 +234,50 @@ pub(crate) enum Emit {
 
 /// How a page ended.
 pub(crate) struct PageEnd {
-    /// Key of the last result examined, when more remain: the cursor.
+    /// Key of the last result examined, when more remain: the cursor (id
+    /// order).
     pub(crate) next: Option<[u8; 16]>,
+    /// In commit order: the sequence number of the last result examined
+    /// (the one asked after when none was); pass it back as `after_seq`.
+    pub(crate) last_seq: Option<u64>,
     /// Set when the store (or `emit`) failed part-way.
     pub(crate) error: Option<String>,
 }
 
-/// Scans one page of stored results after `after` (oldest id first),
-/// handing each match to `emit`. At most `limit` matches, and at most
-/// `MAX_SCAN` results examined; `None` when `emit` said the client is gone.
+/// Where a page starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PageFrom {
+    /// Oldest id first, after this id (the `cursor` of the last page).
+    Id(Option<[u8; 16]>),
+    /// In the order results were stored, after this commit sequence
+    /// number: an incremental sync that a late delivery with an old id
+    /// cannot slip past (`store/seq.rs`).
+    Seq(u64),
+}
+
+/// Where a results page starts, from the request's `cursor` (id order) or
+/// `after_seq` (commit order); not both.
+pub(crate) fn page_from(
+    cursor: Option<&str>,
+    after_seq: Option<u64>,
+) -> Result<PageFrom, crate::errors::ServiceError> {
+    match (cursor, after_seq) {
+        (Some(_), Some(_)) => Err(crate::errors::ServiceError::invalid(
+            "cursor and after_seq do not go together: cursor pages in id order, \
+             after_seq in the order results were stored",
+        )),
+        (None, Some(n)) => Ok(PageFrom::Seq(n)),
+        (c, None) => Ok(PageFrom::Id(c.map(fields::decode_cursor).transpose()?)),
+    }
+}
+
+/// Scans one page of stored results from `from`, handing each match to
+/// `emit`. At most `limit` matches, and at most `MAX_SCAN` results
+/// examined; `None` when `emit` said the client is gone.
 pub(crate) fn scan_page(
     store: &Store,
     filter: &ResultFilter,
-    after: Option<[u8; 16]>,
+    from: PageFrom,
     limit: usize,
     mut emit: impl FnMut(Decoded) -> Emit,
 ) -> Option<PageEnd> {
@@ -254,11 +285,29 @@ pub(crate) fn scan_page(
     let mut scanned = 0usize;
     let mut end = PageEnd {
         next: None,
+        last_seq: None,
         error: None,
     };
-    let mut it = store.results_after(filter.index, after).peekable();
+    // (sequence number when in commit order, id, stored bytes)
+    type Item = Result<(Option<u64>, [u8; 16], sled::IVec), crate::store::StoreError>;
+    let items: Box<dyn Iterator<Item = Item>> = match from {
+        PageFrom::Id(after) => Box::new(
+            store
+                .results_after(filter.index, after)
+                .map(|r| r.map(|(id, b)| (None, id, b))),
+        ),
+        PageFrom::Seq(after) => {
+            end.last_seq = Some(after);
+            Box::new(
+                store
+                    .results_after_seq(after)
+                    .map(|r| r.map(|(n, id, b)| (Some(n), id, b))),
+            )
+        }
+    };
+    let mut it = items.peekable();
     while let Some(item) = it.next() {
-        let (id, bytes) = match item {
+        let (seq, id, bytes) = match item {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!("read API: results scan failed: {e}");
@@ -280,9 +329,14 @@ pub(crate) fn scan_page(
                 emitted += 1;
             }
         }
+        if seq.is_some() {
+            end.last_seq = seq;
+        }
         let more = it.peek().is_some();
         if (emitted >= limit || scanned >= MAX_SCAN) && more {
-            end.next = Some(id);
+            if seq.is_none() {
+                end.next = Some(id);
+            }
             break;
         }
     }

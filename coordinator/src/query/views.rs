@@ -265,6 +265,11 @@ pub(crate) struct ResultPage {
     pub results: Vec<ResultView>,
     /// Pass as `cursor` for the next page; null when there is none.
     pub next_cursor: Option<String>,
+    /// With `after_seq`: the commit sequence number of the last result
+    /// examined; pass it as `after_seq` to go on (also when this page was
+    /// the last: later results come after it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
     /// Set when the store failed part-way through a streamed page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

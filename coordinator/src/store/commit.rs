@@ -212,7 +212,12 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreEr
         // Their commit sequence numbers (seq.rs), and the count, travel in
         // the same atomic batch as the results, so they survive a kill -9
         // exactly as the results do.
-        Store::add_seq(&mut batch, store.last_seq()?, new.iter().map(|r| r.id), true);
+        Store::add_seq(
+            &mut batch,
+            store.last_seq()?,
+            new.iter().map(|r| r.id),
+            true,
+        );
         let count = store.result_count()? + total;
         batch.insert(super::COUNT_KEY, &count.to_be_bytes()[..]);
         store.results.apply_batch(batch)?;
@@ -353,9 +358,15 @@ mod tests {
         let store = Store::open(d.path()).unwrap();
         let commit = CommitHandle::start(store.clone(), |_| {});
         assert_eq!(store.last_seq().unwrap(), 0);
-        commit.commit(vec![offer(9, "a"), offer(7, "a")]).await.unwrap();
+        commit
+            .commit(vec![offer(9, "a"), offer(7, "a")])
+            .await
+            .unwrap();
         // Later, with an older id, and a duplicate.
-        let o = commit.commit(vec![offer(3, "a"), offer(9, "a")]).await.unwrap();
+        let o = commit
+            .commit(vec![offer(3, "a"), offer(9, "a")])
+            .await
+            .unwrap();
         assert_eq!(o, vec![Outcome::New, Outcome::Duplicate]);
         let order = |s: &Store, after| -> Vec<(u64, u8)> {
             s.results_after_seq(after)
@@ -380,7 +391,9 @@ mod tests {
         let store = loop {
             match Store::open(d.path()) {
                 Ok(s) => break s,
-                Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                Err(StoreError::Locked(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
                 Err(e) => panic!("{e}"),
             }
         };

@@ -74,7 +74,10 @@ impl Store {
         let start = Bound::Excluded(seq_key(after).to_vec());
         self.results
             .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.first() == Some(&SEQ_TAG)))
+            .take_while(|kv| {
+                kv.as_ref()
+                    .map_or(true, |(k, _)| k.first() == Some(&SEQ_TAG))
+            })
             .map(move |kv| {
                 let (k, v) = kv?;
                 let n = k
@@ -101,12 +104,13 @@ impl Store {
         }
         let mut last = 0u64;
         let mut ids = Vec::with_capacity(BACKFILL_BATCH);
-        let flush = |ids: &mut Vec<[u8; 16]>, last: &mut u64, end: bool| -> Result<(), StoreError> {
-            let mut batch = sled::Batch::default();
-            *last = Store::add_seq(&mut batch, *last, ids.drain(..), end);
-            self.results.apply_batch(batch)?;
-            Ok(())
-        };
+        let flush =
+            |ids: &mut Vec<[u8; 16]>, last: &mut u64, end: bool| -> Result<(), StoreError> {
+                let mut batch = sled::Batch::default();
+                *last = Store::add_seq(&mut batch, *last, ids.drain(..), end);
+                self.results.apply_batch(batch)?;
+                Ok(())
+            };
         for kv in self.results.scan_prefix(b"r") {
             let (k, _) = kv?;
             let id = k
@@ -122,7 +126,10 @@ impl Store {
         // crash starts over (its entries are rewritten the same).
         flush(&mut ids, &mut last, true)?;
         self.sync()?;
-        tracing::info!(results = last, "numbered the stored results (commit sequence)");
+        tracing::info!(
+            results = last,
+            "numbered the stored results (commit sequence)"
+        );
         Ok(())
     }
 }

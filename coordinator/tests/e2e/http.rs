@@ -122,20 +122,37 @@ pub(crate) async fn get(addr: &str, path: &str) -> Resp {
 
 /// One server-sent event.
 #[derive(Debug, Clone)]
-struct Ev {
-    event: String,
-    id: Option<String>,
-    data: String,
+pub(crate) struct Ev {
+    pub(crate) event: String,
+    /// For results: the commit sequence number.
+    pub(crate) id: Option<String>,
+    pub(crate) data: String,
+}
+
+impl Ev {
+    /// The id of the result a `result` event carries.
+    pub(crate) fn result_id(&self) -> String {
+        let v: Value = serde_json::from_str(&self.data).expect("event data is JSON");
+        v["id"].as_str().expect("a result id").to_string()
+    }
+
+    /// A `result` event's commit sequence number.
+    pub(crate) fn seq(&self) -> u64 {
+        self.id
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .expect("a numeric event id")
+    }
 }
 
 /// A server-sent-events connection, decoding the chunked body as it comes.
-struct Sse {
+pub(crate) struct Sse {
     r: BufReader<TcpStream>,
     pending: String,
 }
 
 impl Sse {
-    async fn open(addr: &str, path: &str, headers: &[(&str, &str)]) -> Sse {
+    pub(crate) async fn open(addr: &str, path: &str, headers: &[(&str, &str)]) -> Sse {
         let mut s = TcpStream::connect(addr).await.expect("connect");
         s.write_all(request_text(addr, path, headers, false).as_bytes())
             .await
@@ -175,7 +192,7 @@ impl Sse {
     }
 
     /// The next event (keep-alive comments skipped), or None on timeout.
-    async fn next(&mut self, limit: Duration) -> Option<Ev> {
+    pub(crate) async fn next(&mut self, limit: Duration) -> Option<Ev> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(end) = self.pending.find("\n\n") {
@@ -210,7 +227,7 @@ impl Sse {
     }
 
     /// `result` events until `want` of them arrived (others kept aside).
-    async fn results(&mut self, want: usize, limit: Duration) -> (Vec<Ev>, Vec<Ev>) {
+    pub(crate) async fn results(&mut self, want: usize, limit: Duration) -> (Vec<Ev>, Vec<Ev>) {
         let deadline = tokio::time::Instant::now() + limit;
         let (mut results, mut other) = (Vec::new(), Vec::new());
         while results.len() < want {
@@ -515,7 +532,7 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
             .await
             .unwrap_or_else(|| panic!("live stream stalled; saw {seen_ids:?}"));
         if e.event == "result" {
-            assert!(seen_ids.insert(e.id.clone().unwrap()), "{e:?} twice");
+            assert!(seen_ids.insert(e.result_id()), "{e:?} twice");
         } else {
             verdict_events.push(e);
         }
@@ -530,25 +547,48 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
         "{verdict_events:?}"
     );
 
-    // Resume: replay everything after an id, then live, without duplicates.
-    let from = &all_ids[100];
-    let want_replay: Vec<String> = all_ids[101..].to_vec();
-    let mut resumed = Sse::open(&http, "/api/v1/stream", &[("Last-Event-ID", from)]).await;
+    // Resume: replay everything stored after an event (its commit sequence
+    // number), in the order stored, then live, without duplicates; the
+    // same results, in the same order, as an incremental sync from it.
+    let from = 100u64;
+    let sync = get(
+        &http,
+        &format!("/api/v1/results?after_seq={from}&limit=1000"),
+    )
+    .await
+    .json();
+    let want_replay = ids(sync["results"].as_array().unwrap());
+    assert_eq!(
+        want_replay.len(),
+        stored - from as usize,
+        "{}",
+        sync["last_seq"]
+    );
+    let mut resumed = Sse::open(
+        &http,
+        "/api/v1/stream",
+        &[("Last-Event-ID", &from.to_string())],
+    )
+    .await;
     let (replayed, _) = resumed
         .results(want_replay.len(), Duration::from_secs(20))
         .await;
-    let replay_ids: Vec<String> = replayed.iter().map(|e| e.id.clone().unwrap()).collect();
+    let replay_ids: Vec<String> = replayed.iter().map(Ev::result_id).collect();
     assert_eq!(
         replay_ids, want_replay,
-        "stored results after the id, in order"
+        "stored results after the event, in the order stored"
     );
+    let seqs: Vec<u64> = replayed.iter().map(Ev::seq).collect();
+    let dense: Vec<u64> = (from + 1..=from + seqs.len() as u64).collect();
+    assert_eq!(seqs, dense, "sequence numbers are dense and increasing");
+    assert_eq!(sync["last_seq"].as_u64(), seqs.last().copied());
     let port = c.port();
     c.ctl_ok(&[
         "dispatch",
         &format!(r#"{{"tcp":{{"host":"127.0.0.1","port":{port}}}}}"#),
     ]);
     let (new, _) = resumed.results(3, Duration::from_secs(30)).await;
-    let new_ids: Vec<String> = new.iter().map(|e| e.id.clone().unwrap()).collect();
+    let new_ids: Vec<String> = new.iter().map(Ev::result_id).collect();
     for n in &new_ids {
         assert!(
             !replay_ids.contains(n) && !all_ids.contains(n),
@@ -560,11 +600,11 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
     while let Some(e) = resumed.next(Duration::from_secs(2)).await {
         assert_ne!(e.event, "result", "unexpected extra result {e:?}");
     }
-    // Resuming from the newest id replays nothing.
-    let last = new_ids.iter().max().unwrap();
-    let mut quiet = Sse::open(&http, "/api/v1/stream", &[("Last-Event-ID", last)]).await;
+    // Resuming from the newest event replays nothing.
+    let last = new.iter().map(Ev::seq).max().unwrap().to_string();
+    let mut quiet = Sse::open(&http, "/api/v1/stream", &[("Last-Event-ID", &last)]).await;
     if let Some(e) = quiet.next(Duration::from_secs(2)).await {
-        assert_ne!(e.event, "result", "replayed past the newest id: {e:?}");
+        assert_ne!(e.event, "result", "replayed past the newest event: {e:?}");
     }
 
     // OpenAPI lists the paths.

@@ -15,6 +15,7 @@ mod openapi;
 mod outbox_full;
 mod partition;
 mod recovery;
+mod sequence;
 mod slow_clients;
 mod spine;
 mod targets;

@@ -1,9 +1,10 @@
 """Schemathesis hooks for coordinator/tests/e2e/openapi.rs.
 
-The read API has two rules between parameters that OpenAPI cannot state
-(both are in the parameters' descriptions, and the server answers 400 when
-they are broken): `since` must not be later than `until`, and `axis_y` must
-differ from `axis_x`. Generated requests that would break them are mended
+The read API has three rules between parameters that OpenAPI cannot state
+(all are in the parameters' descriptions, and the server answers 400 when
+they are broken): `since` must not be later than `until`, `axis_y` must
+differ from `axis_x`, and `cursor` (id order) and `after_seq` (commit
+order) do not go together. Generated requests that would break them are mended
 here, so a 400 for them is not taken for a schema-valid request refused.
 Everything else Schemathesis generates is sent as it is.
 """
@@ -46,6 +47,8 @@ def map_query(context, query):
         query["since"], query["until"] = query["until"], query["since"]
     if "axis_y" in query and query.get("axis_y") == query.get("axis_x"):
         del query["axis_y"]
+    if "cursor" in query and "after_seq" in query:
+        del query["after_seq"]
     return query
 
 
@@ -54,6 +57,8 @@ def _breaks_a_rule(query):
         return False
     since, until = _micros(query.get("since")), _micros(query.get("until"))
     if since is not None and until is not None and since > until:
+        return True
+    if "cursor" in query and "after_seq" in query:
         return True
     return "axis_y" in query and query.get("axis_y") == query.get("axis_x")
 
