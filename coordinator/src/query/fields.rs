@@ -32,21 +32,18 @@ impl Fields {
     }
 
     pub(crate) fn u32(&self, name: &str) -> Result<Option<u32>, ServiceError> {
-        self.get(name)
-            .map(|v| {
-                v.parse::<u32>().map_err(|_| {
-                    ServiceError::invalid(format!(
-                        "{name} must be a non-negative integer, not {v:?}"
-                    ))
-                })
-            })
-            .transpose()
+        self.number(name)
     }
 
     pub(crate) fn u64(&self, name: &str) -> Result<Option<u64>, ServiceError> {
+        self.number(name)
+    }
+
+    /// A non-negative integer of type `T`; `None` when absent.
+    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ServiceError> {
         self.get(name)
             .map(|v| {
-                v.parse::<u64>().map_err(|_| {
+                v.parse::<T>().map_err(|_| {
                     ServiceError::invalid(format!(
                         "{name} must be a non-negative integer, not {v:?}"
                     ))
