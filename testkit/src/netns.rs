@@ -178,14 +178,7 @@ pub fn must<T>(r: Result<T>) -> T {
 
 /// Finds a tool on PATH (or the usual sbin directories).
 pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file());
-    found
+    crate::skip::find_tool(&[name])
 }
 
 /// Whether we run as root (reads /proc/self/status: no libc call needed).
@@ -230,24 +223,12 @@ pub fn missing(tools: &[&str]) -> Vec<String> {
 /// preconditions fail the test naming them, unless VANTAGE_SKIP_LAB=1,
 /// which prints `SKIPPED (VANTAGE_SKIP_LAB=1): <test>` and returns false.
 pub fn ready_or_skip(test: &str, missing: Vec<String>) -> bool {
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (VANTAGE_SKIP_LAB=1): {test} (missing: {})",
-            missing.join(", ")
-        );
-        return false;
-    }
-    panic!(
-        "{test}: the namespace lab needs {} (run as root; \
-         bash deploy/scripts/install-test-deps.sh installs the tools), \
-         or set VANTAGE_SKIP_LAB=1 to skip",
-        missing.join(", ")
-    );
+    crate::skip::require(
+        test,
+        &missing,
+        "the namespace lab: run as root; bash deploy/scripts/install-test-deps.sh \
+         installs the tools",
+    )
 }
 
 /// [`ready_or_skip`] for root plus `tools` (`ip` is always needed).
@@ -550,7 +531,8 @@ mod tests {
             .expect_err("a missing tool fails the test");
         let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(
-            msg.starts_with("my_test: the namespace lab needs `frobnicate`")
+            msg.starts_with("my_test: needs `frobnicate`")
+                && msg.contains("the namespace lab")
                 && msg.contains("VANTAGE_SKIP_LAB=1"),
             "{msg}"
         );

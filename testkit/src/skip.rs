@@ -29,12 +29,14 @@ pub fn require(test: &str, missing: &[String], how: &str) -> bool {
     );
 }
 
-/// The first of `names` on PATH (or in /usr/bin, /usr/sbin).
+/// The first of `names` on PATH (or in /usr/sbin, /sbin, /usr/bin, /bin:
+/// root's tools are not always on a test's PATH).
 pub fn find_tool(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     names.iter().find_map(|n| {
         std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+            .filter(|d| !d.as_os_str().is_empty())
+            .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
             .map(|d| d.join(n))
             .find(|p| p.is_file())
     })
