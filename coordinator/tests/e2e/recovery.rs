@@ -146,8 +146,7 @@ fn a_dead_session_is_noticed_within_the_keepalive_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_sending_bad_signatures_is_ended_and_barred() {
     let c = Coordinator::init().start();
-    let token = c.token(1, "1h");
-    let dir = Agent::enroll(&c, "a", &token).expect("enroll").dir.clone();
+    let dir = c.enroll_dirs(&["a"]).remove(0);
     let mut s = open_session(&c, &dir).await.expect("session");
     let spoil = |mut e: vantage_proto::v1::SignedResult| {
         let mut b = e.measurement.to_vec();
