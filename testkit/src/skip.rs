@@ -11,22 +11,44 @@ use std::path::PathBuf;
 /// printing the skip line when `VANTAGE_SKIP_LAB=1`; otherwise a panic
 /// naming what is missing and `how` to get it.
 pub fn require(test: &str, missing: &[String], how: &str) -> bool {
+    let skip = std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1");
+    match decide(test, missing, how, skip) {
+        Decision::Go => true,
+        Decision::Skip(line) => {
+            // Straight to stderr: libtest captures eprintln! of passing tests.
+            let _ = writeln!(std::io::stderr(), "{line}");
+            false
+        }
+        Decision::Fail(why) => panic!("{why}"),
+    }
+}
+
+/// What [`require`] does, given whether skipping was asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Go,
+    /// Skip, printing this line (deploy/scripts/test.sh counts them).
+    Skip(String),
+    /// Fail the test with this message.
+    Fail(String),
+}
+
+/// The rule itself, without the environment or any printing (so its own
+/// tests print no skip line for test.sh to count).
+pub fn decide(test: &str, missing: &[String], how: &str, skip: bool) -> Decision {
     if missing.is_empty() {
-        return true;
+        return Decision::Go;
     }
-    if std::env::var("VANTAGE_SKIP_LAB").as_deref() == Ok("1") {
-        // Straight to stderr: libtest captures eprintln! of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (VANTAGE_SKIP_LAB=1): {test} (missing: {})",
-            missing.join(", ")
-        );
-        return false;
+    let what = missing.join(", ");
+    if skip {
+        Decision::Skip(format!(
+            "SKIPPED (VANTAGE_SKIP_LAB=1): {test} (missing: {what})"
+        ))
+    } else {
+        Decision::Fail(format!(
+            "{test}: needs {what} ({how}), or set VANTAGE_SKIP_LAB=1 to skip"
+        ))
     }
-    panic!(
-        "{test}: needs {} ({how}), or set VANTAGE_SKIP_LAB=1 to skip",
-        missing.join(", ")
-    );
 }
 
 /// The first of `names` on PATH (or in /usr/sbin, /sbin, /usr/bin, /bin:
@@ -49,6 +71,19 @@ mod tests {
     #[test]
     fn nothing_missing_goes_on_and_tools_are_found() {
         assert!(require("t", &[], "nothing"));
+        let missing = ["`frobnicate`".to_string()];
+        match decide("my_test", &missing, "apt", false) {
+            Decision::Fail(m) => assert!(
+                m.starts_with("my_test: needs `frobnicate` (apt)")
+                    && m.contains("VANTAGE_SKIP_LAB=1"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            decide("my_test", &missing, "apt", true),
+            Decision::Skip("SKIPPED (VANTAGE_SKIP_LAB=1): my_test (missing: `frobnicate`)".into())
+        );
         assert!(find_tool(&["no-such-tool-here", "sh"]).is_some());
         assert!(find_tool(&["no-such-tool-here"]).is_none());
     }
