@@ -337,6 +337,8 @@ fn precheck(
         envelope: Some(env.clone()),
         agent_id: agent.agent_id.clone(),
         received_us: now,
+        // Never stored: the commit thread numbers the result (store/seq.rs).
+        seq: 0,
     };
     Ok(Candidate {
         pending: PendingResult {

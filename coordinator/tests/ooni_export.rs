@@ -428,6 +428,7 @@ fn ooni_export_loads_in_oonidata() {
             envelope: Some(vantage_proto::envelope::sign(&key, &m)),
             agent_id: agent.into(),
             received_us: m.end_us + 1_000,
+            ..Default::default()
         };
         // The web measurement goes through the verdict path too.
         let line = if matches!(m.result, Some(R::Web(_))) {

@@ -165,6 +165,22 @@ fn cell(c: Cell) -> AggregationCell {
     }
 }
 
+/// Whether `sr` belongs to the task and campaign a `ListResults` names.
+fn in_index(sr: &StoredResult, r: &ListResultsRequest) -> bool {
+    if r.task_id.is_empty() && r.campaign_id.is_empty() {
+        return true;
+    }
+    let Some(m) = sr
+        .envelope
+        .as_ref()
+        .and_then(|e| vantage_proto::envelope::decode(e).ok())
+    else {
+        return false;
+    };
+    (r.task_id.is_empty() || m.task_id == r.task_id)
+        && (r.campaign_id.is_empty() || m.campaign_id == r.campaign_id)
+}
+
 fn watch_event(e: &FeedEvent) -> WatchEvent {
     let (id, event) = match &e.payload {
         Payload::Result(d) => (
@@ -220,17 +236,33 @@ impl QueryService for QueryApi {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || {
+            // (seq, bytes): in id order (no seq), or in commit order.
+            type Item = Result<(u64, sled::IVec), crate::store::StoreError>;
+            let items: Box<dyn Iterator<Item = Item>> = match r.after_seq {
+                None => Box::new(store.results(index).map(|v| v.map(|v| (0, v)))),
+                Some(after) => Box::new(
+                    store
+                        .results_after_seq(after)
+                        .map(|v| v.map(|(n, _, bytes)| (n, bytes))),
+                ),
+            };
             let mut sent = 0;
-            for item in store.results(index) {
+            for item in items {
                 if sent >= limit {
                     break;
                 }
-                let out = item.map_err(ServiceError::from).and_then(|v| {
-                    StoredResult::decode(v.as_ref())
-                        .map_err(|e| ServiceError::Internal(format!("a stored result: {e}")))
+                let out = item.map_err(ServiceError::from).and_then(|(seq, v)| {
+                    let mut sr = StoredResult::decode(v.as_ref())
+                        .map_err(|e| ServiceError::Internal(format!("a stored result: {e}")))?;
+                    sr.seq = seq;
+                    Ok(sr)
                 });
                 if let Ok(sr) = &out {
                     if !agent_filter.is_empty() && sr.agent_id != agent_filter {
+                        continue;
+                    }
+                    // In commit order the index does not narrow the scan.
+                    if r.after_seq.is_some() && !in_index(sr, &r) {
                         continue;
                     }
                 }

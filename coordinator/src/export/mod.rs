@@ -463,6 +463,7 @@ mod tests {
                 envelope: Some(env),
                 agent_id: agent.into(),
                 received_us: 1,
+                ..Default::default()
             },
             m,
         )

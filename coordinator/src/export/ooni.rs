@@ -1336,6 +1336,7 @@ mod tests {
             envelope: Some(vantage_proto::envelope::sign(&key, &m)),
             agent_id: "agent-1".into(),
             received_us: START + 1_000_000,
+            ..Default::default()
         };
         (sr, m)
     }

@@ -164,6 +164,27 @@ fn campaign_dispatches_inside_and_control_together_and_yields_verdicts() {
         7,
         "header + 6 rows"
     );
+    // An export "since": from 0 all six in the order stored, naming the
+    // number to continue from; from there, nothing new.
+    let since = |after: &str| {
+        let out = c.ctl(&["export", &id, "--format", "jsonl", "--after-seq", after]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let next = err
+            .lines()
+            .find_map(|l| l.strip_prefix("next export since this one: --after-seq "))
+            .unwrap_or_else(|| panic!("no continuation in {err}"))
+            .to_string();
+        (String::from_utf8_lossy(&out.stdout).lines().count(), next)
+    };
+    let (all, next) = since("0");
+    assert_eq!(all, 6);
+    let (none, again) = since(&next);
+    assert_eq!((none, again), (0, next));
 }
 
 #[test]

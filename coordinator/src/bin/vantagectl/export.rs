@@ -28,6 +28,7 @@ pub(crate) async fn run(
     campaign_id: &str,
     format: ExportFormat,
     out: Option<&PathBuf>,
+    after_seq: Option<u64>,
 ) -> Result<()> {
     let mut q = QueryServiceClient::new(ch);
     // OONI's web_connectivity says whether a page was blocked: that
@@ -55,6 +56,7 @@ pub(crate) async fn run(
     let mut stream = q
         .list_results(ListResultsRequest {
             campaign_id: campaign_id.to_string(),
+            after_seq,
             ..Default::default()
         })
         .await
@@ -81,8 +83,12 @@ pub(crate) async fn run(
         w = Box::new(std::io::sink());
     }
     let mut n = 0u64;
+    let mut last_seq = after_seq;
     while let Some(item) = stream.next().await {
         let sr = item.map_err(human)?;
+        if after_seq.is_some() {
+            last_seq = Some(sr.seq);
+        }
         let m = vantage_proto::envelope::decode(&sr.envelope.clone().unwrap_or_default())?;
         match format {
             ExportFormat::Jsonl => writeln!(w, "{}", export::jsonl(&sr, &m))?,
@@ -108,6 +114,10 @@ pub(crate) async fn run(
     }
     w.flush()?;
     eprintln!("exported {n} results");
+    if let Some(seq) = last_seq {
+        // The campaign's later results: stored after this number.
+        eprintln!("next export since this one: --after-seq {seq}");
+    }
     Ok(())
 }
 

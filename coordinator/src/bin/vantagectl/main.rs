@@ -99,6 +99,11 @@ enum Cmd {
         /// Write here instead of standard output.
         #[arg(short = 'o', long)]
         out: Option<PathBuf>,
+        /// Only results stored after this commit sequence number, in the
+        /// order stored: an export "since" the last one, which prints the
+        /// number to continue from.
+        #[arg(long)]
+        after_seq: Option<u64>,
     },
     /// Re-check every signature of a jsonl export offline, against the agent
     /// keys from `vantagectl agents --output json`.
@@ -167,6 +172,7 @@ async fn run(cli: Cli) -> Result<()> {
                     .or_else(|| campaign.clone())
                     .unwrap_or_default(),
                 limit: *limit,
+                after_seq: None,
             };
             results::run(ch, out, req).await
         }
@@ -177,7 +183,8 @@ async fn run(cli: Cli) -> Result<()> {
             campaign_id,
             format,
             out: file,
-        } => export::run(ch, campaign_id, *format, file.as_ref()).await,
+            after_seq,
+        } => export::run(ch, campaign_id, *format, file.as_ref(), *after_seq).await,
         Cmd::Bench { .. } | Cmd::VerifyExport { .. } => unreachable!("handled above"),
     }
 }
