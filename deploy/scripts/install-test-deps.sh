@@ -6,8 +6,8 @@
 # Safe to re-run; does nothing when everything is present.
 set -euo pipefail
 
-PACKAGES=(iproute2 iptables nginx-light unbound dnsmasq-base openvpn tor openssl procps systemd dpkg-dev fakeroot bsdutils chromium prometheus)
-BINARIES=(ip iptables nginx unbound dnsmasq openvpn tor openssl pkill systemd-analyze dpkg-shlibdeps fakeroot script chromium promtool)
+PACKAGES=(iproute2 iptables nginx-light unbound dnsmasq-base openvpn tor openssl procps systemd dpkg-dev fakeroot bsdutils chromium prometheus clickhouse-server clickhouse-client zookeeper)
+BINARIES=(ip iptables nginx unbound dnsmasq openvpn tor openssl pkill systemd-analyze dpkg-shlibdeps fakeroot script chromium promtool clickhouse-server clickhouse-client /usr/share/zookeeper/bin/zkServer.sh)
 
 # cargo-deb builds the .deb packages (deploy/scripts/build-debs.sh).
 if ! command -v cargo-deb >/dev/null 2>&1 && ! [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then
@@ -29,8 +29,8 @@ venv_install() {
       exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends python3 python3-venv >/dev/null
   fi
   rm -rf "$dir"
   python3 -m venv "$dir"
@@ -64,10 +64,11 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+# A fresh machine may be running another install: wait for dpkg's lock.
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
 # Debian starts some of these as services on install; the tests run their own.
-for s in nginx unbound tor openvpn prometheus; do
+for s in nginx unbound tor openvpn prometheus clickhouse-server zookeeper; do
   (systemctl stop "$s" || service "$s" stop) >/dev/null 2>&1 || true
 done
 echo "test dependencies: installed"

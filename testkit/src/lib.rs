@@ -10,6 +10,7 @@
 //! - [`skip`]: the rule for tests that need what the workspace does not
 //!   build (`VANTAGE_SKIP_LAB`).
 
+pub mod clickhouse;
 pub mod netns;
 pub mod procs;
 pub mod skip;
