@@ -75,12 +75,6 @@ impl Rejected {
     }
 }
 
-impl std::fmt::Display for Rejected {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// The authenticated agent a session speaks for.
 #[derive(Clone)]
 pub struct AgentIdentity {
@@ -115,6 +109,9 @@ pub struct Ingested {
     pub ack: ResultAck,
     /// Task ids of the accepted results (for progress tracking).
     pub tasks: Vec<String>,
+    /// How many results were rejected as `bad_signature` (the session
+    /// limits them).
+    pub bad_signatures: usize,
 }
 
 /// Why a batch could not be judged. Never a rejection: nothing is acked,
@@ -195,6 +192,7 @@ pub async fn ingest(
     let mut offered_tasks = Vec::with_capacity(candidates.len());
     let mut pending = Vec::with_capacity(candidates.len());
     let mut runs = std::collections::BTreeSet::new();
+    let mut bad_signatures = 0;
     for (i, c) in candidates.into_iter().enumerate() {
         match verdicts.get(i) {
             Some(Ok(())) if c.bad_times() => rejected.push(Rejected::BadTimestamp.of(c.id)),
@@ -206,7 +204,10 @@ pub async fn ingest(
                 }
                 pending.push(c.pending);
             }
-            Some(Err(_)) | None => rejected.push(Rejected::BadSignature.of(c.id)),
+            Some(Err(_)) | None => {
+                bad_signatures += 1;
+                rejected.push(Rejected::BadSignature.of(c.id));
+            }
         }
     }
 
@@ -247,6 +248,7 @@ pub async fn ingest(
             rejected,
         },
         tasks,
+        bad_signatures,
     })
 }
 

@@ -28,7 +28,7 @@ use vantage_proto::v1::{
 
 use super::peer_fingerprint;
 use crate::errors::ServiceError;
-use crate::ingest::{ingest, AgentIdentity, Rejected};
+use crate::ingest::{ingest, AgentIdentity};
 use crate::state::Shared;
 use crate::store::{uuid_key, AgentRecord, TaskAssignment};
 
@@ -500,12 +500,7 @@ async fn handle_message(
         }
         Some(agent_message::Msg::Results(batch)) => {
             let done = ingest(shared, id, batch.results).await?;
-            bad_signatures = done
-                .ack
-                .rejected
-                .iter()
-                .filter(|r| r.reason == Rejected::BadSignature.as_str())
-                .count();
+            bad_signatures = done.bad_signatures;
             let _ = tx
                 .send(Ok(msg(coordinator_message::Msg::Ack(done.ack))))
                 .await;

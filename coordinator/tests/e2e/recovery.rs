@@ -7,10 +7,6 @@ use std::time::Duration;
 use crate::harness::*;
 use crate::hostile::open_session;
 
-fn rt() -> tokio::runtime::Runtime {
-    runtime()
-}
-
 /// A campaign of one target every agent can reach (the coordinator's own
 /// port), with `deadline` and `extra` spec lines.
 fn create(c: &Coordinator, deadline: &str, extra: &str) -> String {
@@ -95,7 +91,7 @@ fn a_task_the_agent_never_acknowledged_is_re_sent_when_it_comes_back() {
         (Some(2), Some(0)),
         "{run}"
     );
-    assert!(rt().block_on(c.counter("tasks_resent")) >= 1);
+    assert!(runtime().block_on(c.counter("tasks_resent")) >= 1);
 }
 
 /// An agent that stops answering (SIGSTOP: its connection stays open but
@@ -106,7 +102,7 @@ fn a_task_the_agent_never_acknowledged_is_re_sent_when_it_comes_back() {
 fn a_dead_session_is_noticed_within_the_keepalive_bound() {
     let c = Coordinator::init().start();
     let fleet = running_fleet(&c);
-    let rt = rt();
+    let rt = runtime();
     let connected = |id: &str| {
         rt.block_on(c.agents())
             .iter()
