@@ -173,18 +173,18 @@ impl Feed {
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or(0);
-            let mut known: HashMap<String, HashMap<VerdictKey, VerdictEntry>> = HashMap::new();
+            let mut verdicts = Verdicts::default();
             let mut tick = tokio::time::interval(POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let s = shared.clone();
                 let listening = tx.receiver_count() > 0;
-                let k = std::mem::take(&mut known);
-                let step = tokio::task::spawn_blocking(move || poll(&s, last, listening, k)).await;
+                let v = std::mem::take(&mut verdicts);
+                let step = tokio::task::spawn_blocking(move || poll(&s, last, listening, v)).await;
                 match step {
-                    Ok(Ok((events, new_last, k))) => {
-                        known = k;
+                    Ok(Ok((events, new_last, v))) => {
+                        verdicts = v;
                         last = new_last;
                         for e in events {
                             let _ = tx.send(Arc::new(e));
@@ -199,11 +199,20 @@ impl Feed {
     }
 }
 
-type PollOut = (
-    Vec<FeedEvent>,
-    u64,
-    HashMap<String, HashMap<VerdictKey, VerdictEntry>>,
-);
+/// What the poller knows of verdicts between polls.
+#[derive(Default)]
+struct Verdicts {
+    /// The verdicts last sent (or seen), per campaign.
+    known: HashMap<String, HashMap<VerdictKey, VerdictEntry>>,
+    /// Campaigns that had new results in the previous poll: looked at once
+    /// more. A result is readable a moment before ingest marks its run's
+    /// verdicts for recomputation, so a poll landing in that moment saw
+    /// the result but the old verdicts; without this second look the
+    /// verdicts it changed were never sent (a CI run caught it).
+    recheck: Vec<String>,
+}
+
+type PollOut = (Vec<FeedEvent>, u64, Verdicts);
 
 /// One poll: new results after sequence number `last` and the verdicts
 /// they changed. With no listener it only moves `last` to the newest.
@@ -211,26 +220,29 @@ fn poll(
     shared: &Shared,
     last: u64,
     listening: bool,
-    mut known: HashMap<String, HashMap<VerdictKey, VerdictEntry>>,
+    mut state: Verdicts,
 ) -> Result<PollOut, crate::store::StoreError> {
     if !listening {
-        known.clear();
+        state = Verdicts::default();
         let newest = shared.store.last_seq()?.max(last);
-        return Ok((Vec::new(), newest, known));
+        return Ok((Vec::new(), newest, state));
     }
     let (results, new_last, _) = read_after(shared, last, POLL_BATCH)?;
-    let mut campaigns: Vec<String> = Vec::new();
+    let mut fresh: Vec<String> = Vec::new();
     let mut new_ids = HashSet::new();
     let mut events = Vec::with_capacity(results.len());
     for (e, campaign, id) in results {
         new_ids.insert(uuid::Uuid::from_bytes(id).to_string());
-        if !campaign.is_empty() && !campaigns.contains(&campaign) {
-            campaigns.push(campaign);
+        if !campaign.is_empty() && !fresh.contains(&campaign) {
+            fresh.push(campaign);
         }
         events.push(e);
     }
+    let mut campaigns = std::mem::replace(&mut state.recheck, fresh.clone());
+    campaigns.retain(|c| !fresh.contains(c));
+    campaigns.extend(fresh);
     for c in &campaigns {
-        for v in changed_verdicts(shared, c, &mut known, &new_ids) {
+        for v in changed_verdicts(shared, c, &mut state.known, &new_ids) {
             if let Ok(data) = serde_json::to_string(&v) {
                 events.push(FeedEvent {
                     seq: None,
@@ -241,7 +253,7 @@ fn poll(
             }
         }
     }
-    Ok((events, new_last.max(last), known))
+    Ok((events, new_last.max(last), state))
 }
 
 /// Sends stored results after sequence number `*last` until caught up;
@@ -318,5 +330,113 @@ async fn pump(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{PendingResult, RunRecord};
+    use prost::Message;
+    use vantage_proto::v1::{measurement, probe_input::Kind, ProbeInput, StoredResult};
+    use vantage_proto::v1::{Measurement, TcpInput, TcpResult};
+
+    const CAMPAIGN: &str = "0190a8b2-0000-7000-8000-0000000000f1";
+
+    fn stored(id: u8, agent: &str) -> PendingResult {
+        let id = format!("0190a8b2-0000-7000-8000-0000000001{id:02x}");
+        let m = Measurement {
+            id: id.clone(),
+            agent_id: agent.into(),
+            campaign_id: CAMPAIGN.into(),
+            run_id: "run".into(),
+            input: Some(ProbeInput {
+                kind: Some(Kind::Tcp(TcpInput {
+                    host: "192.0.2.1".into(),
+                    port: 443,
+                })),
+                name: String::new(),
+            }),
+            result: Some(measurement::Result::Tcp(TcpResult {
+                ip: "192.0.2.1".into(),
+                port: 443,
+                connect_us: 1_000,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let env = vantage_proto::envelope::sign(&key, &m);
+        PendingResult {
+            id: vantage_proto::envelope::parse_id(&id).unwrap(),
+            agent: [id.as_bytes()[0]; 16],
+            task: None,
+            campaign: vantage_proto::envelope::parse_id(CAMPAIGN),
+            value: StoredResult {
+                envelope: Some(env.clone()),
+                agent_id: agent.into(),
+                received_us: 1,
+                seq: 0,
+            }
+            .encode_to_vec(),
+            measurement: env.measurement,
+        }
+    }
+
+    /// A poll can read results a moment before ingest marks their run's
+    /// verdicts for recomputation; the verdicts they change are still sent,
+    /// on the next poll.
+    #[tokio::test]
+    async fn verdicts_marked_after_their_results_were_read_are_still_sent() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let spec = crate::scheduler::parse_spec(
+            "version = 1\nname = \"c\"\nallow_private_targets = true\n\
+             [inside]\ntags = [\"in\"]\n[control]\ntags = [\"ctl\"]\n\
+             [[targets]]\ntcp = { host = \"192.0.2.1\", port = 443 }\n",
+            crate::scheduler::SpecFormat::Toml,
+        )
+        .unwrap();
+        s.store
+            .put_campaign(&crate::store::CampaignRecord {
+                campaign_id: CAMPAIGN.into(),
+                name: "c".into(),
+                description: String::new(),
+                state: Default::default(),
+                created_us: 0,
+                spec,
+                runs: vec![RunRecord {
+                    run_id: "run".into(),
+                    inside: vec!["in".into()],
+                    control: vec!["ctl".into()],
+                    ..Default::default()
+                }],
+            })
+            .unwrap();
+        let (_, last, state) = poll(&s, 0, true, Verdicts::default()).unwrap();
+
+        // Stored, not yet marked: the poll sends the results only.
+        s.commit
+            .commit(vec![stored(1, "in"), stored(2, "ctl")])
+            .await
+            .unwrap();
+        let (events, last, state) = poll(&s, last, true, state).unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["result", "result"]);
+
+        // Marked now; no new result, yet the verdict goes out, once.
+        s.mark_runs_dirty([(CAMPAIGN.to_string(), "run".to_string())]);
+        let (events, last, state) = poll(&s, last, true, state).unwrap();
+        let verdicts: Vec<&VerdictEntry> = events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Payload::Verdict(v) => Some(&**v),
+                Payload::Result(_) => None,
+            })
+            .collect();
+        assert_eq!(verdicts.len(), 1, "{}", events.len());
+        assert_eq!(verdicts[0].campaign_id, CAMPAIGN);
+        let (events, _, _) = poll(&s, last, true, state).unwrap();
+        assert!(events.is_empty(), "{} events", events.len());
     }
 }
