@@ -164,6 +164,12 @@ impl std::ops::Deref for CoordinatorProc {
     }
 }
 
+impl std::ops::DerefMut for CoordinatorProc {
+    fn deref_mut(&mut self) -> &mut Coordinator {
+        &mut self.0
+    }
+}
+
 impl CoordinatorProc {
     /// Inits and starts `vantage-coordinator` (found next to this binary,
     /// or one directory up, where a test binary in `deps/` finds it).
@@ -172,11 +178,16 @@ impl CoordinatorProc {
     /// instruction counts per result); it is then stopped with SIGTERM so
     /// the tool can write its output.
     pub fn start() -> Result<CoordinatorProc, BenchError> {
+        CoordinatorProc::start_with(|_| {})
+    }
+
+    /// [`CoordinatorProc::start`] after `configure` edited the data dir
+    /// (`coordinator.toml`).
+    pub fn start_with(configure: impl FnOnce(&Coordinator)) -> Result<CoordinatorProc, BenchError> {
         let wrap = std::env::var("VANTAGE_BENCH_WRAP").unwrap_or_default();
-        let c = Coordinator::try_init(Bins::find(None)?)?
-            .wrapped(&wrap)
-            .try_start()?;
-        Ok(CoordinatorProc(c))
+        let c = Coordinator::try_init(Bins::find(None)?)?.wrapped(&wrap);
+        configure(&c);
+        Ok(CoordinatorProc(c.try_start()?))
     }
 
     fn opts(&self, identity: Option<ClientIdentity>) -> Result<ConnectOptions, BenchError> {

@@ -50,6 +50,122 @@ pub struct Config {
     /// Requests per minute per read token (token bucket; 0: unlimited).
     #[serde(default = "default_http_rate")]
     pub http_rate_per_minute: u32,
+    /// Where results flow besides sled (`[sink.clickhouse]`); none by
+    /// default.
+    #[serde(default, skip_serializing_if = "Sinks::is_empty")]
+    pub sink: Sinks,
+}
+
+/// Result sinks (`[sink.*]` tables).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Sinks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<ClickHouseSink>,
+}
+
+impl Sinks {
+    fn is_empty(&self) -> bool {
+        self.clickhouse.is_none()
+    }
+}
+
+/// `[sink.clickhouse]`: every stored result, in commit order, into a
+/// ClickHouse table (`crate::sink`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseSink {
+    /// HTTP interfaces of the servers to insert through, tried in order
+    /// (`http://host:8123`); any node of the cluster will do.
+    pub urls: Vec<String>,
+    #[serde(default = "default_ch_database")]
+    pub database: String,
+    /// The table queries read. With `cluster`, a `Distributed` table over
+    /// `<table>_local` (`ReplicatedReplacingMergeTree` on every node).
+    #[serde(default = "default_ch_table")]
+    pub table: String,
+    /// Cluster name in the servers' `remote_servers`; empty: one server and
+    /// a plain `ReplacingMergeTree`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+    #[serde(default = "default_ch_user")]
+    pub user: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password: String,
+    /// Results per insert at most.
+    #[serde(default = "default_ch_batch")]
+    pub batch_size: usize,
+    /// How long results may wait for a fuller batch, milliseconds.
+    #[serde(default = "default_ch_interval")]
+    pub interval_ms: u64,
+    /// This coordinator's id in the rows (`coordinator` column); empty: the
+    /// id the store made at its first start.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub coordinator_id: String,
+}
+
+fn default_ch_database() -> String {
+    "vantage".into()
+}
+fn default_ch_table() -> String {
+    "results".into()
+}
+fn default_ch_user() -> String {
+    "default".into()
+}
+fn default_ch_batch() -> usize {
+    20_000
+}
+fn default_ch_interval() -> u64 {
+    1_000
+}
+
+/// A ClickHouse identifier we put in SQL unquoted.
+fn identifier(what: &str, v: &str) -> Result<(), String> {
+    let mut chars = v.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "sink.clickhouse.{what} {v:?} must be letters, digits and _ (not starting with a digit)"
+        ))
+    }
+}
+
+impl ClickHouseSink {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err("sink.clickhouse.urls is empty: give at least one http://host:port".into());
+        }
+        for u in &self.urls {
+            if !u.starts_with("http://") {
+                return Err(format!(
+                    "sink.clickhouse.urls: {u:?} is not an http:// URL (https is not supported yet: \
+                     put ClickHouse behind a TLS tunnel or keep it on a private network)"
+                ));
+            }
+        }
+        identifier("database", &self.database)?;
+        identifier("table", &self.table)?;
+        if !self.cluster.is_empty() {
+            identifier("cluster", &self.cluster)?;
+        }
+        if self.batch_size == 0 || self.batch_size > 1_000_000 {
+            return Err(format!(
+                "sink.clickhouse.batch_size {} must be between 1 and 1000000",
+                self.batch_size
+            ));
+        }
+        if self.interval_ms == 0 {
+            return Err("sink.clickhouse.interval_ms must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 fn default_http_rate() -> u32 {
@@ -103,6 +219,7 @@ impl Config {
             http_listen: None,
             read_tokens: Vec::new(),
             http_rate_per_minute: default_http_rate(),
+            sink: Sinks::default(),
         }
     }
 
@@ -132,6 +249,9 @@ impl Config {
                 "unsupported config version {} (expected 1)",
                 c.version
             ));
+        }
+        if let Some(ch) = &c.sink.clickhouse {
+            ch.validate()?;
         }
         Ok(c)
     }
@@ -176,5 +296,36 @@ mod tests {
         c.http_rate_per_minute = 5;
         let text = toml::to_string_pretty(&c).unwrap();
         assert_eq!(Config::parse(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn a_clickhouse_sink_defaults_round_trips_and_refuses_bad_names() {
+        let base = "version = 1\nlisten = \"127.0.0.1:1\"\nadvertise = []\n";
+        let c = Config::parse(&format!(
+            "{base}[sink.clickhouse]\nurls = [\"http://127.0.0.1:8123\"]\n"
+        ))
+        .unwrap();
+        let ch = c.sink.clickhouse.clone().unwrap();
+        assert_eq!(
+            (ch.database.as_str(), ch.table.as_str(), ch.cluster.as_str()),
+            ("vantage", "results", "")
+        );
+        assert_eq!((ch.batch_size, ch.interval_ms), (20_000, 1_000));
+        let text = toml::to_string_pretty(&c).unwrap();
+        assert!(text.contains("[sink.clickhouse]"), "{text}");
+        assert_eq!(Config::parse(&text).unwrap(), c);
+        for (extra, says) in [
+            ("urls = []", "urls is empty"),
+            ("urls = [\"https://a:8443\"]", "not an http://"),
+            (
+                "urls = [\"http://a:1\"]\ntable = \"r; DROP\"",
+                "sink.clickhouse.table",
+            ),
+            ("urls = [\"http://a:1\"]\nbatch_size = 0", "batch_size"),
+            ("urls = [\"http://a:1\"]\nshards = 2", "line 6"),
+        ] {
+            let e = Config::parse(&format!("{base}[sink.clickhouse]\n{extra}\n")).unwrap_err();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod pki;
 pub mod query;
 pub mod scheduler;
 pub mod server;
+pub mod sink;
 pub mod state;
 pub mod store;
 pub mod verdicts;

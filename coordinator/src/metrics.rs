@@ -151,6 +151,38 @@ pub(crate) fn render(shared: &Shared) -> Result<String, crate::store::StoreError
         shared.store.size_on_disk(),
     );
 
+    if let Some(sink) = &shared.sink {
+        let lag = crate::sink::lag(&shared.store, sink.name)?;
+        gauge(
+            &mut out,
+            "vantage_sink_lag_results",
+            "Stored results the ClickHouse sink has not had confirmed yet.",
+            "gauge",
+            lag.results,
+        );
+        gauge(
+            &mut out,
+            "vantage_sink_lag_seconds",
+            "Age of the oldest stored result the ClickHouse sink has not had confirmed.",
+            "gauge",
+            lag.seconds,
+        );
+        gauge(
+            &mut out,
+            "vantage_sink_rows_total",
+            "Rows the ClickHouse sink had confirmed since the coordinator started.",
+            "counter",
+            sink.rows.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "vantage_sink_errors_total",
+            "Failed ClickHouse sink attempts since the coordinator started.",
+            "counter",
+            sink.errors.load(Ordering::Relaxed),
+        );
+    }
+
     let counters = shared.store.counters()?;
     let _ = writeln!(
         out,

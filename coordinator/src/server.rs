@@ -47,7 +47,12 @@ pub(crate) fn test_state(dir: &Path) -> Shared {
 pub fn open_state(data_dir: &Path, config: Config) -> Result<Shared, ServeError> {
     let store = Store::open(&data_dir.join("store"))?;
     let commit = CommitHandle::start(store.clone(), crate::metrics::record_commit_group);
+    let sink = match &config.sink.clickhouse {
+        Some(c) => Some(crate::sink::status_for(&store, c)?),
+        None => None,
+    };
     Ok(Arc::new(State {
+        sink,
         ca: Ca::load(data_dir)?,
         admin_fingerprint: pki::admin_fingerprint(data_dir)?,
         hub: Default::default(),
@@ -183,6 +188,7 @@ pub async fn serve(
         }
     });
     crate::campaigns::spawn(shared.clone());
+    crate::sink::spawn(&shared);
     // Read tokens, their buckets and the live feed, shared by both read faces.
     let reads = crate::query::Reads::start(&shared).map_err(|message| {
         ServeError::Config(crate::config::ConfigError::Parse {

@@ -39,6 +39,8 @@ pub struct State {
         std::collections::HashMap<String, (String, std::collections::HashSet<String>)>,
     >,
     pub verdict_backoff: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The ClickHouse sink's status, when one is configured (`crate::sink`).
+    pub sink: Option<Arc<crate::sink::Status>>,
 }
 
 pub type Shared = Arc<State>;

@@ -286,6 +286,23 @@ impl Cluster {
         }
     }
 
+    /// The nodes' HTTP interfaces (`http://127.0.0.1:port`), shard by shard.
+    pub fn http_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("http://127.0.0.1:{}", n.http_port))
+            .collect()
+    }
+
+    /// Waits until every replica of every shard has fetched what its shard
+    /// holds of `table`, so counts through a `Distributed` table are whole.
+    pub fn sync_replicas(&self, table: &str) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            self.query(i, &format!("SYSTEM SYNC REPLICA {table}"))?;
+        }
+        Ok(())
+    }
+
     /// `kill -9` of node `i`.
     pub fn kill9(&mut self, i: usize) {
         kill(&mut self.nodes[i].child);

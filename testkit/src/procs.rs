@@ -410,6 +410,20 @@ impl Coordinator {
         must(set_config(&self.dir, key, value))
     }
 
+    /// Appends a TOML table (`[sink.clickhouse]` and its keys) to
+    /// coordinator.toml (before `start`). Call it after every
+    /// [`Coordinator::set_config`]: those lines go to the end of the file,
+    /// which would put them inside the table.
+    pub fn add_config_table(&self, toml: &str) {
+        let path = self.dir.join("coordinator.toml");
+        let mut text =
+            must(std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display()))));
+        text.push('\n');
+        text.push_str(toml);
+        text.push('\n');
+        must(std::fs::write(&path, text).map_err(io(format!("writing {}", path.display()))));
+    }
+
     /// Accepts these bearer tokens on the read API (before `start`).
     pub fn set_read_tokens(&self, tokens: &[&str]) {
         self.set_config("read_tokens", &read_tokens_value(tokens))

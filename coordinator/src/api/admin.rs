@@ -145,7 +145,25 @@ impl AdminService for AdminApi {
         let s = &self.shared;
         let counters = s.store.counters().map_err(ServiceError::from)?;
         let stored = s.store.result_count().map_err(ServiceError::from)?;
+        let sink = match &s.sink {
+            Some(sink) => {
+                let lag = crate::sink::lag(&s.store, sink.name).map_err(ServiceError::from)?;
+                Some(vantage_proto::v1::SinkStatus {
+                    name: sink.name.into(),
+                    coordinator_id: sink.coordinator_id.clone(),
+                    cursor: lag.cursor,
+                    last_seq: lag.last_seq,
+                    lag_results: lag.results,
+                    lag_seconds: lag.seconds,
+                    rows: sink.rows.load(std::sync::atomic::Ordering::Relaxed),
+                    errors: sink.errors.load(std::sync::atomic::Ordering::Relaxed),
+                    last_error: sink.last_error(),
+                })
+            }
+            None => None,
+        };
         Ok(Response::new(StatsResponse {
+            sink,
             results_stored: stored,
             agents: s.store.agents().map(|a| a.len() as u64).unwrap_or(0),
             agents_connected: s.hub.connected().len() as u64,

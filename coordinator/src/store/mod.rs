@@ -3,7 +3,8 @@
 //! oldest first.
 //!
 //! Trees (kept few on purpose, see sled #1484):
-//! - `meta`:    counters and settings.
+//! - `meta`:    counters, settings, the coordinator's id and where each
+//!   result sink stands (`sink.rs`).
 //! - `tokens`:  SHA-256(token secret) -> [`TokenRecord`] (JSON).
 //! - `agents`:  agent id (16 bytes) -> [`AgentRecord`] (JSON).
 //! - `certs`:   client-certificate SHA-256 (hex) -> agent id (16 bytes).
@@ -33,6 +34,7 @@ mod postings;
 mod query;
 mod records;
 mod seq;
+mod sink;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,7 @@ pub use records::{
     AgentRecord, CampaignRecord, CampaignState, Group, RunRecord, RunState, RunVerdicts,
     TaskAssignment, TaskRecord, TokenRecord,
 };
+pub use sink::SinkPosition;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,23 @@ pub(crate) async fn run(ch: Channel, output: Output) -> Result<()> {
         println!("results stored    {}", r.results_stored);
         println!("agents            {}", r.agents);
         println!("agents connected  {}", r.agents_connected);
+        if let Some(k) = &r.sink {
+            println!(
+                "sink {:<12} lag {} results ({:.1} s), confirmed to #{} of #{}, {} rows and {} errors since start{}",
+                k.name,
+                k.lag_results,
+                k.lag_seconds,
+                k.cursor,
+                k.last_seq,
+                k.rows,
+                k.errors,
+                if k.last_error.is_empty() {
+                    String::new()
+                } else {
+                    format!("; last error: {}", k.last_error)
+                }
+            );
+        }
         for c in &r.counters {
             println!("{:<40} {}", c.name, c.value);
         }
