@@ -87,6 +87,19 @@ async fn until_sunk(c: &CoordinatorProc, limit: Duration) -> SinkStatus {
     }
 }
 
+/// Waits until sled holds `n` results.
+async fn until_stored(c: &CoordinatorProc, n: u64) {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = c.stats().await.results_stored;
+        if got == n {
+            return;
+        }
+        assert!(Instant::now() < until, "sled holds {got} results, not {n}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn number(c: &Cluster, sql: &str) -> u64 {
     let out = c.query(0, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     out.parse().unwrap_or_else(|_| panic!("{sql}: {out:?}"))
@@ -342,5 +355,49 @@ async fn a_resent_batch_is_dropped_and_a_recut_one_collapses_under_final() {
             &format!("SELECT uniqExact(id) FROM vantage.results WHERE coordinator = '{id}'")
         ),
         100
+    );
+}
+
+/// Retention: sled lets go of what ClickHouse confirmed once it is older
+/// than `keep_for`, and of nothing ClickHouse has not confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_from_sled_only_what_clickhouse_holds() {
+    let Some(mut cluster) =
+        cluster_or_skip("retention_removes_from_sled_only_what_clickhouse_holds")
+    else {
+        return;
+    };
+    let table = format!(
+        "{}keep_for = \"2s\"\n",
+        sink_table(&cluster, "vantage", 1_000)
+    );
+    let c = CoordinatorProc::start_with(|co| co.add_config_table(&table)).expect("coordinator");
+    let agents = c.enroll(1, &["a"]).await.expect("enroll");
+    assert_eq!(pump(&c, &agents, 1_000).await, 1_000);
+    until_sunk(&c, Duration::from_secs(60)).await;
+    until_stored(&c, 0).await;
+    let s = sink(&c).await;
+    assert_eq!((s.retired, s.retired_seq), (1_000, 1_000));
+
+    // ClickHouse down: nothing it lacks leaves sled, however old.
+    for i in 0..cluster.nodes.len() {
+        cluster.kill9(i);
+    }
+    assert_eq!(pump(&c, &agents, 500).await, 500);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        c.stats().await.results_stored,
+        500,
+        "unconfirmed results stay"
+    );
+    for i in 0..cluster.nodes.len() {
+        cluster.restart(i).expect("restart");
+    }
+    let s = until_sunk(&c, Duration::from_secs(120)).await;
+    until_stored(&c, 0).await;
+    check_cluster(
+        &cluster,
+        &HashMap::from([(s.coordinator_id, 1_500)]),
+        &keys_of(&[&agents]),
     );
 }

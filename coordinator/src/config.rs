@@ -102,6 +102,11 @@ pub struct ClickHouseSink {
     /// id the store made at its first start.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub coordinator_id: String,
+    /// How long sled keeps a result once ClickHouse has it ("30d", "12h");
+    /// empty: forever. A result ClickHouse has not confirmed is never
+    /// removed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub keep_for: String,
 }
 
 fn default_ch_database() -> String {
@@ -164,7 +169,26 @@ impl ClickHouseSink {
         if self.interval_ms == 0 {
             return Err("sink.clickhouse.interval_ms must be at least 1".into());
         }
+        self.keep()?;
         Ok(())
+    }
+
+    /// `keep_for` as a duration; `None`: keep forever.
+    pub fn keep(&self) -> Result<Option<std::time::Duration>, String> {
+        if self.keep_for.trim().is_empty() {
+            return Ok(None);
+        }
+        match humantime::parse_duration(self.keep_for.trim()) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
+            Ok(_) => Err(
+                "sink.clickhouse.keep_for must be longer than 0 (leave it out to keep everything)"
+                    .into(),
+            ),
+            Err(e) => Err(format!(
+                "sink.clickhouse.keep_for {:?} is not a duration like \"30d\" or \"12h\": {e}",
+                self.keep_for
+            )),
+        }
     }
 }
 
@@ -322,6 +346,14 @@ mod tests {
                 "sink.clickhouse.table",
             ),
             ("urls = [\"http://a:1\"]\nbatch_size = 0", "batch_size"),
+            (
+                "urls = [\"http://a:1\"]\nkeep_for = \"soon\"",
+                "keep_for \"soon\"",
+            ),
+            (
+                "urls = [\"http://a:1\"]\nkeep_for = \"0s\"",
+                "longer than 0",
+            ),
             ("urls = [\"http://a:1\"]\nshards = 2", "line 6"),
         ] {
             let e = Config::parse(&format!("{base}[sink.clickhouse]\n{extra}\n")).unwrap_err();

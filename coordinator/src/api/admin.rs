@@ -158,6 +158,8 @@ impl AdminService for AdminApi {
                     rows: sink.rows.load(std::sync::atomic::Ordering::Relaxed),
                     errors: sink.errors.load(std::sync::atomic::Ordering::Relaxed),
                     last_error: sink.last_error(),
+                    retired: sink.retired.load(std::sync::atomic::Ordering::Relaxed),
+                    retired_seq: s.store.retired_seq().map_err(ServiceError::from)?,
                 })
             }
             None => None,

@@ -43,6 +43,8 @@ pub struct Status {
     pub errors: AtomicU64,
     /// Stored results that did not decode (skipped; they are in sled).
     pub undecodable: AtomicU64,
+    /// Results retention removed from sled since this process started.
+    pub retired: AtomicU64,
     last_error: Mutex<String>,
 }
 
@@ -54,6 +56,7 @@ impl Status {
             rows: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
         }
     }
@@ -137,8 +140,44 @@ pub fn spawn(s: &Shared) {
         coordinator = %status.coordinator_id,
         "ClickHouse sink starting"
     );
+    if let Ok(Some(keep)) = c.keep() {
+        tokio::spawn(retention(s.clone(), status.clone(), keep));
+    }
     let s = s.clone();
     tokio::spawn(async move { ClickHouse::new(c, status).run(s).await });
+}
+
+/// Removes from sled, now and then, the results ClickHouse confirmed that
+/// were stored more than `keep` ago (`store/retention.rs`).
+async fn retention(s: Shared, status: Arc<Status>, keep: Duration) {
+    let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s2 = s.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let confirmed = s2.store.sink_position(CLICKHOUSE)?.cursor;
+            let before = vantage_proto::now_us() - keep.as_micros() as i64;
+            s2.store.retire(confirmed, before, || s2.commit.pause())
+        })
+        .await;
+        match r {
+            Ok(Ok(r)) if r.results > 0 => {
+                status.retired.fetch_add(r.results, Ordering::Relaxed);
+                tracing::info!(
+                    results = r.results,
+                    through_seq = r.through_seq,
+                    segments = r.segments,
+                    bytes = r.segment_bytes,
+                    "retention removed results ClickHouse holds"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("retention: {e}"),
+            Err(e) => tracing::error!("retention: {e}"),
+        }
+    }
 }
 
 /// One ClickHouse sink.

@@ -33,6 +33,7 @@ mod commit;
 mod postings;
 mod query;
 mod records;
+mod retention;
 mod seq;
 mod sink;
 mod values;
@@ -45,6 +46,7 @@ pub use records::{
     AgentRecord, CampaignRecord, CampaignState, Group, RunRecord, RunState, RunVerdicts,
     TaskAssignment, TaskRecord, TokenRecord,
 };
+pub use retention::Retired;
 pub use sink::SinkPosition;
 
 /// Store failures.

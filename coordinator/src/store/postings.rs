@@ -106,6 +106,43 @@ pub(super) fn add(
     Ok(())
 }
 
+/// Takes `ids` out of the owner's index into `batch`: their single
+/// entries, and their places in packed postings (a posting left empty
+/// goes; one whose first id left moves to the key of its new first id, so
+/// postings stay disjoint and increasing). Retention's only (`retention.rs`).
+pub(super) fn remove(
+    tree: &sled::Tree,
+    batch: &mut sled::Batch,
+    tag: u8,
+    owner: &Id,
+    ids: &[Id],
+) -> Result<(), StoreError> {
+    let prefix = key(packed(tag), owner, None);
+    let mut touched: std::collections::BTreeMap<sled::IVec, Vec<Id>> = Default::default();
+    for id in ids {
+        batch.remove(key(tag, owner, Some(id)));
+        let Some(kv) = tree.range(..=key(packed(tag), owner, Some(id))).next_back() else {
+            continue;
+        };
+        let (k, v) = kv?;
+        if !k.starts_with(&prefix) {
+            continue;
+        }
+        let held = match touched.entry(k) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(posting_ids(&v)?),
+        };
+        held.retain(|x| x != id);
+    }
+    for (k, rest) in touched {
+        batch.remove(k);
+        if let Some(first) = rest.first() {
+            batch.insert(key(packed(tag), owner, Some(first)), rest.concat());
+        }
+    }
+    Ok(())
+}
+
 /// Every id in the owner's index, in id order, strictly after `after`.
 pub(super) fn scan(
     tree: &sled::Tree,

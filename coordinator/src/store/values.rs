@@ -257,6 +257,48 @@ impl ValueLog {
         }
     }
 
+    /// The segment new values go to now; every older one is closed.
+    pub(super) fn writing(&self) -> u32 {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .segment
+    }
+
+    /// Deletes the closed segments (numbered below `below`) that are not in
+    /// `live`; returns how many and their bytes.
+    pub(super) fn reclaim(
+        &self,
+        below: u32,
+        live: &std::collections::HashSet<u32>,
+    ) -> Result<(usize, u64), StoreError> {
+        let mut removed = (0, 0);
+        for e in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let e = e.map_err(io_err(&self.dir))?;
+            let Some(n) = e
+                .file_name()
+                .to_str()
+                .and_then(|s| s.strip_suffix(".vlog"))
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if n >= below || live.contains(&n) {
+                continue;
+            }
+            let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
+            self.readers
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&n);
+            let path = e.path();
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            removed.0 += 1;
+            removed.1 += bytes;
+        }
+        Ok(removed)
+    }
+
     /// Bytes in every segment.
     pub(super) fn size_on_disk(&self) -> u64 {
         std::fs::read_dir(&self.dir)

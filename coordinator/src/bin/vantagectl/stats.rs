@@ -15,7 +15,7 @@ pub(crate) async fn run(ch: Channel, output: Output) -> Result<()> {
         println!("agents connected  {}", r.agents_connected);
         if let Some(k) = &r.sink {
             println!(
-                "sink {:<12} lag {} results ({:.1} s), confirmed to #{} of #{}, {} rows and {} errors since start{}",
+                "sink {:<12} lag {} results ({:.1} s), confirmed to #{} of #{}, {} rows and {} errors since start{}{}",
                 k.name,
                 k.lag_results,
                 k.lag_seconds,
@@ -23,6 +23,11 @@ pub(crate) async fn run(ch: Channel, output: Output) -> Result<()> {
                 k.last_seq,
                 k.rows,
                 k.errors,
+                if k.retired > 0 {
+                    format!(", {} removed from sled (kept in ClickHouse)", k.retired)
+                } else {
+                    String::new()
+                },
                 if k.last_error.is_empty() {
                     String::new()
                 } else {
