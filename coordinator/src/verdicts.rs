@@ -217,7 +217,9 @@ fn current(
 ) -> Result<(), StoreError> {
     let mut inputs: Option<Inputs> = None;
     for run in &rec.runs {
-        let dirty = dirty(run);
+        // A sealed run's results began to leave sled (store/retention.rs):
+        // its stored verdicts are final.
+        let dirty = dirty(run) && !s.store.run_sealed(&rec.campaign_id, &run.run_id)?;
         let stored = s.store.run_verdicts(&rec.campaign_id, &run.run_id)?;
         if !dirty {
             if let Some(v) = stored {
@@ -329,6 +331,25 @@ pub fn refresh_some(s: &Shared) -> Result<usize, ServiceError> {
     Ok(done)
 }
 
+/// Recomputes every dirty run now, backoff or not: retention calls it
+/// before results leave sled, so the runs it seals have verdicts that took
+/// every result in.
+pub fn refresh_all(s: &Shared) -> Result<usize, ServiceError> {
+    let campaigns: std::collections::BTreeSet<String> = s
+        .some_dirty_runs(usize::MAX, |_| true)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    let mut done = 0;
+    for c in campaigns {
+        if let Some(rec) = s.store.campaign(&c)? {
+            refresh(s, &rec)?;
+            done += 1;
+        }
+    }
+    Ok(done)
+}
+
 /// Marks every stored run dirty (start-up).
 pub fn mark_all(s: &Shared) -> Result<usize, StoreError> {
     let runs: Vec<(String, String)> = s
@@ -427,6 +448,64 @@ mod tests {
         assert_eq!(rows[0].name, "From the spec");
         let (rows, _, _) = compute(&old, &no_names, builtin);
         assert_eq!(rows[0].name, "");
+    }
+
+    /// A sealed run (its results began to leave sled) keeps its stored
+    /// verdicts: a dirty mark (every run gets one at start-up) clears
+    /// without recomputing them from what is left.
+    #[tokio::test]
+    async fn a_sealed_run_keeps_its_verdicts() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let campaign = "0190a8b2-0000-7000-8000-0000000000c2";
+        let run = RunRecord {
+            run_id: "run".into(),
+            inside: vec!["in".into()],
+            control: vec!["ctl".into()],
+            ..Default::default()
+        };
+        let rec = campaign_for_test(
+            campaign,
+            "[[targets]]\ntcp = { host = \"192.0.2.1\", port = 443 }\n",
+            vec![run],
+        );
+        s.store.put_campaign(&rec).unwrap();
+        let stored = RunVerdicts {
+            campaign_id: campaign.into(),
+            run_id: "run".into(),
+            computed_us: 1,
+            revision: 3,
+            inside_results: 1,
+            control_results: 1,
+            verdicts: vec![vantage_proto::v1::VerdictRow {
+                status: "blocked".into(),
+                ..Default::default()
+            }],
+        };
+        s.store.put_run_verdicts(&stored, true).unwrap();
+        let statuses = |s: &Shared| -> Vec<String> {
+            of_campaign(s, &rec)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.status)
+                .collect()
+        };
+        // Not sealed: a dirty run is recomputed from sled, which has no
+        // results for it, and the stored row is not what comes back.
+        s.mark_runs_dirty([(campaign.to_string(), "run".to_string())]);
+        assert_ne!(statuses(&s), ["blocked"]);
+        s.store.seal_runs([(campaign, "run")]).unwrap();
+        assert_eq!(statuses(&s), ["blocked"]);
+        assert_eq!(refresh_all(&s).unwrap(), 1);
+        assert!(!s.is_dirty_run(campaign, "run"));
+        assert_eq!(
+            s.store
+                .run_verdicts(campaign, "run")
+                .unwrap()
+                .unwrap()
+                .revision,
+            3
+        );
     }
 
     /// Readers never write: a dirty run is computed for the answer and left

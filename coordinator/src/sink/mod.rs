@@ -157,6 +157,12 @@ async fn retention(s: Shared, status: Arc<Status>, keep: Duration) {
         tick.tick().await;
         let s2 = s.clone();
         let r = tokio::task::spawn_blocking(move || {
+            // The runs about to be sealed get verdicts that took every
+            // result in.
+            if let Err(e) = crate::verdicts::refresh_all(&s2) {
+                tracing::warn!("retention waits: verdicts could not be brought up to date: {e}");
+                return Ok(crate::store::Retired::default());
+            }
             let confirmed = s2.store.sink_position(CLICKHOUSE)?.cursor;
             let before = vantage_proto::now_us() - keep.as_micros() as i64;
             s2.store.retire(confirmed, before, || s2.commit.pause())

@@ -10,8 +10,16 @@
 //! results tree's other writer, and reads the count and the last posting
 //! before writing its own batch). `meta` keeps the last number removed.
 //!
+//! The runs whose results leave are sealed first (`meta`, `sealed/...`):
+//! their verdicts, computed while every result was here, are final and
+//! never recomputed from what is left (a restart marks every run for
+//! recomputation). The caller brings the runs' verdicts up to date before
+//! a pass (`crate::verdicts::refresh_all`).
+//!
 //! A removed result that an agent delivers again is stored again, with a
 //! new number, and sunk again; the sink's table keeps it once (`FINAL`).
+//! A result arriving for a sealed run is stored and sunk, and leaves its
+//! run's verdicts as they are.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -30,6 +38,12 @@ pub struct Retired {
     pub through_seq: u64,
     pub segments: usize,
     pub segment_bytes: u64,
+    /// Runs sealed by this pass (some sealed before may be among them).
+    pub runs_sealed: usize,
+}
+
+fn sealed_key(campaign_id: &str, run_id: &str) -> Vec<u8> {
+    format!("sealed/{campaign_id}/{run_id}").into_bytes()
 }
 
 /// Results removed per batch (each batch pauses the commit thread).
@@ -47,6 +61,23 @@ impl Store {
                 })?,
             None => 0,
         })
+    }
+
+    /// Whether a run's results began to leave sled: its stored verdicts are
+    /// final.
+    pub fn run_sealed(&self, campaign_id: &str, run_id: &str) -> Result<bool, StoreError> {
+        Ok(self.meta.contains_key(sealed_key(campaign_id, run_id))?)
+    }
+
+    /// Seals runs (campaign id, run id): see the module's documentation.
+    pub fn seal_runs<'a>(
+        &self,
+        runs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), StoreError> {
+        for (campaign_id, run_id) in runs {
+            self.meta.insert(sealed_key(campaign_id, run_id), &[][..])?;
+        }
+        Ok(())
     }
 
     /// Removes the results numbered up to `confirmed` that were stored
@@ -87,6 +118,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         // Per (tag, owner): the ids leaving.
         let mut owners: BTreeMap<(u8, [u8; 16]), Vec<[u8; 16]>> = BTreeMap::new();
+        let mut runs: HashSet<(String, String)> = HashSet::new();
         let mut n = 0usize;
         let mut last = out.through_seq;
         for item in self.results_after_seq(out.through_seq).take(CHUNK) {
@@ -106,6 +138,11 @@ impl Store {
             let agent = stored.as_ref().and_then(|s| uuid_key(&s.agent_id));
             let task = m.as_ref().and_then(|m| uuid_key(&m.task_id));
             let campaign = m.as_ref().and_then(|m| uuid_key(&m.campaign_id));
+            if let Some(m) = &m {
+                if !m.campaign_id.is_empty() {
+                    runs.insert((m.campaign_id.clone(), m.run_id.clone()));
+                }
+            }
             for (tag, owner) in [(b'a', agent), (b't', task), (b'c', campaign)] {
                 if let Some(owner) = owner {
                     owners.entry((tag, owner)).or_default().push(id);
@@ -119,6 +156,10 @@ impl Store {
         if n == 0 {
             return Ok(0);
         }
+        // Sealed before anything leaves: a crash in between leaves runs
+        // sealed with all their results, which is harmless.
+        self.seal_runs(runs.iter().map(|(c, r)| (c.as_str(), r.as_str())))?;
+        out.runs_sealed += runs.len();
         for ((tag, owner), ids) in owners {
             postings::remove(&self.results, &mut batch, tag, &owner, &ids)?;
         }
@@ -171,6 +212,7 @@ mod tests {
                     id: uuid::Uuid::from_bytes(id(n)).to_string(),
                     agent_id: AGENT.into(),
                     campaign_id: CAMPAIGN.into(),
+                    run_id: "run".into(),
                     ..Default::default()
                 };
                 let env = vantage_proto::envelope::sign(&key, &m);
@@ -224,6 +266,9 @@ mod tests {
         // Not confirmed past 250: the old results after it stay.
         let r = store.retire(250, 5_000, pause).unwrap();
         assert_eq!((r.results, r.through_seq, r.segments), (250, 250, 0));
+        assert_eq!(r.runs_sealed, 1);
+        assert!(store.run_sealed(CAMPAIGN, "run").unwrap());
+        assert!(!store.run_sealed(CAMPAIGN, "other").unwrap());
         assert_eq!(store.result_count().unwrap(), 152);
         let want: Vec<u16> = (0..2).chain(350..500).collect();
         assert_eq!(ids(&store, None), want);
