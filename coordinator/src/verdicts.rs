@@ -450,14 +450,8 @@ mod tests {
         assert_eq!(rows[0].name, "");
     }
 
-    /// A sealed run (its results began to leave sled) keeps its stored
-    /// verdicts: a dirty mark (every run gets one at start-up) clears
-    /// without recomputing them from what is left.
-    #[tokio::test]
-    async fn a_sealed_run_keeps_its_verdicts() {
-        let d = tempfile::tempdir().unwrap();
-        let s = crate::server::test_state(d.path());
-        let campaign = "0190a8b2-0000-7000-8000-0000000000c2";
+    /// A stored campaign of one run ("run") and one TCP target.
+    fn one_run_campaign(s: &Shared, campaign: &str) -> CampaignRecord {
         let run = RunRecord {
             run_id: "run".into(),
             inside: vec!["in".into()],
@@ -470,6 +464,18 @@ mod tests {
             vec![run],
         );
         s.store.put_campaign(&rec).unwrap();
+        rec
+    }
+
+    /// A sealed run (its results began to leave sled) keeps its stored
+    /// verdicts: a dirty mark (every run gets one at start-up) clears
+    /// without recomputing them from what is left.
+    #[tokio::test]
+    async fn a_sealed_run_keeps_its_verdicts() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let campaign = "0190a8b2-0000-7000-8000-0000000000c2";
+        let rec = one_run_campaign(&s, campaign);
         let stored = RunVerdicts {
             campaign_id: campaign.into(),
             run_id: "run".into(),
@@ -515,18 +521,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = crate::server::test_state(d.path());
         let campaign = "0190a8b2-0000-7000-8000-0000000000c1";
-        let run = RunRecord {
-            run_id: "run".into(),
-            inside: vec!["in".into()],
-            control: vec!["ctl".into()],
-            ..Default::default()
-        };
-        let rec = campaign_for_test(
-            campaign,
-            "[[targets]]\ntcp = { host = \"192.0.2.1\", port = 443 }\n",
-            vec![run],
-        );
-        s.store.put_campaign(&rec).unwrap();
+        let rec = one_run_campaign(&s, campaign);
         // Not dirty, never stored: no results yet, nothing computed.
         assert!(of_campaign(&s, &rec).unwrap().is_empty());
         s.mark_runs_dirty([(campaign.to_string(), "run".to_string())]);
