@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 use vantage_bench::{bench_result, BenchAgent, CoordinatorProc, Pump};
-use vantage_proto::v1::{SignedResult, SinkStatus, StatsRequest};
+use vantage_proto::v1::query_service_client::QueryServiceClient;
+use vantage_proto::v1::{ListResultsRequest, SignedResult, SinkStatus, StatsRequest, StoredResult};
 use vantage_testkit::clickhouse::{missing, Cluster, CLUSTER};
 
 const SIZE: usize = 300;
@@ -358,8 +359,25 @@ async fn a_resent_batch_is_dropped_and_a_recut_one_collapses_under_final() {
     );
 }
 
+/// Every result `ListResults` gives for `req`.
+async fn listing(c: &CoordinatorProc, req: ListResultsRequest) -> Vec<StoredResult> {
+    let mut q = QueryServiceClient::new(c.admin_channel().await);
+    let mut stream = q
+        .list_results(req)
+        .await
+        .expect("list results")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(r) = stream.message().await.expect("a result") {
+        out.push(r);
+    }
+    out
+}
+
 /// Retention: sled lets go of what ClickHouse confirmed once it is older
-/// than `keep_for`, and of nothing ClickHouse has not confirmed.
+/// than `keep_for`, and of nothing ClickHouse has not confirmed. Listing
+/// results (what `vantagectl results` and `export` do) answers the same
+/// before and after, from sled, from ClickHouse, or from both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_from_sled_only_what_clickhouse_holds() {
     let Some(mut cluster) =
@@ -373,11 +391,40 @@ async fn retention_removes_from_sled_only_what_clickhouse_holds() {
     );
     let c = CoordinatorProc::start_with(|co| co.add_config_table(&table)).expect("coordinator");
     let agents = c.enroll(1, &["a"]).await.expect("enroll");
+    let by_agent = ListResultsRequest {
+        agent_id: agents[0].agent_id.clone(),
+        ..Default::default()
+    };
+    let since = |n: u64| ListResultsRequest {
+        after_seq: Some(n),
+        ..Default::default()
+    };
     assert_eq!(pump(&c, &agents, 1_000).await, 1_000);
     until_sunk(&c, Duration::from_secs(60)).await;
+    // Listed from sled, before anything leaves it.
+    let sled_by_id = listing(&c, by_agent.clone()).await;
+    let sled_by_seq = listing(&c, since(0)).await;
+    assert_eq!(sink(&c).await.retired_seq, 0, "listed before retention");
+    assert_eq!((sled_by_id.len(), sled_by_seq.len()), (1_000, 1_000));
     until_stored(&c, 0).await;
     let s = sink(&c).await;
     assert_eq!((s.retired, s.retired_seq), (1_000, 1_000));
+    // The same from ClickHouse.
+    same(
+        &listing(&c, by_agent.clone()).await,
+        &sled_by_id,
+        "by id from ClickHouse",
+    );
+    same(
+        &listing(&c, since(0)).await,
+        &sled_by_seq,
+        "by seq from ClickHouse",
+    );
+    same(
+        &listing(&c, since(600)).await,
+        &sled_by_seq[600..],
+        "after 600 from ClickHouse",
+    );
 
     // ClickHouse down: nothing it lacks leaves sled, however old.
     for i in 0..cluster.nodes.len() {
@@ -394,10 +441,59 @@ async fn retention_removes_from_sled_only_what_clickhouse_holds() {
         cluster.restart(i).expect("restart");
     }
     let s = until_sunk(&c, Duration::from_secs(120)).await;
+    // Some in sled, some only in ClickHouse: one answer, in order.
+    let mixed_by_id = listing(&c, by_agent.clone()).await;
+    let mixed_by_seq = listing(&c, since(0)).await;
+    let in_sled = c.stats().await.results_stored;
     until_stored(&c, 0).await;
+    assert!(in_sled > 0, "listed while the last 500 were still in sled");
+    assert_eq!(mixed_by_id.len(), 1_500);
+    assert!(mixed_by_id
+        .windows(2)
+        .all(|w| result_id(&w[0]) < result_id(&w[1])));
+    same(
+        &mixed_by_seq[..1_000],
+        &sled_by_seq,
+        "the first 1000 by seq",
+    );
+    same(
+        &listing(&c, by_agent).await,
+        &mixed_by_id,
+        "by id, all in ClickHouse",
+    );
+    same(
+        &listing(&c, since(0)).await,
+        &mixed_by_seq,
+        "by seq, all in ClickHouse",
+    );
     check_cluster(
         &cluster,
         &HashMap::from([(s.coordinator_id, 1_500)]),
         &keys_of(&[&agents]),
     );
+}
+
+/// Asserts two listings are the same, naming the first difference (the
+/// results themselves are too long to print).
+fn same(got: &[StoredResult], want: &[StoredResult], what: &str) {
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    if got.len() != want.len() || first.is_some() {
+        let show = |r: Option<&StoredResult>| {
+            r.map(|r| format!("{} seq {} received {}", result_id(r), r.seq, r.received_us))
+        };
+        let i = first.unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: {} results, expected {}; first difference at {i}: {:?} vs {:?}",
+            got.len(),
+            want.len(),
+            show(got.get(i)),
+            show(want.get(i))
+        );
+    }
+}
+
+fn result_id(r: &StoredResult) -> String {
+    vantage_proto::envelope::decode(r.envelope.as_ref().expect("envelope"))
+        .expect("decodes")
+        .id
 }

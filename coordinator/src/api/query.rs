@@ -35,6 +35,7 @@ use crate::query::{
     aggregate, axes, blocking, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter,
     DEFAULT_LIMIT, MAX_LIMIT,
 };
+use crate::sink::read::{Filter, Order, Pages, Source};
 use crate::state::Shared;
 use crate::store::uuid_key;
 
@@ -90,6 +91,30 @@ impl QueryApi {
     }
 
     /// The admin certificate, or a known read token within its rate.
+    /// Where this answer's results that retention removed from sled are:
+    /// none when no sink is configured.
+    fn old_results(
+        &self,
+        r: &ListResultsRequest,
+    ) -> Result<Option<(Source, Filter)>, ServiceError> {
+        let (Some(status), Some(c)) = (&self.shared.sink, &self.shared.config.sink.clickhouse)
+        else {
+            return Ok(None);
+        };
+        let src = Source {
+            c: c.clone(),
+            coordinator: status.coordinator_id.clone(),
+            // Read with retention held off (list_results).
+            upto_seq: 0,
+        };
+        let f = Filter {
+            campaign: r.campaign_id.clone(),
+            task: r.task_id.clone(),
+            agent: r.agent_id.clone(),
+        };
+        Ok(Some((src, f)))
+    }
+
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), ServiceError> {
         let fp = peer_fingerprint(req);
         if fp.as_deref() == Some(self.shared.admin_fingerprint.as_str()) {
@@ -166,6 +191,34 @@ fn cell(c: Cell) -> AggregationCell {
 }
 
 /// Whether `sr` belongs to the task and campaign a `ListResults` names.
+/// Two id-ordered streams as one (an error comes out when it is next).
+struct MergeById<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A, B, T> Iterator for MergeById<A, B>
+where
+    A: Iterator<Item = Result<([u8; 16], T), ServiceError>>,
+    B: Iterator<Item = Result<([u8; 16], T), ServiceError>>,
+{
+    type Item = Result<([u8; 16], T), ServiceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let take_a = match (self.a.peek(), self.b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) | (Some(Err(_)), _) => true,
+            (None, Some(_)) | (_, Some(Err(_))) => false,
+            (Some(Ok((x, _))), Some(Ok((y, _)))) => x <= y,
+        };
+        if take_a {
+            self.a.next()
+        } else {
+            self.b.next()
+        }
+    }
+}
+
 fn in_index(sr: &StoredResult, r: &ListResultsRequest) -> bool {
     if r.task_id.is_empty() && r.campaign_id.is_empty() {
         return true;
@@ -233,30 +286,83 @@ impl QueryService for QueryApi {
         } else {
             r.limit as usize
         };
+        // Results retention removed from sled are read back from
+        // ClickHouse (crate::sink::read), the rest from sled.
+        let old = self.old_results(&r)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let store = self.shared.store.clone();
+        let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            // (seq, bytes): in id order (no seq), or in commit order.
-            type Item = Result<(u64, sled::IVec), crate::store::StoreError>;
-            let items: Box<dyn Iterator<Item = Item>> = match r.after_seq {
-                None => Box::new(store.results(index).map(|v| v.map(|v| (0, v)))),
-                Some(after) => Box::new(
-                    store
-                        .results_after_seq(after)
-                        .map(|v| v.map(|(n, _, bytes)| (n, bytes))),
-                ),
+            // Retention waits while this answer is read, so what sled holds
+            // and what ClickHouse is asked for neither overlap nor leave a gap.
+            let _held = store.hold_retention();
+            let old = match old {
+                Some((mut src, f)) => match store.retired_seq() {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        src.upto_seq = n;
+                        Some((src, f))
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::from(ServiceError::from(e))));
+                        return;
+                    }
+                },
+                None => None,
+            };
+            let decode = |seq: u64, v: sled::IVec| -> Result<StoredResult, ServiceError> {
+                let mut sr = StoredResult::decode(v.as_ref())
+                    .map_err(|e| ServiceError::Internal(format!("a stored result: {e}")))?;
+                sr.seq = seq;
+                Ok(sr)
+            };
+            // In id order (seq 0 on answers), or in commit order.
+            type Item = Result<([u8; 16], StoredResult), ServiceError>;
+            let from_sled_after = |after: u64| -> Box<dyn Iterator<Item = Item> + '_> {
+                Box::new(store.results_after_seq(after).map(move |v| {
+                    let (n, id, bytes) = v.map_err(ServiceError::from)?;
+                    Ok((id, decode(n, bytes)?))
+                }))
+            };
+            let from_sled = || -> Box<dyn Iterator<Item = Item> + '_> {
+                Box::new(store.results_after(index, None).map(move |v| {
+                    let (id, bytes) = v.map_err(ServiceError::from)?;
+                    Ok((id, decode(0, bytes)?))
+                }))
+            };
+            let items: Box<dyn Iterator<Item = Item>> = match (r.after_seq, old) {
+                (None, None) => from_sled(),
+                (Some(after), None) => from_sled_after(after),
+                (Some(after), Some((src, f))) if after < src.upto_seq => {
+                    let upto = src.upto_seq;
+                    let pages = Pages::new(src, f, Order::Seq, after, rt);
+                    Box::new(
+                        pages
+                            .map(|row| {
+                                row.map(|(n, id, mut sr)| {
+                                    sr.seq = n;
+                                    (uuid_key(&id).unwrap_or_default(), sr)
+                                })
+                            })
+                            .chain(from_sled_after(upto)),
+                    )
+                }
+                (Some(after), Some(_)) => from_sled_after(after),
+                (None, Some((src, f))) => {
+                    let pages = Pages::new(src, f, Order::Id, 0, rt)
+                        .map(|row| row.map(|(_, id, sr)| (uuid_key(&id).unwrap_or_default(), sr)));
+                    Box::new(MergeById {
+                        a: pages.peekable(),
+                        b: from_sled().peekable(),
+                    })
+                }
             };
             let mut sent = 0;
             for item in items {
                 if sent >= limit {
                     break;
                 }
-                let out = item.map_err(ServiceError::from).and_then(|(seq, v)| {
-                    let mut sr = StoredResult::decode(v.as_ref())
-                        .map_err(|e| ServiceError::Internal(format!("a stored result: {e}")))?;
-                    sr.seq = seq;
-                    Ok(sr)
-                });
+                let out = item.map(|(_, sr)| sr);
                 if let Ok(sr) = &out {
                     if !agent_filter.is_empty() && sr.agent_id != agent_filter {
                         continue;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Largest answer read (ClickHouse's answers to us are small).
-const MAX_ANSWER: usize = 16 << 20;
+/// Largest answer read (a page of old results is a few MiB).
+const MAX_ANSWER: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What went wrong talking to a server.

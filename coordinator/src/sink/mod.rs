@@ -13,6 +13,7 @@
 
 pub mod clickhouse;
 mod http;
+pub mod read;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,7 +142,7 @@ pub fn spawn(s: &Shared) {
         "ClickHouse sink starting"
     );
     if let Ok(Some(keep)) = c.keep() {
-        tokio::spawn(retention(s.clone(), status.clone(), keep));
+        tokio::spawn(retention(s.clone(), c.clone(), status.clone(), keep));
     }
     let s = s.clone();
     tokio::spawn(async move { ClickHouse::new(c, status).run(s).await });
@@ -149,14 +150,16 @@ pub fn spawn(s: &Shared) {
 
 /// Removes from sled, now and then, the results ClickHouse confirmed that
 /// were stored more than `keep` ago (`store/retention.rs`).
-async fn retention(s: Shared, status: Arc<Status>, keep: Duration) {
+async fn retention(s: Shared, c: ClickHouseSink, status: Arc<Status>, keep: Duration) {
     let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let s2 = s.clone();
+        let (c, status2, rt) = (c.clone(), status.clone(), tokio::runtime::Handle::current());
         let r = tokio::task::spawn_blocking(move || {
+            let status = status2;
             // The runs about to be sealed get verdicts that took every
             // result in.
             if let Err(e) = crate::verdicts::refresh_all(&s2) {
@@ -164,6 +167,25 @@ async fn retention(s: Shared, status: Arc<Status>, keep: Duration) {
                 return Ok(crate::store::Retired::default());
             }
             let confirmed = s2.store.sink_position(CLICKHOUSE)?.cursor;
+            // Only what every replica holds leaves sled: a read of
+            // ClickHouse may go to any replica.
+            let from = s2.store.retired_seq()?;
+            if confirmed > from {
+                let held = rt.block_on(replicas_hold(&c, &status.coordinator_id, from, confirmed));
+                match held {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(
+                            "retention waits for every replica to hold #{from}..#{confirmed}"
+                        );
+                        return Ok(crate::store::Retired::default());
+                    }
+                    Err(e) => {
+                        tracing::warn!("retention waits: cannot count the replicas' rows: {e}");
+                        return Ok(crate::store::Retired::default());
+                    }
+                }
+            }
             let before = vantage_proto::now_us() - keep.as_micros() as i64;
             s2.store.retire(confirmed, before, || s2.commit.pause())
         })
@@ -190,9 +212,87 @@ async fn retention(s: Shared, status: Arc<Status>, keep: Duration) {
 struct ClickHouse {
     c: ClickHouseSink,
     status: Arc<Status>,
-    auth: String,
     /// The URL that answered last (tried first).
     preferred: usize,
+}
+
+/// Sends `body` with `query` to the first of `c`'s URLs that answers,
+/// starting with number `first`; the answer and the URL's number. A server
+/// that answers with an error ends the attempt (another node would say the
+/// same of the same data).
+async fn post_any(
+    c: &ClickHouseSink,
+    first: usize,
+    query: &str,
+    extra: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(Vec<u8>, usize), String> {
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.user, c.password));
+    let n = c.urls.len();
+    let mut errors = Vec::new();
+    for k in 0..n {
+        let i = (first + k) % n;
+        // Names are qualified in the SQL: a `database` parameter would
+        // fail before the database exists.
+        let path = format!("/?query={}{extra}", http::encode(query));
+        match http::post(&c.urls[i], &path, &auth, body, timeout).await {
+            Ok(answer) => return Ok((answer, i)),
+            Err(e @ http::HttpError::Status { .. }) => return Err(e.to_string()),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// The answer to a read-only `query` from any of `c`'s servers.
+pub(crate) async fn query_any(c: &ClickHouseSink, query: &str) -> Result<Vec<u8>, String> {
+    Ok(post_any(c, 0, query, "", &[], QUERY_TIMEOUT).await?.0)
+}
+
+/// Whether every replica of every shard holds this coordinator's rows
+/// numbered after `from` up to `to` (always, without a cluster). Each
+/// replica's local table is counted through `remote()`; every shard's
+/// smallest count adds up to the whole range only if no replica lacks a
+/// row of its shard.
+async fn replicas_hold(
+    c: &ClickHouseSink,
+    coordinator: &str,
+    from: u64,
+    to: u64,
+) -> Result<bool, String> {
+    if c.cluster.is_empty() {
+        return Ok(true);
+    }
+    let q = format!(
+        "SELECT shard_num, host_name, port FROM system.clusters WHERE cluster = '{}' FORMAT TabSeparated",
+        c.cluster
+    );
+    let replicas = clickhouse::tsv(&query_any(c, &q).await?);
+    if replicas.is_empty() {
+        return Err(format!("no cluster {:?} in system.clusters", c.cluster));
+    }
+    let mut least: std::collections::BTreeMap<String, u64> = Default::default();
+    for r in &replicas {
+        let [shard, host, port] = &r[..] else {
+            return Err(format!("unexpected system.clusters row {r:?}"));
+        };
+        let q = format!(
+            "SELECT uniqExact(seq) FROM remote('{host}:{port}', {}.{}) WHERE coordinator = '{}' \
+             AND seq > {from} AND seq <= {to} FORMAT TabSeparated",
+            c.database,
+            clickhouse::local_table(c),
+            coordinator.replace('\\', "\\\\").replace('\'', "\\'"),
+        );
+        let n: u64 = String::from_utf8_lossy(&query_any(c, &q).await?)
+            .trim()
+            .parse()
+            .map_err(|_| "a count that is not a number".to_string())?;
+        let e = least.entry(shard.clone()).or_insert(n);
+        *e = (*e).min(n);
+    }
+    Ok(least.values().sum::<u64>() >= to - from)
 }
 
 /// A batch read from the store.
@@ -205,19 +305,14 @@ struct Batch {
 
 impl ClickHouse {
     fn new(c: ClickHouseSink, status: Arc<Status>) -> ClickHouse {
-        let auth =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.user, c.password));
         ClickHouse {
             c,
             status,
-            auth,
             preferred: 0,
         }
     }
 
-    /// Sends `body` with `query` to the first URL that answers, starting
-    /// with the one that answered last. A server that answers with an error
-    /// ends the attempt (another node would say the same of the same data).
+    /// [`post_any`] from the URL that answered last.
     async fn post(
         &mut self,
         query: &str,
@@ -225,23 +320,9 @@ impl ClickHouse {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, String> {
-        let n = self.c.urls.len();
-        let mut errors = Vec::new();
-        for k in 0..n {
-            let i = (self.preferred + k) % n;
-            // Names are qualified in the SQL: a `database` parameter would
-            // fail before the database exists.
-            let path = format!("/?query={}{extra}", http::encode(query));
-            match http::post(&self.c.urls[i], &path, &self.auth, body, timeout).await {
-                Ok(answer) => {
-                    self.preferred = i;
-                    return Ok(answer);
-                }
-                Err(e @ http::HttpError::Status { .. }) => return Err(e.to_string()),
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        Err(errors.join("; "))
+        let (answer, i) = post_any(&self.c, self.preferred, query, extra, body, timeout).await?;
+        self.preferred = i;
+        Ok(answer)
     }
 
     /// Makes what is missing and checks what exists.
@@ -326,12 +407,11 @@ impl ClickHouse {
             };
             let t = Instant::now();
             let query = clickhouse::insert_query(&self.c);
-            let extra = if self.c.cluster.is_empty() {
-                ""
-            } else {
-                "&insert_distributed_sync=1"
-            };
-            match self.post(&query, extra, &batch.body, INSERT_TIMEOUT).await {
+            let mut extra = String::new();
+            if !self.c.cluster.is_empty() {
+                extra.push_str("&insert_distributed_sync=1");
+            }
+            match self.post(&query, &extra, &batch.body, INSERT_TIMEOUT).await {
                 Ok(_) => {
                     let store = s.store.clone();
                     let to = batch.to;

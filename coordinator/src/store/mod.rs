@@ -88,6 +88,10 @@ pub struct Store {
     campaigns: sled::Tree,
     verdicts: sled::Tree,
     values: Arc<values::ValueLog>,
+    /// Taken shared by readers that combine sled with a sink's copy of the
+    /// results retention removed, exclusively by retention while it
+    /// removes a batch (`retention.rs`).
+    retention: Arc<std::sync::RwLock<()>>,
 }
 
 /// 16-byte key of a UUID string; `None` when it is not a UUID.
@@ -187,6 +191,7 @@ impl Store {
             campaigns: db.open_tree("campaigns")?,
             verdicts: db.open_tree("verdicts")?,
             values: Arc::new(values::ValueLog::open(&path.join(VALUES_DIR))?),
+            retention: Default::default(),
             db,
             path,
         };

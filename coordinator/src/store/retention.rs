@@ -63,6 +63,13 @@ impl Store {
         })
     }
 
+    /// Holds retention off while the guard lives: what sled holds and
+    /// [`Store::retired_seq`] stay consistent for a reader that reads the
+    /// removed results elsewhere (`crate::sink::read`).
+    pub fn hold_retention(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.retention.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether a run's results began to leave sled: its stored verdicts are
     /// final.
     pub fn run_sealed(&self, campaign_id: &str, run_id: &str) -> Result<bool, StoreError> {
@@ -95,6 +102,9 @@ impl Store {
             ..Default::default()
         };
         loop {
+            // Readers first, then the commit thread: a long reader delays
+            // retention, never ingest.
+            let _readers_out = self.retention.write().unwrap_or_else(|p| p.into_inner());
             let _paused = pause();
             let n = self.retire_chunk(confirmed, stored_before_us, &mut out)?;
             if n < CHUNK {
