@@ -613,7 +613,7 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
     // Which ones: the unit test in http/openapi.rs; that they describe the
     // API: the e2e test openapi (Schemathesis).
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 8, "{:?}", paths.keys());
+    assert_eq!(paths.len(), 9, "{:?}", paths.keys());
 
     // Metrics with plausible values.
     let m = get(&http, "/metrics").await;
@@ -688,6 +688,7 @@ async fn http_api_needs_a_read_token_and_rate_limits_each() {
     let wrong = get_with(&http, "/api/v1/agents", &[("Authorization", "Bearer nope")]).await;
     assert_eq!(wrong.status, 401);
     assert_eq!(get(&http, "/metrics").await.status, 401);
+    assert_eq!(get(&http, "/api/v1/sink").await.status, 401);
     assert_eq!(get(&http, "/api/v1/stream").await.status, 401);
     // The page and the API description carry no data and need no token.
     assert_eq!(get(&http, "/").await.status, 200);
