@@ -372,9 +372,48 @@ pub struct VerifyReport {
     pub failed: Vec<(usize, String, String)>,
 }
 
-/// Re-checks every envelope of a `jsonl` export against the agents' keys:
-/// the signature over the stored bytes, and that the decoded measurement is
-/// the one those bytes hold.
+/// The signed bytes of one exported line, in either form
+/// [`verify_export`] reads.
+struct Exported {
+    id: String,
+    agent: String,
+    /// `(measurement, signature)`, or why they are not there.
+    envelope: Result<(Vec<u8>, Vec<u8>), &'static str>,
+}
+
+/// A `jsonl` export line, or a ClickHouse row exported as `JSONEachRow`
+/// with `id, agent, hex(measurement) AS measurement_hex, hex(signature) AS
+/// signature_hex`; `None` when it is neither.
+fn exported(v: &Value) -> Option<Exported> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    if v.get("envelope").is_some() || v.get("measurement").is_some() {
+        let b64 = |k: &str| v["envelope"][k].as_str().and_then(|s| B64.decode(s).ok());
+        return Some(Exported {
+            id: text(&v["measurement"]["id"]),
+            agent: text(&v["agent_id"]),
+            envelope: b64("measurement_b64")
+                .zip(b64("signature_b64"))
+                .ok_or("no envelope"),
+        });
+    }
+    if v.get("measurement_hex").is_some() || v.get("signature_hex").is_some() {
+        // ClickHouse's hex() is upper case; hex::decode takes either.
+        let hex = |k: &str| v[k].as_str().and_then(|s| hex::decode(s).ok());
+        return Some(Exported {
+            id: text(&v["id"]),
+            agent: text(&v["agent"]),
+            envelope: hex("measurement_hex")
+                .zip(hex("signature_hex"))
+                .ok_or("measurement_hex or signature_hex is missing or not hex"),
+        });
+    }
+    None
+}
+
+/// Re-checks every envelope of an export against the agents' keys: the
+/// signature over the stored bytes, and that the result id and agent given
+/// beside them are the ones those bytes hold. Each line is a `jsonl`
+/// export line or a ClickHouse row (see [`exported`]).
 pub fn verify_export(text: &str, keys: &HashMap<String, VerifyingKey>) -> VerifyReport {
     let mut r = VerifyReport::default();
     for (i, line) in text
@@ -390,24 +429,24 @@ pub fn verify_export(text: &str, keys: &HashMap<String, VerifyingKey>) -> Verify
             fail(&mut r, "", "not JSON");
             continue;
         };
-        let id = v["measurement"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let agent = v["agent_id"].as_str().unwrap_or_default();
-        let (Some(mb), Some(sb)) = (
-            v["envelope"]["measurement_b64"]
-                .as_str()
-                .and_then(|s| B64.decode(s).ok()),
-            v["envelope"]["signature_b64"]
-                .as_str()
-                .and_then(|s| B64.decode(s).ok()),
-        ) else {
-            fail(&mut r, &id, "no envelope");
+        let Some(e) = exported(&v) else {
+            fail(
+                &mut r,
+                v["id"].as_str().unwrap_or_default(),
+                "neither a jsonl export line nor a ClickHouse row",
+            );
             continue;
         };
-        let Some(key) = keys.get(agent) else {
-            fail(&mut r, &id, "unknown agent");
+        let id = e.id.as_str();
+        let (mb, sb) = match e.envelope {
+            Ok(b) => b,
+            Err(why) => {
+                fail(&mut r, id, why);
+                continue;
+            }
+        };
+        let Some(key) = keys.get(&e.agent) else {
+            fail(&mut r, id, "unknown agent");
             continue;
         };
         let env = SignedResult {
@@ -415,13 +454,13 @@ pub fn verify_export(text: &str, keys: &HashMap<String, VerifyingKey>) -> Verify
             signature: sb.into(),
         };
         if vantage_proto::envelope::verify(key, &env).is_err() {
-            fail(&mut r, &id, "signature does not verify");
+            fail(&mut r, id, "signature does not verify");
             continue;
         }
         match vantage_proto::envelope::decode(&env) {
-            Ok(m) if m.id == id && m.agent_id == agent => r.verified += 1,
-            Ok(_) => fail(&mut r, &id, "decoded fields differ from the signed bytes"),
-            Err(_) => fail(&mut r, &id, "signed bytes do not decode"),
+            Ok(m) if m.id == id && m.agent_id == e.agent => r.verified += 1,
+            Ok(_) => fail(&mut r, id, "decoded fields differ from the signed bytes"),
+            Err(_) => fail(&mut r, id, "signed bytes do not decode"),
         }
     }
     r
@@ -613,5 +652,91 @@ mod tests {
         assert_eq!(r.verified, 2);
         assert_eq!(r.failed.len(), 1);
         assert_eq!(r.failed[0].0, 2);
+    }
+
+    /// A row of `SELECT id, agent, hex(measurement) AS measurement_hex,
+    /// hex(signature) AS signature_hex ... FORMAT JSONEachRow`.
+    fn clickhouse_row(sr: &StoredResult, m: &Measurement) -> Value {
+        let env = sr.envelope.clone().unwrap();
+        json!({
+            "id": m.id,
+            "agent": sr.agent_id,
+            "measurement_hex": hex::encode_upper(&env.measurement),
+            "signature_hex": hex::encode_upper(&env.signature),
+        })
+    }
+
+    #[test]
+    fn verify_export_reads_clickhouse_rows_and_finds_the_tampered_one() {
+        let k = SigningKey::from_bytes(&[6; 32]);
+        let keys = HashMap::from([("a".to_string(), k.verifying_key())]);
+        let made: Vec<_> = (0..4).map(|_| stored(&k, "a")).collect();
+        let rows: Vec<Value> = made.iter().map(|(sr, m)| clickhouse_row(sr, m)).collect();
+        // Upper case as ClickHouse writes it, lower case, and a jsonl line
+        // in the same file.
+        let mut lower = rows[1].clone();
+        for c in ["measurement_hex", "signature_hex"] {
+            lower[c] = Value::String(lower[c].as_str().unwrap().to_ascii_lowercase());
+        }
+        let good = [
+            rows[0].to_string(),
+            lower.to_string(),
+            jsonl(&made[2].0, &made[2].1).to_string(),
+        ]
+        .join("\n");
+        assert_eq!(
+            verify_export(&good, &keys),
+            VerifyReport {
+                verified: 3,
+                failed: vec![]
+            }
+        );
+
+        // One signed byte flipped; an id that is not the signed one; an
+        // agent with no key; a signature that is not hex.
+        let mut flipped = rows[1].clone();
+        let mut bytes = hex::decode(flipped["measurement_hex"].as_str().unwrap()).unwrap();
+        bytes[5] ^= 1;
+        flipped["measurement_hex"] = Value::String(hex::encode_upper(bytes));
+        let mut renamed = rows[2].clone();
+        renamed["id"] = Value::String(made[3].1.id.clone());
+        let mut stranger = rows[3].clone();
+        stranger["agent"] = Value::String("b".into());
+        let mut garbled = rows[3].clone();
+        garbled["signature_hex"] = Value::String("XYZ".into());
+        let bad = [
+            rows[0].to_string(),
+            flipped.to_string(),
+            renamed.to_string(),
+            stranger.to_string(),
+            garbled.to_string(),
+            r#"{"id":"x","agent":"a"}"#.to_string(),
+        ]
+        .join("\n");
+        let r = verify_export(&bad, &keys);
+        assert_eq!(r.verified, 1, "{r:?}");
+        let reasons: Vec<(usize, &str, &str)> = r
+            .failed
+            .iter()
+            .map(|(n, id, why)| (*n, id.as_str(), why.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (2, made[1].1.id.as_str(), "signature does not verify"),
+                (
+                    3,
+                    made[3].1.id.as_str(),
+                    "decoded fields differ from the signed bytes"
+                ),
+                (4, made[3].1.id.as_str(), "unknown agent"),
+                (
+                    5,
+                    made[3].1.id.as_str(),
+                    "measurement_hex or signature_hex is missing or not hex"
+                ),
+                (6, "x", "neither a jsonl export line nor a ClickHouse row"),
+            ]
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! `/api/v1/` reads: agents, campaigns, results (cursor-paginated and
-//! streamed as a chunked body), verdicts.
+//! streamed as a chunked body), verdicts, the result sink's lag.
 
 use std::convert::Infallible;
 
@@ -188,6 +188,63 @@ pub(crate) async fn verdicts(
         Ok(Json(VerdictList {
             verdicts: f.collect(&shared)?,
         }))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ sink
+
+/// The result sink, as the dashboard's badge shows it.
+#[derive(serde::Serialize, utoipa::ToSchema, Default)]
+pub(crate) struct SinkView {
+    /// Whether a sink (`[sink.clickhouse]`) is configured; when not, every
+    /// other field is zero or empty.
+    pub configured: bool,
+    /// The sink's name (`clickhouse`).
+    pub name: String,
+    /// The id written into every row's `coordinator` column.
+    pub coordinator_id: String,
+    /// Confirmed up to this commit sequence number.
+    pub cursor: u64,
+    /// The store's last commit sequence number.
+    pub last_seq: u64,
+    /// Stored results not confirmed yet.
+    pub lag_results: u64,
+    /// Seconds since the oldest of them was stored (0 when none waits).
+    pub lag_seconds: f64,
+    /// Rows confirmed since the coordinator started.
+    pub rows: u64,
+    /// Failed attempts (connect, insert, setup) since the coordinator
+    /// started.
+    pub errors: u64,
+    /// The last failure; empty once an attempt succeeded after it.
+    pub last_error: String,
+}
+
+/// The result sink: how far it is behind the store and its last error.
+#[utoipa::path(get, path = "/api/v1/sink", tag = "operations",
+    responses((status = 200, body = SinkView)))]
+pub(crate) async fn sink(
+    State(app): State<App>,
+    q: RawQuery,
+) -> Result<Json<SinkView>, ServiceError> {
+    plain(app, q, |s| {
+        let Some(status) = &s.sink else {
+            return Ok(SinkView::default());
+        };
+        let lag = crate::sink::lag(&s.store, status.name)?;
+        Ok(SinkView {
+            configured: true,
+            name: status.name.into(),
+            coordinator_id: status.coordinator_id.clone(),
+            cursor: lag.cursor,
+            last_seq: lag.last_seq,
+            lag_results: lag.results,
+            lag_seconds: lag.seconds,
+            rows: status.rows.load(std::sync::atomic::Ordering::Relaxed),
+            errors: status.errors.load(std::sync::atomic::Ordering::Relaxed),
+            last_error: status.last_error(),
+        })
     })
     .await
 }

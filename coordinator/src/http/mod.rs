@@ -121,6 +121,7 @@ pub(crate) fn router(app: App) -> Router {
         .route("/api/v1/results", get(api::results))
         .route("/api/v1/verdicts", get(api::verdicts))
         .route("/api/v1/aggregation", get(aggregation::aggregation))
+        .route("/api/v1/sink", get(api::sink))
         .route("/api/v1/stream", get(stream::stream))
         .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -217,6 +217,7 @@ fn set_schema(p: &mut Parameter) {
         api::verdicts,
         aggregation::aggregation,
         stream::stream,
+        api::sink,
         metrics::metrics,
     ),
     components(schemas(
@@ -226,6 +227,7 @@ fn set_schema(p: &mut Parameter) {
         views::ResultPage,
         views::VerdictList,
         aggregation::Aggregation,
+        api::SinkView,
         ErrorBody,
     )),
     modifiers(&Complete),
@@ -269,6 +271,7 @@ mod tests {
             "/api/v1/verdicts",
             "/api/v1/aggregation",
             "/api/v1/stream",
+            "/api/v1/sink",
             "/metrics",
         ] {
             let op = &doc["paths"][p]["get"];
@@ -279,6 +282,10 @@ mod tests {
         }
         assert!(doc["components"]["schemas"]["ResultView"].is_object());
         assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+        let sink = &doc["components"]["schemas"]["SinkView"]["properties"];
+        for field in ["configured", "lag_results", "lag_seconds", "last_error"] {
+            assert!(sink[field].is_object(), "SinkView.{field}");
+        }
         // The verdict row is the protobuf message itself, described by its
         // own comments.
         let verdict = &doc["components"]["schemas"]["VerdictEntry"];

@@ -613,7 +613,7 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
     // Which ones: the unit test in http/openapi.rs; that they describe the
     // API: the e2e test openapi (Schemathesis).
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 8, "{:?}", paths.keys());
+    assert_eq!(paths.len(), 9, "{:?}", paths.keys());
 
     // Metrics with plausible values.
     let m = get(&http, "/metrics").await;
@@ -688,6 +688,7 @@ async fn http_api_needs_a_read_token_and_rate_limits_each() {
     let wrong = get_with(&http, "/api/v1/agents", &[("Authorization", "Bearer nope")]).await;
     assert_eq!(wrong.status, 401);
     assert_eq!(get(&http, "/metrics").await.status, 401);
+    assert_eq!(get(&http, "/api/v1/sink").await.status, 401);
     assert_eq!(get(&http, "/api/v1/stream").await.status, 401);
     // The page and the API description carry no data and need no token.
     assert_eq!(get(&http, "/").await.status, 200);
@@ -916,4 +917,80 @@ async fn export_parquet_round_trips_against_the_store() {
     let piped = c.ctl(&["export", &id, "--format", "parquet"]);
     assert!(piped.status.success());
     assert_eq!(piped.stdout, std::fs::read(&file).unwrap());
+}
+
+/// `/api/v1/sink`, which the dashboard's badge reads: nothing configured
+/// without `[sink.clickhouse]` (results stored or not); with one whose
+/// ClickHouse cannot be reached, every stored result is lag and the error
+/// names the URL. No ClickHouse server is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_reports_the_sink_lag_for_the_dashboard_badge() {
+    let mut c = Coordinator::init().with_http().start();
+    let http = c.http.clone().unwrap();
+    let mut agents = c.enroll_agents(&[("sink-a", "CN", "")]);
+    agents[0].fill(7);
+    agents[0].start();
+    until(
+        Duration::from_secs(30),
+        "the filled outbox stored",
+        || async { c.stats().await.results_stored >= 7 },
+    )
+    .await;
+    let stored = c.stats().await.results_stored;
+    assert_eq!(stored, 7);
+
+    let none = get(&http, "/api/v1/sink").await;
+    assert_eq!(none.status, 200, "{}", none.body);
+    assert!(none.header("content-type").unwrap().contains("json"));
+    let v = none.json();
+    assert_eq!(v["configured"], false, "{v}");
+    for k in ["cursor", "last_seq", "lag_results", "rows", "errors"] {
+        assert_eq!(v[k], 0, "{k}: {v}");
+    }
+    assert_eq!(v["lag_seconds"], 0.0, "{v}");
+    for k in ["name", "coordinator_id", "last_error"] {
+        assert_eq!(v[k], "", "{k}: {v}");
+    }
+    // Parameters are refused as on every other read.
+    assert_eq!(get(&http, "/api/v1/sink?x=1").await.status, 400);
+
+    // The page carries the badge and reads it.
+    let page = get(&http, "/").await;
+    assert!(page.body.contains("id=\"sink-badge\""), "no badge element");
+    assert!(page.body.contains("getJSON(\"/sink\")"), "badge not read");
+
+    // The same store with a sink to a port nothing listens on (the agent
+    // goes first: its open session would hold up a graceful stop).
+    drop(agents);
+    c.terminate();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    c.add_config_table(&format!("[sink.clickhouse]\nurls = [\"{url}\"]"));
+    c.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let v = get(&http, "/api/v1/sink").await.json();
+        if !v["last_error"].as_str().unwrap_or_default().is_empty() {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sink reported no failure: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(v["configured"], true, "{v}");
+    assert_eq!(v["name"], "clickhouse", "{v}");
+    assert!(!v["coordinator_id"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(v["cursor"], 0, "{v}");
+    assert_eq!(v["last_seq"], stored, "{v}");
+    assert_eq!(v["lag_results"], stored, "{v}");
+    assert!(v["lag_seconds"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["rows"], 0, "{v}");
+    assert!(v["errors"].as_u64().unwrap() >= 1, "{v}");
+    let error = v["last_error"].as_str().unwrap();
+    assert!(error.contains(&url), "{error}");
+    // gRPC stats say the same.
+    let grpc = c.stats().await.sink.expect("a sink in stats");
+    assert_eq!(grpc.lag_results, stored);
+    assert_eq!(grpc.coordinator_id, v["coordinator_id"].as_str().unwrap());
 }

@@ -121,8 +121,9 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// Re-checks every signature of a jsonl export against the agent keys of
-/// `vantagectl agents --output json`; fails when any does not verify.
+/// Re-checks every signature of a jsonl export or of ClickHouse rows (see
+/// [`export::verify_export`]) against the agent keys of `vantagectl agents
+/// --output json`; fails when any does not verify.
 pub(crate) fn verify(file: &Path, agents: &Path) -> Result<()> {
     let keys = export::agent_keys(
         &std::fs::read_to_string(agents)

@@ -105,9 +105,14 @@ enum Cmd {
         #[arg(long)]
         after_seq: Option<u64>,
     },
-    /// Re-check every signature of a jsonl export offline, against the agent
-    /// keys from `vantagectl agents --output json`.
+    /// Re-check every signature of an export offline, against the agent
+    /// keys from `vantagectl agents --output json`. Reads `vantagectl export`
+    /// jsonl, or rows from the ClickHouse sink's table: `SELECT id, agent,
+    /// hex(measurement) AS measurement_hex, hex(signature) AS signature_hex
+    /// FROM vantage.results FINAL FORMAT JSONEachRow`.
     VerifyExport {
+        /// One result per line: jsonl export lines or ClickHouse rows (both
+        /// may be mixed).
         file: PathBuf,
         #[arg(long)]
         agents: PathBuf,
