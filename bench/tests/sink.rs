@@ -221,6 +221,33 @@ async fn two_coordinators_sink_each_result_once_through_kills() {
         (sb.coordinator_id.clone(), acked_b),
     ]);
     check_cluster(&cluster, &expected, &keys_of(&[&agents_a, &agents_b]));
+
+    // vantagectl verify-export checks rows exported from ClickHouse.
+    let rows = cluster
+        .query(
+            0,
+            &format!(
+                "SELECT id, agent, hex(measurement) AS measurement_hex, \
+                 hex(signature) AS signature_hex FROM vantage.results FINAL \
+                 WHERE coordinator = '{}' FORMAT JSONEachRow",
+                sb.coordinator_id
+            ),
+        )
+        .expect("export from ClickHouse");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (file, keys) = (
+        dir.path().join("rows.jsonl"),
+        dir.path().join("agents.json"),
+    );
+    std::fs::write(&file, &rows).expect("write rows");
+    std::fs::write(&keys, b.ctl_ok(&["--output", "json", "agents"])).expect("write keys");
+    let out = b.ctl_ok(&[
+        "verify-export",
+        file.to_str().unwrap(),
+        "--agents",
+        keys.to_str().unwrap(),
+    ]);
+    assert!(out.contains("6200 verified, 0 failed"), "{out}");
 }
 
 /// The whole cluster is down for a minute: ingest goes on, the lag shows
