@@ -5,6 +5,8 @@
 //! machine's own limits (Ed25519 batch verification, sled group commit) so
 //! results are reported as ratios against limits measured in the same run.
 
+pub mod sink;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

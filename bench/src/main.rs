@@ -82,6 +82,25 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         dup_seconds: f64,
     },
+    /// The ClickHouse sink into a 2-shard x 2-replica cluster on this
+    /// machine (needs Debian's clickhouse-server and zookeeper): its rate
+    /// as a ratio to ingest in the same run; then an aggregation from
+    /// ClickHouse against the same count made by scanning sled.
+    Sink {
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        #[arg(long, default_value_t = 2_000)]
+        per_agent: usize,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 20_000)]
+        batch_size: usize,
+        /// Synthetic rows inserted for the aggregation.
+        #[arg(long, default_value_t = 10_000_000)]
+        aggregation_rows: u64,
+    },
     /// N concurrent sessions with heartbeats: memory and idle CPU; then a
     /// campaign for all of them and the time until each has its task.
     Sessions {
@@ -197,6 +216,63 @@ async fn run(output: Output, cmd: &Cmd) -> Result<()> {
             if r.stored != r.acked_new {
                 anyhow::bail!("stored {} but acked {} new results", r.stored, r.acked_new);
             }
+        }
+        Cmd::Sink {
+            agents,
+            per_agent,
+            size,
+            runs,
+            batch_size,
+            aggregation_rows,
+        } => {
+            let r = vantage_bench::sink::sink(vantage_bench::sink::SinkOptions {
+                agents: *agents,
+                per_agent: *per_agent,
+                size: *size,
+                runs: *runs,
+                batch_size: *batch_size,
+                aggregation_rows: *aggregation_rows,
+            })
+            .await?;
+            if output != Output::Table {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "sink: {} results of ~{} B per run into a 2x2 ClickHouse cluster, batches of {}",
+                r.results_per_run, r.size, r.batch_size
+            );
+            println!(
+                "  ingest results/s per run {:?}",
+                r.ingest_per_s.iter().map(|x| x.round()).collect::<Vec<_>>()
+            );
+            println!(
+                "  sink results/s per run   {:?}",
+                r.sink_per_s.iter().map(|x| x.round()).collect::<Vec<_>>()
+            );
+            println!(
+                "  median ingest / sink     {:.0}/s / {:.0}/s   (sink / ingest: {:.2}; budget 50000/s: {:.2}x)",
+                r.median_ingest_per_s,
+                r.median_sink_per_s,
+                r.median_sink_over_ingest,
+                r.median_sink_per_s / 50_000.0
+            );
+            println!("aggregation: count by country and kind, median",);
+            println!(
+                "  ClickHouse, {} rows      {:.0} ms ({:.0} ms with FINAL), {:.0} rows/s",
+                r.aggregation_rows,
+                r.clickhouse_aggregation_ms,
+                r.clickhouse_aggregation_final_ms,
+                r.clickhouse_rows_per_s
+            );
+            println!(
+                "  sled scan, {} rows        {:.0} ms, {:.0} rows/s",
+                r.sled_rows, r.sled_aggregation_ms, r.sled_rows_per_s
+            );
+            println!(
+                "  ClickHouse / sled         {:.1}x rows/s",
+                r.clickhouse_over_sled
+            );
         }
         Cmd::Sessions {
             agents,
