@@ -32,8 +32,8 @@ use crate::query::feed::{FeedEvent, Payload};
 use crate::query::fields::Fields;
 use crate::query::views::Decoded;
 use crate::query::{
-    aggregate, axes, blocking, scan_page, Cell, Emit, Reads, ResultFilter, VerdictFilter,
-    DEFAULT_LIMIT, MAX_LIMIT,
+    aggregation, axes, backend, blocking, scan_page, Cell, Emit, Reads, ResultFilter,
+    VerdictFilter, DEFAULT_LIMIT, MAX_LIMIT,
 };
 use crate::sink::read::{Filter, Order, Pages, Source};
 use crate::state::Shared;
@@ -90,7 +90,6 @@ impl QueryApi {
         Ok(Response::new(blocking(move || read(&shared, r)).await?))
     }
 
-    /// The admin certificate, or a known read token within its rate.
     /// Where this answer's results that retention removed from sled are:
     /// none when no sink is configured.
     fn old_results(
@@ -115,6 +114,7 @@ impl QueryApi {
         Ok(Some((src, f)))
     }
 
+    /// The admin certificate, or a known read token within its rate.
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), ServiceError> {
         let fp = peer_fingerprint(req);
         if fp.as_deref() == Some(self.shared.admin_fingerprint.as_str()) {
@@ -491,13 +491,18 @@ impl QueryService for QueryApi {
         req: Request<AggregationRequest>,
     ) -> Result<Response<AggregationResponse>, Status> {
         self.read(req, |s, r| {
-            let (x, y) = axes(&fields(
-                &[("axis_x", &r.axis_x), ("axis_y", &r.axis_y)],
+            let p = fields(
+                &[
+                    ("axis_x", &r.axis_x),
+                    ("axis_y", &r.axis_y),
+                    ("backend", &r.backend),
+                ],
                 &[],
-            ))?;
-            let verdicts = verdict_filter(&r.filter.unwrap_or_default())?.collect(s)?;
+            );
+            let (x, y) = axes(&p)?;
+            let f = verdict_filter(&r.filter.unwrap_or_default())?;
             Ok(AggregationResponse {
-                result: aggregate(&verdicts, &x, y.as_deref())
+                result: aggregation(s, &f, &x, y.as_deref(), backend(&p)?)?
                     .into_iter()
                     .map(cell)
                     .collect(),

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::params::{Params, RawQuery};
 use super::{blocking, App, ErrorBody};
 use crate::errors::ServiceError;
-use crate::query::{aggregate, axes, Cell, VerdictFilter, VERDICT_FILTERS};
+use crate::query::{axes, backend, Cell, VerdictFilter, VERDICT_FILTERS};
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Aggregation {
@@ -59,6 +59,7 @@ pub(crate) fn to_csv(a: &Aggregation) -> String {
         ("axis_x" = String, Query, description = "the first axis"),
         ("axis_y" = Option<String>, Query, description = "a second axis, not axis_x"),
         ("format" = Option<String>, Query, description = "json (default) or csv"),
+        ("backend" = Option<String>, Query, description = "sled (default) or clickhouse: the verdict table the ClickHouse sink fills (needs [sink.clickhouse]); the same cells either way"),
         VerdictFilter,
     ),
     responses((status = 200, description = "JSON, or CSV with format=csv (a header naming the axes, then one line per cell)",
@@ -69,7 +70,7 @@ pub(crate) async fn aggregation(
     q: RawQuery,
 ) -> Result<Response, ServiceError> {
     let mut known = VERDICT_FILTERS.to_vec();
-    known.extend(["axis_x", "axis_y", "format"]);
+    known.extend(["axis_x", "axis_y", "format", "backend"]);
     let p = Params::parse(q, &known)?;
     let (x, y) = axes(&p)?;
     let csv = match p.get("format") {
@@ -82,11 +83,11 @@ pub(crate) async fn aggregation(
         }
     };
     let f = VerdictFilter::parse(&p)?;
+    let from = backend(&p)?;
     let shared = app.shared.clone();
     let a = blocking(move || {
-        let verdicts = f.collect(&shared)?;
         Ok(Aggregation {
-            result: aggregate(&verdicts, &x, y.as_deref()),
+            result: crate::query::aggregation(&shared, &f, &x, y.as_deref(), from)?,
             axis_x: x,
             axis_y: y,
         })
@@ -106,6 +107,7 @@ pub(crate) async fn aggregation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::aggregate;
     use crate::query::views::VerdictEntry;
 
     fn v(country: &str, mech: &str, status: &str) -> VerdictEntry {

@@ -101,6 +101,7 @@ pub(crate) fn param_schema(name: &str) -> Option<Schema> {
         "status" => one_of(STATUSES),
         "axis_x" | "axis_y" => one_of(AXES),
         "format" => one_of(&["json", "csv"]),
+        "backend" => one_of(&["sled", "clickhouse"]),
         "cursor" => Schema::Object(string().pattern(Some(fields::CURSOR_PATTERN)).build()),
         "target" | "mechanism" | "failure" => Schema::Object(string().build()),
         _ => return None,

@@ -435,6 +435,43 @@ impl VerdictFilter {
             && self.until.is_none_or(|u| v.dispatch_at_us <= u)
     }
 
+    /// The filter as conditions on the ClickHouse verdict table
+    /// (`crate::sink::read::aggregation`), matching what [`Self::matches`]
+    /// keeps.
+    pub(crate) fn sql(&self) -> Vec<String> {
+        use crate::sink::read::quote;
+        let mut w = Vec::new();
+        let eq = |w: &mut Vec<String>, col: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                w.push(format!("{col} = {}", quote(v)));
+            }
+        };
+        eq(&mut w, "campaign", &self.campaign);
+        if let Some(c) = &self.country {
+            w.push(format!("lower(country) = lower({})", quote(c)));
+        }
+        if let Some(a) = self.asn {
+            w.push(format!("asn = {a}"));
+        }
+        eq(&mut w, "status", &self.status);
+        if let Some(m) = &self.mechanism {
+            w.push(format!(
+                "if(mechanism = '', 'none', mechanism) = {}",
+                quote(m)
+            ));
+        }
+        eq(&mut w, "target", &self.target);
+        eq(&mut w, "kind", &self.kind);
+        eq(&mut w, "agent", &self.agent);
+        if let Some(s) = self.since {
+            w.push(format!("dispatch_at_us >= {s}"));
+        }
+        if let Some(u) = self.until {
+            w.push(format!("dispatch_at_us <= {u}"));
+        }
+        w
+    }
+
     /// The matching verdicts of every campaign (or the one asked for),
     /// computed from the stored results.
     pub(crate) fn collect(&self, shared: &Shared) -> Result<Vec<VerdictEntry>, ServiceError> {
@@ -483,6 +520,66 @@ fn axis_value(axis: &str, v: &VerdictEntry) -> String {
         "kind" => v.kind.clone(),
         "campaign" => v.campaign_id.clone(),
         _ => String::new(),
+    }
+}
+
+/// An axis as a ClickHouse expression over the verdict table, giving what
+/// [`axis_value`] gives.
+pub(crate) fn axis_sql(axis: &str) -> &'static str {
+    match axis {
+        "country" => "country",
+        "asn" => "toString(asn)",
+        "target" => "target",
+        "mechanism" => "if(mechanism = '', 'none', mechanism)",
+        "day" => "substring(toString(dispatch_at, 'UTC'), 1, 10)",
+        "hour" => {
+            "concat(replaceOne(substring(toString(dispatch_at, 'UTC'), 1, 13), ' ', 'T'), ':00Z')"
+        }
+        "kind" => "kind",
+        "campaign" => "campaign",
+        _ => "''",
+    }
+}
+
+/// Where an aggregation is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// The verdicts in sled (the default).
+    Sled,
+    /// The verdict table the ClickHouse sink fills (`[sink.clickhouse]`).
+    ClickHouse,
+}
+
+/// The `backend` parameter.
+pub(crate) fn backend(p: &Fields) -> Result<Backend, ServiceError> {
+    match p.get("backend") {
+        None | Some("sled") => Ok(Backend::Sled),
+        Some("clickhouse") => Ok(Backend::ClickHouse),
+        Some(b) => Err(ServiceError::invalid(format!(
+            "backend must be sled or clickhouse, not {b:?}"
+        ))),
+    }
+}
+
+/// Verdict counts by the axes, from `backend`; the same cells either way
+/// (the e2e test `sink_reads` compares them). Call from a blocking thread.
+pub(crate) fn aggregation(
+    shared: &Shared,
+    f: &VerdictFilter,
+    x: &str,
+    y: Option<&str>,
+    backend: Backend,
+) -> Result<Vec<Cell>, ServiceError> {
+    match backend {
+        Backend::Sled => Ok(aggregate(&f.collect(shared)?, x, y)),
+        Backend::ClickHouse => {
+            let (Some(c), Some(status)) = (&shared.config.sink.clickhouse, &shared.sink) else {
+                return Err(ServiceError::invalid(
+                    "backend=clickhouse needs a [sink.clickhouse] in coordinator.toml",
+                ));
+            };
+            crate::sink::read::aggregation(c, &status.coordinator_id, &f.sql(), x, y)
+        }
     }
 }
 

@@ -53,15 +53,43 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("signature", "String"),
 ];
 
-/// `(id, coordinator, ...)` for the insert.
-fn column_list() -> String {
-    let names: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+/// The verdict table's columns: one row per run, target and inside agent,
+/// at the run's latest revision (the engine keeps the highest).
+pub const VERDICT_COLUMNS: &[(&str, &str)] = &[
+    ("campaign", "String"),
+    ("run", "String"),
+    ("target", "String"),
+    ("agent", "String"),
+    ("coordinator", "String"),
+    ("dispatch_at", "DateTime"),
+    ("dispatch_at_us", "Int64"),
+    ("name", "String"),
+    ("kind", "String"),
+    ("country", "String"),
+    ("asn", "UInt32"),
+    ("status", "String"),
+    ("mechanism", "String"),
+    ("reason", "String"),
+    ("revision", "UInt32"),
+];
+
+/// `(id, coordinator, ...)` for an insert.
+fn column_list(columns: &[(&str, &str)]) -> String {
+    let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
     format!("({})", names.join(", "))
 }
 
-fn column_defs() -> String {
-    let defs: Vec<String> = COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect();
+fn column_defs(columns: &[(&str, &str)]) -> String {
+    let defs: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
     defs.join(", ")
+}
+
+const VERDICT_PARTITION_AND_ORDER: &str =
+    "PARTITION BY toYYYYMM(dispatch_at) ORDER BY (campaign, run, target, agent)";
+
+/// The verdict table queries read.
+pub fn verdict_table(c: &ClickHouseSink) -> String {
+    format!("{}_verdicts", c.table)
 }
 
 const PARTITION_AND_ORDER: &str =
@@ -77,47 +105,96 @@ pub fn local_table(c: &ClickHouseSink) -> String {
     format!("{}_local", c.table)
 }
 
-/// The statements that make what is missing, in order.
-pub fn ddl(c: &ClickHouseSink) -> Vec<String> {
-    let db = &c.database;
-    if c.cluster.is_empty() {
-        return vec![
-            format!("CREATE DATABASE IF NOT EXISTS {db}"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {db}.{} ({}) ENGINE = ReplacingMergeTree {PARTITION_AND_ORDER}",
-                c.table,
-                column_defs()
-            ),
-        ];
-    }
-    let cl = &c.cluster;
-    let local = local_table(c);
-    vec![
-        format!("CREATE DATABASE IF NOT EXISTS {db} ON CLUSTER {cl}"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{local} ON CLUSTER {cl} ({}) \
-             ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{db}.{local}', '{{replica}}') \
-             {PARTITION_AND_ORDER}",
-            column_defs()
+/// One table's statements: (table, its columns, the version column of
+/// the replacing engine, partition and order, the sharding key).
+type TableDef = (
+    String,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+fn tables(c: &ClickHouseSink) -> [TableDef; 2] {
+    [
+        (
+            c.table.clone(),
+            COLUMNS,
+            "",
+            PARTITION_AND_ORDER,
+            "cityHash64(id)",
         ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{} ON CLUSTER {cl} AS {db}.{local} \
-             ENGINE = Distributed({cl}, {db}, {local}, cityHash64(id))",
-            c.table
+        (
+            verdict_table(c),
+            VERDICT_COLUMNS,
+            "revision",
+            VERDICT_PARTITION_AND_ORDER,
+            "cityHash64(campaign)",
         ),
     ]
 }
 
-/// The tables to check: name and the engine it must have.
-pub fn expected_tables(c: &ClickHouseSink) -> Vec<(String, &'static str)> {
+/// The statements that make what is missing, in order.
+pub fn ddl(c: &ClickHouseSink) -> Vec<String> {
+    let db = &c.database;
     if c.cluster.is_empty() {
-        vec![(c.table.clone(), "ReplacingMergeTree")]
-    } else {
-        vec![
-            (local_table(c), "ReplicatedReplacingMergeTree"),
-            (c.table.clone(), "Distributed"),
-        ]
+        let mut out = vec![format!("CREATE DATABASE IF NOT EXISTS {db}")];
+        for (table, cols, version, order, _) in tables(c) {
+            out.push(format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{table} ({}) ENGINE = ReplacingMergeTree({version}) {order}",
+                column_defs(cols)
+            ));
+        }
+        return out;
     }
+    let cl = &c.cluster;
+    let mut out = vec![format!(
+        "CREATE DATABASE IF NOT EXISTS {db} ON CLUSTER {cl}"
+    )];
+    for (table, cols, version, order, shard_by) in tables(c) {
+        let local = format!("{table}_local");
+        let version = if version.is_empty() {
+            String::new()
+        } else {
+            format!(", {version}")
+        };
+        out.push(format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{local} ON CLUSTER {cl} ({}) \
+             ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{db}.{local}', '{{replica}}'{version}) \
+             {order}",
+            column_defs(cols)
+        ));
+        out.push(format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {cl} AS {db}.{local} \
+             ENGINE = Distributed({cl}, {db}, {local}, {shard_by})"
+        ));
+    }
+    out
+}
+
+/// A table to check: its name, the engine it must have, its columns.
+pub type Expected = (
+    String,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The tables to check.
+pub fn expected_tables(c: &ClickHouseSink) -> Vec<Expected> {
+    let mut out = Vec::new();
+    for (table, cols, _, _, _) in tables(c) {
+        if c.cluster.is_empty() {
+            out.push((table, "ReplacingMergeTree", cols));
+        } else {
+            out.push((
+                format!("{table}_local"),
+                "ReplicatedReplacingMergeTree",
+                cols,
+            ));
+            out.push((table, "Distributed", cols));
+        }
+    }
+    out
 }
 
 /// What is wrong with a table, from `system.columns` rows (name, type)
@@ -126,6 +203,7 @@ pub fn mismatches(
     table: &str,
     engine: &str,
     want_engine: &str,
+    want: &[(&str, &str)],
     columns: &[(String, String)],
 ) -> Vec<String> {
     let mut out = Vec::new();
@@ -134,7 +212,7 @@ pub fn mismatches(
             "table {table} has engine {engine}, expected {want_engine}"
         ));
     }
-    for (name, ty) in COLUMNS {
+    for (name, ty) in want {
         match columns.iter().find(|(n, _)| n == name) {
             None => out.push(format!("table {table} has no column {name} ({ty})")),
             Some((_, t)) if t != ty => out.push(format!(
@@ -151,8 +229,43 @@ pub fn insert_query(c: &ClickHouseSink) -> String {
     format!(
         "INSERT INTO {} {} FORMAT RowBinary",
         insert_target(c),
-        column_list()
+        column_list(COLUMNS)
     )
+}
+
+/// `INSERT` statement of verdict rows for `c`.
+pub fn verdict_insert_query(c: &ClickHouseSink) -> String {
+    format!(
+        "INSERT INTO {}.{} {} FORMAT RowBinary",
+        c.database,
+        verdict_table(c),
+        column_list(VERDICT_COLUMNS)
+    )
+}
+
+/// Appends one verdict row (RowBinary, [`VERDICT_COLUMNS`] order).
+pub fn encode_verdict_row(
+    out: &mut Vec<u8>,
+    coordinator: &str,
+    v: &vantage_proto::v1::VerdictEntry,
+    revision: u32,
+) {
+    string(out, v.campaign_id.as_bytes());
+    string(out, v.run_id.as_bytes());
+    string(out, v.target.as_bytes());
+    string(out, v.agent_id.as_bytes());
+    string(out, coordinator.as_bytes());
+    let at_s = u32::try_from(v.dispatch_at_us.max(0) / 1_000_000).unwrap_or(u32::MAX);
+    out.extend_from_slice(&at_s.to_le_bytes());
+    out.extend_from_slice(&v.dispatch_at_us.to_le_bytes());
+    string(out, v.name.as_bytes());
+    string(out, v.kind.as_bytes());
+    string(out, v.country.as_bytes());
+    out.extend_from_slice(&v.asn.to_le_bytes());
+    string(out, v.status.as_bytes());
+    string(out, v.mechanism.as_bytes());
+    string(out, v.reason.as_bytes());
+    out.extend_from_slice(&revision.to_le_bytes());
 }
 
 fn varint(out: &mut Vec<u8>, mut n: u64) {
@@ -276,25 +389,37 @@ mod tests {
     #[test]
     fn the_ddl_names_the_engines_the_check_expects() {
         let single = ddl(&config(""));
-        assert_eq!(single.len(), 2);
-        assert!(single[1].contains("ENGINE = ReplacingMergeTree PARTITION BY"));
+        assert_eq!(single.len(), 3);
+        assert!(single[1].contains("ENGINE = ReplacingMergeTree() PARTITION BY"));
+        assert!(single[2].contains("results_verdicts"));
+        assert!(single[2].contains("ENGINE = ReplacingMergeTree(revision)"));
         let cl = ddl(&config("vantage"));
         assert!(
             cl[1].contains("results_local ON CLUSTER vantage"),
             "{}",
             cl[1]
         );
-        assert!(cl[1].contains("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/vantage.results_local', '{replica}')"));
+        assert!(cl[1].contains(
+            "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/vantage.results_local', '{replica}')"
+        ));
         assert!(cl[2].contains("Distributed(vantage, vantage, results_local, cityHash64(id))"));
+        assert!(cl[3].contains(
+            "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/vantage.results_verdicts_local', '{replica}', revision)"
+        ));
+        assert!(cl[4].contains(
+            "Distributed(vantage, vantage, results_verdicts_local, cityHash64(campaign))"
+        ));
         let want: Vec<_> = expected_tables(&config("vantage"))
             .into_iter()
-            .map(|(t, e)| format!("{t} {e}"))
+            .map(|(t, e, _)| format!("{t} {e}"))
             .collect();
         assert_eq!(
             want,
             [
                 "results_local ReplicatedReplacingMergeTree",
-                "results Distributed"
+                "results Distributed",
+                "results_verdicts_local ReplicatedReplacingMergeTree",
+                "results_verdicts Distributed"
             ]
         );
     }
@@ -305,10 +430,17 @@ mod tests {
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
-        assert!(mismatches("t", "ReplacingMergeTree", "ReplacingMergeTree", &cols).is_empty());
+        assert!(mismatches(
+            "t",
+            "ReplacingMergeTree",
+            "ReplacingMergeTree",
+            COLUMNS,
+            &cols
+        )
+        .is_empty());
         cols.retain(|(n, _)| n != "signature");
         cols[2].1 = "UInt32".into();
-        let m = mismatches("t", "MergeTree", "ReplacingMergeTree", &cols);
+        let m = mismatches("t", "MergeTree", "ReplacingMergeTree", COLUMNS, &cols);
         assert_eq!(
             m,
             [

@@ -329,7 +329,7 @@ impl ClickHouse {
     async fn setup(&mut self) -> Result<(), String> {
         let mut problems = Vec::new();
         let mut missing = false;
-        for (table, _) in clickhouse::expected_tables(&self.c) {
+        for (table, _, _) in clickhouse::expected_tables(&self.c) {
             let q = clickhouse::engine_query(&self.c.database, &table);
             if self.post(&q, "", &[], QUERY_TIMEOUT).await?.is_empty() {
                 missing = true;
@@ -343,7 +343,7 @@ impl ClickHouse {
             }
             tracing::info!(table = %clickhouse::insert_target(&self.c), "ClickHouse tables made");
         }
-        for (table, engine) in clickhouse::expected_tables(&self.c) {
+        for (table, engine, want) in clickhouse::expected_tables(&self.c) {
             let q = clickhouse::engine_query(&self.c.database, &table);
             let got = clickhouse::tsv(&self.post(&q, "", &[], QUERY_TIMEOUT).await?);
             let got_engine = got
@@ -361,6 +361,7 @@ impl ClickHouse {
                 &format!("{}.{table}", self.c.database),
                 &got_engine,
                 engine,
+                want,
                 &cols,
             ));
         }
@@ -391,10 +392,28 @@ impl ClickHouse {
             }
         }
         self.status.ok();
+        {
+            let store = s.store.clone();
+            match tokio::task::spawn_blocking(move || store.enable_verdict_sink()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!("ClickHouse sink cannot mark the stored verdicts: {e}")
+                }
+                Err(e) => tracing::error!("ClickHouse sink cannot mark the stored verdicts: {e}"),
+            }
+        }
         let mut wait = BACKOFF.0;
         let mut waiting_since: Option<Instant> = None;
         let interval = Duration::from_millis(self.c.interval_ms);
+        let mut verdicts_at = Instant::now();
         loop {
+            if verdicts_at.elapsed() >= interval {
+                verdicts_at = Instant::now();
+                if let Err(e) = self.sink_verdicts(&s).await {
+                    tracing::warn!("ClickHouse sink: verdicts wait: {e}");
+                    self.status.fail(&e);
+                }
+            }
             let batch = match self.next_batch(&s, &mut waiting_since, interval).await {
                 Ok(Some(b)) => b,
                 Ok(None) => continue,
@@ -450,6 +469,69 @@ impl ClickHouse {
                 }
             }
         }
+    }
+
+    /// Sends the verdicts of the runs marked for the sink (their stored
+    /// revision; the table keeps the highest) and clears their marks.
+    async fn sink_verdicts(&mut self, s: &Shared) -> Result<(), String> {
+        let store = s.store.clone();
+        let coordinator = self.status.coordinator_id.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let marks = store.verdicts_to_sink(500)?;
+            let mut body = Vec::new();
+            let mut campaigns: std::collections::HashMap<
+                String,
+                Option<crate::store::CampaignRecord>,
+            > = Default::default();
+            for (campaign, run, _) in &marks {
+                let rec = match campaigns.get(campaign) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = store.campaign(campaign)?;
+                        campaigns.insert(campaign.clone(), r.clone());
+                        r
+                    }
+                };
+                let (Some(rec), Some(v)) = (rec, store.run_verdicts(campaign, run)?) else {
+                    continue;
+                };
+                let at = rec
+                    .runs
+                    .iter()
+                    .find(|r| r.run_id == *run)
+                    .map_or(0, |r| r.dispatch_at_us);
+                for row in v.verdicts {
+                    let e = crate::query::views::verdict(campaign, at, row);
+                    clickhouse::encode_verdict_row(&mut body, &coordinator, &e, v.revision);
+                }
+            }
+            Ok((marks, body))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let (marks, body) = read;
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let mut extra = String::new();
+        if !self.c.cluster.is_empty() {
+            extra.push_str("&insert_distributed_sync=1");
+        }
+        if !body.is_empty() {
+            let q = clickhouse::verdict_insert_query(&self.c);
+            self.post(&q, &extra, &body, INSERT_TIMEOUT).await?;
+        }
+        let store = s.store.clone();
+        tokio::task::spawn_blocking(move || {
+            for (campaign, run, revision) in marks {
+                store.verdicts_sunk(&campaign, &run, revision)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
     }
 
     /// The batch to send: the recorded one, or a new one once `batch_size`

@@ -44,7 +44,7 @@ pub struct Filter {
 }
 
 /// A SQL string literal.
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
@@ -221,6 +221,102 @@ impl Iterator for Pages {
         }
         self.buf.pop_front().map(Ok)
     }
+}
+
+/// A TabSeparated field with ClickHouse's escapes undone.
+fn unescape(f: &str) -> String {
+    let mut out = String::with_capacity(f.len());
+    let mut chars = f.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('0') => out.push('\0'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// The aggregation query over this coordinator's verdict rows (`FINAL`:
+/// each run's latest revision).
+pub fn aggregation_sql(
+    c: &ClickHouseSink,
+    coordinator: &str,
+    conditions: &[String],
+    x: &str,
+    y: Option<&str>,
+) -> String {
+    let mut w = vec![format!("coordinator = {}", quote(coordinator))];
+    w.extend(conditions.iter().cloned());
+    let axes = match y {
+        Some(y) => format!(
+            "{} AS x, {} AS y",
+            crate::query::axis_sql(x),
+            crate::query::axis_sql(y)
+        ),
+        None => format!("{} AS x, '' AS y", crate::query::axis_sql(x)),
+    };
+    format!(
+        "SELECT {axes}, countIf(status = 'ok'), countIf(status = 'blocked'), \
+         countIf(status = 'down'), countIf(status NOT IN ('ok', 'blocked', 'down')), count() \
+         FROM {}.{} FINAL WHERE {} GROUP BY x, y ORDER BY x, y FORMAT TabSeparated",
+        c.database,
+        super::clickhouse::verdict_table(c),
+        w.join(" AND ")
+    )
+}
+
+/// Cells from the answer to [`aggregation_sql`].
+pub(crate) fn parse_cells(body: &[u8], two_axes: bool) -> Result<Vec<crate::query::Cell>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the answer is not UTF-8")?;
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [x, y, ok, blocked, down, inconclusive, all] = f[..] else {
+            return Err(format!("an aggregation row of {} fields", f.len()));
+        };
+        let n = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{v:?} is not a count"))
+        };
+        out.push(crate::query::Cell {
+            x: unescape(x),
+            y: two_axes.then(|| unescape(y)),
+            counts: crate::query::Counts {
+                ok_count: n(ok)?,
+                blocked_count: n(blocked)?,
+                down_count: n(down)?,
+                inconclusive_count: n(inconclusive)?,
+                measurement_count: n(all)?,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Verdict counts by the axes from ClickHouse. Call from a blocking thread
+/// of the runtime.
+pub(crate) fn aggregation(
+    c: &ClickHouseSink,
+    coordinator: &str,
+    conditions: &[String],
+    x: &str,
+    y: Option<&str>,
+) -> Result<Vec<crate::query::Cell>, ServiceError> {
+    let q = aggregation_sql(c, coordinator, conditions, x, y);
+    let body = tokio::runtime::Handle::current()
+        .block_on(super::query_any(c, &q))
+        .map_err(|e| ServiceError::Unavailable(format!("ClickHouse: {e}")))?;
+    parse_cells(&body, y.is_some()).map_err(ServiceError::Internal)
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub use records::{
     TaskAssignment, TaskRecord, TokenRecord,
 };
 pub use retention::Retired;
-pub use sink::SinkPosition;
+pub use sink::{SinkPosition, WaitingVerdicts};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,9 @@ pub struct Store {
     /// results retention removed, exclusively by retention while it
     /// removes a batch (`retention.rs`).
     retention: Arc<std::sync::RwLock<()>>,
+    /// Set while a sink copies verdicts: a new revision of a run's
+    /// verdicts is then marked for it (`sink.rs`).
+    verdict_sink: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// 16-byte key of a UUID string; `None` when it is not a UUID.
@@ -192,6 +195,7 @@ impl Store {
             verdicts: db.open_tree("verdicts")?,
             values: Arc::new(values::ValueLog::open(&path.join(VALUES_DIR))?),
             retention: Default::default(),
+            verdict_sink: Default::default(),
             db,
             path,
         };
@@ -366,6 +370,9 @@ impl Store {
         let key = run_key(&rec.campaign_id, &rec.run_id)
             .ok_or_else(|| StoreError::NotFound(rec.campaign_id.clone()))?;
         self.verdicts.insert(key, records::to_json(rec))?;
+        if durable && self.verdict_sink.load(std::sync::atomic::Ordering::Relaxed) {
+            self.mark_verdicts_for_sink(&rec.campaign_id, &rec.run_id, rec.revision)?;
+        }
         if durable {
             self.sync()?;
         }

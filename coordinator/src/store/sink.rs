@@ -8,9 +8,22 @@
 //! sends that exact range again: the same results, in the same order, so
 //! the far side sees the identical block and can drop it as a retry.
 
-use super::{Store, StoreError};
+use super::{run_key, Store, StoreError};
 
 const COORDINATOR_ID_KEY: &[u8] = b"coordinator_id";
+/// `sinkv/` campaign16 run-id -> revision (u32): runs whose verdicts wait
+/// for the sink.
+const VERDICTS_WAITING: &[u8] = b"sinkv/";
+const VERDICTS_BACKFILLED: &[u8] = b"sink/clickhouse/verdicts_backfilled";
+
+fn waiting_key(campaign_id: &str, run_id: &str) -> Option<Vec<u8>> {
+    let mut key = VERDICTS_WAITING.to_vec();
+    key.extend_from_slice(&run_key(campaign_id, run_id)?);
+    Some(key)
+}
+
+/// A run whose verdicts wait for the sink: campaign id, run id, revision.
+pub type WaitingVerdicts = (String, String, u32);
 
 /// A sink's position.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,6 +108,79 @@ impl Store {
     }
 }
 
+impl Store {
+    /// From now on a new revision of a run's verdicts waits for the sink;
+    /// the first time, every run with stored verdicts is marked too.
+    pub fn enable_verdict_sink(&self) -> Result<(), StoreError> {
+        self.verdict_sink
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if self.meta.contains_key(VERDICTS_BACKFILLED)? {
+            return Ok(());
+        }
+        for kv in self.verdicts.iter() {
+            let (_, v) = kv?;
+            let rec: super::RunVerdicts = super::records::from_json("verdicts", &v)?;
+            self.mark_verdicts_for_sink(&rec.campaign_id, &rec.run_id, rec.revision)?;
+        }
+        self.meta.insert(VERDICTS_BACKFILLED, &[][..])?;
+        self.sync()
+    }
+
+    pub(super) fn mark_verdicts_for_sink(
+        &self,
+        campaign_id: &str,
+        run_id: &str,
+        revision: u32,
+    ) -> Result<(), StoreError> {
+        if let Some(key) = waiting_key(campaign_id, run_id) {
+            self.meta.insert(key, &revision.to_be_bytes()[..])?;
+        }
+        Ok(())
+    }
+
+    /// Up to `n` runs whose verdicts wait for the sink.
+    pub fn verdicts_to_sink(&self, n: usize) -> Result<Vec<WaitingVerdicts>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.meta.scan_prefix(VERDICTS_WAITING).take(n) {
+            let (k, v) = kv?;
+            let rest = &k[VERDICTS_WAITING.len()..];
+            let (Some(campaign), Ok(revision)) = (
+                rest.get(..16).and_then(|c| <[u8; 16]>::try_from(c).ok()),
+                <[u8; 4]>::try_from(v.as_ref()),
+            ) else {
+                return Err(StoreError::Corrupt {
+                    tree: "meta",
+                    detail: "a verdict sink mark of the wrong shape".into(),
+                });
+            };
+            out.push((
+                uuid::Uuid::from_bytes(campaign).to_string(),
+                String::from_utf8_lossy(&rest[16..]).into_owned(),
+                u32::from_be_bytes(revision),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The sink holds `revision` of a run's verdicts: its mark goes, unless
+    /// a newer revision marked it meanwhile.
+    pub fn verdicts_sunk(
+        &self,
+        campaign_id: &str,
+        run_id: &str,
+        revision: u32,
+    ) -> Result<(), StoreError> {
+        if let Some(key) = waiting_key(campaign_id, run_id) {
+            let _ = self.meta.compare_and_swap(
+                key,
+                Some(&revision.to_be_bytes()[..]),
+                None as Option<&[u8]>,
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +210,41 @@ mod tests {
         assert_eq!(s.sink_position("ch").unwrap(), pos);
         assert_eq!(s.coordinator_id().unwrap(), id);
         assert_eq!(s.sink_position("other").unwrap(), SinkPosition::default());
+    }
+
+    #[test]
+    fn verdict_marks_backfill_once_follow_revisions_and_clear_only_when_current() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let c = "0190a8b2-0000-7000-8000-0000000000c3";
+        let run = |id: &str, revision| super::super::RunVerdicts {
+            campaign_id: c.into(),
+            run_id: id.into(),
+            revision,
+            ..Default::default()
+        };
+        // Stored before the sink: not marked until it is enabled.
+        s.put_run_verdicts(&run("r1", 1), true).unwrap();
+        assert!(s.verdicts_to_sink(10).unwrap().is_empty());
+        s.enable_verdict_sink().unwrap();
+        assert_eq!(
+            s.verdicts_to_sink(10).unwrap(),
+            [(c.to_string(), "r1".to_string(), 1)]
+        );
+        // A new revision replaces the mark; an unchanged recheck does not.
+        s.put_run_verdicts(&run("r1", 2), true).unwrap();
+        s.put_run_verdicts(&run("r2", 1), false).unwrap();
+        assert_eq!(
+            s.verdicts_to_sink(10).unwrap(),
+            [(c.to_string(), "r1".to_string(), 2)]
+        );
+        // Sunk at revision 1 (sent before revision 2 came): the mark stays.
+        s.verdicts_sunk(c, "r1", 1).unwrap();
+        assert_eq!(s.verdicts_to_sink(10).unwrap().len(), 1);
+        s.verdicts_sunk(c, "r1", 2).unwrap();
+        assert!(s.verdicts_to_sink(10).unwrap().is_empty());
+        // The backfill ran once.
+        s.enable_verdict_sink().unwrap();
+        assert!(s.verdicts_to_sink(10).unwrap().is_empty());
     }
 }

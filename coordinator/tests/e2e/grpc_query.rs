@@ -246,20 +246,8 @@ async fn grpc_query_service_answers_as_the_http_api() {
     let http = c.http.clone().unwrap();
     let mut seen = Seen::default();
 
-    // A target that answers, on 127.0.0.2.
-    let open = tokio::net::TcpListener::bind("127.0.0.2:0")
-        .await
-        .expect("bind 127.0.0.2");
-    let open_port = open.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = open.accept().await {
-            drop(s);
-        }
-    });
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Targets on 127.0.0.2: one that answers, one that refuses.
+    let (open_port, closed) = open_and_closed_ports().await;
 
     let fleet = fleet(&c, 30).await;
     let mut q = token_client(&c).await;
@@ -512,6 +500,7 @@ async fn grpc_query_service_answers_as_the_http_api() {
                     campaign: id.clone(),
                     ..Default::default()
                 }),
+                backend: String::new(),
             }))
             .await
             .unwrap()

@@ -107,3 +107,23 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Two TCP ports on 127.0.0.2: one that accepts (and closes at once), one
+/// that refuses.
+pub async fn open_and_closed_ports() -> (u16, u16) {
+    let open = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("bind 127.0.0.2");
+    let open_port = open.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = open.accept().await {
+            drop(s);
+        }
+    });
+    let closed = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    (open_port, closed)
+}

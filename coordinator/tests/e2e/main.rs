@@ -16,6 +16,7 @@ mod outbox_full;
 mod partition;
 mod recovery;
 mod sequence;
+mod sink_reads;
 mod slow_clients;
 mod spine;
 mod targets;
