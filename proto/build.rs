@@ -28,7 +28,7 @@ const STRICT: &[&str] = &[
 ];
 
 /// Messages the HTTP API serves as JSON unchanged (see `OPENAPI` below).
-const OPENAPI: &[&str] = &["VerdictEntry", "FleetAgent", "CampaignInfo"];
+const OPENAPI: &[&str] = &["VerdictEntry", "FleetAgent", "CampaignInfo", "ChangeEvent"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

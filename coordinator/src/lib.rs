@@ -5,6 +5,7 @@
 pub mod analysis;
 pub mod api;
 pub mod campaigns;
+pub mod changes;
 pub mod config;
 pub mod dispatch;
 pub mod errors;

@@ -8,6 +8,7 @@
 //! it (`rules.rs`); `analyze_run` pairs results by target and refines
 //! protocol labels into `udp.drop` when a whole address's UDP is silent.
 
+pub mod changes;
 pub mod fingerprints;
 mod rules;
 

@@ -21,9 +21,9 @@ use vantage_proto::v1::query_service_server::QueryService;
 use vantage_proto::v1::{
     results_item, watch_event, AgentsRequest, AgentsResponse, AggregationCell, AggregationRequest,
     AggregationResponse, CampaignRequest, CampaignStatusResponse, CampaignsRequest,
-    CampaignsResponse, ListResultsRequest, QueryVerdictsRequest, QueryVerdictsResponse,
-    ResultEntry, ResultsItem, ResultsPageEnd, ResultsRequest, StoredResult, VerdictsRequest,
-    VerdictsResponse, WatchEvent, WatchRequest,
+    CampaignsResponse, ChangesRequest, ChangesResponse, ListResultsRequest, QueryVerdictsRequest,
+    QueryVerdictsResponse, ResultEntry, ResultsItem, ResultsPageEnd, ResultsRequest, StoredResult,
+    VerdictsRequest, VerdictsResponse, WatchEvent, WatchRequest,
 };
 
 use super::peer_fingerprint;
@@ -508,6 +508,36 @@ impl QueryService for QueryApi {
                     .collect(),
                 axis_x: x,
                 axis_y: y.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn changes(
+        &self,
+        req: Request<ChangesRequest>,
+    ) -> Result<Response<ChangesResponse>, Status> {
+        self.read(req, |s, r| {
+            let asn = r.asn.map(|a| a.to_string()).unwrap_or_default();
+            let limit = r.limit.map(|l| l.to_string()).unwrap_or_default();
+            let p = fields(
+                &[
+                    ("campaign", &r.campaign),
+                    ("target", &r.target),
+                    ("country", &r.country),
+                    ("asn", &asn),
+                    ("since", &r.since),
+                    ("until", &r.until),
+                    ("change", &r.change),
+                    ("limit", &limit),
+                    ("cursor", &r.cursor),
+                ],
+                &[],
+            );
+            let (changes, next) = crate::query::ChangeFilter::parse(&p)?.page(s)?;
+            Ok(ChangesResponse {
+                changes,
+                next_cursor: next.unwrap_or_default(),
             })
         })
         .await

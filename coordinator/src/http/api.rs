@@ -192,6 +192,40 @@ pub(crate) async fn verdicts(
     .await
 }
 
+// ------------------------------------------------------------------ changes
+
+/// A page of change events.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ChangeList {
+    pub changes: Vec<vantage_proto::v1::ChangeEvent>,
+    /// Pass as `cursor` for the next page; null when there is none.
+    pub next_cursor: Option<String>,
+}
+
+/// Change events, the "since when": a target, in one country and AS, went
+/// from one state to another and held it for the campaign's
+/// `change_after_runs` runs. Oldest onset first.
+#[utoipa::path(get, path = "/api/v1/changes", tag = "verdicts",
+    params(crate::query::ChangeFilter),
+    responses((status = 200, body = ChangeList),
+        (status = 404, body = ErrorBody, description = "no such campaign")))]
+pub(crate) async fn changes(
+    State(app): State<App>,
+    q: RawQuery,
+) -> Result<Json<ChangeList>, ServiceError> {
+    let p = Params::parse(q, crate::query::CHANGE_FILTERS)?;
+    let f = crate::query::ChangeFilter::parse(&p)?;
+    let shared = app.shared.clone();
+    blocking(move || {
+        let (changes, next_cursor) = f.page(&shared)?;
+        Ok(Json(ChangeList {
+            changes,
+            next_cursor,
+        }))
+    })
+    .await
+}
+
 // ------------------------------------------------------------------ sink
 
 /// The result sink, as the dashboard's badge shows it.

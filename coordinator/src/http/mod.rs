@@ -120,6 +120,7 @@ pub(crate) fn router(app: App) -> Router {
         .route("/api/v1/campaigns/{id}", get(api::campaign))
         .route("/api/v1/results", get(api::results))
         .route("/api/v1/verdicts", get(api::verdicts))
+        .route("/api/v1/changes", get(api::changes))
         .route("/api/v1/aggregation", get(aggregation::aggregation))
         .route("/api/v1/sink", get(api::sink))
         .route("/api/v1/stream", get(stream::stream))

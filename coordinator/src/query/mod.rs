@@ -475,13 +475,7 @@ impl VerdictFilter {
     /// The matching verdicts of every campaign (or the one asked for),
     /// computed from the stored results.
     pub(crate) fn collect(&self, shared: &Shared) -> Result<Vec<VerdictEntry>, ServiceError> {
-        let recs = match &self.campaign {
-            Some(id) => vec![shared
-                .store
-                .campaign(id)?
-                .ok_or_else(|| ServiceError::NotFound(format!("no campaign with id {id}")))?],
-            None => shared.store.campaigns()?,
-        };
+        let recs = campaigns_of(shared, self.campaign.as_deref())?;
         let mut out = Vec::new();
         for rec in &recs {
             out.extend(
@@ -491,6 +485,122 @@ impl VerdictFilter {
             );
         }
         Ok(out)
+    }
+}
+
+/// The campaign asked for (404 when it is not stored), or every campaign.
+fn campaigns_of(
+    shared: &Shared,
+    campaign: Option<&str>,
+) -> Result<Vec<crate::store::CampaignRecord>, ServiceError> {
+    Ok(match campaign {
+        Some(id) => vec![shared
+            .store
+            .campaign(id)?
+            .ok_or_else(|| ServiceError::NotFound(format!("no campaign with id {id}")))?],
+        None => shared.store.campaigns()?,
+    })
+}
+
+// ------------------------------------------------------------------ changes
+
+/// Which change events (`/api/v1/changes`, gRPC `Changes`).
+#[derive(Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ChangeFilter {
+    /// Campaign id (default: every campaign).
+    campaign: Option<String>,
+    /// Target key.
+    target: Option<String>,
+    /// The inside agents' country (ISO 3166-1 alpha-2).
+    country: Option<String>,
+    /// The inside agents' AS number.
+    asn: Option<u32>,
+    /// Onset (the first run showing the new state) at or after: RFC 3339,
+    /// a date or Unix microseconds; not later than `until`.
+    #[param(value_type = Option<String>)]
+    since: Option<i64>,
+    /// Onset at or before.
+    #[param(value_type = Option<String>)]
+    until: Option<i64>,
+    /// `blocked`, `unblocked`, `down`, `up` or `mechanism`.
+    change: Option<String>,
+    /// Events per page (default 100, at most 1000).
+    #[param(value_type = Option<u32>)]
+    limit: usize,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<String>)]
+    cursor: Option<[u8; 16]>,
+}
+
+pub(crate) const CHANGE_FILTERS: &[&str] = &[
+    "campaign", "target", "country", "asn", "since", "until", "change", "limit", "cursor",
+];
+
+impl ChangeFilter {
+    pub(crate) fn parse(p: &Fields) -> Result<ChangeFilter, ServiceError> {
+        let change = match p.get("change") {
+            None => None,
+            Some(c) if crate::changes::KINDS.contains(&c) => Some(c.to_string()),
+            Some(c) => {
+                return Err(ServiceError::invalid(format!(
+                    "change must be one of {}, not {c:?}",
+                    crate::changes::KINDS.join(", ")
+                )))
+            }
+        };
+        let (since, until) = time_range(p)?;
+        Ok(ChangeFilter {
+            campaign: p.id("campaign")?.map(|c| c.0),
+            target: p.string("target"),
+            country: country_param(p)?,
+            asn: p.u32("asn")?,
+            since,
+            until,
+            change,
+            limit: p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
+            cursor: p.get("cursor").map(fields::decode_cursor).transpose()?,
+        })
+    }
+
+    fn matches(&self, e: &vantage_proto::v1::ChangeEvent) -> bool {
+        self.target.as_ref().is_none_or(|t| *t == e.target)
+            && self
+                .country
+                .as_ref()
+                .is_none_or(|c| e.country.eq_ignore_ascii_case(c))
+            && self.asn.is_none_or(|a| e.asn == a)
+            && self.since.is_none_or(|s| e.after_us >= s)
+            && self.until.is_none_or(|u| e.after_us <= u)
+            && self.change.as_ref().is_none_or(|c| *c == e.change)
+            && self.cursor.is_none_or(|c| crate::changes::order_key(e) > c)
+    }
+
+    /// One page of matching events, oldest onset first, and the cursor of
+    /// the next page (none: this was the last).
+    pub(crate) fn page(
+        &self,
+        shared: &Shared,
+    ) -> Result<(Vec<vantage_proto::v1::ChangeEvent>, Option<String>), ServiceError> {
+        let recs = campaigns_of(shared, self.campaign.as_deref())?;
+        let mut all = Vec::new();
+        for rec in &recs {
+            all.extend(
+                crate::changes::of_campaign(shared, rec)?
+                    .into_iter()
+                    .filter(|e| self.matches(e)),
+            );
+        }
+        all.sort_by_key(crate::changes::order_key);
+        let more = all.len() > self.limit;
+        all.truncate(self.limit);
+        let next = more
+            .then(|| {
+                all.last()
+                    .map(|e| fields::encode_cursor(&crate::changes::order_key(e)))
+            })
+            .flatten();
+        Ok((all, next))
     }
 }
 

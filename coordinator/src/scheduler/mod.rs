@@ -17,5 +17,5 @@ pub use select::{
 };
 pub use spec::{
     parse_spec, CampaignSpec, FingerprintSpec, GroupSelector, Schedule, SpecError, SpecFormat,
-    DEFAULT_DEADLINE, MAX_DEADLINE, MAX_RUNS, MAX_TARGETS,
+    CHANGE_AFTER_RUNS, DEFAULT_DEADLINE, MAX_DEADLINE, MAX_RUNS, MAX_TARGETS,
 };

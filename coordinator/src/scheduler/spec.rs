@@ -200,7 +200,14 @@ pub struct CampaignSpec {
     /// public fingerprint lists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blockpage_fingerprints: Vec<FingerprintSpec>,
+    /// Consecutive runs a new state must hold before it is a change event
+    /// (`crate::changes`); default 2, so one flap is not an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_after_runs: Option<u32>,
 }
+
+/// Runs a new state holds before it is a change event, by default.
+pub const CHANGE_AFTER_RUNS: u32 = 2;
 
 /// Most fingerprints one campaign may add.
 pub(super) const MAX_FINGERPRINTS: usize = 1_000;
@@ -346,6 +353,14 @@ impl CampaignSpec {
                 let (d, max) = (human(d), human(MAX_DEADLINE));
                 let why = format!("{d} is longer than the {max} maximum");
                 return Err(invalid("deadline", why));
+            }
+        }
+        if let Some(k) = self.change_after_runs {
+            if !(1..=100).contains(&k) {
+                return Err(invalid(
+                    "change_after_runs",
+                    format!("{k} is not between 1 and 100"),
+                ));
             }
         }
         self.targets = self.validate_targets()?;

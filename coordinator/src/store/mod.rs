@@ -403,6 +403,14 @@ impl Store {
         Ok(self.results.contains_key(result_key(id))?)
     }
 
+    /// One stored result's `StoredResult` bytes, if it is stored.
+    pub fn result(&self, id: &[u8; 16]) -> Result<Option<sled::IVec>, StoreError> {
+        match self.results.get(result_key(id))? {
+            Some(v) => Ok(Some(self.values.resolve(v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Number of stored results (kept in the results tree itself).
     pub fn result_count(&self) -> Result<u64, StoreError> {
         Ok(counter_value(self.results.get(COUNT_KEY)?.as_deref()))

@@ -613,7 +613,7 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
     // Which ones: the unit test in http/openapi.rs; that they describe the
     // API: the e2e test openapi (Schemathesis).
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 9, "{:?}", paths.keys());
+    assert_eq!(paths.len(), 10, "{:?}", paths.keys());
 
     // Metrics with plausible values.
     let m = get(&http, "/metrics").await;

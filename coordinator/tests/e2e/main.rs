@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod campaigns;
+mod changes;
 mod dashboard;
 mod deploy;
 mod faults;

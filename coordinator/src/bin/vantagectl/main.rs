@@ -13,6 +13,7 @@ use vantage_proto::v1::ListResultsRequest;
 mod agents;
 mod bench;
 mod campaign;
+mod changes;
 mod common;
 mod dispatch;
 mod export;
@@ -88,6 +89,27 @@ enum Cmd {
     /// Verdicts of a campaign: one row per run, target and inside agent
     /// (its country and ASN), with status, mechanism and confidence.
     Verdicts { campaign_id: String },
+    /// Change events, the "since when": a target, in one country and AS,
+    /// went from one state to another and held it for the campaign's
+    /// change_after_runs runs (default 2). Oldest onset first.
+    Changes {
+        #[arg(long)]
+        campaign: Option<String>,
+        /// A duration back from now ("7d", "12h"), or RFC 3339, a date or
+        /// Unix microseconds: onsets at or after it.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        country: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// blocked, unblocked, down, up or mechanism.
+        #[arg(long)]
+        change: Option<String>,
+        /// Keep asking every this many seconds and print new events.
+        #[arg(long, num_args = 0..=1, default_missing_value = "10")]
+        watch: Option<u64>,
+    },
     /// Export a campaign's results: jsonl (decoded + signed envelope),
     /// ooni-jsonl (OONI's measurement format and test keys, with the
     /// campaign's verdicts and the signed envelope), csv, or parquet (the
@@ -184,6 +206,29 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Stats => stats::run(ch, out).await,
         Cmd::Campaign { cmd } => campaign::run(ch, out, cmd).await,
         Cmd::Verdicts { campaign_id } => verdicts::run(ch, out, campaign_id).await,
+        Cmd::Changes {
+            campaign,
+            since,
+            country,
+            target,
+            change,
+            watch,
+        } => {
+            let req = vantage_proto::v1::ChangesRequest {
+                campaign: campaign.clone().unwrap_or_default(),
+                since: since
+                    .as_deref()
+                    .map(changes::since_value)
+                    .transpose()?
+                    .unwrap_or_default(),
+                country: country.clone().unwrap_or_default(),
+                target: target.clone().unwrap_or_default(),
+                change: change.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            let every = watch.map(|s| std::time::Duration::from_secs(s.max(1)));
+            changes::run(ch, out, req, every).await
+        }
         Cmd::Export {
             campaign_id,
             format,

@@ -1,0 +1,165 @@
+//! Change events from a real periodic campaign: a target that answers,
+//! then refuses for three runs, then answers again, gives exactly two
+//! events (down, then up), each with an onset interval that holds the
+//! moment it was switched; over HTTP, gRPC and `vantagectl changes` alike.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use vantage_proto::v1::query_service_client::QueryServiceClient;
+use vantage_proto::v1::ChangesRequest;
+
+use crate::harness::*;
+use crate::http::get;
+
+async fn json(http: &str, path: &str) -> Value {
+    let r = get(http, path).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.json()
+}
+
+fn now_us() -> i64 {
+    vantage_proto::now_us()
+}
+
+/// Accepts on `port` of 127.0.0.2 until the returned handle is aborted.
+fn listen(port: u16) -> tokio::task::JoinHandle<()> {
+    let l = std::net::TcpListener::bind(("127.0.0.2", port)).expect("bind the target");
+    l.set_nonblocking(true).unwrap();
+    let l = tokio::net::TcpListener::from_std(l).unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            drop(s);
+        }
+    })
+}
+
+async fn runs_done(http: &str, id: &str) -> usize {
+    json(http, &format!("/api/v1/campaigns/{id}")).await["runs"]
+        .as_array()
+        .map(|runs| runs.iter().filter(|r| r["state"] == "done").count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_down_for_three_runs_gives_two_events_with_their_onsets() {
+    let c = Coordinator::init().with_http();
+    c.set_config("http_rate_per_minute", "0");
+    let c = c.start();
+    let http = c.http.clone().unwrap();
+    let _fleet = fleet(&c, 0).await;
+
+    let port = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut up = Some(listen(port));
+    let now = SystemTime::now();
+    let start = humantime::format_rfc3339_seconds(now + Duration::from_secs(1));
+    let end = humantime::format_rfc3339_seconds(now + Duration::from_secs(26));
+    let schedule = format!("[schedule]\nevery = \"3s\"\nstart = \"{start}\"\nend = \"{end}\"\n");
+    let id = c.create_campaign(&campaign_spec(
+        "changes",
+        "2s",
+        &schedule,
+        &tcp_targets("127.0.0.2", &[port]),
+    ));
+
+    // Down after the third run, up again after the sixth.
+    let mut switched = Vec::new();
+    for (after_runs, open) in [(3, false), (6, true)] {
+        until(
+            Duration::from_secs(60),
+            "the runs before the switch",
+            || async { runs_done(&http, &id).await >= after_runs },
+        )
+        .await;
+        if open {
+            up = Some(listen(port));
+        } else if let Some(h) = up.take() {
+            h.abort();
+            let _ = h.await;
+        }
+        switched.push(now_us());
+    }
+    until(Duration::from_secs(60), "every run", || async {
+        json(&http, &format!("/api/v1/campaigns/{id}")).await["campaign"]["state"] == "done"
+    })
+    .await;
+    assert_eq!(runs_done(&http, &id).await, 9);
+
+    let page = json(&http, &format!("/api/v1/changes?campaign={id}")).await;
+    let events = page["changes"].as_array().unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["down", "up"], "{page}");
+    for (e, at) in events.iter().zip(&switched) {
+        let (before, after) = (
+            e["before_us"].as_i64().unwrap(),
+            e["after_us"].as_i64().unwrap(),
+        );
+        assert!(
+            before <= *at && *at <= after,
+            "{at} not in [{before}, {after}]: {e}"
+        );
+        assert!(after - before < 6_000_000, "one run apart: {e}");
+        assert_eq!(e["country"], "CN");
+        assert_eq!(e["agents"].as_array().unwrap().len(), 2, "{e}");
+        assert!(!e["evidence"].as_array().unwrap().is_empty());
+    }
+    assert_eq!(events[0]["from_status"], "ok");
+    assert_eq!(events[0]["to_status"], "down");
+    assert!(page["next_cursor"].is_null());
+
+    // Filters and pages.
+    let down = json(&http, &format!("/api/v1/changes?campaign={id}&change=down")).await;
+    assert_eq!(down["changes"].as_array().unwrap().len(), 1);
+    let first = json(&http, &format!("/api/v1/changes?campaign={id}&limit=1")).await;
+    assert_eq!(first["changes"][0], events[0]);
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second = json(
+        &http,
+        &format!("/api/v1/changes?campaign={id}&limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(second["changes"][0], events[1]);
+    assert!(second["next_cursor"].is_null());
+    let later = json(
+        &http,
+        &format!("/api/v1/changes?since={}", events[1]["after_us"]),
+    )
+    .await;
+    assert_eq!(later["changes"].as_array().unwrap().len(), 1);
+    let bad = get(&http, "/api/v1/changes?change=sideways").await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // gRPC and vantagectl agree.
+    let g = QueryServiceClient::new(c.admin_channel().await)
+        .changes(ChangesRequest {
+            campaign: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("changes")
+        .into_inner();
+    assert_eq!(serde_json::to_value(&g.changes).unwrap(), page["changes"]);
+    let ctl = c.ctl_ok(&[
+        "--output",
+        "json",
+        "changes",
+        "--campaign",
+        &id,
+        "--since",
+        "1h",
+    ]);
+    let ctl: Value = serde_json::from_str(&ctl).expect("json");
+    assert_eq!(ctl, page["changes"]);
+    let table = c.ctl_ok(&["changes", "--campaign", &id]);
+    assert!(
+        table.contains("ok -> down") && table.contains("down -> ok"),
+        "{table}"
+    );
+}
