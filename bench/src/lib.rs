@@ -1404,3 +1404,80 @@ mod tests {
             .all(|s| s.rss_mib > 0.0 && s.fds > 0 && s.threads > 0));
     }
 }
+
+/// Outcome of the change-derivation benchmark.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChangesReport {
+    pub series: usize,
+    pub runs: usize,
+    pub rows: usize,
+    pub events: usize,
+    pub repeats: usize,
+    pub median_ms: f64,
+    pub rows_per_s: f64,
+}
+
+/// Times `analysis::changes::derive` over `series` x `runs` synthetic
+/// points (2 inside agents each): a tenth of the series go down for a
+/// third of the runs and come back, a tenth flap once, the rest stay ok.
+pub fn changes(series: usize, runs: usize) -> ChangesReport {
+    use vantage_coordinator::analysis::changes::{derive, Point};
+    let all: Vec<Vec<Point>> = (0..series)
+        .map(|s| {
+            (0..runs)
+                .map(|r| {
+                    let status = match s % 10 {
+                        0 if r >= runs / 3 && r < 2 * runs / 3 => "down",
+                        1 if r == runs / 2 => "blocked",
+                        _ => "ok",
+                    };
+                    Point {
+                        run_id: format!("run-{r:04}"),
+                        at_us: r as i64 * 3_600_000_000,
+                        rows: (0..2)
+                            .map(|a| {
+                                (
+                                    status.to_string(),
+                                    String::new(),
+                                    format!("agent-{a}"),
+                                    vec![format!("m-{s}-{r}-{a}"), format!("c-{s}-{r}")],
+                                )
+                            })
+                            .collect(),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let repeats = 5;
+    let mut ms = Vec::new();
+    let mut events = 0;
+    for _ in 0..repeats {
+        let t = Instant::now();
+        events = all.iter().map(|points| derive(points, 2).len()).sum();
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let median_ms = median(&mut ms);
+    let rows = series * runs * 2;
+    ChangesReport {
+        series,
+        runs,
+        rows,
+        events,
+        repeats,
+        median_ms,
+        rows_per_s: rows as f64 / (median_ms / 1000.0),
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    /// The synthetic series give what they are built to: two events for a
+    /// tenth of them, none for the flapping tenth.
+    #[test]
+    fn the_change_benchmark_derives_the_events_it_plants() {
+        let r = super::changes(100, 30);
+        assert_eq!(r.events, 20);
+        assert_eq!(r.rows, 100 * 30 * 2);
+    }
+}

@@ -101,6 +101,15 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000_000)]
         aggregation_rows: u64,
     },
+    /// Deriving change events (the pure step behind /api/v1/changes) over
+    /// TARGETS series x RUNS runs of 2 inside agents each; a tenth of the
+    /// series change twice (down, then back), a tenth flap once.
+    Changes {
+        #[arg(long, default_value_t = 1_000)]
+        targets: usize,
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
     /// N concurrent sessions with heartbeats: memory and idle CPU; then a
     /// campaign for all of them and the time until each has its task.
     Sessions {
@@ -272,6 +281,21 @@ async fn run(output: Output, cmd: &Cmd) -> Result<()> {
             println!(
                 "  ClickHouse / sled         {:.1}x rows/s",
                 r.clickhouse_over_sled
+            );
+        }
+        Cmd::Changes { targets, runs } => {
+            let r = vantage_bench::changes(*targets, *runs);
+            if output != Output::Table {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "changes: {} series x {} runs ({} verdict rows), {} events",
+                r.series, r.runs, r.rows, r.events
+            );
+            println!(
+                "  derive, median of {}    {:.1} ms ({:.0} rows/s)",
+                r.repeats, r.median_ms, r.rows_per_s
             );
         }
         Cmd::Sessions {
