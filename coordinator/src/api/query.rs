@@ -241,6 +241,7 @@ fn watch_event(e: &FeedEvent) -> WatchEvent {
             watch_event::Event::Result(result_entry((**d).clone())),
         ),
         Payload::Verdict(v) => (String::new(), watch_event::Event::Verdict((**v).clone())),
+        Payload::Change(c) => (String::new(), watch_event::Event::Change((**c).clone())),
     };
     WatchEvent {
         id,

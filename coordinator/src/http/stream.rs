@@ -1,6 +1,7 @@
 //! `/api/v1/stream`: server-sent events of new results (`event: result`,
 //! `id:` the result's commit sequence number) and of verdicts they create
-//! or change (`event: verdict`, no id), from the shared live feed
+//! or change (`event: verdict`, no id) and the change events those make
+//! (`event: change`, no id), from the shared live feed
 //! (`crate::query::feed`). A client that sends `Last-Event-ID` (or
 //! `?last_event_id=`) first gets every result stored after that event,
 //! late deliveries with old ids included, then the live events; nothing is
@@ -36,7 +37,7 @@ fn sse(e: &FeedEvent) -> SseEvent {
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this event: the `id` of the last result event received (its commit sequence number)"),
         ("last_event_id" = Option<String>, Query, description = "the same, for clients that cannot set headers"),
     ),
-    responses((status = 200, description = "text/event-stream: `result` events (id = the result's commit sequence number, data = a result as in /results) and `verdict` events (data = a verdict as in /verdicts)", content_type = "text/event-stream")))]
+    responses((status = 200, description = "text/event-stream: `result` events (id = the result's commit sequence number, data = a result as in /results) `verdict` events (data = a verdict as in /verdicts) and `change` events (data = a change event as in /changes)", content_type = "text/event-stream")))]
 pub(crate) async fn stream(
     State(app): State<App>,
     headers: HeaderMap,

@@ -1,5 +1,5 @@
-//! The live feed of new results and of the verdicts they create or
-//! change, behind `/api/v1/stream` (server-sent events) and gRPC
+//! The live feed of new results, of the verdicts they create or change
+//! and of the change events (`crate::changes`) those make, behind `/api/v1/stream` (server-sent events) and gRPC
 //! `QueryService.Watch`.
 //!
 //! One feed task per server polls the store every 500 ms for results
@@ -48,6 +48,7 @@ pub(crate) struct FeedEvent {
 pub(crate) enum Payload {
     Result(Box<Decoded>),
     Verdict(Box<VerdictEntry>),
+    Change(Box<vantage_proto::v1::ChangeEvent>),
 }
 
 /// The shared live feed.
@@ -210,6 +211,50 @@ struct Verdicts {
     /// the result but the old verdicts; without this second look the
     /// verdicts it changed were never sent (a CI run caught it).
     recheck: Vec<String>,
+    /// The change events already seen, per campaign (their order keys).
+    changes: HashMap<String, HashSet<[u8; 16]>>,
+}
+
+/// A verdict or change event (no sequence number): its JSON once, and
+/// the view it was made from.
+fn unnumbered<T: serde::Serialize + Clone>(
+    kind: &'static str,
+    v: &T,
+    payload: impl FnOnce(T) -> Payload,
+) -> Option<FeedEvent> {
+    let data = serde_json::to_string(v).ok()?;
+    Some(FeedEvent {
+        seq: None,
+        kind,
+        data,
+        payload: payload(v.clone()),
+    })
+}
+
+/// Change events of `campaign` not seen before; on the first look at a
+/// campaign only those resting on results new in this poll (the rest
+/// were there before the listener came).
+fn new_changes(
+    shared: &Shared,
+    campaign: &str,
+    seen: &mut HashMap<String, HashSet<[u8; 16]>>,
+    new_ids: &HashSet<String>,
+) -> Vec<vantage_proto::v1::ChangeEvent> {
+    let Ok(Some(rec)) = shared.store.campaign(campaign) else {
+        return Vec::new();
+    };
+    let Ok(events) = crate::changes::of_campaign(shared, &rec) else {
+        return Vec::new();
+    };
+    let first = !seen.contains_key(campaign);
+    let known = seen.entry(campaign.to_string()).or_default();
+    events
+        .into_iter()
+        .filter(|e| {
+            let fresh = known.insert(crate::changes::order_key(e));
+            fresh && (!first || e.evidence.iter().any(|id| new_ids.contains(id)))
+        })
+        .collect()
 }
 
 type PollOut = (Vec<FeedEvent>, u64, Verdicts);
@@ -242,15 +287,16 @@ fn poll(
     campaigns.retain(|c| !fresh.contains(c));
     campaigns.extend(fresh);
     for c in &campaigns {
-        for v in changed_verdicts(shared, c, &mut state.known, &new_ids) {
-            if let Ok(data) = serde_json::to_string(&v) {
-                events.push(FeedEvent {
-                    seq: None,
-                    kind: "verdict",
-                    data,
-                    payload: Payload::Verdict(Box::new(v)),
-                });
-            }
+        let verdicts = changed_verdicts(shared, c, &mut state.known, &new_ids);
+        let changed = !verdicts.is_empty();
+        for v in verdicts {
+            events.extend(unnumbered("verdict", &v, |v| Payload::Verdict(Box::new(v))));
+        }
+        if !changed {
+            continue;
+        }
+        for e in new_changes(shared, c, &mut state.changes, &new_ids) {
+            events.extend(unnumbered("change", &e, |e| Payload::Change(Box::new(e))));
         }
     }
     Ok((events, new_last.max(last), state))
@@ -431,7 +477,7 @@ mod tests {
             .iter()
             .filter_map(|e| match &e.payload {
                 Payload::Verdict(v) => Some(&**v),
-                Payload::Result(_) => None,
+                Payload::Result(_) | Payload::Change(_) => None,
             })
             .collect();
         assert_eq!(verdicts.len(), 1, "{}", events.len());

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use vantage_proto::v1::query_service_client::QueryServiceClient;
-use vantage_proto::v1::ChangesRequest;
+use vantage_proto::v1::{watch_event, ChangesRequest, WatchRequest};
 
 use crate::harness::*;
 use crate::http::get;
@@ -55,6 +55,12 @@ async fn a_target_down_for_three_runs_gives_two_events_with_their_onsets() {
         .unwrap()
         .port();
     let mut up = Some(listen(port));
+    // A live watch from before the campaign gets the change events too.
+    let mut watch = QueryServiceClient::new(c.admin_channel().await)
+        .watch(WatchRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
     let now = SystemTime::now();
     let start = humantime::format_rfc3339_seconds(now + Duration::from_secs(1));
     let end = humantime::format_rfc3339_seconds(now + Duration::from_secs(26));
@@ -135,6 +141,20 @@ async fn a_target_down_for_three_runs_gives_two_events_with_their_onsets() {
     assert_eq!(later["changes"].as_array().unwrap().len(), 1);
     let bad = get(&http, "/api/v1/changes?change=sideways").await;
     assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // The watch sent each event once, as it happened.
+    let mut live = Vec::new();
+    while let Ok(Ok(Some(e))) = tokio::time::timeout(Duration::from_secs(3), watch.message()).await
+    {
+        if let Some(watch_event::Event::Change(c)) = e.event {
+            live.push(c);
+        }
+    }
+    assert_eq!(
+        serde_json::to_value(&live).unwrap(),
+        page["changes"],
+        "the watch's change events"
+    );
 
     // gRPC and vantagectl agree.
     let g = QueryServiceClient::new(c.admin_channel().await)
