@@ -294,11 +294,49 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until every replica of every shard has fetched what its shard
-    /// holds of `table`, so counts through a `Distributed` table are whole.
+    /// Waits until node `i`'s replica of `table` has fetched what its shard
+    /// holds. A replica restarted within the ZooKeeper session timeout is
+    /// read-only until its old session expires, and `SYSTEM SYNC REPLICA`
+    /// then returns at once with parts missing (a CI run saw 50 of 147):
+    /// wait for it to be writable first.
+    pub fn sync_replica(&self, i: usize, table: &str) -> Result<(), String> {
+        let (db, name) = table.split_once('.').unwrap_or(("default", table));
+        let q = format!(
+            "SELECT is_readonly FROM system.replicas WHERE database = '{db}' AND table = '{name}'"
+        );
+        wait(
+            Duration::from_secs(60),
+            &format!("node {i}'s replica of {table}"),
+            || self.query(i, &q).is_ok_and(|r| r == "0"),
+        )?;
+        self.query(i, &format!("SYSTEM SYNC REPLICA {table}"))
+            .map(|_| ())
+    }
+
+    /// [`Cluster::sync_replica`] on every node, then until the replicas of
+    /// each shard hold as many rows of `table` as each other (a replica
+    /// restarted after `kill -9` may detach parts it cannot vouch for and
+    /// fetch them again after `SYSTEM SYNC REPLICA` returned), so counts
+    /// through a `Distributed` table are whole.
     pub fn sync_replicas(&self, table: &str) -> Result<(), String> {
         for i in 0..self.nodes.len() {
-            self.query(i, &format!("SYSTEM SYNC REPLICA {table}"))?;
+            self.sync_replica(i, table)?;
+        }
+        let count = |i: usize| self.query(i, &format!("SELECT count() FROM {table}")).ok();
+        let shards: std::collections::BTreeSet<usize> =
+            self.nodes.iter().map(|n| n.shard).collect();
+        for shard in shards {
+            let members: Vec<usize> = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].shard == shard)
+                .collect();
+            wait(
+                Duration::from_secs(60),
+                &format!("the replicas of shard {shard} to agree on {table}"),
+                || {
+                    let counts: Vec<Option<String>> = members.iter().map(|i| count(*i)).collect();
+                    counts.iter().all(|c| c.is_some() && *c == counts[0])
+                },
+            )?;
         }
         Ok(())
     }

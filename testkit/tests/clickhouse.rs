@@ -55,8 +55,7 @@ fn a_two_by_two_cluster_deduplicates_retries_and_replaced_rows() {
         100
     );
     // Replica 2 of shard 1 gets it too.
-    c.query(1, "SYSTEM SYNC REPLICA vantage.results_local")
-        .expect("sync");
+    c.sync_replica(1, "vantage.results_local").expect("sync");
     assert_eq!(
         count(&c, 1, "SELECT count() FROM vantage.results_local"),
         100
@@ -92,17 +91,13 @@ fn a_two_by_two_cluster_deduplicates_retries_and_replaced_rows() {
     c.insert(2, local, &late, &[])
         .expect("insert while a replica is down");
     c.restart(3).expect("restart");
-    c.query(3, "SYSTEM SYNC REPLICA vantage.results_local")
-        .expect("sync");
+    c.sync_replicas("vantage.results_local").expect("sync");
     assert_eq!(
         count(&c, 3, "SELECT count() FROM vantage.results_local"),
         count(&c, 2, "SELECT count() FROM vantage.results_local"),
         "the restarted replica holds what its shard holds"
     );
-    for node in [1, 3] {
-        c.query(node, "SYSTEM SYNC REPLICA vantage.results_local")
-            .expect("sync");
-    }
+    c.sync_replicas("vantage.results_local").expect("sync");
     // Cluster-wide, every id once under FINAL: 150 + 200 + 50.
     let total = count(&c, 0, "SELECT count() FROM vantage.results FINAL");
     assert_eq!(total, 400, "{}", c.dir().display());
