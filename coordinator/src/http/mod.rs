@@ -1,7 +1,8 @@
 //! The read-only HTTP face for dashboards (axum): versioned JSON under
 //! `/api/v1/`, server-sent events of new results and verdicts, an OpenAPI
 //! document generated from the handlers, Prometheus `/metrics`, and a
-//! built-in dashboard page at `/`. Served on its own listener
+//! built-in dashboard page at `/` with its vendored chart library under
+//! `/vendor/` (no token needed for either). Served on its own listener
 //! (`http_listen`) beside the gRPC port; nothing here writes to the store.
 //!
 //! Access: `Authorization: Bearer <token>` whose SHA-256 is listed in
@@ -37,6 +38,18 @@ use crate::state::Shared;
 
 /// The dashboard page (static; it reads everything through the API).
 const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The dashboard's chart library, vendored into the binary so the page
+/// needs nothing from outside: uPlot 1.6.32 (MIT, (c) Leon Sorokin), the
+/// npm package's `dist/uPlot.iife.min.js` and `dist/uPlot.min.css`
+/// unchanged; its licence is served beside it. See `vendor/README.md` for
+/// where it came from and how to update it. The page asks for these with
+/// `?v=` and the version, so a new version is a new URL for caches.
+const UPLOT_JS: &str = include_str!("vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("vendor/uPlot.min.css");
+const UPLOT_LICENSE: &str = include_str!("vendor/uPlot.LICENSE");
+/// How long browsers may keep the vendored files (a day).
+const VENDOR_CACHE: &str = "public, max-age=86400";
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -131,6 +144,9 @@ pub(crate) fn router(app: App) -> Router {
         ));
     Router::new()
         .route("/", get(dashboard))
+        .route("/vendor/uplot.js", get(uplot_js))
+        .route("/vendor/uplot.css", get(uplot_css))
+        .route("/vendor/uplot-LICENSE.txt", get(uplot_license))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .merge(guarded)
         .fallback(not_found)
@@ -146,6 +162,31 @@ async fn dashboard() -> Response {
         DASHBOARD,
     )
         .into_response()
+}
+
+/// A vendored file: public (a script tag sends no bearer token) and
+/// cacheable.
+fn vendored(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, VENDOR_CACHE),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn uplot_js() -> Response {
+    vendored("text/javascript; charset=utf-8", UPLOT_JS)
+}
+
+async fn uplot_css() -> Response {
+    vendored("text/css; charset=utf-8", UPLOT_CSS)
+}
+
+async fn uplot_license() -> Response {
+    vendored("text/plain; charset=utf-8", UPLOT_LICENSE)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ServiceError {

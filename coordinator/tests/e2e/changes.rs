@@ -23,7 +23,7 @@ fn now_us() -> i64 {
 }
 
 /// Accepts on `port` of 127.0.0.2 until the returned handle is aborted.
-fn listen(port: u16) -> tokio::task::JoinHandle<()> {
+pub(crate) fn listen(port: u16) -> tokio::task::JoinHandle<()> {
     let l = std::net::TcpListener::bind(("127.0.0.2", port)).expect("bind the target");
     l.set_nonblocking(true).unwrap();
     let l = tokio::net::TcpListener::from_std(l).unwrap();
@@ -34,7 +34,7 @@ fn listen(port: u16) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn runs_done(http: &str, id: &str) -> usize {
+pub(crate) async fn runs_done(http: &str, id: &str) -> usize {
     json(http, &format!("/api/v1/campaigns/{id}")).await["runs"]
         .as_array()
         .map(|runs| runs.iter().filter(|r| r["state"] == "done").count())

@@ -2,9 +2,12 @@
 //! driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`,
 //! no port opened), loads the page of a real coordinator holding a finished
 //! campaign, and we read the rendered DOM: verdict matrix, fleet, campaign
-//! progress, live-stream state. Screenshots at desktop and phone width go
-//! to `target/test-output/dashboard/`; at phone width nothing may overflow
-//! the viewport horizontally (wide tables scroll inside their card).
+//! progress, live-stream state, and the timeline's bands (pixels of its
+//! canvases) and change markers. Screenshots at desktop and phone width go
+//! to `target/test-output/dashboard/` and `target/test-output/timeline/`;
+//! at phone width nothing may overflow the viewport horizontally (wide
+//! tables scroll inside their card). Without a browser: the vendored chart
+//! library is served as the page asks for it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +18,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use crate::changes::{listen, runs_done};
 use crate::harness::*;
 use crate::http::{campaign, get};
 
@@ -239,9 +243,46 @@ const READ_PAGE: &str = r##"(() => {
     summary: document.getElementById("summary")?.textContent,
     live: document.getElementById("live-text")?.textContent,
     stale: window.__vantage_stale === true,
-    series: document.querySelectorAll("#series svg").length,
+    timeline: [...document.querySelectorAll("#timeline .tl-chart")].map(d => {
+      const over = d.querySelector(".u-over");
+      const W = over ? over.clientWidth : 0;
+      const markers = [...d.querySelectorAll(".tl-change")].map(m => ({
+        label: m.getAttribute("aria-label"), change: m.dataset.change, country: m.dataset.country,
+        from: m.offsetLeft / W, to: (m.offsetLeft + m.offsetWidth) / W,
+      }));
+      return { target: d.dataset.target, rows: d.dataset.rows, markers,
+        canvases: d.querySelectorAll("canvas").length, width: d.querySelector(".uplot")?.offsetWidth };
+    }),
+    timeline_note: document.getElementById("timeline-note")?.textContent,
+    changes: [...document.querySelectorAll("#changes li")].map(li => li.textContent),
   };
 })()"##;
+
+/// The colour a timeline's canvas shows in each band (top to bottom) at
+/// these fractions of the plot's width: `[[[r, g, b, a], ...], ...]`.
+const BAND_PIXELS: &str = r##"((target, fractions) => {
+  const d = [...document.querySelectorAll("#timeline .tl-chart")].find(d => d.dataset.target === target);
+  const c = d.querySelector("canvas"), o = d.querySelector(".u-over");
+  const cr = c.getBoundingClientRect(), or = o.getBoundingClientRect(), k = c.width / cr.width;
+  const n = d.dataset.rows.split(",").length, ctx = c.getContext("2d");
+  return [...Array(n).keys()].map(i => fractions.map(f => [...ctx.getImageData(
+    Math.round((or.left - cr.left + or.width * f) * k),
+    Math.round((or.top - cr.top + or.height * (i + 0.5) / n) * k), 1, 1).data]));
+})"##;
+
+/// [`BAND_PIXELS`] of `target`'s chart.
+fn band_pixels(b: &mut Browser, target: &str, fractions: &[f64]) -> Vec<Vec<[u8; 4]>> {
+    let v = b.eval(&format!(
+        "{BAND_PIXELS}({}, {})",
+        json!(target),
+        json!(fractions)
+    ));
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"))
+}
+
+/// The page's colours (its CSS variables) as the canvas draws them.
+const OK_RGB: [u8; 4] = [0x2e, 0x9d, 0x57, 255];
+const DOWN_RGB: [u8; 4] = [0x8a, 0x8f, 0x98, 255];
 
 /// Elements sticking out of the viewport on the right (or left), except
 /// inside a card that scrolls horizontally by design; and the page's own
@@ -298,8 +339,8 @@ async fn dashboard_in_headless_chromium_shows_the_verdict_matrix() {
     want.sort();
     want.dedup();
     let mut expected = vec![
-        (open_target, "ok".to_string()),
-        (closed_target, "down".to_string()),
+        (open_target.clone(), "ok".to_string()),
+        (closed_target.clone(), "down".to_string()),
     ];
     expected.sort();
     assert_eq!(want, expected, "{verdicts}");
@@ -317,6 +358,7 @@ async fn dashboard_in_headless_chromium_shows_the_verdict_matrix() {
             page["matrix"].as_array().map_or(0, Vec::len) == 3
                 && page["live"] == "live"
                 && page["campaigns"][0][1]["text"] == "done"
+                && page["timeline"].as_array().map_or(0, Vec::len) == 2
         },
     );
 
@@ -372,7 +414,38 @@ async fn dashboard_in_headless_chromium_shows_the_verdict_matrix() {
         "{camp}"
     );
     assert_eq!(camp[3]["text"], "2");
-    assert_eq!(page["series"], 2, "one chart per target");
+
+    // The timeline: a chart per target, a band for CN, the run drawn in
+    // its verdict's colour; one run makes no change event, and the page
+    // says so instead of breaking.
+    let charts = page["timeline"].as_array().unwrap();
+    let mut on_timeline: Vec<&str> = charts
+        .iter()
+        .map(|c| c["target"].as_str().unwrap())
+        .collect();
+    on_timeline.sort();
+    let mut targets = [open_target.as_str(), closed_target.as_str()];
+    targets.sort();
+    assert_eq!(on_timeline, targets, "{page}");
+    for chart in charts {
+        assert_eq!(chart["rows"], "CN", "{chart}");
+        assert!(chart["canvases"].as_u64().unwrap() >= 1, "{chart}");
+        assert_eq!(chart["markers"], json!([]), "{chart}");
+        assert!(chart["width"].as_u64().unwrap() > 900, "{chart}");
+    }
+    assert_eq!(
+        band_pixels(&mut b, &open_target, &[0.25, 0.75]),
+        [[OK_RGB; 2]]
+    );
+    assert_eq!(band_pixels(&mut b, &closed_target, &[0.5]), [[DOWN_RGB]]);
+    assert!(
+        page["timeline_note"]
+            .as_str()
+            .unwrap()
+            .starts_with("No change events yet."),
+        "{page}"
+    );
+    assert_eq!(page["changes"], json!([]), "{page}");
     let o = b.eval(OVERFLOW);
     assert!(
         o["offenders"] == json!([]) && o["scrolling_cards"] == json!([]),
@@ -395,8 +468,17 @@ async fn dashboard_in_headless_chromium_shows_the_verdict_matrix() {
             page["stale"] == false
                 && page["matrix"].as_array().map_or(0, Vec::len) == 3
                 && page["live"] == "live"
+                && page["timeline"].as_array().map_or(0, Vec::len) == 2
         },
     );
+    for chart in page["timeline"].as_array().unwrap() {
+        let w = chart["width"].as_u64().unwrap();
+        assert!(
+            (200..=370).contains(&w),
+            "a chart {w} px wide at 390: {chart}"
+        );
+    }
+    assert_eq!(band_pixels(&mut b, &open_target, &[0.5]), [[OK_RGB]]);
     let o = b.eval(OVERFLOW);
     assert_eq!(o["viewport"], 390, "{o}");
     assert!(
@@ -412,4 +494,254 @@ async fn dashboard_in_headless_chromium_shows_the_verdict_matrix() {
         out.display(),
         png.len()
     );
+}
+
+/// The vendored chart library (uPlot): served byte for byte as vendored,
+/// with its content type and a cache lifetime, without a token even where
+/// reads need one (a script tag sends none); the page asks for exactly
+/// these URLs, at the version the script says it is, and has the
+/// timeline's container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_serves_the_vendored_chart_library() {
+    let c = Coordinator::init().with_http();
+    c.set_read_tokens(&["read-token-for-tests-0123456789"]);
+    let c = c.start();
+    let http = c.http.clone().unwrap();
+    assert_eq!(get(&http, "/api/v1/verdicts").await.status, 401);
+
+    let js = include_str!("../../src/http/vendor/uPlot.iife.min.js");
+    let css = include_str!("../../src/http/vendor/uPlot.min.css");
+    let license = include_str!("../../src/http/vendor/uPlot.LICENSE");
+    for (path, content_type, body) in [
+        ("/vendor/uplot.js", "text/javascript", js),
+        ("/vendor/uplot.css", "text/css", css),
+        ("/vendor/uplot-LICENSE.txt", "text/plain", license),
+    ] {
+        let r = get(&http, path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let ct = r.header("content-type").unwrap_or_default();
+        assert!(ct.starts_with(content_type), "{path}: content-type {ct}");
+        let cache = r.header("cache-control").unwrap_or_default();
+        assert!(cache.contains("max-age="), "{path}: cache-control {cache}");
+        assert!(r.body == body, "{path}: not the vendored file");
+    }
+    assert!(js.contains("var uPlot=") && css.contains(".uplot"));
+    assert!(license.starts_with("The MIT License"));
+    let version = js
+        .strip_prefix("/*! https://github.com/leeoniya/uPlot (v")
+        .and_then(|rest| rest.split(')').next())
+        .expect("the script's banner names its version");
+
+    let page = get(&http, "/").await;
+    assert_eq!(page.status, 200);
+    for needle in [
+        format!("<script src=\"/vendor/uplot.js?v={version}\"></script>"),
+        format!("<link rel=\"stylesheet\" href=\"/vendor/uplot.css?v={version}\">"),
+        "<div id=\"timeline\">".to_string(),
+        "getJSON(\"/changes?".to_string(),
+        "new uPlot(".to_string(),
+    ] {
+        assert!(page.body.contains(&needle), "the page lacks {needle}");
+    }
+    // The hand-drawn SVG charts are gone.
+    assert!(!page.body.contains("<svg"), "an SVG chart is left");
+    assert_eq!(get(&http, "/vendor/nothing.js").await.status, 404);
+}
+
+/// The timeline of a periodic campaign whose target refused for two runs:
+/// its band is green, grey, green again, and the two change events are
+/// boxes labelled "ok -> down" and "down -> ok" over the grey's edges; a
+/// target that always answered has an all-green band and no box. Hovering
+/// a box names the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_timeline_marks_when_a_target_went_down_and_came_back() {
+    let name = "dashboard_timeline_marks_when_a_target_went_down_and_came_back";
+    let Some(chromium) = debian_tool(name, &["chromium"], "chromium") else {
+        return;
+    };
+    let out = output_dir("timeline");
+    let c = Coordinator::init().with_http();
+    c.set_config("http_rate_per_minute", "0");
+    let c = c.start();
+    let http = c.http.clone().unwrap();
+    let _fleet = fleet(&c, 0).await;
+
+    let port = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut up = Some(listen(port));
+    let now = std::time::SystemTime::now();
+    let start = humantime::format_rfc3339_seconds(now + Duration::from_secs(1));
+    let end = humantime::format_rfc3339_seconds(now + Duration::from_secs(17));
+    let schedule = format!("[schedule]\nevery = \"3s\"\nstart = \"{start}\"\nend = \"{end}\"\n");
+    let flapping = format!("tcp 127.0.0.2:{port}");
+    let steady = format!("tcp 127.0.0.1:{}", c.port());
+    let targets = tcp_targets("127.0.0.2", &[port]) + &tcp_targets("127.0.0.1", &[c.port()]);
+    let id = c.create_campaign(&campaign_spec("timeline", "2s", &schedule, &targets));
+
+    // ok, ok, down, down, ok, ok.
+    for (after_runs, open) in [(2, false), (4, true)] {
+        until(
+            Duration::from_secs(60),
+            "the runs before the switch",
+            || async { runs_done(&http, &id).await >= after_runs },
+        )
+        .await;
+        if open {
+            up = Some(listen(port));
+        } else if let Some(h) = up.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+    until(Duration::from_secs(60), "every run", || async {
+        get(&http, &format!("/api/v1/campaigns/{id}")).await.json()["campaign"]["state"] == "done"
+    })
+    .await;
+    assert_eq!(runs_done(&http, &id).await, 6);
+    let changes = get(&http, &format!("/api/v1/changes?campaign={id}"))
+        .await
+        .json();
+    let kinds: Vec<&str> = changes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["down", "up"], "{changes}");
+
+    let url = format!("http://{http}/");
+    let mut b = Browser::launch(&chromium, &out.join("chromium.log"));
+    b.viewport(1280, 900, false);
+    b.navigate(&url);
+    let mut page = Value::Null;
+    wait_until(
+        Duration::from_secs(30),
+        "the timeline with its change markers",
+        || {
+            page = b.eval(READ_PAGE);
+            page["timeline"].as_array().map_or(0, Vec::len) == 2
+                && page["changes"].as_array().map_or(0, Vec::len) == 2
+                && page["timeline"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["markers"].as_array().map_or(0, Vec::len) == 2)
+        },
+    );
+    let chart = |target: &str| {
+        page["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["target"] == target)
+            .unwrap_or_else(|| panic!("no chart for {target}: {page}"))
+            .clone()
+    };
+    assert_eq!(chart(&steady)["markers"], json!([]), "{page}");
+    let flapping_chart = chart(&flapping);
+    assert_eq!(flapping_chart["rows"], "CN");
+    let markers = flapping_chart["markers"].as_array().unwrap();
+    let labels: Vec<&str> = markers
+        .iter()
+        .map(|m| m["label"].as_str().unwrap().lines().next().unwrap())
+        .collect();
+    assert_eq!(labels, ["ok -> down", "down -> ok"], "{flapping_chart}");
+    assert_eq!(markers[0]["change"], "down");
+    assert_eq!(markers[1]["change"], "up");
+    let at = |i: usize, k: &str| markers[i][k].as_f64().unwrap();
+    assert!(
+        0.0 < at(0, "from") && at(0, "to") < at(1, "from") && at(1, "to") < 1.0,
+        "the boxes in order inside the plot: {flapping_chart}"
+    );
+
+    // Green before the first box, grey between the boxes, green after.
+    let gap = at(1, "from") - at(0, "to");
+    let xs = [
+        at(0, "from") / 2.0,
+        at(0, "to") + gap / 4.0,
+        at(1, "from") - gap / 4.0,
+        (at(1, "to") + 1.0) / 2.0,
+    ];
+    assert_eq!(
+        band_pixels(&mut b, &flapping, &xs),
+        [[OK_RGB, DOWN_RGB, DOWN_RGB, OK_RGB]],
+        "at {xs:?} of {flapping_chart}"
+    );
+    assert_eq!(band_pixels(&mut b, &steady, &xs), [[OK_RGB; 4]]);
+    let listed = page["changes"].as_array().unwrap();
+    assert!(
+        listed[0].as_str().unwrap().contains("down -> ok")
+            && listed[1].as_str().unwrap().contains("ok -> down"),
+        "newest first: {page}"
+    );
+
+    // Hovering the first box names the change in the tooltip.
+    let centre = b.eval(&format!(
+        r##"(() => {{
+          const m = [...document.querySelectorAll("#timeline .tl-chart")]
+            .find(d => d.dataset.target === {}).querySelector(".tl-change");
+          m.scrollIntoView({{ block: "center" }});
+          const r = m.getBoundingClientRect();
+          return [r.left + r.width / 2, r.top + r.height / 2];
+        }})()"##,
+        json!(flapping)
+    ));
+    let (x, y) = (centre[0].as_f64().unwrap(), centre[1].as_f64().unwrap());
+    for (dx, kind) in [(-20.0, "mouseMoved"), (0.0, "mouseMoved")] {
+        b.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": kind, "x": x + dx, "y": y}),
+        );
+    }
+    let mut tip = Value::Null;
+    wait_until(Duration::from_secs(10), "the tooltip", || {
+        tip = b.eval(
+            r#"(() => { const t = document.getElementById("tl-tip");
+              return t.style.display === "block" ? t.textContent : null; })()"#,
+        );
+        tip.is_string()
+    });
+    let tip = tip.as_str().unwrap();
+    assert!(
+        tip.contains(&flapping) && tip.contains("change: ok -> down"),
+        "{tip}"
+    );
+    b.screenshot(&out.join("desktop.png"));
+
+    // The pointer leaves: no tooltip. Phone width on the same page: the
+    // charts shrink to the screen.
+    b.call(
+        "Input.dispatchMouseEvent",
+        json!({"type": "mouseMoved", "x": 5, "y": 5}),
+    );
+    let hidden = b.eval(r#"document.getElementById("tl-tip").style.display"#);
+    assert_eq!(hidden, "none");
+    b.viewport(390, 844, true);
+    wait_until(
+        Duration::from_secs(30),
+        "the timeline to fit a phone",
+        || {
+            page = b.eval(READ_PAGE);
+            page["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["width"].as_u64().unwrap_or(999) <= 370)
+        },
+    );
+    let o = b.eval(OVERFLOW);
+    assert!(
+        o["scroll_width"].as_u64().unwrap() <= 390
+            && o["offenders"] == json!([])
+            && o["scrolling_cards"] == json!([]),
+        "horizontal overflow at 390px: {o}"
+    );
+    assert_eq!(
+        band_pixels(&mut b, &flapping, &xs),
+        [[OK_RGB, DOWN_RGB, DOWN_RGB, OK_RGB]]
+    );
+    b.screenshot(&out.join("phone.png"));
 }

@@ -654,7 +654,7 @@ async fn http_api_serves_fleet_results_verdicts_aggregation_and_metrics() {
         "\"/stream\"",
         "\"/verdicts\"",
         "\"/campaigns\"",
-        "/aggregation?",
+        "/changes?",
     ] {
         assert!(
             page.body.contains(needle),
