@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use prost::Message;
-use vantage_proto::v1::{ChangeEvent, StoredResult, VerdictRow};
+use vantage_proto::v1::{ChangeEvent, StoredResult, VerdictEntry};
 
 use crate::analysis::changes::{derive, Change, Point};
 use crate::errors::ServiceError;
@@ -44,24 +44,32 @@ fn started(s: &Shared, id: &str) -> Option<i64> {
 }
 
 /// The inside measurement ids of a run's rows (each row's first evidence).
-fn inside_ids<'a>(rows: &'a [&VerdictRow]) -> impl Iterator<Item = &'a str> {
+fn inside_ids<'a>(rows: &'a [&VerdictEntry]) -> impl Iterator<Item = &'a str> {
     rows.iter()
         .filter_map(|r| r.evidence.first().map(String::as_str))
 }
 
 /// Every change event of one campaign, oldest onset first.
 pub fn of_campaign(s: &Shared, rec: &CampaignRecord) -> Result<Vec<ChangeEvent>, ServiceError> {
+    Ok(from_verdicts(
+        s,
+        rec,
+        &crate::query::views::campaign_verdicts(s, rec)?,
+    ))
+}
+
+/// [`of_campaign`] from the campaign's current verdicts, already read
+/// (the live feed has them at hand).
+pub(crate) fn from_verdicts(
+    s: &Shared,
+    rec: &CampaignRecord,
+    rows: &[VerdictEntry],
+) -> Vec<ChangeEvent> {
     let k = rec.spec.change_after_runs.unwrap_or(CHANGE_AFTER_RUNS) as usize;
-    let at: BTreeMap<&str, i64> = rec
-        .runs
-        .iter()
-        .map(|r| (r.run_id.as_str(), r.dispatch_at_us))
-        .collect();
-    let rows = crate::verdicts::of_campaign(s, rec)?;
     // Series -> run -> its rows.
-    type Series<'a> = BTreeMap<(&'a str, &'a str, u32), BTreeMap<&'a str, Vec<&'a VerdictRow>>>;
+    type Series<'a> = BTreeMap<(&'a str, &'a str, u32), BTreeMap<&'a str, Vec<&'a VerdictEntry>>>;
     let mut series: Series = BTreeMap::new();
-    for r in &rows {
+    for r in rows {
         series
             .entry((r.target.as_str(), r.country.as_str(), r.asn))
             .or_default()
@@ -75,7 +83,7 @@ pub fn of_campaign(s: &Shared, rec: &CampaignRecord) -> Result<Vec<ChangeEvent>,
             .iter()
             .map(|(run, rows)| Point {
                 run_id: run.to_string(),
-                at_us: at.get(run).copied().unwrap_or(0),
+                at_us: rows.first().map_or(0, |r| r.dispatch_at_us),
                 rows: rows
                     .iter()
                     .map(|r| {
@@ -132,7 +140,7 @@ pub fn of_campaign(s: &Shared, rec: &CampaignRecord) -> Result<Vec<ChangeEvent>,
         }
     }
     out.sort_by_key(order_key);
-    Ok(out)
+    out
 }
 
 /// Where an event sorts (and what a cursor holds): its onset's end, then

@@ -367,7 +367,7 @@ pub fn mark_all(s: &Shared) -> Result<usize, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A campaign record with `targets` (spec TOML) and `runs`.
@@ -391,7 +391,8 @@ mod tests {
     }
     use vantage_proto::v1::{measurement, probe_input::Kind, ProbeInput, TcpInput, TcpResult};
 
-    fn tcp(id: &str, agent: &str, name: &str) -> Measurement {
+    /// A TCP result (to 192.0.2.1:443, connected) of run "run".
+    pub(crate) fn tcp(id: &str, agent: &str, name: &str) -> Measurement {
         Measurement {
             id: id.into(),
             agent_id: agent.into(),

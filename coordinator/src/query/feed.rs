@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::views::{self, Decoded, VerdictEntry};
 use crate::state::Shared;
+use crate::store::CampaignRecord;
 
 /// How often the feed looks for new results.
 pub(crate) const POLL: Duration = Duration::from_millis(500);
@@ -118,34 +119,31 @@ type VerdictKey = (String, String, String);
 
 /// Verdicts of `campaign` that are new or changed since `known`; on the
 /// first look at a campaign only those resting on `new_ids` count as new.
+/// With them, the campaign and all its current verdicts (for its change
+/// events); `None` when it cannot be read.
 fn changed_verdicts(
     shared: &Shared,
     campaign: &str,
     known: &mut HashMap<String, HashMap<VerdictKey, VerdictEntry>>,
     new_ids: &HashSet<String>,
-) -> Vec<VerdictEntry> {
-    let rec = match shared.store.campaign(campaign) {
-        Ok(Some(r)) => r,
-        _ => return Vec::new(),
-    };
-    let Ok(rows) = views::campaign_verdicts(shared, &rec) else {
-        return Vec::new();
-    };
+) -> Option<(Vec<VerdictEntry>, CampaignRecord, Vec<VerdictEntry>)> {
+    let rec = shared.store.campaign(campaign).ok()??;
+    let rows = views::campaign_verdicts(shared, &rec).ok()?;
     let first = !known.contains_key(campaign);
     let seen = known.entry(campaign.to_string()).or_default();
     let mut out = Vec::new();
-    for v in rows {
+    for v in &rows {
         let key = (v.run_id.clone(), v.target.clone(), v.agent_id.clone());
         let changed = match seen.get(&key) {
-            Some(old) => old != &v,
+            Some(old) => old != v,
             None => !first || v.evidence.iter().any(|e| new_ids.contains(e)),
         };
         if changed {
             out.push(v.clone());
         }
-        seen.insert(key, v);
+        seen.insert(key, v.clone());
     }
-    out
+    Some((out, rec, rows))
 }
 
 impl Feed {
@@ -236,18 +234,14 @@ fn unnumbered<T: serde::Serialize + Clone>(
 /// were there before the listener came).
 fn new_changes(
     shared: &Shared,
-    campaign: &str,
+    rec: &CampaignRecord,
+    verdicts: &[VerdictEntry],
     seen: &mut HashMap<String, HashSet<[u8; 16]>>,
     new_ids: &HashSet<String>,
 ) -> Vec<vantage_proto::v1::ChangeEvent> {
-    let Ok(Some(rec)) = shared.store.campaign(campaign) else {
-        return Vec::new();
-    };
-    let Ok(events) = crate::changes::of_campaign(shared, &rec) else {
-        return Vec::new();
-    };
-    let first = !seen.contains_key(campaign);
-    let known = seen.entry(campaign.to_string()).or_default();
+    let events = crate::changes::from_verdicts(shared, rec, verdicts);
+    let first = !seen.contains_key(&rec.campaign_id);
+    let known = seen.entry(rec.campaign_id.clone()).or_default();
     events
         .into_iter()
         .filter(|e| {
@@ -287,15 +281,17 @@ fn poll(
     campaigns.retain(|c| !fresh.contains(c));
     campaigns.extend(fresh);
     for c in &campaigns {
-        let verdicts = changed_verdicts(shared, c, &mut state.known, &new_ids);
-        let changed = !verdicts.is_empty();
-        for v in verdicts {
-            events.extend(unnumbered("verdict", &v, |v| Payload::Verdict(Box::new(v))));
-        }
-        if !changed {
+        let Some((changed, rec, all)) = changed_verdicts(shared, c, &mut state.known, &new_ids)
+        else {
+            continue;
+        };
+        if changed.is_empty() {
             continue;
         }
-        for e in new_changes(shared, c, &mut state.changes, &new_ids) {
+        for v in changed {
+            events.extend(unnumbered("verdict", &v, |v| Payload::Verdict(Box::new(v))));
+        }
+        for e in new_changes(shared, &rec, &all, &mut state.changes, &new_ids) {
             events.extend(unnumbered("change", &e, |e| Payload::Change(Box::new(e))));
         }
     }
@@ -384,33 +380,14 @@ mod tests {
     use super::*;
     use crate::store::{PendingResult, RunRecord};
     use prost::Message;
-    use vantage_proto::v1::{measurement, probe_input::Kind, ProbeInput, StoredResult};
-    use vantage_proto::v1::{Measurement, TcpInput, TcpResult};
+    use vantage_proto::v1::StoredResult;
 
     const CAMPAIGN: &str = "0190a8b2-0000-7000-8000-0000000000f1";
 
     fn stored(id: u8, agent: &str) -> PendingResult {
         let id = format!("0190a8b2-0000-7000-8000-0000000001{id:02x}");
-        let m = Measurement {
-            id: id.clone(),
-            agent_id: agent.into(),
-            campaign_id: CAMPAIGN.into(),
-            run_id: "run".into(),
-            input: Some(ProbeInput {
-                kind: Some(Kind::Tcp(TcpInput {
-                    host: "192.0.2.1".into(),
-                    port: 443,
-                })),
-                name: String::new(),
-            }),
-            result: Some(measurement::Result::Tcp(TcpResult {
-                ip: "192.0.2.1".into(),
-                port: 443,
-                connect_us: 1_000,
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
+        let mut m = crate::verdicts::tests::tcp(&id, agent, "");
+        m.campaign_id = CAMPAIGN.into();
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let env = vantage_proto::envelope::sign(&key, &m);
         PendingResult {
