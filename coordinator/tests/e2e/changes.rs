@@ -43,17 +43,8 @@ pub(crate) async fn runs_done(http: &str, id: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_down_for_three_runs_gives_two_events_with_their_onsets() {
-    let c = Coordinator::init().with_http();
-    c.set_config("http_rate_per_minute", "0");
-    let c = c.start();
-    let http = c.http.clone().unwrap();
-    let _fleet = fleet(&c, 0).await;
-
-    let port = std::net::TcpListener::bind("127.0.0.2:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (c, http, _fleet) = http_fleet().await;
+    let port = free_port_on_127_0_0_2();
     let mut up = Some(listen(port));
     // A live watch from before the campaign gets the change events too.
     let mut watch = QueryServiceClient::new(c.admin_channel().await)

@@ -188,6 +188,14 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// Launched, with a desktop viewport, at `url`.
+    fn at(chromium: &Path, log: &Path, url: &str) -> Browser {
+        let mut b = Browser::launch(chromium, log);
+        b.viewport(1280, 900, false);
+        b.navigate(url);
+        b
+    }
+
     fn viewport(&mut self, width: u32, height: u32, mobile: bool) {
         self.call(
             "Emulation.setDeviceMetricsOverride",
@@ -346,9 +354,7 @@ async fn dashboard_in_headless_chromium_shows_the_verdict_matrix() {
     assert_eq!(want, expected, "{verdicts}");
 
     let url = format!("http://{http}/");
-    let mut b = Browser::launch(&chromium, &out.join("chromium.log"));
-    b.viewport(1280, 900, false);
-    b.navigate(&url);
+    let mut b = Browser::at(&chromium, &out.join("chromium.log"), &url);
     let mut page = Value::Null;
     wait_until(
         Duration::from_secs(30),
@@ -560,17 +566,8 @@ async fn dashboard_timeline_marks_when_a_target_went_down_and_came_back() {
         return;
     };
     let out = output_dir("timeline");
-    let c = Coordinator::init().with_http();
-    c.set_config("http_rate_per_minute", "0");
-    let c = c.start();
-    let http = c.http.clone().unwrap();
-    let _fleet = fleet(&c, 0).await;
-
-    let port = std::net::TcpListener::bind("127.0.0.2:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (c, http, _fleet) = http_fleet().await;
+    let port = free_port_on_127_0_0_2();
     let mut up = Some(listen(port));
     let now = std::time::SystemTime::now();
     let start = humantime::format_rfc3339_seconds(now + Duration::from_secs(1));
@@ -613,9 +610,7 @@ async fn dashboard_timeline_marks_when_a_target_went_down_and_came_back() {
     assert_eq!(kinds, ["down", "up"], "{changes}");
 
     let url = format!("http://{http}/");
-    let mut b = Browser::launch(&chromium, &out.join("chromium.log"));
-    b.viewport(1280, 900, false);
-    b.navigate(&url);
+    let mut b = Browser::at(&chromium, &out.join("chromium.log"), &url);
     let mut page = Value::Null;
     wait_until(
         Duration::from_secs(30),

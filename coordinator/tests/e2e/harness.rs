@@ -120,10 +120,25 @@ pub async fn open_and_closed_ports() -> (u16, u16) {
             drop(s);
         }
     });
-    let closed = std::net::TcpListener::bind("127.0.0.2:0")
+    (open_port, free_port_on_127_0_0_2())
+}
+
+/// A TCP port on 127.0.0.2 that nothing listens on (yet).
+pub fn free_port_on_127_0_0_2() -> u16 {
+    std::net::TcpListener::bind("127.0.0.2:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    (open_port, closed)
+        .port()
+}
+
+/// A started coordinator with its HTTP face (no rate limit), its HTTP
+/// address and [`FLEET`] running and connected.
+pub async fn http_fleet() -> (Coordinator, String, Vec<Agent>) {
+    let c = Coordinator::init().with_http();
+    c.set_config("http_rate_per_minute", "0");
+    let c = c.start();
+    let http = c.http.clone().unwrap();
+    let agents = fleet(&c, 0).await;
+    (c, http, agents)
 }
