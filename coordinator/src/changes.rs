@@ -79,6 +79,7 @@ pub(crate) fn from_verdicts(
     }
     let mut out = Vec::new();
     for ((target, country, asn), runs) in &series {
+        let mut ordinals: BTreeMap<(String, String, String, String), u32> = BTreeMap::new();
         let points: Vec<Point> = runs
             .iter()
             .map(|(run, rows)| Point {
@@ -115,6 +116,16 @@ pub(crate) fn from_verdicts(
                     .map(|rows| inside_ids(rows).filter_map(|id| started(s, id)).collect())
                     .unwrap_or_default()
             };
+            let ordinal = ordinals
+                .entry((from.0.clone(), from.1.clone(), to.0.clone(), to.1.clone()))
+                .or_default();
+            *ordinal += 1;
+            let event_id = event_id(
+                &rec.campaign_id,
+                (target, country, *asn),
+                (&from, &to),
+                *ordinal,
+            );
             let before = times(&before_run).into_iter().max().unwrap_or(before_us);
             let after = times(&after_run).into_iter().min().unwrap_or(after_us);
             out.push(ChangeEvent {
@@ -136,11 +147,72 @@ pub(crate) fn from_verdicts(
                 confirmed_run_id: confirmed_run,
                 evidence,
                 agents,
+                event_id,
+                revision: 0,
+                withdrawn: false,
             });
         }
     }
     out.sort_by_key(order_key);
+    if let Err(e) = with_revisions(s, &rec.campaign_id, &mut out) {
+        tracing::warn!(campaign = %rec.campaign_id, "read recorded change events: {e}");
+    }
     out
+}
+
+/// A change event's id: stable when late results move its onset, its
+/// runs or its evidence. Hex of 16 bytes of SHA-256 over the campaign, the
+/// series, the transition and its ordinal among the series' events with
+/// the same transition (the second ok -> blocked of a series is ordinal 2).
+fn event_id(
+    campaign: &str,
+    (target, country, asn): (&str, &str, u32),
+    (from, to): (&(String, String), &(String, String)),
+    ordinal: u32,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(
+        format!(
+            "{campaign}\0{target}\0{country}\0{asn}\0{}\0{}\0{}\0{}\0{ordinal}",
+            from.0, from.1, to.0, to.1
+        )
+        .as_bytes(),
+    );
+    hex::encode(&d[..16])
+}
+
+/// Whether two versions of an event say the same (revision aside).
+pub(crate) fn same_content(a: &ChangeEvent, b: &ChangeEvent) -> bool {
+    let bare = |e: &ChangeEvent| ChangeEvent {
+        revision: 0,
+        withdrawn: false,
+        ..e.clone()
+    };
+    bare(a) == bare(b)
+}
+
+/// Gives each event the revision it has, or will have once the change
+/// tracker (`crate::alerts`) records it: the recorded one when nothing
+/// changed, one more when something did, 1 for an event never recorded.
+fn with_revisions(
+    s: &Shared,
+    campaign_id: &str,
+    events: &mut [ChangeEvent],
+) -> Result<(), crate::store::StoreError> {
+    let recorded: std::collections::HashMap<String, ChangeEvent> = s
+        .store
+        .recorded_changes(campaign_id)?
+        .into_iter()
+        .map(|e| (e.event_id.clone(), e))
+        .collect();
+    for e in events {
+        e.revision = match recorded.get(&e.event_id) {
+            Some(r) if same_content(r, e) && !r.withdrawn => r.revision,
+            Some(r) => r.revision + 1,
+            None => 1,
+        };
+    }
+    Ok(())
 }
 
 /// Where an event sorts (and what a cursor holds): its onset's end, then

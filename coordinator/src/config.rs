@@ -54,6 +54,73 @@ pub struct Config {
     /// default.
     #[serde(default, skip_serializing_if = "Sinks::is_empty")]
     pub sink: Sinks,
+    /// How webhooks are delivered (`[webhooks]`); the defaults suit most.
+    #[serde(default, skip_serializing_if = "Webhooks::is_default")]
+    pub webhooks: Webhooks,
+}
+
+/// `[webhooks]`: delivery of change events to researchers' URLs
+/// (`crate::alerts`). Webhooks themselves are added with `vantagectl
+/// webhook add` and live in the store.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    /// The first retry waits about this long (milliseconds, with jitter);
+    /// each further one twice as long, up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// A delivery still failing this long after it was queued is given up
+    /// ("72h"; kept in the store, counted as dead).
+    pub give_up_after: String,
+    /// How long one POST may take, milliseconds.
+    pub timeout_ms: u64,
+    /// PEM roots for https receivers; empty: the system's
+    /// (/etc/ssl/certs/ca-certificates.crt).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ca_file: String,
+}
+
+impl Default for Webhooks {
+    fn default() -> Webhooks {
+        Webhooks {
+            retry_base_ms: 1_000,
+            retry_max_ms: 600_000,
+            give_up_after: "72h".into(),
+            timeout_ms: 10_000,
+            ca_file: String::new(),
+        }
+    }
+}
+
+impl Webhooks {
+    fn is_default(&self) -> bool {
+        *self == Webhooks::default()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
+            return Err(format!(
+                "webhooks: retry_base_ms ({}) must be at least 1 and at most retry_max_ms ({})",
+                self.retry_base_ms, self.retry_max_ms
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err("webhooks.timeout_ms must be at least 1".into());
+        }
+        self.give_up()?;
+        Ok(())
+    }
+
+    /// `give_up_after` as a duration.
+    pub fn give_up(&self) -> Result<std::time::Duration, String> {
+        match humantime::parse_duration(self.give_up_after.trim()) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => Err(format!(
+                "webhooks.give_up_after {:?} is not a duration longer than 0 like \"72h\"",
+                self.give_up_after
+            )),
+        }
+    }
 }
 
 /// Result sinks (`[sink.*]` tables).
@@ -244,6 +311,7 @@ impl Config {
             read_tokens: Vec::new(),
             http_rate_per_minute: default_http_rate(),
             sink: Sinks::default(),
+            webhooks: Webhooks::default(),
         }
     }
 
@@ -277,6 +345,7 @@ impl Config {
         if let Some(ch) = &c.sink.clickhouse {
             ch.validate()?;
         }
+        c.webhooks.validate()?;
         Ok(c)
     }
 
@@ -290,6 +359,32 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_settings_have_defaults_and_bad_ones_are_named() {
+        let base = "version = 1\nlisten = \"127.0.0.1:1\"\nadvertise = []\n";
+        let c = Config::parse(base).unwrap();
+        assert_eq!(c.webhooks, Webhooks::default());
+        assert_eq!(
+            c.webhooks.give_up().unwrap(),
+            std::time::Duration::from_secs(72 * 3600)
+        );
+        let c = Config::parse(&format!("{base}[webhooks]\nretry_base_ms = 50\n")).unwrap();
+        assert_eq!(
+            (c.webhooks.retry_base_ms, c.webhooks.timeout_ms),
+            (50, 10_000)
+        );
+        for (bad, says) in [
+            ("retry_base_ms = 0", "retry_base_ms"),
+            ("retry_base_ms = 9\nretry_max_ms = 3", "retry_max_ms"),
+            ("give_up_after = \"soon\"", "give_up_after"),
+            ("timeout_ms = 0", "timeout_ms"),
+            ("retries = 3", "retries"),
+        ] {
+            let e = Config::parse(&format!("{base}[webhooks]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn unknown_field_names_the_line() {

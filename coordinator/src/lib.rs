@@ -2,6 +2,7 @@
 //! path, the sled store, the scheduler and the analysis that turns inside and
 //! control results into verdicts.
 
+pub mod alerts;
 pub mod analysis;
 pub mod api;
 pub mod campaigns;
@@ -15,6 +16,7 @@ pub mod hub;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub(crate) mod outbound;
 pub mod pki;
 pub mod query;
 pub mod scheduler;

@@ -189,6 +189,7 @@ pub async fn serve(
     });
     crate::campaigns::spawn(shared.clone());
     crate::sink::spawn(&shared);
+    crate::alerts::spawn(&shared);
     // Read tokens, their buckets and the live feed, shared by both read faces.
     let reads = crate::query::Reads::start(&shared).map_err(|message| {
         ServeError::Config(crate::config::ConfigError::Parse {

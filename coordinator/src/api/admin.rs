@@ -214,6 +214,47 @@ impl AdminService for AdminApi {
         Ok(Response::new(SetCampaignStateResponse { state }))
     }
 
+    async fn add_webhook(
+        &self,
+        req: Request<AddWebhookRequest>,
+    ) -> Result<Response<AddWebhookResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let r = crate::alerts::webhooks::add(&self.shared, req.into_inner())?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_webhooks(
+        &self,
+        req: Request<ListWebhooksRequest>,
+    ) -> Result<Response<ListWebhooksResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        Ok(Response::new(crate::alerts::webhooks::list(&self.shared)?))
+    }
+
+    async fn remove_webhook(
+        &self,
+        req: Request<RemoveWebhookRequest>,
+    ) -> Result<Response<RemoveWebhookResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let id = req.into_inner().id;
+        Ok(Response::new(crate::alerts::webhooks::remove(
+            &self.shared,
+            &id,
+        )?))
+    }
+
+    async fn test_webhook(
+        &self,
+        req: Request<TestWebhookRequest>,
+    ) -> Result<Response<TestWebhookResponse>, Status> {
+        require_admin(&self.shared, &req)?;
+        let id = req.into_inner().id;
+        Ok(Response::new(crate::alerts::webhooks::test(
+            &self.shared,
+            &id,
+        )?))
+    }
+
     type BackupStream =
         std::pin::Pin<Box<dyn futures::Stream<Item = Result<BackupChunk, Status>> + Send>>;
 

@@ -12,7 +12,7 @@
 //! `/metrics`, `vantagectl stats` and the dashboard.
 
 pub mod clickhouse;
-mod http;
+use crate::outbound as http;
 pub mod read;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -28,6 +28,7 @@
 //! Result bodies are appended to the value log and fdatasynced before the
 //! sled batch holding their pointers is applied.
 
+mod alerts;
 pub mod backup;
 mod commit;
 mod postings;
@@ -41,6 +42,7 @@ mod values;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use alerts::{Delivery, Queued, WebhookRecord};
 pub use commit::{CommitHandle, GroupStats, Outcome, PendingResult};
 pub use records::{
     AgentRecord, CampaignRecord, CampaignState, Group, RunRecord, RunState, RunVerdicts,
@@ -87,6 +89,7 @@ pub struct Store {
     tasks: sled::Tree,
     campaigns: sled::Tree,
     verdicts: sled::Tree,
+    alerts: sled::Tree,
     values: Arc<values::ValueLog>,
     /// Taken shared by readers that combine sled with a sink's copy of the
     /// results retention removed, exclusively by retention while it
@@ -193,6 +196,7 @@ impl Store {
             tasks: db.open_tree("tasks")?,
             campaigns: db.open_tree("campaigns")?,
             verdicts: db.open_tree("verdicts")?,
+            alerts: db.open_tree("alerts")?,
             values: Arc::new(values::ValueLog::open(&path.join(VALUES_DIR))?),
             retention: Default::default(),
             verdict_sink: Default::default(),

@@ -23,7 +23,7 @@ fn now_us() -> i64 {
 }
 
 /// Accepts on `port` of 127.0.0.2 until the returned handle is aborted.
-pub(crate) fn listen(port: u16) -> tokio::task::JoinHandle<()> {
+fn listen(port: u16) -> tokio::task::JoinHandle<()> {
     let l = std::net::TcpListener::bind(("127.0.0.2", port)).expect("bind the target");
     l.set_nonblocking(true).unwrap();
     let l = tokio::net::TcpListener::from_std(l).unwrap();
@@ -32,6 +32,60 @@ pub(crate) fn listen(port: u16) -> tokio::task::JoinHandle<()> {
             drop(s);
         }
     })
+}
+
+/// A TCP target on 127.0.0.2 that a test closes and opens again between
+/// the runs of a campaign.
+pub(crate) struct Switched {
+    pub(crate) port: u16,
+    up: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Switched {
+    /// Open, on a free port.
+    pub(crate) fn open() -> Switched {
+        let port = free_port_on_127_0_0_2();
+        Switched {
+            port,
+            up: Some(listen(port)),
+        }
+    }
+
+    /// After each `(runs, open)` of `plan`: once campaign `id` has that
+    /// many runs done, opens or closes the target. The times it switched.
+    pub(crate) async fn at_runs(
+        &mut self,
+        http: &str,
+        id: &str,
+        plan: &[(usize, bool)],
+    ) -> Vec<i64> {
+        let mut switched = Vec::new();
+        for &(after_runs, open) in plan {
+            until(
+                Duration::from_secs(60),
+                "the runs before the switch",
+                || async { runs_done(http, id).await >= after_runs },
+            )
+            .await;
+            if open {
+                self.up = Some(listen(self.port));
+            } else if let Some(h) = self.up.take() {
+                h.abort();
+                let _ = h.await;
+            }
+            switched.push(now_us());
+        }
+        switched
+    }
+}
+
+/// A `[schedule]` of runs every 3 s, from `start_in_s` seconds from now
+/// for `for_s` seconds.
+pub(crate) fn every_3s(start_in_s: u64, for_s: u64) -> String {
+    let now = SystemTime::now();
+    let start = humantime::format_rfc3339_seconds(now + Duration::from_secs(start_in_s));
+    let end = humantime::format_rfc3339_seconds(now + Duration::from_secs(start_in_s + for_s));
+    format!("[schedule]\nevery = \"3s\"\nstart = \"{start}\"\nend = \"{end}\"\n")
 }
 
 pub(crate) async fn runs_done(http: &str, id: &str) -> usize {
@@ -44,42 +98,22 @@ pub(crate) async fn runs_done(http: &str, id: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_down_for_three_runs_gives_two_events_with_their_onsets() {
     let (c, http, _fleet) = http_fleet().await;
-    let port = free_port_on_127_0_0_2();
-    let mut up = Some(listen(port));
+    let mut target = Switched::open();
     // A live watch from before the campaign gets the change events too.
     let mut watch = QueryServiceClient::new(c.admin_channel().await)
         .watch(WatchRequest::default())
         .await
         .expect("watch")
         .into_inner();
-    let now = SystemTime::now();
-    let start = humantime::format_rfc3339_seconds(now + Duration::from_secs(1));
-    let end = humantime::format_rfc3339_seconds(now + Duration::from_secs(26));
-    let schedule = format!("[schedule]\nevery = \"3s\"\nstart = \"{start}\"\nend = \"{end}\"\n");
     let id = c.create_campaign(&campaign_spec(
         "changes",
         "2s",
-        &schedule,
-        &tcp_targets("127.0.0.2", &[port]),
+        &every_3s(1, 25),
+        &tcp_targets("127.0.0.2", &[target.port]),
     ));
 
     // Down after the third run, up again after the sixth.
-    let mut switched = Vec::new();
-    for (after_runs, open) in [(3, false), (6, true)] {
-        until(
-            Duration::from_secs(60),
-            "the runs before the switch",
-            || async { runs_done(&http, &id).await >= after_runs },
-        )
-        .await;
-        if open {
-            up = Some(listen(port));
-        } else if let Some(h) = up.take() {
-            h.abort();
-            let _ = h.await;
-        }
-        switched.push(now_us());
-    }
+    let switched = target.at_runs(&http, &id, &[(3, false), (6, true)]).await;
     until(Duration::from_secs(60), "every run", || async {
         json(&http, &format!("/api/v1/campaigns/{id}")).await["campaign"]["state"] == "done"
     })

@@ -18,7 +18,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::changes::{listen, runs_done};
+use crate::changes::{every_3s, runs_done, Switched};
 use crate::harness::*;
 use crate::http::{campaign, get};
 
@@ -567,32 +567,15 @@ async fn dashboard_timeline_marks_when_a_target_went_down_and_came_back() {
     };
     let out = output_dir("timeline");
     let (c, http, _fleet) = http_fleet().await;
-    let port = free_port_on_127_0_0_2();
-    let mut up = Some(listen(port));
-    let now = std::time::SystemTime::now();
-    let start = humantime::format_rfc3339_seconds(now + Duration::from_secs(1));
-    let end = humantime::format_rfc3339_seconds(now + Duration::from_secs(17));
-    let schedule = format!("[schedule]\nevery = \"3s\"\nstart = \"{start}\"\nend = \"{end}\"\n");
+    let mut target = Switched::open();
+    let port = target.port;
     let flapping = format!("tcp 127.0.0.2:{port}");
     let steady = format!("tcp 127.0.0.1:{}", c.port());
     let targets = tcp_targets("127.0.0.2", &[port]) + &tcp_targets("127.0.0.1", &[c.port()]);
-    let id = c.create_campaign(&campaign_spec("timeline", "2s", &schedule, &targets));
+    let id = c.create_campaign(&campaign_spec("timeline", "2s", &every_3s(1, 16), &targets));
 
     // ok, ok, down, down, ok, ok.
-    for (after_runs, open) in [(2, false), (4, true)] {
-        until(
-            Duration::from_secs(60),
-            "the runs before the switch",
-            || async { runs_done(&http, &id).await >= after_runs },
-        )
-        .await;
-        if open {
-            up = Some(listen(port));
-        } else if let Some(h) = up.take() {
-            h.abort();
-            let _ = h.await;
-        }
-    }
+    target.at_runs(&http, &id, &[(2, false), (4, true)]).await;
     until(Duration::from_secs(60), "every run", || async {
         get(&http, &format!("/api/v1/campaigns/{id}")).await.json()["campaign"]["state"] == "done"
     })

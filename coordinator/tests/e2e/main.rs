@@ -21,3 +21,4 @@ mod sink_reads;
 mod slow_clients;
 mod spine;
 mod targets;
+mod webhooks;

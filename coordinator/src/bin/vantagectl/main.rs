@@ -21,6 +21,7 @@ mod results;
 mod stats;
 mod token;
 mod verdicts;
+mod webhook;
 
 use common::Output;
 
@@ -109,6 +110,12 @@ enum Cmd {
         /// Keep asking every this many seconds and print new events.
         #[arg(long, num_args = 0..=1, default_missing_value = "10")]
         watch: Option<u64>,
+    },
+    /// Webhooks: change events POSTed to a URL, signed with HMAC-SHA256,
+    /// retried from a durable queue until delivered.
+    Webhook {
+        #[command(subcommand)]
+        cmd: webhook::WebhookCmd,
     },
     /// Export a campaign's results: jsonl (decoded + signed envelope),
     /// ooni-jsonl (OONI's measurement format and test keys, with the
@@ -204,6 +211,7 @@ async fn run(cli: Cli) -> Result<()> {
             results::run(ch, out, req).await
         }
         Cmd::Stats => stats::run(ch, out).await,
+        Cmd::Webhook { cmd } => webhook::run(ch, out, cmd).await,
         Cmd::Campaign { cmd } => campaign::run(ch, out, cmd).await,
         Cmd::Verdicts { campaign_id } => verdicts::run(ch, out, campaign_id).await,
         Cmd::Changes {
