@@ -392,6 +392,64 @@ pub(crate) mod tests {
     use vantage_proto::v1::{measurement, probe_input::Kind, ProbeInput, TcpInput, TcpResult};
 
     /// A TCP result (to 192.0.2.1:443, connected) of run "run".
+    /// Stores campaign `id`: one TCP target (192.0.2.1:443), inside agent
+    /// `in`, control agent `ctl`, these runs (each with both agents).
+    pub(crate) fn put_tcp_campaign(
+        s: &crate::state::Shared,
+        id: &str,
+        runs: &[&str],
+        state: crate::store::RunState,
+    ) {
+        let spec = crate::scheduler::parse_spec(
+            "version = 1\nname = \"c\"\nallow_private_targets = true\n\
+             [inside]\ntags = [\"in\"]\n[control]\ntags = [\"ctl\"]\n\
+             [[targets]]\ntcp = { host = \"192.0.2.1\", port = 443 }\n",
+            crate::scheduler::SpecFormat::Toml,
+        )
+        .unwrap();
+        s.store
+            .put_campaign(&crate::store::CampaignRecord {
+                campaign_id: id.into(),
+                name: "c".into(),
+                description: String::new(),
+                state: Default::default(),
+                created_us: 0,
+                spec,
+                runs: runs
+                    .iter()
+                    .map(|r| RunRecord {
+                        run_id: r.to_string(),
+                        state,
+                        inside: vec!["in".into()],
+                        control: vec!["ctl".into()],
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .unwrap();
+    }
+
+    /// `m`, signed and ready for the commit path.
+    pub(crate) fn pending(m: &Measurement) -> crate::store::PendingResult {
+        use prost::Message;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let env = vantage_proto::envelope::sign(&key, m);
+        crate::store::PendingResult {
+            id: vantage_proto::envelope::parse_id(&m.id).expect("a UUID"),
+            agent: [m.agent_id.as_bytes().first().copied().unwrap_or(0); 16],
+            task: None,
+            campaign: vantage_proto::envelope::parse_id(&m.campaign_id),
+            value: vantage_proto::v1::StoredResult {
+                envelope: Some(env.clone()),
+                agent_id: m.agent_id.clone(),
+                received_us: 1,
+                seq: 0,
+            }
+            .encode_to_vec(),
+            measurement: env.measurement,
+        }
+    }
+
     pub(crate) fn tcp(id: &str, agent: &str, name: &str) -> Measurement {
         Measurement {
             id: id.into(),

@@ -246,6 +246,124 @@ mod tests {
         }
     }
 
+    const CAMPAIGN: &str = "0190a8b2-0000-7000-8000-0000000000c1";
+
+    /// An inside (`in`) or control (`ctl`) TCP result of run `run`, failed
+    /// (a timeout) or not.
+    fn result(n: u8, agent: &str, run: &str, failed: bool) -> crate::store::PendingResult {
+        use vantage_proto::v1::{measurement, Failure};
+        let id = format!("0190a8b2-0000-7000-8000-0000000002{n:02x}");
+        let mut m = crate::verdicts::tests::tcp(&id, agent, "");
+        m.campaign_id = CAMPAIGN.into();
+        m.run_id = run.into();
+        m.start_us = 1_000_000 * n as i64;
+        if let Some(measurement::Result::Tcp(t)) = &mut m.result {
+            if failed {
+                t.failure = Some(Failure {
+                    failure: "generic_timeout_error".into(),
+                    operation: "connect".into(),
+                });
+                t.connect_us = 0;
+            }
+        }
+        crate::verdicts::tests::pending(&m)
+    }
+
+    /// Polls until the tracker has looked at everything twice.
+    fn settle(s: &Shared, mut t: Tracker) -> Tracker {
+        for _ in 0..3 {
+            t = track(s, t).unwrap();
+        }
+        t
+    }
+
+    /// A result delivered late (an agent's outbox after an outage) moves
+    /// an onset earlier: the same event, a new revision, and a
+    /// `change.revised` delivery with the next idempotency key.
+    #[tokio::test]
+    async fn a_late_result_that_moves_an_onset_makes_a_revision_and_a_delivery() {
+        use crate::store::RunState;
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let runs = ["r1", "r2", "r3", "r4", "r5"];
+        crate::verdicts::tests::put_tcp_campaign(&s, CAMPAIGN, &runs, RunState::Done);
+        let hook = webhooks::add(
+            &s,
+            vantage_proto::v1::AddWebhookRequest {
+                url: "http://127.0.0.1:9/h".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .webhook
+        .unwrap();
+        // r1 and r2 ok (the baseline); r3's inside result is missing; r4
+        // and r5 blocked.
+        s.commit
+            .commit(vec![
+                result(1, "in", "r1", false),
+                result(2, "ctl", "r1", false),
+                result(3, "in", "r2", false),
+                result(4, "ctl", "r2", false),
+                result(6, "ctl", "r3", false),
+                result(7, "in", "r4", true),
+                result(8, "ctl", "r4", false),
+                result(9, "in", "r5", true),
+                result(10, "ctl", "r5", false),
+            ])
+            .await
+            .unwrap();
+        s.mark_runs_dirty(runs.iter().map(|r| (CAMPAIGN.to_string(), r.to_string())));
+        let t = settle(&s, Tracker::default());
+        let first = s.store.recorded_changes(CAMPAIGN).unwrap();
+        assert_eq!(first.len(), 1, "{first:?}");
+        let e = &first[0];
+        assert_eq!((e.change.as_str(), e.revision), ("blocked", 1));
+        assert_eq!(
+            (e.before_run_id.as_str(), e.after_run_id.as_str()),
+            ("r2", "r4")
+        );
+        let queued = s.store.due_deliveries(i64::MAX - 1, 10).unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].1.key, format!("{}.1", e.event_id));
+        assert_eq!(queued[0].1.webhook, hook.id);
+
+        // r3's inside result arrives late: blocked already then.
+        s.commit
+            .commit(vec![result(5, "in", "r3", true)])
+            .await
+            .unwrap();
+        s.mark_runs_dirty([(CAMPAIGN.to_string(), "r3".to_string())]);
+        let t = settle(&s, t);
+        let second = s.store.recorded_changes(CAMPAIGN).unwrap();
+        assert_eq!(second.len(), 1, "{second:?}");
+        let r = &second[0];
+        assert_eq!(r.event_id, e.event_id, "the same event");
+        assert_eq!(r.revision, 2);
+        assert_eq!(
+            (r.before_run_id.as_str(), r.after_run_id.as_str()),
+            ("r2", "r3")
+        );
+        assert!(r.after_us < e.after_us, "the onset moved earlier");
+        let queued = s.store.due_deliveries(i64::MAX - 1, 10).unwrap();
+        let keys: Vec<&str> = queued.iter().map(|q| q.1.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [format!("{}.1", e.event_id), format!("{}.2", e.event_id)]
+        );
+        let body: serde_json::Value = serde_json::from_str(&queued[1].1.body).unwrap();
+        assert_eq!(body["type"], "change.revised");
+        assert_eq!(body["event"]["after_run_id"], "r3");
+
+        // Nothing new: nothing recorded, nothing queued.
+        settle(&s, t);
+        assert_eq!(s.store.due_deliveries(i64::MAX - 1, 10).unwrap().len(), 2);
+        // Reads give the recorded revision.
+        let rec = s.store.campaign(CAMPAIGN).unwrap().unwrap();
+        let read = crate::changes::of_campaign(&s, &rec).unwrap();
+        assert_eq!(read, second);
+    }
+
     #[test]
     fn new_moved_and_vanished_events_are_recorded_and_unchanged_ones_not() {
         let recorded = vec![ev("a", 1, 10), ev("b", 1, 20), ev("gone", 2, 5)];

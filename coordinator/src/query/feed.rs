@@ -378,9 +378,7 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{PendingResult, RunRecord};
-    use prost::Message;
-    use vantage_proto::v1::StoredResult;
+    use crate::store::PendingResult;
 
     const CAMPAIGN: &str = "0190a8b2-0000-7000-8000-0000000000f1";
 
@@ -388,22 +386,7 @@ mod tests {
         let id = format!("0190a8b2-0000-7000-8000-0000000001{id:02x}");
         let mut m = crate::verdicts::tests::tcp(&id, agent, "");
         m.campaign_id = CAMPAIGN.into();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let env = vantage_proto::envelope::sign(&key, &m);
-        PendingResult {
-            id: vantage_proto::envelope::parse_id(&id).unwrap(),
-            agent: [id.as_bytes()[0]; 16],
-            task: None,
-            campaign: vantage_proto::envelope::parse_id(CAMPAIGN),
-            value: StoredResult {
-                envelope: Some(env.clone()),
-                agent_id: agent.into(),
-                received_us: 1,
-                seq: 0,
-            }
-            .encode_to_vec(),
-            measurement: env.measurement,
-        }
+        crate::verdicts::tests::pending(&m)
     }
 
     /// A poll can read results a moment before ingest marks their run's
@@ -413,29 +396,7 @@ mod tests {
     async fn verdicts_marked_after_their_results_were_read_are_still_sent() {
         let d = tempfile::tempdir().unwrap();
         let s = crate::server::test_state(d.path());
-        let spec = crate::scheduler::parse_spec(
-            "version = 1\nname = \"c\"\nallow_private_targets = true\n\
-             [inside]\ntags = [\"in\"]\n[control]\ntags = [\"ctl\"]\n\
-             [[targets]]\ntcp = { host = \"192.0.2.1\", port = 443 }\n",
-            crate::scheduler::SpecFormat::Toml,
-        )
-        .unwrap();
-        s.store
-            .put_campaign(&crate::store::CampaignRecord {
-                campaign_id: CAMPAIGN.into(),
-                name: "c".into(),
-                description: String::new(),
-                state: Default::default(),
-                created_us: 0,
-                spec,
-                runs: vec![RunRecord {
-                    run_id: "run".into(),
-                    inside: vec!["in".into()],
-                    control: vec!["ctl".into()],
-                    ..Default::default()
-                }],
-            })
-            .unwrap();
+        crate::verdicts::tests::put_tcp_campaign(&s, CAMPAIGN, &["run"], Default::default());
         let (_, last, state) = poll(&s, 0, true, Verdicts::default()).unwrap();
 
         // Stored, not yet marked: the poll sends the results only.
