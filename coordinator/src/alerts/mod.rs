@@ -42,18 +42,24 @@ use crate::store::{Delivery, StoreError, WebhookRecord};
 /// How often the tracker looks for new results.
 const POLL: Duration = Duration::from_millis(1_000);
 /// Results read per poll at most (the rest wait for the next one).
-const BATCH: usize = 20_000;
+const BATCH: usize = 100_000;
 
 /// Starts the change tracker and the webhook sender.
 pub fn spawn(shared: &Shared) {
     let s = shared.clone();
     tokio::spawn(async move {
         let mut state = Tracker::default();
+        let mut took = Duration::ZERO;
         loop {
-            tokio::time::sleep(POLL).await;
+            // At most a fifth of a core: a big campaign under heavy
+            // ingest makes each poll longer, and the polls rarer.
+            tokio::time::sleep(POLL.max(took * 4)).await;
             let s2 = s.clone();
             let st = std::mem::take(&mut state);
-            match tokio::task::spawn_blocking(move || track(&s2, st)).await {
+            let started = std::time::Instant::now();
+            let r = tokio::task::spawn_blocking(move || track(&s2, st)).await;
+            took = started.elapsed();
+            match r {
                 Ok(Ok(next)) => state = next,
                 Ok(Err(e)) => tracing::warn!("change tracker: {e}"),
                 Err(e) => tracing::warn!("change tracker stopped a poll: {e}"),
