@@ -363,6 +363,7 @@ mod tests {
             "us" => (200, ANSWER),
             "cn" => (200, r#"{"resultCount":0,"results":[]}"#),
             "jp" => (503, "busy"),
+            "ru" => (200, "x".repeat(MAX_BODY_BYTES * 2).leak()),
             _ => (200, "<html>not json</html>"),
         })
         .await;
@@ -412,6 +413,19 @@ mod tests {
         );
         assert_eq!(f.operation, "read");
         assert!(!l[1].body_sha256.is_empty() && !l[1].listed);
+
+        // A body past the cap is not read to its end.
+        let big = AppStoreInput {
+            storefront: "ru".into(),
+            control_storefront: String::new(),
+            ..odd
+        };
+        let out = run(&big, &ctx).await.expect("measured");
+        let l = lookups(&out);
+        assert_eq!(l.len(), 1, "no control storefront, one lookup");
+        assert!(l[0].body_truncated);
+        let f = l[0].failure.clone().expect("too long is a failure");
+        assert!(f.failure.contains("longer than the 262144 bytes"), "{f:?}");
     }
 
     #[tokio::test]
