@@ -153,6 +153,12 @@ fn outcome(m: &Measurement) -> (String, String) {
         Some(R::Tor(r)) => fail(&r.failure),
         Some(R::Encrypted(r)) => fail(&r.trigger),
         Some(R::Wireguard(r)) => fail(&r.failure),
+        // The tested storefront's lookup.
+        Some(R::AppStore(r)) => r
+            .lookups
+            .first()
+            .map(|l| fail(&l.failure))
+            .unwrap_or_else(|| pair("no lookup", "")),
         Some(R::Refused(r)) => pair("refused", &r.reason),
         None => pair("no result", ""),
     }
