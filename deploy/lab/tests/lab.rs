@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use vantage_lab::censor;
+use vantage_lab::fleet::{Bins, Fleet, Periodic};
 use vantage_lab::plan;
 use vantage_proto::v1::{measurement, Failure, Measurement, ProbeInput};
 use vantage_testkit::netns;
@@ -26,6 +29,13 @@ const WINDOW_SECS: u32 = 16;
 /// naming it, unless VANTAGE_SKIP_LAB=1 (a SKIPPED line, and false).
 fn lab_ready(test: &str) -> bool {
     netns::ready_or_skip(test, vantage_lab::sys::missing_preconditions())
+}
+
+/// [`lab_ready`], and the HTTP client the fleet's API reads use.
+fn fleet_lab_ready(test: &str) -> bool {
+    let mut missing = vantage_lab::sys::missing_preconditions();
+    missing.extend(netns::missing(&[vantage_lab::sys::HTTP_CLIENT]));
+    netns::ready_or_skip(test, missing)
 }
 
 /// The agent binary next to this test's target dir.
@@ -69,9 +79,26 @@ impl Lab {
         }
     }
 
+    fn state_dir(&self) -> PathBuf {
+        vantage_lab::lab::default_state_dir(&self.prefix)
+    }
+
     /// The lab CA the agents trust (never the censor's).
     fn ca_file(&self) -> PathBuf {
-        vantage_lab::pki::ca_path(&vantage_lab::lab::default_state_dir(&self.prefix))
+        vantage_lab::pki::ca_path(&self.state_dir())
+    }
+
+    /// A coordinator, an inside (CN) and a control agent in this lab,
+    /// recorded in its state so the lab's `down` stops them.
+    fn fleet(&self) -> Fleet {
+        let dir = self.state_dir();
+        let mut state = vantage_lab::lab::load(&dir)
+            .expect("lab state")
+            .expect("a built lab has a state file");
+        let bins = Bins::find(None)
+            .and_then(Bins::require_all)
+            .expect("the workspace binaries: run `cargo build --workspace --bins` first");
+        Fleet::start(&dir, &mut state, bins, false).expect("the fleet starts")
     }
 
     fn probe(&self, side: &str, input: &ProbeInput, timeout: &str) -> Measurement {
@@ -1187,4 +1214,231 @@ fn every_condition_gets_its_verdict_through_campaigns() {
         .sum();
     assert!(want_rows >= 102, "{want_rows}");
     assert!(rows.len() >= want_rows, "{} verdicts", rows.len());
+}
+
+/// A named TCP connect probe input.
+fn named_tcp(name: &str, host: &str, port: u32) -> ProbeInput {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "tcp": {"host": host, "port": port},
+    }))
+    .expect("tcp input")
+}
+
+fn now_us() -> i64 {
+    vantage_proto::now_us()
+}
+
+fn micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros() as i64
+}
+
+/// Sleeps until `t` (at once when it has passed).
+fn sleep_until(t: SystemTime) {
+    if let Ok(d) = t.duration_since(SystemTime::now()) {
+        std::thread::sleep(d);
+    }
+}
+
+/// Each run's id, by index.
+fn run_ids(fleet: &Fleet, campaign: &str) -> Vec<String> {
+    let st = fleet.status(campaign).expect("campaign status");
+    let mut runs = st.runs;
+    runs.sort_by_key(|r| r.index);
+    runs.into_iter().map(|r| r.run_id).collect()
+}
+
+/// Waits until run `index` is done, then checks that run `next` has not
+/// been dispatched yet: the moment between them belongs to no run.
+fn between_runs(fleet: &Fleet, campaign: &str, index: u32, next: u32, limit: Duration) {
+    let state = |i: u32| -> String {
+        let st = fleet.status(campaign).expect("campaign status");
+        st.runs
+            .iter()
+            .find(|r| r.index == i)
+            .map(|r| r.state.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        netns::poll(limit, || state(index) == "done"),
+        "run {index} of {campaign} not done after {limit:?}: the lab is too slow for this schedule"
+    );
+    assert_eq!(
+        state(next),
+        "scheduled",
+        "run {next} already dispatched before the switch"
+    );
+}
+
+/// A rule for a target's TCP port, switched on before run `on` and off
+/// before run `off` of a periodic campaign.
+struct Switch {
+    target: &'static str,
+    rule: censor::Rule,
+    on: u32,
+    off: u32,
+}
+
+/// A periodic campaign through the lab fleet while the censor changes its
+/// mind: target A is refused (a reset to its SYN) from run 3 to run 5 and
+/// B only in run 4. The coordinator's change events (HTTP API) must show
+/// exactly A's two changes (ok -> blocked, blocked -> ok), each onset
+/// interval holding the moment the rule was switched, and nothing for B's
+/// one-run flap (the default `change_after_runs`, 2).
+#[test]
+fn a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none() {
+    let name = "a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none";
+    if !fleet_lab_ready(name) {
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    let lab = Lab::up(&unique_prefix("c"));
+    let fleet = lab.fleet();
+    let refuse = |port: u32| {
+        let port = port.to_string();
+        censor::forward(&["-d", plan::CLEAN_IP, "-p", "tcp", "--dport", &port, "--syn"])
+            .then(censor::RESET)
+    };
+    let (port_a, port_b) = (80, plan::ENCRYPTED_PORT);
+    let switches = [
+        Switch {
+            target: "A",
+            rule: refuse(port_a),
+            on: 3,
+            off: 6,
+        },
+        Switch {
+            target: "B",
+            rule: refuse(port_b),
+            on: 4,
+            off: 5,
+        },
+    ];
+    let targets = [
+        named_tcp("A", plan::CLEAN_IP, port_a),
+        named_tcp("B", plan::CLEAN_IP, port_b),
+    ];
+    // The scheduler takes any positive interval (the coordinator's own
+    // end-to-end test runs every 3 s); 10 s leaves each TCP run (well
+    // under a second) room on a loaded machine.
+    let every = Duration::from_secs(10);
+    let runs_total = 8;
+    let schedule = Periodic::from_now(every, runs_total, Duration::from_secs(5));
+    let id = fleet
+        .create_periodic_campaign(
+            "censor-switches",
+            "A refused in runs 3-5, B in run 4 only",
+            8,
+            &targets,
+            &schedule,
+        )
+        .expect("campaign");
+
+    // Every switch in time order, half an interval after the run before
+    // it was due, when that run is done and the next not yet dispatched.
+    let mut order: Vec<(u32, &Switch, bool)> = switches
+        .iter()
+        .flat_map(|s| [(s.on, s, true), (s.off, s, false)])
+        .collect();
+    order.sort_by_key(|(run, _, _)| *run);
+    let mut switched_at: BTreeMap<(&str, bool), i64> = BTreeMap::new();
+    for (run, s, on) in order {
+        sleep_until(schedule.due(run - 1) + every / 2);
+        between_runs(
+            &fleet,
+            &id,
+            run - 1,
+            run,
+            every / 2 - Duration::from_secs(1),
+        );
+        if on {
+            censor::add(&lab.prefix, &s.rule).expect("rule on");
+        } else {
+            censor::remove(&lab.prefix, &s.rule).expect("rule off");
+        }
+        switched_at.insert((s.target, on), now_us());
+    }
+    fleet
+        .wait_done(std::slice::from_ref(&id), every * 2, |_, _| {})
+        .expect("every run done");
+    let runs = run_ids(&fleet, &id);
+    assert_eq!(runs.len(), runs_total as usize);
+
+    // The runs saw what the censor did: A blocked in 3-5, B in 4.
+    let verdicts = fleet.verdicts(&id).expect("verdicts");
+    for s in &switches {
+        let mut seen: Vec<(usize, &str, &str)> = verdicts
+            .iter()
+            .filter(|v| v.country == "CN" && v.name == s.target)
+            .map(|v| {
+                let i = runs.iter().position(|r| *r == v.run_id).expect("its run");
+                (i, v.status.as_str(), v.mechanism.as_str())
+            })
+            .collect();
+        seen.sort();
+        let want: Vec<(usize, &str, &str)> = (0..runs.len())
+            .map(|i| match (s.on..s.off).contains(&(i as u32)) {
+                true => (i, "blocked", "tcp.refused"),
+                false => (i, "ok", ""),
+            })
+            .collect();
+        assert_eq!(seen, want, "inside verdicts of {} by run", s.target);
+    }
+
+    // The change events, as the HTTP API gives them.
+    let events = fleet.changes(&id).expect("changes");
+    let of =
+        |t: &str| -> Vec<&serde_json::Value> { events.iter().filter(|e| e["name"] == t).collect() };
+    assert!(of("B").is_empty(), "a one-run flap is no event: {events:?}");
+    let a = of("A");
+    assert_eq!((a.len(), events.len()), (2, 2), "{events:?}");
+    let expected = [
+        (
+            "ok",
+            "",
+            "blocked",
+            "tcp.refused",
+            "blocked",
+            switches[0].on,
+            true,
+        ),
+        (
+            "blocked",
+            "tcp.refused",
+            "ok",
+            "",
+            "unblocked",
+            switches[0].off,
+            false,
+        ),
+    ];
+    for (e, (from, from_mech, to, to_mech, change, after, on)) in a.iter().zip(expected) {
+        let at = switched_at[&("A", on)];
+        let (b, f) = (
+            e["before_us"].as_i64().expect("before_us"),
+            e["after_us"].as_i64().expect("after_us"),
+        );
+        assert!(b <= at && at <= f, "switch at {at} not in [{b}, {f}]: {e}");
+        // The onset spans the gap between the two runs, nothing more.
+        let before = after - 1;
+        assert!(b >= micros(schedule.due(before)), "{e}");
+        assert!(f < micros(schedule.due(after) + every / 2), "{e}");
+        assert_eq!(e["change"], change, "{e}");
+        assert_eq!(
+            [
+                &e["from_status"],
+                &e["from_mechanism"],
+                &e["to_status"],
+                &e["to_mechanism"]
+            ],
+            [from, from_mech, to, to_mech],
+            "{e}"
+        );
+        assert_eq!(e["before_run_id"], runs[before as usize].as_str(), "{e}");
+        assert_eq!(e["after_run_id"], runs[after as usize].as_str(), "{e}");
+        assert_eq!(e["country"], "CN", "{e}");
+    }
+    eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
 }
