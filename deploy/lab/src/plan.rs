@@ -125,6 +125,8 @@ pub const THROTTLED_IP: &str = "198.19.3.36";
 /// Condition 49: a site whose own server serves the inside segment a
 /// CAPTCHA challenge (server-side discrimination, not network censorship).
 pub const CAPTCHA_IP: &str = "198.19.3.37";
+/// The lab's app store (nginx, iTunes Search `lookup` format, `crate::store`).
+pub const STORE_IP: &str = "198.19.3.38";
 pub const RESOLVER_IP: &str = "198.19.3.53";
 /// The censor's TLS interception server (condition 16), in its own network:
 /// terminates TLS with a certificate from the censor's CA and proxies to
@@ -192,6 +194,7 @@ pub const TARGET_IPS: &[&str] = &[
     FINGERPRINT_IP,
     THROTTLED_IP,
     CAPTCHA_IP,
+    STORE_IP,
     INTERCEPT_IP,
     LOOKALIKE_BLOCKPAGE_IP,
     FINGERPRINT_BLOCKPAGE_IP,
@@ -327,6 +330,8 @@ pub const SPOOFED_REFUSED_NAME: &str = "spoofed-refused.lab.example";
 pub const CAPTCHA_NAME: &str = "captcha.lab.example";
 /// The challenge page's title (Cloudflare's interstitial's).
 pub const CAPTCHA_TITLE: &str = "Just a moment...";
+/// The lab's app store.
+pub const STORE_NAME: &str = "store.lab.example";
 /// The source range the CAPTCHA server discriminates against (the inside
 /// segment).
 pub const CAPTCHA_SOURCE_NET: &str = "198.19.1.0/24";
@@ -386,6 +391,7 @@ pub const DNS_RECORDS: &[(&str, &str)] = &[
     // Conditions 47-49.
     (SPOOFED_REFUSED_NAME, CLEAN_IP),
     (CAPTCHA_NAME, CAPTCHA_IP),
+    (STORE_NAME, STORE_IP),
 ];
 
 /// AAAA-only records of the lab resolver (IPv6 is off in the lab: these

@@ -31,11 +31,13 @@ fn lab_ready(test: &str) -> bool {
     netns::ready_or_skip(test, vantage_lab::sys::missing_preconditions())
 }
 
-/// [`lab_ready`], and the HTTP client the fleet's API reads use.
-fn fleet_lab_ready(test: &str) -> bool {
+/// A lab (prefix tagged `tag`) for `test`, which also needs the HTTP
+/// client the API and store reads use; `None` when skipped
+/// ([`lab_ready`]'s rule).
+fn http_lab(test: &str, tag: &str) -> Option<Lab> {
     let mut missing = vantage_lab::sys::missing_preconditions();
     missing.extend(netns::missing(&[vantage_lab::sys::HTTP_CLIENT]));
-    netns::ready_or_skip(test, missing)
+    netns::ready_or_skip(test, missing).then(|| Lab::up(&unique_prefix(tag)))
 }
 
 /// The agent binary next to this test's target dir.
@@ -1290,11 +1292,10 @@ struct Switch {
 #[test]
 fn a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none() {
     let name = "a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none";
-    if !fleet_lab_ready(name) {
-        return;
-    }
     let t0 = std::time::Instant::now();
-    let lab = Lab::up(&unique_prefix("c"));
+    let Some(lab) = http_lab(name, "c") else {
+        return;
+    };
     let fleet = lab.fleet();
     let refuse = |port: u32| {
         let port = port.to_string();
@@ -1440,5 +1441,77 @@ fn a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none() 
         assert_eq!(e["after_run_id"], runs[after as usize].as_str(), "{e}");
         assert_eq!(e["country"], "CN", "{e}");
     }
+    eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
+}
+
+/// `GET` of the lab store's lookup for app `id` in storefront `cc`, from
+/// `side`'s namespace over `scheme` (HTTPS trusting the lab CA): status
+/// and the JSON body.
+fn store_lookup(lab: &Lab, side: &str, scheme: &str, query: &str) -> (u16, serde_json::Value) {
+    let url = format!("{scheme}://{}/lookup?{query}", plan::STORE_NAME);
+    let ns = format!("{}-{side}", lab.prefix);
+    let r = vantage_lab::sys::http_get(&ns, &url, &[], Some(&lab.ca_file()))
+        .unwrap_or_else(|e| panic!("GET {url} from {ns}: {e}"));
+    let body = serde_json::from_str(&r.body)
+        .unwrap_or_else(|e| panic!("GET {url} from {ns}: not JSON ({e}): {}", r.body));
+    (r.status, body)
+}
+
+/// The lab's app store (nginx, Apple's `lookup` format) from inside and
+/// outside, over HTTP and HTTPS: listed apps per storefront, the empty
+/// answer otherwise, 400 for arguments that fail its checks, and a
+/// removal (and the app's return) seen at the next lookup.
+#[test]
+fn the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect() {
+    use vantage_lab::store;
+    let name = "the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect";
+    let t0 = std::time::Instant::now();
+    let Some(lab) = http_lab(name, "s") else {
+        return;
+    };
+    let (vpn, news) = (store::vpn_app(), store::news_app());
+    let listed = |app: &store::App| {
+        serde_json::from_str::<serde_json::Value>(&store::listed_body(app)).expect("JSON")
+    };
+    let unlisted = serde_json::json!({"resultCount": 0, "results": []});
+    let lookup = |app: &store::App, cc: &str| format!("id={}&country={cc}", app.track_id);
+    let every_way = |query: &str, want: (u16, &serde_json::Value)| {
+        for side in ["inside", "outside"] {
+            for scheme in ["http", "https"] {
+                let (status, body) = store_lookup(&lab, side, scheme, query);
+                assert_eq!((status, &body), want, "{side} {scheme} {query}");
+            }
+        }
+    };
+    every_way(&lookup(&vpn, "cn"), (200, &listed(&vpn)));
+    every_way(&lookup(&vpn, "us"), (200, &listed(&vpn)));
+    every_way(&lookup(&news, "us"), (200, &listed(&news)));
+    every_way(&lookup(&news, "cn"), (200, &unlisted));
+    every_way("id=1999999999&country=cn", (200, &unlisted));
+    // No country is the US storefront, as Apple's default.
+    every_way(&format!("id={}", news.track_id), (200, &listed(&news)));
+    let vpn_body = listed(&vpn);
+    assert_eq!(vpn_body["results"][0]["trackId"], vpn.track_id);
+    assert_eq!(vpn_body["results"][0]["bundleId"], "example.lab.vpn");
+    for bad in [
+        "id=abc&country=cn",
+        "id=0123&country=cn",
+        "id=1000000001&country=chn",
+        "id=1000000001&country=CN",
+        "id=1000000001&country=..%2F",
+        "id=1000000001%2F..&country=cn",
+        "country=cn",
+    ] {
+        let (status, body) = store_lookup(&lab, "inside", "http", bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["errorMessage"].is_string(), "{bad}: {body}");
+    }
+
+    let dir = lab.state_dir();
+    store::remove(&dir, "cn", vpn.track_id).expect("remove from cn");
+    every_way(&lookup(&vpn, "cn"), (200, &unlisted));
+    every_way(&lookup(&vpn, "us"), (200, &listed(&vpn)));
+    store::add(&dir, "cn", &vpn).expect("back in cn");
+    every_way(&lookup(&vpn, "cn"), (200, &listed(&vpn)));
     eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
 }

@@ -1,0 +1,239 @@
+//! The lab's app store: nginx on `store.lab.example` (198.19.3.38, HTTP
+//! and HTTPS with the lab certificate) answering Apple's iTunes Search
+//! `lookup` format per storefront, `GET /lookup?id=<digits>&country=<cc>`:
+//!
+//! ```text
+//! {"resultCount":1,"results":[{"trackId":1000000001,"trackName":"Lab VPN",...}]}
+//! {"resultCount":0,"results":[]}
+//! ```
+//!
+//! The catalogue is files: `STATE/store/<cc>/<id>.json` is app `<id>`'s
+//! answer in storefront `<cc>`. nginx maps the two query arguments, each
+//! checked by a strict regex (two lowercase letters, 1-12 digits without
+//! a leading zero; no `country` is `us`, as Apple's default), to that path
+//! and serves it, or the empty answer when no such file exists, or 400 for
+//! anything else. [`add`] and [`remove`] change a storefront while the lab
+//! runs (nginx caches no file, so the next lookup sees it): the store's own
+//! doing, like the 2017 removal of VPN apps from Apple's China store. The
+//! firewall does nothing to it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::plan;
+use crate::sys::{self, LabError, Result};
+
+/// One app as `lookup` lists it (the fields a client reads).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct App {
+    pub track_id: u64,
+    pub track_name: String,
+    pub seller_name: String,
+    pub version: String,
+    pub bundle_id: String,
+}
+
+fn app(track_id: u64, track_name: &str, bundle_id: &str) -> App {
+    App {
+        track_id,
+        track_name: track_name.into(),
+        seller_name: "Vantage Lab".into(),
+        version: "1.0".into(),
+        bundle_id: bundle_id.into(),
+    }
+}
+
+/// A VPN app, listed in `us` and `cn` when the lab is built.
+pub fn vpn_app() -> App {
+    app(1_000_000_001, "Lab VPN", "example.lab.vpn")
+}
+
+/// A messenger, listed in `us` and `cn`.
+pub fn messenger_app() -> App {
+    app(1_000_000_002, "Lab Messenger", "example.lab.messenger")
+}
+
+/// A news app, listed in `us` only (already gone from `cn`).
+pub fn news_app() -> App {
+    app(1_000_000_003, "Lab News", "example.lab.news")
+}
+
+/// The catalogue `up` writes: (storefront, app).
+pub fn initial() -> Vec<(&'static str, App)> {
+    vec![
+        ("us", vpn_app()),
+        ("cn", vpn_app()),
+        ("us", messenger_app()),
+        ("cn", messenger_app()),
+        ("us", news_app()),
+    ]
+}
+
+/// A `lookup` answer, its fields in Apple's order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Lookup<'a> {
+    result_count: usize,
+    results: &'a [&'a App],
+}
+
+/// The answer for a listed app.
+pub fn listed_body(app: &App) -> String {
+    let body = Lookup {
+        result_count: 1,
+        results: &[app],
+    };
+    serde_json::to_string(&body).unwrap_or_default()
+}
+
+/// The answer for an app the storefront does not list.
+pub const UNLISTED_BODY: &str = r#"{"resultCount":0,"results":[]}"#;
+
+/// The answer to arguments that fail the checks.
+pub const INVALID_BODY: &str =
+    r#"{"errorMessage":"Invalid value(s) for key(s): [country, id]","queryParameters":{}}"#;
+
+/// Where the catalogue lives.
+pub fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("store")
+}
+
+/// The same rule as nginx's: two lowercase ASCII letters.
+fn check_storefront(storefront: &str) -> Result<()> {
+    if storefront.len() == 2 && storefront.bytes().all(|b| b.is_ascii_lowercase()) {
+        Ok(())
+    } else {
+        Err(LabError::Precondition(format!(
+            "storefront {storefront:?} is not two lowercase letters"
+        )))
+    }
+}
+
+fn app_path(state_dir: &Path, storefront: &str, track_id: u64) -> Result<PathBuf> {
+    check_storefront(storefront)?;
+    Ok(dir(state_dir)
+        .join(storefront)
+        .join(format!("{track_id}.json")))
+}
+
+/// Lists `app` in `storefront` (written whole, then renamed into place, so
+/// a lookup never reads half a file).
+pub fn add(state_dir: &Path, storefront: &str, app: &App) -> Result<()> {
+    let path = app_path(state_dir, storefront, app.track_id)?;
+    let tmp = path.with_extension("json.tmp");
+    sys::mkdir(path.parent().unwrap_or(state_dir))?;
+    sys::write(&tmp, listed_body(app))?;
+    std::fs::rename(&tmp, &path).map_err(|source| LabError::Io {
+        context: format!("cannot rename {} into place", tmp.display()),
+        source,
+    })
+}
+
+/// Takes app `track_id` out of `storefront`; fails when it is not listed.
+pub fn remove(state_dir: &Path, storefront: &str, track_id: u64) -> Result<()> {
+    let path = app_path(state_dir, storefront, track_id)?;
+    std::fs::remove_file(&path).map_err(|source| LabError::Io {
+        context: format!("cannot remove app {track_id} from storefront {storefront}"),
+        source,
+    })
+}
+
+/// Writes the [`initial`] catalogue.
+pub fn seed(state_dir: &Path) -> Result<()> {
+    for (storefront, app) in initial() {
+        add(state_dir, storefront, &app)?;
+    }
+    Ok(())
+}
+
+/// The lookup URL of app `track_id` in `storefront`, over `scheme`.
+pub fn lookup_url(scheme: &str, track_id: u64, storefront: &str) -> String {
+    format!(
+        "{scheme}://{}/lookup?id={track_id}&country={storefront}",
+        plan::STORE_NAME
+    )
+}
+
+/// The store's nginx `map` (http level) and `server` block.
+pub fn nginx_server(state_dir: &Path) -> String {
+    let root = dir(state_dir);
+    format!(
+        r#"  map "$arg_country/$arg_id" $vantage_lab_store_file {{
+    default "";
+    "~^(?<store_cc>[a-z][a-z])/(?<store_id>[1-9][0-9]{{0,11}})$" "/$store_cc/$store_id.json";
+    "~^/(?<store_us_id>[1-9][0-9]{{0,11}})$" "/us/$store_us_id.json";
+  }}
+  server {{
+    listen {ip}:80;
+    listen {ip}:443 ssl;
+    server_name {name};
+    root {root};
+    default_type application/json;
+    location = /lookup {{
+      if ($vantage_lab_store_file = "") {{ return 400 '{invalid}'; }}
+      try_files $vantage_lab_store_file @unlisted;
+    }}
+    location @unlisted {{ return 200 '{unlisted}'; }}
+    location / {{ return 404 '{{"errorMessage":"not found"}}'; }}
+  }}
+"#,
+        ip = plan::STORE_IP,
+        name = plan::STORE_NAME,
+        root = root.display(),
+        invalid = INVALID_BODY,
+        unlisted = UNLISTED_BODY,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_and_remove_change_one_storefront() {
+        let tmp = std::env::temp_dir().join(format!("vl-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        seed(&tmp).unwrap();
+        let file = |cc: &str, app: &App| dir(&tmp).join(cc).join(format!("{}.json", app.track_id));
+        let body = std::fs::read_to_string(file("cn", &vpn_app())).unwrap();
+        assert!(body.starts_with(r#"{"resultCount":1,"results":[{"trackId":1000000001,"#));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["resultCount"], 1);
+        assert_eq!(v["results"][0]["trackId"], 1_000_000_001u64);
+        assert_eq!(v["results"][0]["bundleId"], "example.lab.vpn");
+        assert_eq!(v["results"][0]["sellerName"], "Vantage Lab");
+        assert!(!file("cn", &news_app()).exists());
+        remove(&tmp, "cn", vpn_app().track_id).unwrap();
+        assert!(!file("cn", &vpn_app()).exists() && file("us", &vpn_app()).exists());
+        assert!(
+            remove(&tmp, "cn", vpn_app().track_id).is_err(),
+            "not listed"
+        );
+        add(&tmp, "cn", &vpn_app()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(file("cn", &vpn_app())).unwrap(),
+            body
+        );
+        for bad in ["CN", "c", "chn", "../", "c/"] {
+            assert!(add(&tmp, bad, &vpn_app()).is_err(), "{bad}");
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+        let unlisted: serde_json::Value = serde_json::from_str(UNLISTED_BODY).unwrap();
+        assert_eq!(
+            unlisted,
+            serde_json::json!({"resultCount": 0, "results": []})
+        );
+    }
+
+    #[test]
+    fn nginx_validates_both_arguments() {
+        let conf = nginx_server(Path::new("/run/vantage-lab/x"));
+        assert!(conf.contains("root /run/vantage-lab/x/store;"));
+        assert!(conf.contains("[a-z][a-z])/(?<store_id>[1-9][0-9]{0,11})$"));
+        assert!(conf.contains(&format!("listen {}:443 ssl;", plan::STORE_IP)));
+        // No single quote in the bodies: they sit in '...' strings.
+        assert!(!INVALID_BODY.contains('\'') && !UNLISTED_BODY.contains('\''));
+    }
+}
