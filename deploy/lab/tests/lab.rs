@@ -1274,6 +1274,94 @@ fn between_runs(fleet: &Fleet, campaign: &str, index: u32, next: u32, limit: Dur
     );
 }
 
+/// Does `change` half an interval after run `run - 1` was due, once that
+/// run is done and before run `run` is dispatched; returns when (Unix µs).
+fn before_run(
+    fleet: &Fleet,
+    campaign: &str,
+    schedule: &Periodic,
+    run: u32,
+    change: impl FnOnce(),
+) -> i64 {
+    let half = schedule.every / 2;
+    sleep_until(schedule.due(run - 1) + half);
+    between_runs(fleet, campaign, run - 1, run, half - Duration::from_secs(1));
+    change();
+    now_us()
+}
+
+/// The inside (CN) verdicts of the target named `name`, as (run index,
+/// status, mechanism), in run order.
+fn inside_by_run<'v>(
+    verdicts: &'v [vantage_proto::v1::VerdictRow],
+    runs: &[String],
+    name: &str,
+) -> Vec<(usize, &'v str, &'v str)> {
+    let mut seen: Vec<(usize, &str, &str)> = verdicts
+        .iter()
+        .filter(|v| v.country == "CN" && v.name == name)
+        .map(|v| {
+            let i = runs.iter().position(|r| *r == v.run_id).expect("its run");
+            (i, v.status.as_str(), v.mechanism.as_str())
+        })
+        .collect();
+    seen.sort();
+    seen
+}
+
+/// `runs` runs of which those in `blocked` are blocked by `mechanism`,
+/// the rest ok: what [`inside_by_run`] should give.
+fn ok_except(
+    runs: usize,
+    blocked: std::ops::Range<u32>,
+    mechanism: &str,
+) -> Vec<(usize, &str, &str)> {
+    (0..runs)
+        .map(|i| match blocked.contains(&(i as u32)) {
+            true => (i, "blocked", mechanism),
+            false => (i, "ok", ""),
+        })
+        .collect()
+}
+
+/// A change event a test expects: its states ("status:mechanism"), its
+/// kind, the first run with the new state and when the test made it.
+struct Expected<'a> {
+    from: &'a str,
+    to: &'a str,
+    change: &'a str,
+    after_run: u32,
+    at_us: i64,
+}
+
+/// Checks a change event of the HTTP API against `want`: the states, the
+/// two runs around the change, and an onset interval holding the moment
+/// the test made the change and lying within the gap between those runs.
+fn assert_event(e: &serde_json::Value, want: &Expected, runs: &[String], schedule: &Periodic) {
+    let state = |s: &str, m: &str| {
+        format!(
+            "{}:{}",
+            e[s].as_str().unwrap_or("?"),
+            e[m].as_str().unwrap_or("?")
+        )
+    };
+    assert_eq!(state("from_status", "from_mechanism"), want.from, "{e}");
+    assert_eq!(state("to_status", "to_mechanism"), want.to, "{e}");
+    assert_eq!(e["change"], want.change, "{e}");
+    assert_eq!(e["country"], "CN", "{e}");
+    let (before, after) = (want.after_run - 1, want.after_run);
+    assert_eq!(e["before_run_id"], runs[before as usize].as_str(), "{e}");
+    assert_eq!(e["after_run_id"], runs[after as usize].as_str(), "{e}");
+    let (b, f) = (
+        e["before_us"].as_i64().expect("before_us"),
+        e["after_us"].as_i64().expect("after_us"),
+    );
+    let at = want.at_us;
+    assert!(b <= at && at <= f, "change at {at} not in [{b}, {f}]: {e}");
+    assert!(b >= micros(schedule.due(before)), "{e}");
+    assert!(f < micros(schedule.due(after) + schedule.every / 2), "{e}");
+}
+
 /// A rule for a target's TCP port, switched on before run `on` and off
 /// before run `off` of a periodic campaign.
 struct Switch {
@@ -1337,8 +1425,7 @@ fn a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none() 
         )
         .expect("campaign");
 
-    // Every switch in time order, half an interval after the run before
-    // it was due, when that run is done and the next not yet dispatched.
+    // Every switch in time order, between the runs around it.
     let mut order: Vec<(u32, &Switch, bool)> = switches
         .iter()
         .flat_map(|s| [(s.on, s, true), (s.off, s, false)])
@@ -1346,20 +1433,14 @@ fn a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none() 
     order.sort_by_key(|(run, _, _)| *run);
     let mut switched_at: BTreeMap<(&str, bool), i64> = BTreeMap::new();
     for (run, s, on) in order {
-        sleep_until(schedule.due(run - 1) + every / 2);
-        between_runs(
-            &fleet,
-            &id,
-            run - 1,
-            run,
-            every / 2 - Duration::from_secs(1),
-        );
-        if on {
-            censor::add(&lab.prefix, &s.rule).expect("rule on");
-        } else {
-            censor::remove(&lab.prefix, &s.rule).expect("rule off");
-        }
-        switched_at.insert((s.target, on), now_us());
+        let at = before_run(&fleet, &id, &schedule, run, || {
+            if on {
+                censor::add(&lab.prefix, &s.rule).expect("rule on");
+            } else {
+                censor::remove(&lab.prefix, &s.rule).expect("rule off");
+            }
+        });
+        switched_at.insert((s.target, on), at);
     }
     fleet
         .wait_done(std::slice::from_ref(&id), every * 2, |_, _| {})
@@ -1370,76 +1451,40 @@ fn a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none() 
     // The runs saw what the censor did: A blocked in 3-5, B in 4.
     let verdicts = fleet.verdicts(&id).expect("verdicts");
     for s in &switches {
-        let mut seen: Vec<(usize, &str, &str)> = verdicts
-            .iter()
-            .filter(|v| v.country == "CN" && v.name == s.target)
-            .map(|v| {
-                let i = runs.iter().position(|r| *r == v.run_id).expect("its run");
-                (i, v.status.as_str(), v.mechanism.as_str())
-            })
-            .collect();
-        seen.sort();
-        let want: Vec<(usize, &str, &str)> = (0..runs.len())
-            .map(|i| match (s.on..s.off).contains(&(i as u32)) {
-                true => (i, "blocked", "tcp.refused"),
-                false => (i, "ok", ""),
-            })
-            .collect();
-        assert_eq!(seen, want, "inside verdicts of {} by run", s.target);
+        assert_eq!(
+            inside_by_run(&verdicts, &runs, s.target),
+            ok_except(runs.len(), s.on..s.off, "tcp.refused"),
+            "inside verdicts of {} by run",
+            s.target
+        );
     }
 
-    // The change events, as the HTTP API gives them.
+    // The change events, as the HTTP API gives them: A's two, none for B.
     let events = fleet.changes(&id).expect("changes");
-    let of =
-        |t: &str| -> Vec<&serde_json::Value> { events.iter().filter(|e| e["name"] == t).collect() };
-    assert!(of("B").is_empty(), "a one-run flap is no event: {events:?}");
-    let a = of("A");
-    assert_eq!((a.len(), events.len()), (2, 2), "{events:?}");
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["A", "A"], "{events:?}");
+    let a = &switches[0];
     let expected = [
-        (
-            "ok",
-            "",
-            "blocked",
-            "tcp.refused",
-            "blocked",
-            switches[0].on,
-            true,
-        ),
-        (
-            "blocked",
-            "tcp.refused",
-            "ok",
-            "",
-            "unblocked",
-            switches[0].off,
-            false,
-        ),
+        Expected {
+            from: "ok:",
+            to: "blocked:tcp.refused",
+            change: "blocked",
+            after_run: a.on,
+            at_us: switched_at[&("A", true)],
+        },
+        Expected {
+            from: "blocked:tcp.refused",
+            to: "ok:",
+            change: "unblocked",
+            after_run: a.off,
+            at_us: switched_at[&("A", false)],
+        },
     ];
-    for (e, (from, from_mech, to, to_mech, change, after, on)) in a.iter().zip(expected) {
-        let at = switched_at[&("A", on)];
-        let (b, f) = (
-            e["before_us"].as_i64().expect("before_us"),
-            e["after_us"].as_i64().expect("after_us"),
-        );
-        assert!(b <= at && at <= f, "switch at {at} not in [{b}, {f}]: {e}");
-        // The onset spans the gap between the two runs, nothing more.
-        let before = after - 1;
-        assert!(b >= micros(schedule.due(before)), "{e}");
-        assert!(f < micros(schedule.due(after) + every / 2), "{e}");
-        assert_eq!(e["change"], change, "{e}");
-        assert_eq!(
-            [
-                &e["from_status"],
-                &e["from_mechanism"],
-                &e["to_status"],
-                &e["to_mechanism"]
-            ],
-            [from, from_mech, to, to_mech],
-            "{e}"
-        );
-        assert_eq!(e["before_run_id"], runs[before as usize].as_str(), "{e}");
-        assert_eq!(e["after_run_id"], runs[after as usize].as_str(), "{e}");
-        assert_eq!(e["country"], "CN", "{e}");
+    for (e, want) in events.iter().zip(&expected) {
+        assert_event(e, want, &runs, &schedule);
     }
     eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
 }
