@@ -2,11 +2,15 @@
 //! for every condition of the catalogue from the inside namespace and from
 //! the outside namespace, and check that inside sees the censorship while
 //! the outside control does not (or, for the down target, that both fail).
-//! Also: `up` twice / `down` twice, and a half-built lab cleaned by `up`.
+//! Also: `up` twice / `down` twice, and a half-built lab cleaned by `up`;
+//! every condition's verdict through campaigns of the lab fleet; change
+//! events of a periodic campaign while the censor switches rules; the lab's
+//! app store.
 //!
-//! Needs root, iproute2, iptables, nginx, dnsmasq, openvpn, tor and the
-//! agent binary (`cargo build --workspace --bins`). A missing precondition
-//! fails the test naming it, unless VANTAGE_SKIP_LAB=1.
+//! Needs root, iproute2, iptables, nginx, dnsmasq, openvpn, tor, curl (the
+//! tests that read HTTP) and the workspace binaries (`cargo build
+//! --workspace --bins`). A missing precondition fails the test naming it,
+//! unless VANTAGE_SKIP_LAB=1.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
