@@ -25,6 +25,7 @@ const STRICT: &[&str] = &[
     "TorInput",
     "EncryptedInput",
     "WireGuardInput",
+    "AppStoreInput",
 ];
 
 /// Messages the HTTP API serves as JSON unchanged (see `OPENAPI` below).

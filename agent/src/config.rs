@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 pub const FILE: &str = "agent.toml";
 
 /// Probe kinds enabled by default: the ones that look like ordinary
-/// browsing. VPN, Tor and fully-encrypted probes are opt-in because they can
+/// browsing (an `app_store` lookup is the request a phone's App Store app
+/// makes). VPN, Tor and fully-encrypted probes are opt-in because they can
 /// draw attention to the volunteer's connection.
-pub const DEFAULT_KINDS: &[&str] = &["dns", "dns_injection", "tcp", "tls", "http", "web", "quic"];
+#[rustfmt::skip]
+pub const DEFAULT_KINDS: &[&str] = &["dns", "dns_injection", "tcp", "tls", "http", "web", "quic", "app_store"];
 
 /// Agent configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -46,9 +46,9 @@ Before you enroll: what running a Vantage agent means
 What the agent does
   It connects to the coordinator named in your token and, when asked, tests
   whether websites and internet services can be reached from your network:
-  DNS lookups, TCP connections, TLS and HTTP requests, QUIC, and - only if
-  you enable them in agent.toml - VPN (OpenVPN, WireGuard), Tor and
-  fully-encrypted-proxy probes. It never probes your own local network
+  DNS lookups, TCP connections, TLS and HTTP requests, QUIC, app store
+  lookups, and - only if you enable them in agent.toml - VPN (OpenVPN,
+  WireGuard), Tor and fully-encrypted-proxy probes. It never probes your own local network
   unless you set allow_private_targets = true.
 
 What others on your network can see
@@ -239,16 +239,24 @@ mod kinds_notice_tests {
                 .unwrap_or_else(|| panic!("no {prefix:?} line in {text}"))
                 .to_string()
         };
-        let on = line("Probe kinds on:");
-        let off = line("Probe kinds off:");
+        // The kinds a line lists, as words ("tor" is not in "app_store").
+        let kinds = |l: String| -> Vec<String> {
+            l.split([' ', ',', ':', '('])
+                .map(str::to_string)
+                .filter(|w| !w.is_empty())
+                .collect()
+        };
+        let on = kinds(line("Probe kinds on:"));
+        let off = kinds(line("Probe kinds off:"));
+        let has = |list: &[String], k: &str| list.iter().any(|w| w == k);
         for k in crate::config::DEFAULT_KINDS {
-            assert!(on.contains(k), "{k} on: {text}");
+            assert!(has(&on, k), "{k} on: {text}");
         }
         for k in vantage_proto::PROBE_KINDS
             .iter()
             .filter(|k| !crate::config::DEFAULT_KINDS.contains(k))
         {
-            assert!(off.contains(k) && !on.contains(k), "{k} off: {text}");
+            assert!(has(&off, k) && !has(&on, k), "{k} off: {text}");
         }
         assert!(
             text.contains("[consent]") && text.contains("agent.toml"),

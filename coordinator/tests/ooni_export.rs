@@ -17,11 +17,12 @@ use ed25519_dalek::SigningKey;
 use vantage_coordinator::export;
 use vantage_proto::failure::{failure, op};
 use vantage_proto::v1::{
-    measurement::Result as R, probe_input::Kind, DnsAnswer, DnsInput, DnsReply, DnsResult,
-    EncryptedAttempt, EncryptedInput, EncryptedResult, HttpHeader, HttpInput, HttpResponse,
-    HttpResult, Labels, Measurement, OpenVpnInput, OpenVpnResult, ProbeInput, QuicInput,
-    QuicResult, Step, StoredResult, TcpInput, TcpResult, TlsHandshake, TlsInput, TlsResult,
-    TorInput, TorResult, VerdictRow, WebInput, WebResult, WireGuardInput, WireGuardResult,
+    measurement::Result as R, probe_input::Kind, AppStoreInput, AppStoreLookup, AppStoreResult,
+    DnsAnswer, DnsInput, DnsReply, DnsResult, EncryptedAttempt, EncryptedInput, EncryptedResult,
+    HttpHeader, HttpInput, HttpResponse, HttpResult, Labels, Measurement, OpenVpnInput,
+    OpenVpnResult, ProbeInput, QuicInput, QuicResult, Step, StoredResult, TcpInput, TcpResult,
+    TlsHandshake, TlsInput, TlsResult, TorInput, TorResult, VerdictRow, WebInput, WebResult,
+    WireGuardInput, WireGuardResult,
 };
 
 const TEST: &str = "ooni_export_loads_in_oonidata";
@@ -368,6 +369,41 @@ fn measurements() -> Vec<(Kind, R, Vec<Step>)> {
                 ..Default::default()
             }),
             back_to_back(&[("connect", 100), ("write", 100), ("read", 25_000)]),
+        ),
+        (
+            Kind::AppStore(AppStoreInput {
+                app_id: "886492891".into(),
+                storefront: "cn".into(),
+                control_storefront: "us".into(),
+                ..Default::default()
+            }),
+            R::AppStore(AppStoreResult {
+                lookups: ["cn", "us"]
+                    .iter()
+                    .map(|sf| AppStoreLookup {
+                        storefront: sf.to_string(),
+                        url: format!("https://itunes.apple.com/lookup?id=886492891&country={sf}"),
+                        status: 200,
+                        body_sha256: "ef".repeat(32),
+                        body_length: 40,
+                        result_count: u32::from(*sf == "us"),
+                        listed: *sf == "us",
+                        tls: Some(hs("itunes.apple.com")),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+            // The tested storefront's lookup, then the control one's.
+            back_to_back(
+                &[
+                    ("resolve", 5_000),
+                    ("connect", 10_000),
+                    ("tls_handshake", 20_000),
+                    ("http_round_trip", 30_000),
+                    ("read", 1_000),
+                ]
+                .repeat(2),
+            ),
         ),
         (
             Kind::Tor(TorInput {

@@ -80,8 +80,33 @@ impl v1::ProbeInput {
             Some(Kind::Tor(_)) => "tor",
             Some(Kind::Encrypted(_)) => "encrypted",
             Some(Kind::Wireguard(_)) => "wireguard",
+            Some(Kind::AppStore(_)) => "app_store",
             None => "none",
         }
+    }
+}
+
+/// The store an `app_store` input asks when it names none (Apple's).
+pub const DEFAULT_APP_STORE_URL: &str = "https://itunes.apple.com";
+
+impl v1::AppStoreInput {
+    /// The lookup URL for one storefront, in the iTunes Search `lookup`
+    /// format: `{base_url}/lookup?id=<app_id>&country=<storefront>`, or
+    /// `bundleId=<bundle_id>` when `app_id` is empty. Both ends build it
+    /// from a validated input (digits, a bundle id's characters, two
+    /// letters), so nothing in it needs escaping.
+    pub fn lookup_url(&self, storefront: &str) -> String {
+        let base = if self.base_url.is_empty() {
+            DEFAULT_APP_STORE_URL
+        } else {
+            self.base_url.trim_end_matches('/')
+        };
+        let (key, value) = if self.app_id.is_empty() {
+            ("bundleId", &self.bundle_id)
+        } else {
+            ("id", &self.app_id)
+        };
+        format!("{base}/lookup?{key}={value}&country={storefront}")
     }
 }
 
@@ -289,6 +314,7 @@ pub const PROBE_KINDS: &[&str] = &[
     "tor",
     "encrypted",
     "wireguard",
+    "app_store",
 ];
 
 #[cfg(test)]

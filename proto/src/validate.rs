@@ -28,6 +28,7 @@
 //! | `tor` | `ip`; `port` required |
 //! | `encrypted` | `ip`; `port` required; `payload_bytes` 0 (256) or 16..=1400; `retest_count` at most 100 |
 //! | `wireguard` | `ip`; `port` (0: 51820); `peer_public_key` 32 bytes |
+//! | `app_store` | `app_id` empty or digits (a `u64`); `bundle_id` letters, digits, `.`, `-`, `_`, required when `app_id` is empty; `storefront` two letters (lower-cased); `control_storefront` empty or two letters, not the tested one; `base_url` empty or http(s) without query or fragment (a trailing `/` dropped) |
 //!
 //! and for every kind a `name` of at most 200 characters without control
 //! characters.
@@ -43,8 +44,8 @@ use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 
 use crate::v1::probe_input::Kind;
 use crate::v1::{
-    DnsInput, EncryptedInput, HttpInput, OpenVpnInput, ProbeInput, QuicInput, TcpInput, TlsInput,
-    TorInput, WebInput, WireGuardInput,
+    AppStoreInput, DnsInput, EncryptedInput, HttpInput, OpenVpnInput, ProbeInput, QuicInput,
+    TcpInput, TlsInput, TorInput, WebInput, WireGuardInput,
 };
 
 /// Longest target name, in characters.
@@ -57,6 +58,8 @@ pub const MAX_PAYLOAD_BYTES: u32 = 1400;
 pub const MAX_RETESTS: u32 = 100;
 /// Longest ALPN protocol name (a one-byte length on the wire).
 pub const MAX_ALPN_BYTES: usize = 255;
+/// Longest `app_store` bundle id (Apple's CFBundleIdentifier is far shorter).
+pub const MAX_BUNDLE_ID_BYTES: usize = 255;
 
 /// Why a probe input is refused. `Display` is the message, starting with
 /// the field's name; [`InputError::field`] names the field alone.
@@ -154,6 +157,7 @@ pub fn validate(input: &ProbeInput) -> Result<ProbeInput, InputError> {
         Some(Kind::Tor(t)) => Kind::Tor(tor(t)?),
         Some(Kind::Encrypted(e)) => Kind::Encrypted(encrypted(e)?),
         Some(Kind::Wireguard(w)) => Kind::Wireguard(wireguard(w)?),
+        Some(Kind::AppStore(a)) => Kind::AppStore(app_store(a)?),
     };
     Ok(ProbeInput {
         kind: Some(kind),
@@ -336,7 +340,99 @@ fn wireguard(w: &WireGuardInput) -> Result<WireGuardInput, InputError> {
     })
 }
 
+fn app_store(a: &AppStoreInput) -> Result<AppStoreInput, InputError> {
+    let app_id = a.app_id.trim();
+    if !app_id.is_empty()
+        && (!app_id.bytes().all(|b| b.is_ascii_digit()) || app_id.parse::<u64>().is_err())
+    {
+        return Err(InputError::Invalid {
+            field: "app_id",
+            reason: format!(
+                "{app_id:?} is not the store's numeric id (digits, e.g. \"932747118\")"
+            ),
+        });
+    }
+    let bundle_id = a.bundle_id.trim();
+    if app_id.is_empty() && bundle_id.is_empty() {
+        return Err(InputError::Missing {
+            field: "bundle_id",
+            hint: " when app_id is empty (one of them names the app)",
+        });
+    }
+    if bundle_id.len() > MAX_BUNDLE_ID_BYTES {
+        return Err(InputError::Invalid {
+            field: "bundle_id",
+            reason: format!(
+                "has {} bytes, more than {MAX_BUNDLE_ID_BYTES}",
+                bundle_id.len()
+            ),
+        });
+    }
+    if let Some(c) = bundle_id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(InputError::Invalid {
+            field: "bundle_id",
+            reason: format!("contains {c:?} (a bundle id has letters, digits, '.', '-' and '_')"),
+        });
+    }
+    let storefront = storefront_code("storefront", &a.storefront)?;
+    let control_storefront = if a.control_storefront.trim().is_empty() {
+        String::new()
+    } else {
+        storefront_code("control_storefront", &a.control_storefront)?
+    };
+    if control_storefront == storefront {
+        return Err(InputError::Invalid {
+            field: "control_storefront",
+            reason: format!(
+                "{control_storefront:?} is the storefront tested: compare with another"
+            ),
+        });
+    }
+    let base_url = if a.base_url.trim().is_empty() {
+        String::new()
+    } else {
+        let u = url("base_url", &a.base_url, &["http", "https"])?;
+        if u.contains(['?', '#']) {
+            return Err(InputError::BadUrl {
+                field: "base_url",
+                value: a.base_url.trim().to_string(),
+                reason: "must not carry a query or fragment (the probe appends /lookup?...)".into(),
+            });
+        }
+        u.trim_end_matches('/').to_string()
+    };
+    Ok(AppStoreInput {
+        app_id: app_id.to_string(),
+        bundle_id: bundle_id.to_string(),
+        storefront,
+        control_storefront,
+        base_url,
+    })
+}
+
 // ------------------------------------------------------------------ fields
+
+/// A storefront: an ISO 3166-1 alpha-2 code, two ASCII letters, written in
+/// lower case as the lookup API's `country` takes it.
+fn storefront_code(field: &'static str, s: &str) -> Result<String, InputError> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(InputError::Missing {
+            field,
+            hint: ": a two-letter country code, e.g. \"cn\"",
+        });
+    }
+    if t.len() != 2 || !t.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(InputError::Invalid {
+            field,
+            reason: format!("{t:?} is not a two-letter country code (e.g. \"cn\")"),
+        });
+    }
+    Ok(t.to_ascii_lowercase())
+}
 
 /// 1..=65535, or 0 where the probe has a default (`zero_is_default`).
 fn port(field: &'static str, p: u32, zero_is_default: bool) -> Result<u32, InputError> {
@@ -1292,11 +1388,129 @@ mod tests {
                     host_header: s.into(),
                     ..Default::default()
                 }),
+                Kind::AppStore(AppStoreInput {
+                    app_id: s.into(),
+                    bundle_id: s.into(),
+                    storefront: s.into(),
+                    control_storefront: s.into(),
+                    base_url: s.into(),
+                }),
+                Kind::AppStore(AppStoreInput {
+                    app_id: "1".into(),
+                    storefront: "cn".into(),
+                    base_url: s.into(),
+                    ..Default::default()
+                }),
             ] {
                 if let Ok(once) = validate(&input(k)) {
                     assert_eq!(validate(&once).as_ref(), Ok(&once), "{s:?}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn app_store_inputs_are_checked_and_normalised() {
+        let store = |app_id: &str, bundle_id: &str, sf: &str, ctl: &str, base: &str| {
+            Kind::AppStore(AppStoreInput {
+                app_id: app_id.into(),
+                bundle_id: bundle_id.into(),
+                storefront: sf.into(),
+                control_storefront: ctl.into(),
+                base_url: base.into(),
+            })
+        };
+        let a = accepted!(
+            AppStore,
+            AppStoreInput {
+                app_id: " 932747118 ".into(),
+                storefront: "CN".into(),
+                control_storefront: " us".into(),
+                base_url: "HTTPS://Store.Example/api/".into(),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            (
+                a.app_id.as_str(),
+                a.storefront.as_str(),
+                a.control_storefront.as_str()
+            ),
+            ("932747118", "cn", "us")
+        );
+        assert_eq!(a.base_url, "https://store.example/api");
+        // By bundle id alone, no control storefront, the default store.
+        let b = accepted!(
+            AppStore,
+            AppStoreInput {
+                bundle_id: "com.example.Vpn-app_2".into(),
+                storefront: "ru".into(),
+                ..Default::default()
+            }
+        );
+        assert_eq!((b.app_id.as_str(), b.base_url.as_str()), ("", ""));
+
+        refused(
+            store("", "", "cn", "us", ""),
+            Some("bundle_id"),
+            &["app_id"],
+        );
+        refused(
+            store("12a", "", "cn", "", ""),
+            Some("app_id"),
+            &["12a", "digits"],
+        );
+        refused(store("-1", "", "cn", "", ""), Some("app_id"), &["-1"]);
+        refused(
+            store("99999999999999999999999", "", "cn", "", ""),
+            Some("app_id"),
+            &["digits"],
+        );
+        refused(
+            store("", "com.x&country=us", "cn", "", ""),
+            Some("bundle_id"),
+            &["'&'"],
+        );
+        refused(
+            store("", &"a".repeat(256), "cn", "", ""),
+            Some("bundle_id"),
+            &["256"],
+        );
+        refused(
+            store("1", "", "", "us", ""),
+            Some("storefront"),
+            &["two-letter"],
+        );
+        refused(
+            store("1", "", "chn", "us", ""),
+            Some("storefront"),
+            &["chn"],
+        );
+        refused(store("1", "", "c1", "us", ""), Some("storefront"), &["c1"]);
+        refused(
+            store("1", "", "cn", "é", ""),
+            Some("control_storefront"),
+            &["two-letter"],
+        );
+        refused(
+            store("1", "", "cn", "CN", ""),
+            Some("control_storefront"),
+            &["tested"],
+        );
+        refused(
+            store("1", "", "cn", "us", "ftp://store.example"),
+            Some("base_url"),
+            &["http://"],
+        );
+        refused(
+            store("1", "", "cn", "us", "https://store.example/?a=1"),
+            Some("base_url"),
+            &["query"],
+        );
+        refused(
+            store("1", "", "cn", "us", "https://u:p@store.example"),
+            Some("base_url"),
+            &["password"],
+        );
     }
 }

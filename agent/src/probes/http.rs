@@ -62,6 +62,20 @@ pub(crate) async fn fetch(
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> Result<HttpResult, String> {
+    let (result, _) = fetch_keeping(input, first, ctx, steps, TITLE_SCAN_BYTES).await?;
+    Ok(result)
+}
+
+/// [`fetch`], also returning the first `keep` bytes of the final response's
+/// body (empty when no response came): for probes that read what the
+/// page says (`app_store`), within the same caps.
+pub(crate) async fn fetch_keeping(
+    input: &HttpInput,
+    first: Option<(IpAddr, TcpStream)>,
+    ctx: &ProbeContext,
+    steps: &mut Steps,
+    keep: usize,
+) -> Result<(HttpResult, Vec<u8>), String> {
     let mut target = UrlTarget::parse(&input.url)?;
     // The IP to connect to for the first hop: the input's, else the URL's
     // literal host (both checked by the policy: a refusal), else resolved.
@@ -90,6 +104,7 @@ pub(crate) async fn fetch(
     };
 
     let mut result = HttpResult::default();
+    let mut kept = Vec::new();
     let mut first = first;
     let mut hop = 0u32;
     let first_host = target.host.to_ascii_lowercase();
@@ -121,7 +136,7 @@ pub(crate) async fn fetch(
                     Ok(c) => c,
                     Err(f) => {
                         result.failure = Some(f);
-                        return Ok(result);
+                        return Ok((result, kept));
                     }
                 }
             }
@@ -141,32 +156,34 @@ pub(crate) async fn fetch(
                 Some(s) => Box::new(s),
                 None => {
                     result.failure = hs_failure;
-                    return Ok(result);
+                    return Ok((result, kept));
                 }
             }
         } else {
             Box::new(stream)
         };
         // Round trip.
-        let (resp, next) = match round_trip(io, &target, &host_header, max_body, ctx, steps).await {
-            Ok(r) => r,
-            Err(f) => {
-                result.failure = Some(f);
-                return Ok(result);
-            }
-        };
+        let (resp, next) =
+            match round_trip(io, &target, &host_header, max_body, keep, ctx, steps).await {
+                Ok(r) => r,
+                Err(f) => {
+                    result.failure = Some(f);
+                    return Ok((result, kept));
+                }
+            };
         let read_failure = resp.1.clone();
         if let Some(prev) = result.chain.last_mut() {
             // Only the final response keeps its body head.
             prev.body_head.clear();
         }
         result.chain.push(resp.0);
+        kept = resp.2;
         if let Some(f) = read_failure {
             result.failure = Some(f);
-            return Ok(result);
+            return Ok((result, kept));
         }
         let Some(location) = next else {
-            return Ok(result);
+            return Ok((result, kept));
         };
         let next = match target.redirect(&location) {
             Ok(t) => t,
@@ -175,14 +192,14 @@ pub(crate) async fn fetch(
                     &format!("unknown_failure: bad redirect: {reason}"),
                     op::HTTP_ROUND_TRIP,
                 ));
-                return Ok(result);
+                return Ok((result, kept));
             }
         };
         // A loop never ends, and a chain past the limit never reached a
         // page: both are a failure with its own name.
         if hop >= max_redirects || visited.contains(&next.url) {
             result.failure = Some(failure(failure::TOO_MANY_REDIRECTS, op::HTTP_ROUND_TRIP));
-            return Ok(result);
+            return Ok((result, kept));
         }
         target = next;
         hop += 1;
@@ -224,15 +241,16 @@ pub(crate) fn classify_hyper(e: &hyper::Error, operation: &str) -> Failure {
     }
 }
 
-/// A recorded response, the failure while reading its body (if any), and the
-/// redirect location to follow (if any).
-type HopOutcome = ((HttpResponse, Option<Failure>), Option<String>);
+/// A recorded response, the failure while reading its body (if any), the
+/// body's first bytes as kept, and the redirect location to follow (if any).
+type HopOutcome = ((HttpResponse, Option<Failure>, Vec<u8>), Option<String>);
 
 async fn round_trip(
     io: Box<dyn Io>,
     target: &UrlTarget,
     host_header: &str,
     max_body: u64,
+    keep: usize,
     ctx: &ProbeContext,
     steps: &mut Steps,
 ) -> Result<HopOutcome, Failure> {
@@ -330,8 +348,8 @@ async fn round_trip(
         let room = max_body.saturating_sub(total);
         let take = (data.len() as u64).min(room) as usize;
         hasher.update(&data[..take]);
-        if kept.len() < TITLE_SCAN_BYTES {
-            let k = take.min(TITLE_SCAN_BYTES - kept.len());
+        if kept.len() < keep {
+            let k = take.min(keep - kept.len());
             kept.extend_from_slice(&data[..k]);
         }
         total += take as u64;
@@ -345,9 +363,9 @@ async fn round_trip(
     steps.record("read", started, read_failure.clone());
     rec.body_length = total;
     rec.body_sha256 = hex::encode(hasher.finalize());
-    rec.title = extract_title(&kept);
+    rec.title = extract_title(&kept[..kept.len().min(TITLE_SCAN_BYTES)]);
     rec.body_head = head_text(&kept[..kept.len().min(BODY_HEAD_BYTES)]);
-    Ok(((rec, read_failure), location))
+    Ok(((rec, read_failure, kept), location))
 }
 
 /// Lossy UTF-8 of a body head, cut at a character boundary (a multi-byte

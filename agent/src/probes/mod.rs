@@ -20,15 +20,16 @@ use std::time::{Duration, Instant};
 
 use vantage_proto::failure::{self, failure, op};
 use vantage_proto::v1::{
-    measurement, probe_input::Kind, DnsResult, EncryptedResult, Failure, HttpResult, OpenVpnResult,
-    ProbeInput, QuicResult, Refusal, Step, TcpResult, TlsHandshake, TlsResult, TorResult,
-    WebResult, WireGuardResult,
+    measurement, probe_input::Kind, AppStoreLookup, AppStoreResult, DnsResult, EncryptedResult,
+    Failure, HttpResult, OpenVpnResult, ProbeInput, QuicResult, Refusal, Step, TcpResult,
+    TlsHandshake, TlsResult, TorResult, WebResult, WireGuardResult,
 };
 
 mod net;
 pub mod policy;
 mod target;
 
+pub mod app_store;
 pub mod dns;
 pub mod encrypted;
 pub mod http;
@@ -198,6 +199,7 @@ async fn probe(kind: &Kind, ctx: &ProbeContext) -> Probed {
         Kind::Tor(i) => tor::run(i, ctx).await,
         Kind::Encrypted(i) => encrypted::run(i, ctx).await,
         Kind::Wireguard(i) => wireguard::run(i, ctx).await,
+        Kind::AppStore(i) => app_store::run(i, ctx).await,
     }
 }
 
@@ -276,6 +278,15 @@ fn timed_out(kind: &Kind) -> measurement::Result {
             ip: i.ip.clone(),
             port: i.port,
             failure: timeout(op::READ),
+            ..Default::default()
+        }),
+        Kind::AppStore(i) => R::AppStore(AppStoreResult {
+            lookups: vec![AppStoreLookup {
+                storefront: i.storefront.clone(),
+                url: i.lookup_url(&i.storefront),
+                failure: timeout(op::HTTP_ROUND_TRIP),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
     }

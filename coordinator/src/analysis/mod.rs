@@ -76,6 +76,10 @@ pub enum Mechanism {
     VpnBlocked,
     #[serde(rename = "residual")]
     Residual,
+    /// The store lists the app in the control storefront but not in the
+    /// tested one: removed from that country's store, not from the network.
+    #[serde(rename = "store.removed")]
+    StoreRemoved,
 }
 
 impl fmt::Display for Status {
@@ -171,6 +175,19 @@ pub fn target_key(m: &Measurement) -> String {
         Some(Kind::Tor(t)) => format!("{}:{}", t.ip, t.port),
         Some(Kind::Encrypted(e)) => format!("{}:{}", e.ip, e.port),
         Some(Kind::Wireguard(w)) => format!("{}:{}", w.ip, w.port),
+        // The storefront is part of the target: `app_store 932747118@cn`
+        // and `@ru` are two series.
+        Some(Kind::AppStore(a)) => format!(
+            "{}@{}{}{}",
+            if a.app_id.is_empty() {
+                &a.bundle_id
+            } else {
+                &a.app_id
+            },
+            a.storefront,
+            opt("control", &a.control_storefront),
+            opt("store", &a.base_url)
+        ),
         None => String::new(),
     };
     format!("{k} {what}")

@@ -2,7 +2,8 @@
 //! [`verdict`]. Every threshold names its source beside it.
 //!
 //! Order: refusal -> control-free evidence (injection, in-task SNI
-//! comparison, residual blocking) -> no usable control -> inside failed
+//! comparison, residual blocking) -> app-store listings (in-task
+//! storefront comparison) -> no usable control -> inside failed
 //! (down / disagree / blocked by failing step) -> inside succeeded (DNS
 //! consistency, certificate, HTTP comparison) -> ok.
 
@@ -11,7 +12,8 @@ use std::net::IpAddr;
 
 use vantage_proto::failure as f;
 use vantage_proto::v1::{
-    measurement::Result as R, DnsResult, HttpResponse, HttpResult, Measurement, TlsHandshake,
+    measurement::Result as R, AppStoreLookup, DnsResult, HttpResponse, HttpResult, Measurement,
+    TlsHandshake,
 };
 
 use super::fingerprints::Fingerprints;
@@ -70,6 +72,12 @@ pub(super) fn failure_of(m: &Measurement) -> Option<Fail> {
         Some(R::Wireguard(w)) => fail_of(&w.failure).or_else(|| {
             (!w.response_received).then(|| (f::GENERIC_TIMEOUT.into(), f::op::READ.into()))
         }),
+        // The tested storefront's lookup: the control storefront's is
+        // compared by `store_listing`, not a step of the same path.
+        Some(R::AppStore(a)) => match a.lookups.first() {
+            Some(l) => fail_of(&l.failure),
+            None => Some(("no lookup".into(), String::new())),
+        },
         Some(R::Refused(r)) => Some((format!("refused: {}", r.reason), String::new())),
         None => Some(("no result".into(), String::new())),
     }
@@ -118,14 +126,16 @@ fn mechanism(m: &Measurement, failure: &str, op: &str) -> M {
         // After the handshake a reset hits the HTTP exchange (Host/keyword
         // filtering); for other kinds it is a plain TCP reset.
         f::op::HTTP_ROUND_TRIP | f::op::READ | f::op::WRITE
-            if is_reset(failure) && matches!(m.result, Some(R::Http(_)) | Some(R::Web(_))) =>
+            if is_reset(failure) && speaks_http(m) =>
         {
             M::HttpReset
         }
         // A redirect loop only the inside meets, or another odd failure
         // of the exchange: the page differs, by no named mechanism.
+        // (For `app_store`, a status other than 200 or an answer that
+        // does not parse: the store's answer was not the store's.)
         f::op::HTTP_ROUND_TRIP | f::op::READ | f::op::WRITE
-            if !is_timeout(failure) && matches!(m.result, Some(R::Http(_)) | Some(R::Web(_))) =>
+            if !is_timeout(failure) && speaks_http(m) =>
         {
             M::HttpDiff
         }
@@ -133,6 +143,14 @@ fn mechanism(m: &Measurement, failure: &str, op: &str) -> M {
         _ if is_timeout(failure) => M::TcpTimeout,
         _ => M::TcpRefused,
     }
+}
+
+/// Whether the measurement's exchange is HTTP (http, web, app_store).
+fn speaks_http(m: &Measurement) -> bool {
+    matches!(
+        m.result,
+        Some(R::Http(_)) | Some(R::Web(_)) | Some(R::AppStore(_))
+    )
 }
 
 /// NXDOMAIN, and error answers for a name the control resolves (NODATA,
@@ -349,7 +367,8 @@ pub fn verdict(inside: &Measurement, controls: &[&Measurement]) -> Verdict {
 /// 1. the inside agent refused or produced nothing: `inconclusive`;
 /// 2. evidence needing no control: two DNS replies that differ (injection),
 ///    a reply from an address that runs no DNS server, the in-task SNI
-///    comparison, residual blocking;
+///    comparison, residual blocking; and an app store's answers for the
+///    tested and the control storefront ([`store_listing`]);
 /// 3. no usable control: `inconclusive`;
 /// 4. **the first interference decides**: an inside DNS answer no honest
 ///    resolver gives (a special-purpose range none of the controls got, or
@@ -394,6 +413,9 @@ pub fn verdict_with(
     evidence.extend(usable.iter().map(|c| c.id.clone()));
 
     if let Some(found) = control_free(inside, &usable, &evidence) {
+        return found;
+    }
+    if let Some(found) = store_listing(inside, &usable, &evidence) {
         return found;
     }
     if usable.is_empty() {
@@ -1103,6 +1125,137 @@ fn control_free(
         )),
         _ => None,
     }
+}
+
+/// `app_store`: the store answered the tested storefront's lookup, so what
+/// it lists decides, not the network (a store that could not be reached,
+/// or answered with an error, is left to the network rules: `None`).
+///
+/// | tested storefront | control storefront | verdict |
+/// |---|---|---|
+/// | lists the app | any | `ok` |
+/// | does not | lists it | `blocked`, `store.removed` |
+/// | does not | does not either | `down` (withdrawn by its developer) |
+/// | does not | no answer | `inconclusive` |
+///
+/// The control storefront's answer is the inside's own lookup of it (the
+/// same moment, the same path, like the in-task SNI comparison), else the
+/// control agents' lookups of it. A tested storefront that lists the app
+/// for a control agent but not for the inside is `inconclusive`: the store
+/// answers differently by where it is asked from, which no storefront
+/// rule explains. The lookup API answers an app missing from a storefront
+/// with `resultCount` 0 and status 200, so "not listed" is read only from
+/// an answer that parsed.
+fn store_listing(
+    inside: &Measurement,
+    usable: &[&Measurement],
+    evidence: &[String],
+) -> Option<Verdict> {
+    let Some(R::AppStore(a)) = &inside.result else {
+        return None;
+    };
+    let tested = a.lookups.first()?;
+    if fail_of(&tested.failure).is_some() {
+        return None;
+    }
+    let evidence = evidence.to_vec();
+    let sf = &tested.storefront;
+    if tested.listed {
+        return Some(v(
+            Status::Ok,
+            None,
+            0.9,
+            evidence,
+            format!(
+                "listed in the {sf} storefront: {:?} by {:?}, version {:?}",
+                tested.track_name, tested.seller_name, tested.version
+            ),
+        ));
+    }
+    // The other agents' answered lookups of storefront `nth` (0: tested).
+    let theirs = |nth: usize, want: &str| -> Vec<&AppStoreLookup> {
+        usable
+            .iter()
+            .filter_map(|c| match &c.result {
+                Some(R::AppStore(ca)) => ca.lookups.get(nth),
+                _ => None,
+            })
+            .filter(|l| l.storefront == want && fail_of(&l.failure).is_none())
+            .collect()
+    };
+    let listed_there = theirs(0, sf).iter().filter(|l| l.listed).count();
+    if listed_there > 0 {
+        return Some(v(
+            Status::Inconclusive,
+            None,
+            0.3,
+            evidence,
+            format!(
+                "not listed in the {sf} storefront for the inside, but listed there for \
+                 {listed_there} control agent(s)"
+            ),
+        ));
+    }
+    let own = a.lookups.get(1).filter(|l| fail_of(&l.failure).is_none());
+    let (ctl_sf, found, in_task) = match own {
+        Some(l) => (l.storefront.as_str(), vec![l], true),
+        None => {
+            let ctl_sf = a.lookups.get(1).map_or("", |l| l.storefront.as_str());
+            (ctl_sf, theirs(1, ctl_sf), false)
+        }
+    };
+    if ctl_sf.is_empty() || found.is_empty() {
+        return Some(v(
+            Status::Inconclusive,
+            None,
+            0.3,
+            evidence,
+            if ctl_sf.is_empty() {
+                format!("not listed in the {sf} storefront, and no control storefront to compare")
+            } else {
+                format!("not listed in the {sf} storefront; no lookup of the {ctl_sf} storefront answered")
+            },
+        ));
+    }
+    let from = if in_task {
+        ""
+    } else {
+        " (control agents' lookups)"
+    };
+    let listed: Vec<&&AppStoreLookup> = found.iter().filter(|l| l.listed).collect();
+    let verdict = match listed.first() {
+        Some(l) => v(
+            Status::Blocked,
+            Some(M::StoreRemoved),
+            if in_task { 0.9 } else { 0.8 },
+            evidence,
+            format!(
+                "not listed in the {sf} storefront, listed in the {ctl_sf} storefront{from}: \
+                 {:?} by {:?}",
+                l.track_name, l.seller_name
+            ),
+        ),
+        None => v(
+            Status::Down,
+            None,
+            0.8,
+            evidence,
+            format!(
+                "listed in neither the {sf} nor the {ctl_sf} storefront{from}: \
+                 withdrawn by its developer, or not a published app id"
+            ),
+        ),
+    };
+    Some(if in_task {
+        verdict
+    } else {
+        let n = if listed.is_empty() {
+            found.len()
+        } else {
+            listed.len()
+        };
+        with_support(verdict, n as u32)
+    })
 }
 
 /// OONI's DNS consistency, without ASNs: answer sets sharing no /24

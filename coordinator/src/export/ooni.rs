@@ -762,7 +762,9 @@ fn blocking_of(mechanism: &str, own: Option<&Failure>) -> &'static str {
     let family = mechanism.split('.').next().unwrap_or("");
     match (family, mechanism) {
         ("dns", _) => "dns",
-        (_, "http.blockpage" | "http.diff") => "http-diff",
+        // A store's answer that lists the app elsewhere but not here is
+        // a different answer, as a block page is a different page.
+        (_, "http.blockpage" | "http.diff" | "store.removed") => "http-diff",
         ("tls" | "http" | "quic", _) => "http-failure",
         ("tcp" | "udp" | "residual" | "vpn", _) => "tcp_ip",
         // No mechanism named: say what the measurement's own failure says.
@@ -843,6 +845,13 @@ fn input_and_options(m: &Measurement) -> (Option<String>, Vec<String>) {
         Kind::Wireguard(w) => (
             Some(format!("wireguard://{}", endpoint(&w.ip, w.port))),
             vec![],
+        ),
+        // The tested storefront's lookup URL, as urlgetter would fetch it.
+        Kind::AppStore(a) => (
+            Some(a.lookup_url(&a.storefront)),
+            opt("ControlStorefront", &a.control_storefront)
+                .into_iter()
+                .collect(),
         ),
     }
 }
@@ -1075,6 +1084,24 @@ fn urlgetter_keys(m: &Measurement, r: &R, tl: &Timeline) -> Map<String, Value> {
         }
         R::Encrypted(e) => (e.trigger.as_ref(), Endpoints::single(&e.ip, e.port, "tcp")),
         R::Wireguard(w) => (w.failure.as_ref(), Endpoints::single(&w.ip, w.port, "udp")),
+        // The lookups' handshakes, tagged with their storefront; the
+        // listings themselves are in `x_vantage`.
+        R::AppStore(a) => {
+            for (n, l) in a.lookups.iter().enumerate() {
+                if let Some(hs) = &l.tls {
+                    let tag = [l.storefront.as_str()];
+                    tls.push(tls_handshake(
+                        hs,
+                        None,
+                        tl.nth("tls_handshake", n),
+                        &tag,
+                        false,
+                    ));
+                }
+            }
+            let f = a.lookups.first().and_then(|l| l.failure.as_ref());
+            (f, Endpoints::none("tcp"))
+        }
         // Handled by their own test names (and refusals by `empty_keys`).
         R::Dns(_) | R::Web(_) | R::Tor(_) | R::Refused(_) => (None, Endpoints::none("tcp")),
     };

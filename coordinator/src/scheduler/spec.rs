@@ -627,6 +627,11 @@ fn literal_ips(k: &Kind) -> Vec<(&'static str, IpAddr)> {
         Kind::Tor(t) => out.push(("ip", parse_ip(&t.ip))),
         Kind::Encrypted(e) => out.push(("ip", parse_ip(&e.ip))),
         Kind::Wireguard(w) => out.push(("ip", parse_ip(&w.ip))),
+        Kind::AppStore(a) => {
+            if let Ok(host) = url_host(&a.base_url) {
+                out.push(("base_url host", parse_ip(host)));
+            }
+        }
     }
     out.into_iter()
         .filter_map(|(w, ip)| ip.map(|ip| (w, ip)))

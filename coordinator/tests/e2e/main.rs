@@ -3,6 +3,7 @@
 
 #![allow(unreachable_pub)]
 
+mod app_store;
 mod campaigns;
 mod changes;
 mod dashboard;

@@ -73,6 +73,7 @@ STRICT = {
     "tor": ["targets.*.tcp_connect", "targets.*.tls_handshakes", "targets.*.network_events"],
     "encrypted": ["tcp_connect", "network_events"],
     "wireguard": ["network_events"],
+    "app_store": ["tls_handshakes", "network_events"],
 }
 
 NUM = (int, float)

@@ -202,6 +202,51 @@ fn web(id: &str, ips: &[&str], verified: bool, fail: Option<(&str, &str)>) -> Me
     )
 }
 
+/// One storefront's lookup: listed or not, or failed with `fail` at `at`.
+fn lookup(storefront: &str, listed: bool, fail: Option<(&str, &str)>) -> AppStoreLookup {
+    AppStoreLookup {
+        storefront: storefront.into(),
+        status: if fail.is_some() { 0 } else { 200 },
+        failure: fail.map(|(a, b)| failure(a, b)),
+        result_count: u32::from(listed),
+        listed,
+        track_id: if listed { 932747118 } else { 0 },
+        track_name: if listed {
+            "A VPN".into()
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    }
+}
+
+/// An app_store measurement of app 932747118, cn against us, with the
+/// given lookups (cn first).
+fn store(id: &str, lookups: Vec<AppStoreLookup>) -> Measurement {
+    m(
+        id,
+        Kind::AppStore(AppStoreInput {
+            app_id: "932747118".into(),
+            storefront: "cn".into(),
+            control_storefront: "us".into(),
+            ..Default::default()
+        }),
+        measurement::Result::AppStore(AppStoreResult { lookups }),
+    )
+}
+
+/// cn listed or not, us listed or not, both answered.
+fn store_both(id: &str, cn: bool, us: bool) -> Measurement {
+    store(id, vec![lookup("cn", cn, None), lookup("us", us, None)])
+}
+
+/// The store unreachable: the cn lookup failed with `fail` at `at`, and
+/// so did the us one.
+fn store_unreachable(id: &str, fail: &str, at: &str) -> Measurement {
+    let f = Some((fail, at));
+    store(id, vec![lookup("cn", false, f), lookup("us", false, f)])
+}
+
 /// What a case expects: a status and, when blocked, the mechanism.
 type Want = (Status, Option<M>);
 const OK: Want = (Status::Ok, None);
@@ -336,6 +381,22 @@ fn cases() -> Vec<(&'static str, Measurement, Vec<Measurement>, Want)> {
         ("refused control is not usable", tcp("i", reset), vec![refused("c")], UNSURE),
         ("dns_injection silent is ok", dns_injection("i", vec![]), vec![], OK),
         ("majority of controls decides", tcp("i", reset), vec![ok_tcp(), tcp("c2", None), tcp("c3", timeout)], blocked(M::TcpReset)),
+        ("app listed in the tested storefront", store_both("i", true, true), vec![store_both("c", true, true)], OK),
+        ("app listed in the tested storefront, no control agent", store_both("i", true, false), vec![], OK),
+        ("app removed from the tested storefront only", store_both("i", false, true), vec![store_both("c", false, true)], blocked(M::StoreRemoved)),
+        ("app removed, no control agent needed", store_both("i", false, true), vec![], blocked(M::StoreRemoved)),
+        ("app in neither storefront is down", store_both("i", false, false), vec![store_both("c", false, false)], DOWN),
+        ("app removed, the inside's us lookup failed, a control agent's lists it", store("i", vec![lookup("cn", false, None), lookup("us", false, Some((f::CONNECTION_RESET, op::HTTP_ROUND_TRIP)))]), vec![store_both("c", false, true)], blocked(M::StoreRemoved)),
+        ("app not in cn, no control storefront answered", store("i", vec![lookup("cn", false, None), lookup("us", false, Some((f::GENERIC_TIMEOUT, op::CONNECT)))]), vec![], UNSURE),
+        ("app not in cn, no control storefront set", store("i", vec![lookup("cn", false, None)]), vec![], UNSURE),
+        ("app not in cn for the inside but in cn for a control agent", store_both("i", false, true), vec![store_both("c", true, true)], UNSURE),
+        ("store unreachable inside, reachable for controls", store_unreachable("i", f::CONNECTION_RESET, op::TLS_HANDSHAKE), vec![store_both("c", false, true)], blocked(M::TlsReset)),
+        ("store connect timeout inside only", store_unreachable("i", f::GENERIC_TIMEOUT, op::CONNECT), vec![store_both("c", true, true)], blocked(M::TcpTimeout)),
+        ("store reset mid-lookup inside only", store_unreachable("i", f::CONNECTION_RESET, op::READ), vec![store_both("c", true, true)], blocked(M::HttpReset)),
+        ("store error status inside only", store_unreachable("i", "unknown_failure: app_store: HTTP status 403", op::HTTP_ROUND_TRIP), vec![store_both("c", true, true)], blocked(M::HttpDiff)),
+        ("store unreachable for everyone is down", store_unreachable("i", f::GENERIC_TIMEOUT, op::CONNECT), vec![store_unreachable("c", f::GENERIC_TIMEOUT, op::CONNECT)], DOWN),
+        ("store unreachable without a control is inconclusive", store_unreachable("i", f::GENERIC_TIMEOUT, op::CONNECT), vec![], UNSURE),
+        ("an app_store result without lookups is inconclusive", store("i", vec![]), vec![], UNSURE),
     ]
 }
 
@@ -406,6 +467,16 @@ fn target_keys_keep_plain_inputs_stable_and_separate_options() {
         d.qtype = "AAAA".into();
     }
     assert_eq!(target_key(&a), "dns x.example @198.51.100.53:53 qtype=AAAA");
+    // The storefront is part of an app's target (and so of its series).
+    let mut s = store_both("s", true, true);
+    assert_eq!(target_key(&s), "app_store 932747118@cn control=us");
+    if let Some(Kind::AppStore(i)) = s.input.as_mut().and_then(|i| i.kind.as_mut()) {
+        i.storefront = "ru".into();
+        i.app_id.clear();
+        i.bundle_id = "com.example.vpn".into();
+        i.control_storefront.clear();
+    }
+    assert_eq!(target_key(&s), "app_store com.example.vpn@ru");
 }
 
 #[test]
@@ -418,6 +489,7 @@ fn verdicts_serialize_with_design_names() {
         serde_json::to_value(M::HttpBlockpage).unwrap(),
         "http.blockpage"
     );
+    assert_eq!(M::StoreRemoved.to_string(), "store.removed");
     assert_eq!(M::UdpDrop.to_string(), "udp.drop");
     assert_eq!(Status::Inconclusive.to_string(), "inconclusive");
 }
@@ -570,6 +642,20 @@ fn arb_result() -> impl Strategy<Value = Option<measurement::Result>> {
             }))
         }),
         arb_outcome(R::Wireguard(WireGuardResult::default())),
+        (
+            arb_fail(),
+            any::<bool>(),
+            arb_fail(),
+            any::<bool>(),
+            0usize..3
+        )
+            .prop_map(|(f1, l1, f2, l2, n)| {
+                let mut lookups = vec![lookup("cn", l1, None), lookup("us", l2, None)];
+                lookups[0].failure = f1;
+                lookups[1].failure = f2;
+                lookups.truncate(n);
+                Some(R::AppStore(AppStoreResult { lookups }))
+            }),
         ".{0,10}".prop_map(|reason| Some(R::Refused(Refusal { reason }))),
         Just(None),
     ]
@@ -623,6 +709,12 @@ fn set_outcome(r: &mut measurement::Result, fail: Option<Failure>, answered: boo
             w.failure = fail;
             w.response_received = answered;
         }
+        // The tested storefront's lookup carries the outcome.
+        R::AppStore(a) => {
+            let mut tested = lookup("cn", answered, None);
+            tested.failure = fail;
+            a.lookups = vec![tested];
+        }
         _ => {}
     }
 }
@@ -645,6 +737,7 @@ fn like(r: Option<&measurement::Result>) -> (Kind, measurement::Result) {
         Some(R::Tor(_)) => (Kind::Tor(d()), R::Tor(d())),
         Some(R::Encrypted(_)) => (Kind::Encrypted(d()), R::Encrypted(d())),
         Some(R::Wireguard(_)) => (Kind::Wireguard(d()), R::Wireguard(d())),
+        Some(R::AppStore(_)) => (Kind::AppStore(d()), R::AppStore(d())),
         _ => (Kind::Tcp(d()), R::Tcp(d())),
     }
 }
