@@ -186,6 +186,13 @@ fn outcome(m: &Measurement) -> (String, String) {
         Some(R::Tor(r)) => fail(&r.failure),
         Some(R::Encrypted(r)) => fail(&r.trigger),
         Some(R::Wireguard(r)) => fail(&r.failure),
+        // The first storefront's lookup that failed.
+        Some(R::AppStore(r)) => r
+            .lookups
+            .iter()
+            .map(|l| fail(&l.failure))
+            .find(|f| *f != ok())
+            .unwrap_or_else(ok),
         Some(R::Refused(r)) => pair("refused", &r.reason),
         None => pair("no result", ""),
     }
