@@ -99,6 +99,7 @@ fn random_hex() -> Result<String> {
 /// shared so verdicts can group by country.
 fn agent_toml(lab_ca: &Path) -> String {
     let ca = serde_json::to_string(&lab_ca.to_string_lossy()).unwrap_or_default();
+    let kinds = serde_json::to_string(vantage_proto::PROBE_KINDS).unwrap_or_default();
     format!(
         "# Written by vantage-lab: a lab agent consents to every probe kind.
 version = 1
@@ -106,7 +107,7 @@ allow_private_targets = true
 extra_ca_files = [{ca}]
 
 [consent]
-kinds = [\"dns\", \"dns_injection\", \"tcp\", \"tls\", \"http\", \"web\", \"quic\", \"openvpn\", \"tor\", \"encrypted\", \"wireguard\"]
+kinds = {kinds}
 share_network_labels = true
 "
     )

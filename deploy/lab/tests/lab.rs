@@ -1335,6 +1335,46 @@ fn ok_except(
         .collect()
 }
 
+/// The interval of the lab's periodic campaigns. The scheduler takes any
+/// positive one (the coordinator's own end-to-end test of change events
+/// runs every 3 s); 10 s leaves each run (well under a second here) room
+/// on a loaded machine.
+const EVERY: Duration = Duration::from_secs(10);
+
+/// Creates a periodic campaign of `runs` runs [`EVERY`] apart over
+/// `targets`, the first in 5 s, with an 8 s deadline per run.
+fn periodic_campaign(
+    fleet: &Fleet,
+    name: &str,
+    description: &str,
+    targets: &[ProbeInput],
+    runs: u32,
+) -> (String, Periodic) {
+    let schedule = Periodic::from_now(EVERY, runs, Duration::from_secs(5));
+    let id = fleet
+        .create_periodic_campaign(name, description, 8, targets, &schedule)
+        .expect("periodic campaign");
+    (id, schedule)
+}
+
+/// Waits for every run of the campaign; each run's id, by index.
+fn finished_runs(fleet: &Fleet, campaign: &str, schedule: &Periodic) -> Vec<String> {
+    fleet
+        .wait_done(&[campaign.to_string()], schedule.every * 2, |_, _| {})
+        .expect("every run done");
+    let runs = run_ids(fleet, campaign);
+    assert_eq!(runs.len(), schedule.runs as usize);
+    runs
+}
+
+/// The target names of change events, in order.
+fn event_names(events: &[serde_json::Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or(""))
+        .collect()
+}
+
 /// A change event a test expects: its states ("status:mechanism"), its
 /// kind, the first run with the new state and when the test made it.
 struct Expected<'a> {
@@ -1420,22 +1460,13 @@ fn a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none() 
         named_tcp("A", plan::CLEAN_IP, port_a),
         named_tcp("B", plan::CLEAN_IP, port_b),
     ];
-    // The scheduler takes any positive interval (the coordinator's own
-    // end-to-end test runs every 3 s); 10 s leaves each TCP run (well
-    // under a second) room on a loaded machine.
-    let every = Duration::from_secs(10);
-    let runs_total = 8;
-    let schedule = Periodic::from_now(every, runs_total, Duration::from_secs(5));
-    let id = fleet
-        .create_periodic_campaign(
-            "censor-switches",
-            "A refused in runs 3-5, B in run 4 only",
-            8,
-            &targets,
-            &schedule,
-        )
-        .expect("campaign");
-
+    let (id, schedule) = periodic_campaign(
+        &fleet,
+        "censor-switches",
+        "A refused in runs 3-5, B in run 4 only",
+        &targets,
+        8,
+    );
     // Every switch in time order, between the runs around it.
     let mut order: Vec<(u32, &Switch, bool)> = switches
         .iter()
@@ -1453,11 +1484,7 @@ fn a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none() 
         });
         switched_at.insert((s.target, on), at);
     }
-    fleet
-        .wait_done(std::slice::from_ref(&id), every * 2, |_, _| {})
-        .expect("every run done");
-    let runs = run_ids(&fleet, &id);
-    assert_eq!(runs.len(), runs_total as usize);
+    let runs = finished_runs(&fleet, &id, &schedule);
 
     // The runs saw what the censor did: A blocked in 3-5, B in 4.
     let verdicts = fleet.verdicts(&id).expect("verdicts");
@@ -1472,11 +1499,7 @@ fn a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none() 
 
     // The change events, as the HTTP API gives them: A's two, none for B.
     let events = fleet.changes(&id).expect("changes");
-    let names: Vec<&str> = events
-        .iter()
-        .map(|e| e["name"].as_str().unwrap_or(""))
-        .collect();
-    assert_eq!(names, ["A", "A"], "{events:?}");
+    assert_eq!(event_names(&events), ["A", "A"], "{events:?}");
     let a = &switches[0];
     let expected = [
         Expected {
@@ -1569,5 +1592,82 @@ fn the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect() {
     every_way(&lookup(&vpn, "us"), (200, &listed(&vpn)));
     store::add(&dir, "cn", &vpn).expect("back in cn");
     every_way(&lookup(&vpn, "cn"), (200, &listed(&vpn)));
+    eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
+}
+
+/// An `app_store` input: `app` in storefront `cn` against `us`, asked of
+/// the lab store over HTTPS.
+fn app_store_input(app: &vantage_lab::store::App) -> ProbeInput {
+    serde_json::from_value(serde_json::json!({
+        "name": app.track_name,
+        "app_store": {
+            "app_id": app.track_id.to_string(),
+            "bundle_id": app.bundle_id,
+            "storefront": "cn",
+            "control_storefront": "us",
+            "base_url": format!("https://{}", plan::STORE_NAME),
+        },
+    }))
+    .expect("app_store input")
+}
+
+/// A periodic `app_store` campaign through the fleet against the lab
+/// store: the VPN app is taken out of the `cn` storefront between runs 2
+/// and 3 (still listed in `us`). Its inside verdicts turn `blocked
+/// store.removed` from run 3, and the coordinator's change events (HTTP
+/// API) hold exactly one, ok -> blocked, whose onset interval holds the
+/// removal; none for the messenger app, left alone.
+#[test]
+fn an_app_removed_from_a_storefront_is_one_change_event_holding_the_removal() {
+    use vantage_lab::store;
+    let name = "an_app_removed_from_a_storefront_is_one_change_event_holding_the_removal";
+    let t0 = std::time::Instant::now();
+    let Some(lab) = http_lab(name, "a") else {
+        return;
+    };
+    let fleet = lab.fleet();
+    let (vpn, messenger) = (store::vpn_app(), store::messenger_app());
+    let removed_before = 3;
+    let runs_total = 5;
+    let (id, schedule) = periodic_campaign(
+        &fleet,
+        "store-removal",
+        "the VPN app leaves the cn storefront before run 3",
+        &[app_store_input(&vpn), app_store_input(&messenger)],
+        runs_total,
+    );
+    let removed_at = before_run(&fleet, &id, &schedule, removed_before, || {
+        store::remove(&lab.state_dir(), "cn", vpn.track_id).expect("removed from cn");
+    });
+    let runs = finished_runs(&fleet, &id, &schedule);
+
+    let verdicts = fleet.verdicts(&id).expect("verdicts");
+    let removed = removed_before..runs_total;
+    assert_eq!(
+        inside_by_run(&verdicts, &runs, &vpn.track_name),
+        ok_except(runs.len(), removed, "store.removed"),
+        "inside verdicts of the removed app by run"
+    );
+    assert_eq!(
+        inside_by_run(&verdicts, &runs, &messenger.track_name),
+        ok_except(runs.len(), 0..0, ""),
+        "inside verdicts of the app left alone by run"
+    );
+
+    let events = fleet.changes(&id).expect("changes");
+    assert_eq!(
+        event_names(&events),
+        [vpn.track_name.as_str()],
+        "{events:?}"
+    );
+    let want = Expected {
+        from: "ok:",
+        to: "blocked:store.removed",
+        change: "blocked",
+        after_run: removed_before,
+        at_us: removed_at,
+    };
+    assert_event(&events[0], &want, &runs, &schedule);
+    assert_eq!(events[0]["kind"], "app_store", "{}", events[0]);
     eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
 }
