@@ -1,6 +1,8 @@
 //! The lab's app store: nginx on `store.lab.example` (198.19.3.38, HTTP
 //! and HTTPS with the lab certificate) answering Apple's iTunes Search
-//! `lookup` format per storefront, `GET /lookup?id=<digits>&country=<cc>`:
+//! `lookup` format per storefront, `GET /lookup?id=<digits>&country=<cc>`
+//! (or `bundleId=<bundle id>` instead of `id`, as the `app_store` probe
+//! asks when its input has no app id):
 //!
 //! ```text
 //! {"resultCount":1,"results":[{"trackId":1000000001,"trackName":"Lab VPN",...}]}
@@ -8,10 +10,13 @@
 //! ```
 //!
 //! The catalogue is files: `STATE/store/<cc>/<id>.json` is app `<id>`'s
-//! answer in storefront `<cc>`. nginx maps the two query arguments, each
-//! checked by a strict regex (two lowercase letters, 1-12 digits without
-//! a leading zero; no `country` is `us`, as Apple's default), to that path
-//! and serves it, or the empty answer when no such file exists, or 400 for
+//! answer in storefront `<cc>`, and `STATE/store/<cc>/bundle/<bundle
+//! id>.json` the same answer by bundle id. nginx maps the query arguments,
+//! each checked by a strict regex (two lowercase letters; 1-12 digits
+//! without a leading zero; a bundle id of letters, digits, `.`, `-` and
+//! `_` starting with a letter or digit; exactly one of `id` and
+//! `bundleId`; no `country` is `us`, as Apple's default), to that path and
+//! serves it, or the empty answer when no such file exists, or 400 for
 //! anything else. [`add`] and [`remove`] change a storefront while the lab
 //! runs (nginx caches no file, so the next lookup sees it): the store's own
 //! doing, like the 2017 removal of VPN apps from Apple's China store. The
@@ -111,33 +116,61 @@ fn check_storefront(storefront: &str) -> Result<()> {
     }
 }
 
-fn app_path(state_dir: &Path, storefront: &str, track_id: u64) -> Result<PathBuf> {
+/// The same rule as nginx's: letters, digits, `.`, `-`, `_`, at most 155,
+/// starting with a letter or digit (so never `.` or `..`).
+fn check_bundle_id(bundle_id: &str) -> Result<()> {
+    let ok = (1..=155).contains(&bundle_id.len())
+        && bundle_id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bundle_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::Precondition(format!(
+            "bundle id {bundle_id:?} is not letters, digits, '.', '-' and '_'"
+        )))
+    }
+}
+
+/// The two files that list `app` in `storefront`: by id, by bundle id.
+fn app_paths(state_dir: &Path, storefront: &str, app: &App) -> Result<[PathBuf; 2]> {
     check_storefront(storefront)?;
-    Ok(dir(state_dir)
-        .join(storefront)
-        .join(format!("{track_id}.json")))
+    check_bundle_id(&app.bundle_id)?;
+    let cc = dir(state_dir).join(storefront);
+    Ok([
+        cc.join(format!("{}.json", app.track_id)),
+        cc.join("bundle").join(format!("{}.json", app.bundle_id)),
+    ])
 }
 
-/// Lists `app` in `storefront` (written whole, then renamed into place, so
-/// a lookup never reads half a file).
+/// Lists `app` in `storefront` (each file written whole, then renamed
+/// into place, so a lookup never reads half a file).
 pub fn add(state_dir: &Path, storefront: &str, app: &App) -> Result<()> {
-    let path = app_path(state_dir, storefront, app.track_id)?;
-    let tmp = path.with_extension("json.tmp");
-    sys::mkdir(path.parent().unwrap_or(state_dir))?;
-    sys::write(&tmp, listed_body(app))?;
-    std::fs::rename(&tmp, &path).map_err(|source| LabError::Io {
-        context: format!("cannot rename {} into place", tmp.display()),
-        source,
-    })
+    for path in app_paths(state_dir, storefront, app)? {
+        let tmp = path.with_extension("json.tmp");
+        sys::mkdir(path.parent().unwrap_or(state_dir))?;
+        sys::write(&tmp, listed_body(app))?;
+        std::fs::rename(&tmp, &path).map_err(|source| LabError::Io {
+            context: format!("cannot rename {} into place", tmp.display()),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
-/// Takes app `track_id` out of `storefront`; fails when it is not listed.
-pub fn remove(state_dir: &Path, storefront: &str, track_id: u64) -> Result<()> {
-    let path = app_path(state_dir, storefront, track_id)?;
-    std::fs::remove_file(&path).map_err(|source| LabError::Io {
-        context: format!("cannot remove app {track_id} from storefront {storefront}"),
-        source,
-    })
+/// Takes `app` out of `storefront`; fails when it is not listed.
+pub fn remove(state_dir: &Path, storefront: &str, app: &App) -> Result<()> {
+    for path in app_paths(state_dir, storefront, app)? {
+        std::fs::remove_file(&path).map_err(|source| LabError::Io {
+            context: format!(
+                "cannot remove app {} from storefront {storefront}",
+                app.track_id
+            ),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Writes the [`initial`] catalogue.
@@ -160,10 +193,12 @@ pub fn lookup_url(scheme: &str, track_id: u64, storefront: &str) -> String {
 pub fn nginx_server(state_dir: &Path) -> String {
     let root = dir(state_dir);
     format!(
-        r#"  map "$arg_country/$arg_id" $vantage_lab_store_file {{
+        r#"  map "$arg_country/$arg_id/$arg_bundleId" $vantage_lab_store_file {{
     default "";
-    "~^(?<store_cc>[a-z][a-z])/(?<store_id>[1-9][0-9]{{0,11}})$" "/$store_cc/$store_id.json";
-    "~^/(?<store_us_id>[1-9][0-9]{{0,11}})$" "/us/$store_us_id.json";
+    "~^(?<store_cc>[a-z][a-z])/(?<store_id>{id})/$" "/$store_cc/$store_id.json";
+    "~^/(?<store_us_id>{id})/$" "/us/$store_us_id.json";
+    "~^(?<store_bcc>[a-z][a-z])//(?<store_bundle>{bundle})$" "/$store_bcc/bundle/$store_bundle.json";
+    "~^//(?<store_us_bundle>{bundle})$" "/us/bundle/$store_us_bundle.json";
   }}
   server {{
     listen {ip}:80;
@@ -184,6 +219,8 @@ pub fn nginx_server(state_dir: &Path) -> String {
         root = root.display(),
         invalid = INVALID_BODY,
         unlisted = UNLISTED_BODY,
+        id = "[1-9][0-9]{0,11}",
+        bundle = "[A-Za-z0-9][A-Za-z0-9._-]{0,154}",
     )
 }
 
@@ -196,28 +233,34 @@ mod tests {
         let tmp = std::env::temp_dir().join(format!("vl-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         seed(&tmp).unwrap();
-        let file = |cc: &str, app: &App| dir(&tmp).join(cc).join(format!("{}.json", app.track_id));
-        let body = std::fs::read_to_string(file("cn", &vpn_app())).unwrap();
+        let (vpn, news) = (vpn_app(), news_app());
+        let files = |cc: &str, app: &App| app_paths(&tmp, cc, app).unwrap();
+        let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap();
+        let [by_id, by_bundle] = files("cn", &vpn);
+        let body = read(&by_id);
         assert!(body.starts_with(r#"{"resultCount":1,"results":[{"trackId":1000000001,"#));
+        assert_eq!(read(&by_bundle), body);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["resultCount"], 1);
         assert_eq!(v["results"][0]["trackId"], 1_000_000_001u64);
         assert_eq!(v["results"][0]["bundleId"], "example.lab.vpn");
         assert_eq!(v["results"][0]["sellerName"], "Vantage Lab");
-        assert!(!file("cn", &news_app()).exists());
-        remove(&tmp, "cn", vpn_app().track_id).unwrap();
-        assert!(!file("cn", &vpn_app()).exists() && file("us", &vpn_app()).exists());
-        assert!(
-            remove(&tmp, "cn", vpn_app().track_id).is_err(),
-            "not listed"
-        );
-        add(&tmp, "cn", &vpn_app()).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(file("cn", &vpn_app())).unwrap(),
-            body
-        );
+        assert!(files("cn", &news).iter().all(|p| !p.exists()));
+        remove(&tmp, "cn", &vpn).unwrap();
+        assert!(files("cn", &vpn).iter().all(|p| !p.exists()));
+        assert!(files("us", &vpn).iter().all(|p| p.exists()));
+        assert!(remove(&tmp, "cn", &vpn).is_err(), "not listed");
+        add(&tmp, "cn", &vpn).unwrap();
+        assert_eq!(read(&by_id), body);
         for bad in ["CN", "c", "chn", "../", "c/"] {
-            assert!(add(&tmp, bad, &vpn_app()).is_err(), "{bad}");
+            assert!(add(&tmp, bad, &vpn).is_err(), "{bad}");
+        }
+        for bad in ["", "..", ".x", "-x", "a/b", "a b", &"a".repeat(156)] {
+            let app = App {
+                bundle_id: bad.to_string(),
+                ..vpn.clone()
+            };
+            assert!(add(&tmp, "cn", &app).is_err(), "{bad:?}");
         }
         std::fs::remove_dir_all(&tmp).unwrap();
         let unlisted: serde_json::Value = serde_json::from_str(UNLISTED_BODY).unwrap();
@@ -231,7 +274,8 @@ mod tests {
     fn nginx_validates_both_arguments() {
         let conf = nginx_server(Path::new("/run/vantage-lab/x"));
         assert!(conf.contains("root /run/vantage-lab/x/store;"));
-        assert!(conf.contains("[a-z][a-z])/(?<store_id>[1-9][0-9]{0,11})$"));
+        assert!(conf.contains("[a-z][a-z])/(?<store_id>[1-9][0-9]{0,11})/$"));
+        assert!(conf.contains("(?<store_bundle>[A-Za-z0-9][A-Za-z0-9._-]{0,154})$"));
         assert!(conf.contains(&format!("listen {}:443 ssl;", plan::STORE_IP)));
         // No single quote in the bodies: they sit in '...' strings.
         assert!(!INVALID_BODY.contains('\'') && !UNLISTED_BODY.contains('\''));

@@ -1554,6 +1554,7 @@ fn the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect() {
     };
     let unlisted = serde_json::json!({"resultCount": 0, "results": []});
     let lookup = |app: &store::App, cc: &str| format!("id={}&country={cc}", app.track_id);
+    let by_bundle = |app: &store::App, cc: &str| format!("bundleId={}&country={cc}", app.bundle_id);
     let every_way = |query: &str, want: (u16, &serde_json::Value)| {
         for side in ["inside", "outside"] {
             for scheme in ["http", "https"] {
@@ -1562,13 +1563,20 @@ fn the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect() {
             }
         }
     };
-    every_way(&lookup(&vpn, "cn"), (200, &listed(&vpn)));
-    every_way(&lookup(&vpn, "us"), (200, &listed(&vpn)));
-    every_way(&lookup(&news, "us"), (200, &listed(&news)));
-    every_way(&lookup(&news, "cn"), (200, &unlisted));
+    for ask in [lookup, by_bundle] {
+        every_way(&ask(&vpn, "cn"), (200, &listed(&vpn)));
+        every_way(&ask(&vpn, "us"), (200, &listed(&vpn)));
+        every_way(&ask(&news, "us"), (200, &listed(&news)));
+        every_way(&ask(&news, "cn"), (200, &unlisted));
+    }
     every_way("id=1999999999&country=cn", (200, &unlisted));
+    every_way("bundleId=example.lab.unknown&country=cn", (200, &unlisted));
     // No country is the US storefront, as Apple's default.
     every_way(&format!("id={}", news.track_id), (200, &listed(&news)));
+    every_way(
+        &format!("bundleId={}", news.bundle_id),
+        (200, &listed(&news)),
+    );
     let vpn_body = listed(&vpn);
     assert_eq!(vpn_body["results"][0]["trackId"], vpn.track_id);
     assert_eq!(vpn_body["results"][0]["bundleId"], "example.lab.vpn");
@@ -1580,6 +1588,10 @@ fn the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect() {
         "id=1000000001&country=..%2F",
         "id=1000000001%2F..&country=cn",
         "country=cn",
+        "id=1000000001&bundleId=example.lab.vpn&country=cn",
+        "bundleId=..&country=cn",
+        "bundleId=.lab.vpn&country=cn",
+        "bundleId=example%2F..%2F1000000001&country=cn",
     ] {
         let (status, body) = store_lookup(&lab, "inside", "http", bad);
         assert_eq!(status, 400, "{bad}: {body}");
@@ -1587,11 +1599,14 @@ fn the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect() {
     }
 
     let dir = lab.state_dir();
-    store::remove(&dir, "cn", vpn.track_id).expect("remove from cn");
-    every_way(&lookup(&vpn, "cn"), (200, &unlisted));
-    every_way(&lookup(&vpn, "us"), (200, &listed(&vpn)));
+    store::remove(&dir, "cn", &vpn).expect("remove from cn");
+    for ask in [lookup, by_bundle] {
+        every_way(&ask(&vpn, "cn"), (200, &unlisted));
+        every_way(&ask(&vpn, "us"), (200, &listed(&vpn)));
+    }
     store::add(&dir, "cn", &vpn).expect("back in cn");
     every_way(&lookup(&vpn, "cn"), (200, &listed(&vpn)));
+    every_way(&by_bundle(&vpn, "cn"), (200, &listed(&vpn)));
     eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
 }
 
@@ -1637,7 +1652,7 @@ fn an_app_removed_from_a_storefront_is_one_change_event_holding_the_removal() {
         runs_total,
     );
     let removed_at = before_run(&fleet, &id, &schedule, removed_before, || {
-        store::remove(&lab.state_dir(), "cn", vpn.track_id).expect("removed from cn");
+        store::remove(&lab.state_dir(), "cn", &vpn).expect("removed from cn");
     });
     let runs = finished_runs(&fleet, &id, &schedule);
 
