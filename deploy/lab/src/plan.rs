@@ -22,7 +22,7 @@ use crate::censor::{
     control_dns_drop, dnat, drop_all, forward, hijack, injection, tcp_string, throttle, Needle::*,
     Rule, DROP, RESET, WIREGUARD_INITIATION_U32,
 };
-use crate::quic_censor;
+use crate::{quic_censor, store};
 use vantage_proto::v1::{
     probe_input::Kind, DnsInput, EncryptedInput, HttpInput, OpenVpnInput, ProbeInput, QuicInput,
     TcpInput, TlsInput, TorInput, WebInput, WireGuardInput,
@@ -407,7 +407,8 @@ pub fn ns(prefix: &str, role: &str) -> String {
 #[derive(Clone, Debug, Serialize)]
 pub struct Condition {
     /// Number in the lab's list (1..=14 are issue 5's, 15 is WireGuard,
-    /// 16..=49 OONI's Web Connectivity QA matrix, issue 18).
+    /// 16..=49 OONI's Web Connectivity QA matrix, issue 18, 50 the app
+    /// store).
     pub number: u32,
     /// Stable name, used by tests and docs.
     pub name: &'static str,
@@ -1470,6 +1471,22 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             passes: vec![web(&format!("https://{CAPTCHA_NAME}/"))],
             censor: Vec::new(),
         },
+        Condition {
+            number: 50,
+            name: "app-store-removed",
+            description: "An app removed from one storefront of an app store, like the 2017 \
+                          removal of VPN apps from Apple's China store: the lab store \
+                          (store.lab.example, nginx, iTunes Search lookup format) lists Lab \
+                          News in us but not in cn, for everyone; the firewall does nothing. \
+                          The app_store probe looks it up in cn against us over HTTPS. Pass: \
+                          Lab VPN, listed in both.",
+            target: STORE_IP,
+            expected_status: "blocked",
+            mechanism: "store.removed",
+            inputs: vec![store::probe_input(&store::news_app())],
+            passes: vec![store::probe_input(&store::vpn_app())],
+            censor: Vec::new(),
+        },
     ]
 }
 
@@ -1480,7 +1497,7 @@ mod tests {
     #[test]
     fn catalogue_is_in_the_lab_range_and_round_trips() {
         let c = catalogue(30);
-        assert_eq!(c.iter().map(|c| c.number).max(), Some(49));
+        assert_eq!(c.iter().map(|c| c.number).max(), Some(50));
         for cond in &c {
             assert!(cond.target.starts_with("198.19."), "{}", cond.name);
             assert!(!cond.inputs.is_empty(), "{}", cond.name);

@@ -25,6 +25,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use vantage_proto::v1::{probe_input::Kind, AppStoreInput, ProbeInput};
 
 use crate::plan;
 use crate::sys::{self, LabError, Result};
@@ -179,6 +180,21 @@ pub fn seed(state_dir: &Path) -> Result<()> {
         add(state_dir, storefront, &app)?;
     }
     Ok(())
+}
+
+/// The `app_store` probe input for `app` in storefront `cn` against `us`,
+/// asked of this store over HTTPS, named by the app.
+pub fn probe_input(app: &App) -> ProbeInput {
+    ProbeInput {
+        name: app.track_name.clone(),
+        kind: Some(Kind::AppStore(AppStoreInput {
+            app_id: app.track_id.to_string(),
+            bundle_id: app.bundle_id.clone(),
+            storefront: "cn".into(),
+            control_storefront: "us".into(),
+            base_url: format!("https://{}", plan::STORE_NAME),
+        })),
+    }
 }
 
 /// The lookup URL of app `track_id` in `storefront`, over `scheme`.

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vantage_lab::censor;
 use vantage_lab::fleet::{Bins, Fleet, Periodic};
-use vantage_lab::plan;
+use vantage_lab::{plan, store};
 use vantage_proto::v1::{measurement, Failure, Measurement, ProbeInput};
 use vantage_testkit::netns;
 
@@ -165,6 +165,23 @@ fn ok() -> (String, String) {
 
 fn pair(failure: &str, op: &str) -> (String, String) {
     (failure.to_string(), op.to_string())
+}
+
+/// The `app_store` result of a measurement.
+fn app_store_of(m: &Measurement) -> &vantage_proto::v1::AppStoreResult {
+    match &m.result {
+        Some(measurement::Result::AppStore(r)) => r,
+        other => panic!("expected an app_store result, got {other:?}"),
+    }
+}
+
+/// (storefront, listed) of each lookup of an `app_store` measurement.
+fn store_listings(m: &Measurement) -> Vec<(String, bool)> {
+    app_store_of(m)
+        .lookups
+        .iter()
+        .map(|l| (l.storefront.clone(), l.listed))
+        .collect()
 }
 
 /// First failure (if any) of a measurement, whatever its kind, plus a short
@@ -332,8 +349,8 @@ fn every_condition_differs_inside_and_outside_as_expected() {
     }
     assert_eq!(
         mechanisms.len(),
-        50,
-        "49 conditions (2 has two variants): {mechanisms:?}"
+        51,
+        "50 conditions (2 has two variants): {mechanisms:?}"
     );
     assert_eq!(mechanisms["dns-injection"], "dns.injection");
     assert_eq!(mechanisms["tls-sni-reset"], "tls.reset");
@@ -961,6 +978,23 @@ fn every_condition_differs_inside_and_outside_as_expected() {
         });
     }
 
+    // 50. The store's own doing, alike inside and outside: the news app
+    // unlisted in cn and listed in us (0), the VPN app listed in both (1,
+    // the pass).
+    for (n, app, in_cn) in [(0, store::news_app(), false), (1, store::vpn_app(), true)] {
+        check("app-store-removed", n, &|i, o| {
+            for m in [i, o] {
+                assert_eq!(outcome(m), ok(), "{m:?}");
+                assert_eq!(
+                    store_listings(m),
+                    [("cn".to_string(), in_cn), ("us".to_string(), true)],
+                    "{m:?}"
+                );
+                assert_eq!(app_store_of(m).lookups[1].bundle_id, app.bundle_id);
+            }
+        });
+    }
+
     // 13. Down for everyone.
     for n in 0..3 {
         check("down", n, &|i, o| {
@@ -1167,6 +1201,8 @@ fn every_condition_gets_its_verdict_through_campaigns() {
         // Server-side discrimination: a block page over plain HTTP; over
         // HTTPS (the condition's pass) the site's own page, ok.
         ("captcha", ("blocked", "http.blockpage")),
+        // The store's own doing: listed in the control storefront only.
+        ("app-store-removed", ("blocked", "store.removed")),
     ]
     .into_iter()
     .collect();
@@ -1542,7 +1578,6 @@ fn store_lookup(lab: &Lab, side: &str, scheme: &str, query: &str) -> (u16, serde
 /// removal (and the app's return) seen at the next lookup.
 #[test]
 fn the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect() {
-    use vantage_lab::store;
     let name = "the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect";
     let t0 = std::time::Instant::now();
     let Some(lab) = http_lab(name, "s") else {
@@ -1610,22 +1645,6 @@ fn the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect() {
     eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
 }
 
-/// An `app_store` input: `app` in storefront `cn` against `us`, asked of
-/// the lab store over HTTPS.
-fn app_store_input(app: &vantage_lab::store::App) -> ProbeInput {
-    serde_json::from_value(serde_json::json!({
-        "name": app.track_name,
-        "app_store": {
-            "app_id": app.track_id.to_string(),
-            "bundle_id": app.bundle_id,
-            "storefront": "cn",
-            "control_storefront": "us",
-            "base_url": format!("https://{}", plan::STORE_NAME),
-        },
-    }))
-    .expect("app_store input")
-}
-
 /// A periodic `app_store` campaign through the fleet against the lab
 /// store: the VPN app is taken out of the `cn` storefront between runs 2
 /// and 3 (still listed in `us`). Its inside verdicts turn `blocked
@@ -1634,7 +1653,6 @@ fn app_store_input(app: &vantage_lab::store::App) -> ProbeInput {
 /// removal; none for the messenger app, left alone.
 #[test]
 fn an_app_removed_from_a_storefront_is_one_change_event_holding_the_removal() {
-    use vantage_lab::store;
     let name = "an_app_removed_from_a_storefront_is_one_change_event_holding_the_removal";
     let t0 = std::time::Instant::now();
     let Some(lab) = http_lab(name, "a") else {
@@ -1648,7 +1666,7 @@ fn an_app_removed_from_a_storefront_is_one_change_event_holding_the_removal() {
         &fleet,
         "store-removal",
         "the VPN app leaves the cn storefront before run 3",
-        &[app_store_input(&vpn), app_store_input(&messenger)],
+        &[store::probe_input(&vpn), store::probe_input(&messenger)],
         runs_total,
     );
     let removed_at = before_run(&fleet, &id, &schedule, removed_before, || {
