@@ -5,8 +5,9 @@
 # anywhere, nothing leaves the machine), starts a coordinator with its
 # embedded sled store, enrolls an inside agent behind the censoring firewall
 # and a control agent outside it, runs one campaign per censorship condition
-# (50: the design's fourteen, WireGuard and 34 web conditions of OONI's QA
-# matrix), and prints the verdict table. From a terminal it then
+# (51: the design's fourteen, WireGuard, 34 web conditions of OONI's QA
+# matrix and an app removed from one storefront of the lab's app store),
+# and prints the verdict table. From a terminal it then
 # serves the dashboard until Ctrl-C; the lab is torn down on exit.
 #
 #   bash deploy/demo.sh            # build, run, print, serve (terminal), tear down

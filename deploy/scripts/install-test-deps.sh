@@ -6,8 +6,8 @@
 # Safe to re-run; does nothing when everything is present.
 set -euo pipefail
 
-PACKAGES=(iproute2 iptables nginx-light unbound dnsmasq-base openvpn tor openssl procps systemd dpkg-dev fakeroot bsdutils chromium prometheus clickhouse-server clickhouse-client zookeeper)
-BINARIES=(ip iptables nginx unbound dnsmasq openvpn tor openssl pkill systemd-analyze dpkg-shlibdeps fakeroot script chromium promtool clickhouse-server clickhouse-client /usr/share/zookeeper/bin/zkServer.sh)
+PACKAGES=(iproute2 iptables curl nginx-light unbound dnsmasq-base openvpn tor openssl procps systemd dpkg-dev fakeroot bsdutils chromium prometheus clickhouse-server clickhouse-client zookeeper)
+BINARIES=(ip iptables curl nginx unbound dnsmasq openvpn tor openssl pkill systemd-analyze dpkg-shlibdeps fakeroot script chromium promtool clickhouse-server clickhouse-client /usr/share/zookeeper/bin/zkServer.sh)
 
 # cargo-deb builds the .deb packages (deploy/scripts/build-debs.sh).
 if ! command -v cargo-deb >/dev/null 2>&1 && ! [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then

@@ -257,12 +257,18 @@ pub fn qname_hex(name: &str) -> String {
     s
 }
 
+/// `iptables -w -t <table> <op> <chain> -i <iface> <args>`: `op` is `-A`
+/// (append) or `-D` (delete the rule with exactly this spec).
+fn ipt_argv(op: &str, table: &str, chain: &str, iface: &str, args: &[String]) -> Vec<String> {
+    let mut c = strings(&["iptables", "-w", "-t", table, op, chain, "-i", iface]);
+    c.extend_from_slice(args);
+    c
+}
+
 /// The commands that install `rule` in the firewall namespace (argv each).
 fn commands(rule: &Rule) -> Vec<Vec<String>> {
     let ipt = |table: &str, chain: &str, iface: &str, args: &[String]| {
-        let mut c = strings(&["iptables", "-w", "-t", table, "-A", chain, "-i", iface]);
-        c.extend_from_slice(args);
-        c
+        ipt_argv("-A", table, chain, iface, args)
     };
     match rule {
         Rule::Inject { name, .. } => {
@@ -308,6 +314,37 @@ pub fn apply(cfg: &LabConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Switches one iptables rule on in `{prefix}-fw` while the lab runs (a
+/// censor that starts blocking in the middle of a campaign). Only
+/// [`Rule::Ipt`]: the injector's names are fixed when it starts, and a
+/// shaper or sysctl has no single rule to take back.
+pub fn add(prefix: &str, rule: &Rule) -> Result<()> {
+    switch(prefix, rule, "-A")
+}
+
+/// Switches off a rule [`add`] switched on (`iptables -D` with the same
+/// spec; fails when no such rule is installed).
+pub fn remove(prefix: &str, rule: &Rule) -> Result<()> {
+    switch(prefix, rule, "-D")
+}
+
+fn switch(prefix: &str, rule: &Rule, op: &str) -> Result<()> {
+    let Rule::Ipt {
+        table,
+        chain,
+        iface,
+        args,
+    } = rule
+    else {
+        return Err(sys::LabError::Precondition(format!(
+            "only iptables rules can be switched while the lab runs, not {rule:?}"
+        )));
+    };
+    let argv = ipt_argv(op, table, chain, iface, args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    sys::ns_run(&ns(prefix, "fw"), &argv).map(|_| ())
 }
 
 /// The u32 match of a WireGuard handshake initiation (condition 15).
@@ -417,6 +454,28 @@ mod tests {
             format!("{:?}", c.censor)
         };
         assert!(window(16).contains("\"16\"") && window(180).contains("\"180\""));
+    }
+
+    #[test]
+    fn only_iptables_rules_switch_at_runtime() {
+        let err = add("vlx", &hijack("x.lab.example", "nxdomain")).unwrap_err();
+        assert!(err.to_string().contains("only iptables rules"), "{err}");
+        let rule = forward(&["-d", plan::CLEAN_IP]).then(RESET);
+        let Rule::Ipt {
+            table,
+            chain,
+            iface,
+            args,
+        } = &rule
+        else {
+            unreachable!()
+        };
+        let on = ipt_argv("-A", table, chain, iface, args);
+        let off = ipt_argv("-D", table, chain, iface, args);
+        assert_eq!(on, commands(&rule)[0]);
+        assert_eq!(on[4], "-A");
+        assert_eq!(off[4], "-D");
+        assert_eq!(on[5..], off[5..]);
     }
 
     #[test]

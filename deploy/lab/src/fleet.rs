@@ -11,10 +11,10 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use vantage_proto::v1::{AgentInfo, CampaignInfo, ProbeInput, VerdictRow};
+use vantage_proto::v1::{AgentInfo, CampaignInfo, CampaignStatusResponse, ProbeInput, VerdictRow};
 
 use vantage_testkit::procs::{self, Enrollment};
 
@@ -99,6 +99,7 @@ fn random_hex() -> Result<String> {
 /// shared so verdicts can group by country.
 fn agent_toml(lab_ca: &Path) -> String {
     let ca = serde_json::to_string(&lab_ca.to_string_lossy()).unwrap_or_default();
+    let kinds = serde_json::to_string(vantage_proto::PROBE_KINDS).unwrap_or_default();
     format!(
         "# Written by vantage-lab: a lab agent consents to every probe kind.
 version = 1
@@ -106,7 +107,7 @@ allow_private_targets = true
 extra_ca_files = [{ca}]
 
 [consent]
-kinds = [\"dns\", \"dns_injection\", \"tcp\", \"tls\", \"http\", \"web\", \"quic\", \"openvpn\", \"tor\", \"encrypted\", \"wireguard\"]
+kinds = {kinds}
 share_network_labels = true
 "
     )
@@ -253,16 +254,62 @@ impl Fleet {
         deadline_secs: u64,
         targets: &[ProbeInput],
     ) -> Result<String> {
-        let spec = serde_json::json!({
-            "version": 1,
-            "name": name,
-            "description": description,
-            "deadline": format!("{deadline_secs}s"),
-            "allow_private_targets": true,
-            "inside": { "countries": ["CN"] },
-            "control": { "tags": ["control"] },
-            "targets": targets,
-        });
+        self.submit(
+            name,
+            &campaign_spec(name, description, deadline_secs, targets),
+        )
+    }
+
+    /// Creates a periodic campaign over `targets` like [`Self::create_campaign`]:
+    /// `runs` runs `every` apart (no spread), the first at `start`. Returns
+    /// its id.
+    pub fn create_periodic_campaign(
+        &self,
+        name: &str,
+        description: &str,
+        deadline_secs: u64,
+        targets: &[ProbeInput],
+        schedule: &Periodic,
+    ) -> Result<String> {
+        let mut spec = campaign_spec(name, description, deadline_secs, targets);
+        spec["schedule"] = schedule.spec();
+        self.submit(name, &spec)
+    }
+
+    /// A campaign's runs and their states (`vantagectl campaign status`).
+    pub fn status(&self, campaign_id: &str) -> Result<CampaignStatusResponse> {
+        self.ctl_json(&["campaign", "status", campaign_id])
+    }
+
+    /// The coordinator's HTTP API, `GET path` (e.g. `/api/v1/changes?campaign=ID`)
+    /// with the fleet's read token, from the core namespace: the JSON body
+    /// of a 200.
+    pub fn api_get(&self, path: &str) -> Result<serde_json::Value> {
+        let url = format!("http://{}:{HTTP_PORT}{path}", plan::CORE_IP);
+        let auth = format!("Authorization: Bearer {}", self.read_token);
+        let r = sys::http_get(&ns(&self.prefix, "core"), &url, &[&auth], None)?;
+        if r.status != 200 {
+            return Err(fleet_err(format!("GET {path}: {} {}", r.status, r.body)));
+        }
+        serde_json::from_str(&r.body)
+            .map_err(|e| fleet_err(format!("GET {path}: not JSON ({e}): {}", r.body)))
+    }
+
+    /// The change events of a campaign (`GET /api/v1/changes?campaign=ID`,
+    /// the `changes` array; one page is enough for a lab campaign).
+    pub fn changes(&self, campaign_id: &str) -> Result<Vec<serde_json::Value>> {
+        let page = self.api_get(&format!("/api/v1/changes?campaign={campaign_id}"))?;
+        if !page["next_cursor"].is_null() {
+            return Err(fleet_err(format!("more than one page of changes: {page}")));
+        }
+        match page["changes"].as_array() {
+            Some(list) => Ok(list.clone()),
+            None => Err(fleet_err(format!("no `changes` array: {page}"))),
+        }
+    }
+
+    /// Stores `spec` as `campaigns/<name>.json` and creates the campaign.
+    fn submit(&self, name: &str, spec: &serde_json::Value) -> Result<String> {
         let dir = self.dir.join("campaigns");
         sys::mkdir(&dir)?;
         let path = dir.join(format!("{name}.json"));
@@ -403,6 +450,62 @@ impl Fleet {
             }
         }
         Ok(out)
+    }
+}
+
+/// A lab campaign's spec: inside CN, control the `control` tag, lab
+/// addresses allowed.
+fn campaign_spec(
+    name: &str,
+    description: &str,
+    deadline_secs: u64,
+    targets: &[ProbeInput],
+) -> serde_json::Value {
+    serde_json::json!({
+        "version": 1,
+        "name": name,
+        "description": description,
+        "deadline": format!("{deadline_secs}s"),
+        "allow_private_targets": true,
+        "inside": { "countries": ["CN"] },
+        "control": { "tags": ["control"] },
+        "targets": targets,
+    })
+}
+
+/// A periodic schedule: `runs` runs `every` apart, the first at `start`.
+#[derive(Clone, Debug)]
+pub struct Periodic {
+    pub every: Duration,
+    pub runs: u32,
+    pub start: SystemTime,
+}
+
+impl Periodic {
+    /// `runs` runs `every` apart, starting `lead` from now (time to create
+    /// the campaign before its first run is due).
+    pub fn from_now(every: Duration, runs: u32, lead: Duration) -> Periodic {
+        Periodic {
+            every,
+            runs,
+            start: SystemTime::now() + lead,
+        }
+    }
+
+    /// When run `index` is due.
+    pub fn due(&self, index: u32) -> SystemTime {
+        self.start + self.every * index
+    }
+
+    /// The spec's `[schedule]`: `end` is the last run's time, so the
+    /// schedule (start to end inclusive) has exactly `runs` runs.
+    fn spec(&self) -> serde_json::Value {
+        let at = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+        serde_json::json!({
+            "every": format!("{}ms", self.every.as_millis()),
+            "start": at(self.start),
+            "end": at(self.due(self.runs.saturating_sub(1))),
+        })
     }
 }
 

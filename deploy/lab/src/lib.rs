@@ -15,6 +15,7 @@ pub mod pki;
 pub mod plan;
 pub mod quic_censor;
 pub mod servers_rs;
+pub mod store;
 pub mod sys;
 pub mod targets;
 pub mod wireguard_peer;

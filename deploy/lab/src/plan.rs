@@ -22,7 +22,7 @@ use crate::censor::{
     control_dns_drop, dnat, drop_all, forward, hijack, injection, tcp_string, throttle, Needle::*,
     Rule, DROP, RESET, WIREGUARD_INITIATION_U32,
 };
-use crate::quic_censor;
+use crate::{quic_censor, store};
 use vantage_proto::v1::{
     probe_input::Kind, DnsInput, EncryptedInput, HttpInput, OpenVpnInput, ProbeInput, QuicInput,
     TcpInput, TlsInput, TorInput, WebInput, WireGuardInput,
@@ -125,6 +125,8 @@ pub const THROTTLED_IP: &str = "198.19.3.36";
 /// Condition 49: a site whose own server serves the inside segment a
 /// CAPTCHA challenge (server-side discrimination, not network censorship).
 pub const CAPTCHA_IP: &str = "198.19.3.37";
+/// The lab's app store (nginx, iTunes Search `lookup` format, `crate::store`).
+pub const STORE_IP: &str = "198.19.3.38";
 pub const RESOLVER_IP: &str = "198.19.3.53";
 /// The censor's TLS interception server (condition 16), in its own network:
 /// terminates TLS with a certificate from the censor's CA and proxies to
@@ -192,6 +194,7 @@ pub const TARGET_IPS: &[&str] = &[
     FINGERPRINT_IP,
     THROTTLED_IP,
     CAPTCHA_IP,
+    STORE_IP,
     INTERCEPT_IP,
     LOOKALIKE_BLOCKPAGE_IP,
     FINGERPRINT_BLOCKPAGE_IP,
@@ -327,6 +330,8 @@ pub const SPOOFED_REFUSED_NAME: &str = "spoofed-refused.lab.example";
 pub const CAPTCHA_NAME: &str = "captcha.lab.example";
 /// The challenge page's title (Cloudflare's interstitial's).
 pub const CAPTCHA_TITLE: &str = "Just a moment...";
+/// The lab's app store.
+pub const STORE_NAME: &str = "store.lab.example";
 /// The source range the CAPTCHA server discriminates against (the inside
 /// segment).
 pub const CAPTCHA_SOURCE_NET: &str = "198.19.1.0/24";
@@ -386,6 +391,7 @@ pub const DNS_RECORDS: &[(&str, &str)] = &[
     // Conditions 47-49.
     (SPOOFED_REFUSED_NAME, CLEAN_IP),
     (CAPTCHA_NAME, CAPTCHA_IP),
+    (STORE_NAME, STORE_IP),
 ];
 
 /// AAAA-only records of the lab resolver (IPv6 is off in the lab: these
@@ -401,7 +407,8 @@ pub fn ns(prefix: &str, role: &str) -> String {
 #[derive(Clone, Debug, Serialize)]
 pub struct Condition {
     /// Number in the lab's list (1..=14 are issue 5's, 15 is WireGuard,
-    /// 16..=49 OONI's Web Connectivity QA matrix, issue 18).
+    /// 16..=49 OONI's Web Connectivity QA matrix, issue 18, 50 the app
+    /// store).
     pub number: u32,
     /// Stable name, used by tests and docs.
     pub name: &'static str,
@@ -1464,6 +1471,22 @@ pub fn catalogue(residual_window_secs: u32) -> Vec<Condition> {
             passes: vec![web(&format!("https://{CAPTCHA_NAME}/"))],
             censor: Vec::new(),
         },
+        Condition {
+            number: 50,
+            name: "app-store-removed",
+            description: "An app removed from one storefront of an app store, like the 2017 \
+                          removal of VPN apps from Apple's China store: the lab store \
+                          (store.lab.example, nginx, iTunes Search lookup format) lists Lab \
+                          News in us but not in cn, for everyone; the firewall does nothing. \
+                          The app_store probe looks it up in cn against us over HTTPS. Pass: \
+                          Lab VPN, listed in both.",
+            target: STORE_IP,
+            expected_status: "blocked",
+            mechanism: "store.removed",
+            inputs: vec![store::probe_input(&store::news_app())],
+            passes: vec![store::probe_input(&store::vpn_app())],
+            censor: Vec::new(),
+        },
     ]
 }
 
@@ -1474,7 +1497,7 @@ mod tests {
     #[test]
     fn catalogue_is_in_the_lab_range_and_round_trips() {
         let c = catalogue(30);
-        assert_eq!(c.iter().map(|c| c.number).max(), Some(49));
+        assert_eq!(c.iter().map(|c| c.number).max(), Some(50));
         for cond in &c {
             assert!(cond.target.starts_with("198.19."), "{}", cond.name);
             assert!(!cond.inputs.is_empty(), "{}", cond.name);

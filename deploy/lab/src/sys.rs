@@ -74,3 +74,53 @@ pub fn mkdir(path: &Path) -> Result<()> {
         source,
     })
 }
+
+/// The HTTP client the lab's tests and fleet use to read HTTP from inside
+/// a namespace (not needed by `up`).
+pub const HTTP_CLIENT: &str = "curl";
+
+/// An HTTP answer: status and body.
+#[derive(Clone, Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `GET url` from namespace `ns` with curl (10 s at most, no proxy, no
+/// redirects followed); `headers` as `Name: value`; `ca_file` is the CA an
+/// `https://` URL must chain to (the lab's).
+pub fn http_get(
+    ns: &str,
+    url: &str,
+    headers: &[&str],
+    ca_file: Option<&Path>,
+) -> Result<HttpReply> {
+    let ca = ca_file.map(|p| p.to_string_lossy().into_owned());
+    let mut args = vec![
+        HTTP_CLIENT,
+        "--silent",
+        "--show-error",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "10",
+        "--write-out",
+        "\n%{http_code}",
+    ];
+    for h in headers {
+        args.extend(["--header", h]);
+    }
+    if let Some(ca) = &ca {
+        args.extend(["--cacert", ca]);
+    }
+    args.push(url);
+    let out = ns_run(ns, &args)?;
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
+    let status = code.trim().parse().map_err(|_| {
+        LabError::NotReady(format!("GET {url}: no status in curl's output {out:?}"))
+    })?;
+    Ok(HttpReply {
+        status,
+        body: body.to_string(),
+    })
+}

@@ -1,5 +1,6 @@
 //! The target servers: nginx (HTTP/HTTPS vhosts, the block pages, the
-//! censor's TLS interception server and the broken-for-everyone sites),
+//! censor's TLS interception server, the broken-for-everyone sites and
+//! the app store, `crate::store`),
 //! dnsmasq (authoritative for `lab.example`), two openvpn servers (UDP and
 //! TCP 1194), a tor relay that never leaves the lab, this crate's own QUIC,
 //! TCP echo and silent servers and its boringtun WireGuard peer; plus the censor's
@@ -9,11 +10,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::censor;
 use crate::lab::{wait_until, LabConfig, Spawner, State};
 use crate::pki::Pki;
 use crate::plan::{self, ns};
 use crate::sys::{self, LabError, Result};
+use crate::{censor, store};
 
 fn p(path: &Path) -> String {
     path.display().to_string()
@@ -332,7 +333,7 @@ http {{
     server_name _;
     location / {{ return 403 "{block_page}"; }}
   }}
-{qa}}}
+{qa}{store}}}
 "#,
         pid = p(&dir.join("nginx.pid")),
         dir = p(dir),
@@ -348,6 +349,7 @@ http {{
             "<p>This site has been blocked by the lab censor.</p>"
         ),
         qa = qa_servers(dir, pki),
+        store = store::nginx_server(dir),
     )
 }
 
@@ -419,6 +421,7 @@ pub fn start(cfg: &LabConfig, pki: &Pki, sp: &mut Spawner<'_>) -> Result<()> {
         &www.join(plan::LARGE_PATH.trim_start_matches('/')),
         noise(plan::LARGE_BODY_BYTES),
     )?;
+    store::seed(dir)?;
     let conf = dir.join("nginx.conf");
     sys::write(&conf, nginx_conf(dir, pki))?;
     sp.spawn(
@@ -571,6 +574,8 @@ pub fn expected_listeners() -> Vec<(&'static str, String)> {
         ("tcp", format!("{}:80", plan::PROXY_IP)),
         ("tcp", format!("{}:80", plan::SILENT_IP)),
         ("tcp", format!("{}:443", plan::SILENT_IP)),
+        ("tcp", format!("{}:80", plan::STORE_IP)),
+        ("tcp", format!("{}:443", plan::STORE_IP)),
     ];
     for ip in QUIC_IPS {
         v.push(("udp", format!("{ip}:443")));

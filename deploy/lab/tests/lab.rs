@@ -2,18 +2,25 @@
 //! for every condition of the catalogue from the inside namespace and from
 //! the outside namespace, and check that inside sees the censorship while
 //! the outside control does not (or, for the down target, that both fail).
-//! Also: `up` twice / `down` twice, and a half-built lab cleaned by `up`.
+//! Also: `up` twice / `down` twice, and a half-built lab cleaned by `up`;
+//! every condition's verdict through campaigns of the lab fleet; change
+//! events of a periodic campaign while the censor switches rules; the lab's
+//! app store.
 //!
-//! Needs root, iproute2, iptables, nginx, dnsmasq, openvpn, tor and the
-//! agent binary (`cargo build --workspace --bins`). A missing precondition
-//! fails the test naming it, unless VANTAGE_SKIP_LAB=1.
+//! Needs root, iproute2, iptables, nginx, dnsmasq, openvpn, tor, curl (the
+//! tests that read HTTP) and the workspace binaries (`cargo build
+//! --workspace --bins`). A missing precondition fails the test naming it,
+//! unless VANTAGE_SKIP_LAB=1.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vantage_lab::plan;
+use vantage_lab::censor;
+use vantage_lab::fleet::{Bins, Fleet, Periodic};
+use vantage_lab::{plan, store};
 use vantage_proto::v1::{measurement, Failure, Measurement, ProbeInput};
 use vantage_testkit::netns;
 
@@ -26,6 +33,15 @@ const WINDOW_SECS: u32 = 16;
 /// naming it, unless VANTAGE_SKIP_LAB=1 (a SKIPPED line, and false).
 fn lab_ready(test: &str) -> bool {
     netns::ready_or_skip(test, vantage_lab::sys::missing_preconditions())
+}
+
+/// A lab (prefix tagged `tag`) for `test`, which also needs the HTTP
+/// client the API and store reads use; `None` when skipped
+/// ([`lab_ready`]'s rule).
+fn http_lab(test: &str, tag: &str) -> Option<Lab> {
+    let mut missing = vantage_lab::sys::missing_preconditions();
+    missing.extend(netns::missing(&[vantage_lab::sys::HTTP_CLIENT]));
+    netns::ready_or_skip(test, missing).then(|| Lab::up(&unique_prefix(tag)))
 }
 
 /// The agent binary next to this test's target dir.
@@ -69,9 +85,26 @@ impl Lab {
         }
     }
 
+    fn state_dir(&self) -> PathBuf {
+        vantage_lab::lab::default_state_dir(&self.prefix)
+    }
+
     /// The lab CA the agents trust (never the censor's).
     fn ca_file(&self) -> PathBuf {
-        vantage_lab::pki::ca_path(&vantage_lab::lab::default_state_dir(&self.prefix))
+        vantage_lab::pki::ca_path(&self.state_dir())
+    }
+
+    /// A coordinator, an inside (CN) and a control agent in this lab,
+    /// recorded in its state so the lab's `down` stops them.
+    fn fleet(&self) -> Fleet {
+        let dir = self.state_dir();
+        let mut state = vantage_lab::lab::load(&dir)
+            .expect("lab state")
+            .expect("a built lab has a state file");
+        let bins = Bins::find(None)
+            .and_then(Bins::require_all)
+            .expect("the workspace binaries: run `cargo build --workspace --bins` first");
+        Fleet::start(&dir, &mut state, bins, false).expect("the fleet starts")
     }
 
     fn probe(&self, side: &str, input: &ProbeInput, timeout: &str) -> Measurement {
@@ -134,6 +167,23 @@ fn pair(failure: &str, op: &str) -> (String, String) {
     (failure.to_string(), op.to_string())
 }
 
+/// The `app_store` result of a measurement.
+fn app_store_of(m: &Measurement) -> &vantage_proto::v1::AppStoreResult {
+    match &m.result {
+        Some(measurement::Result::AppStore(r)) => r,
+        other => panic!("expected an app_store result, got {other:?}"),
+    }
+}
+
+/// (storefront, listed) of each lookup of an `app_store` measurement.
+fn store_listings(m: &Measurement) -> Vec<(String, bool)> {
+    app_store_of(m)
+        .lookups
+        .iter()
+        .map(|l| (l.storefront.clone(), l.listed))
+        .collect()
+}
+
 /// First failure (if any) of a measurement, whatever its kind, plus a short
 /// summary for messages.
 fn outcome(m: &Measurement) -> (String, String) {
@@ -153,12 +203,13 @@ fn outcome(m: &Measurement) -> (String, String) {
         Some(R::Tor(r)) => fail(&r.failure),
         Some(R::Encrypted(r)) => fail(&r.trigger),
         Some(R::Wireguard(r)) => fail(&r.failure),
-        // The tested storefront's lookup.
+        // The first storefront's lookup that failed.
         Some(R::AppStore(r)) => r
             .lookups
-            .first()
+            .iter()
             .map(|l| fail(&l.failure))
-            .unwrap_or_else(|| pair("no lookup", "")),
+            .find(|f| *f != ok())
+            .unwrap_or_else(ok),
         Some(R::Refused(r)) => pair("refused", &r.reason),
         None => pair("no result", ""),
     }
@@ -298,8 +349,8 @@ fn every_condition_differs_inside_and_outside_as_expected() {
     }
     assert_eq!(
         mechanisms.len(),
-        50,
-        "49 conditions (2 has two variants): {mechanisms:?}"
+        51,
+        "50 conditions (2 has two variants): {mechanisms:?}"
     );
     assert_eq!(mechanisms["dns-injection"], "dns.injection");
     assert_eq!(mechanisms["tls-sni-reset"], "tls.reset");
@@ -927,6 +978,23 @@ fn every_condition_differs_inside_and_outside_as_expected() {
         });
     }
 
+    // 50. The store's own doing, alike inside and outside: the news app
+    // unlisted in cn and listed in us (0), the VPN app listed in both (1,
+    // the pass).
+    for (n, app, in_cn) in [(0, store::news_app(), false), (1, store::vpn_app(), true)] {
+        check("app-store-removed", n, &|i, o| {
+            for m in [i, o] {
+                assert_eq!(outcome(m), ok(), "{m:?}");
+                assert_eq!(
+                    store_listings(m),
+                    [("cn".to_string(), in_cn), ("us".to_string(), true)],
+                    "{m:?}"
+                );
+                assert_eq!(app_store_of(m).lookups[1].bundle_id, app.bundle_id);
+            }
+        });
+    }
+
     // 13. Down for everyone.
     for n in 0..3 {
         check("down", n, &|i, o| {
@@ -1133,6 +1201,8 @@ fn every_condition_gets_its_verdict_through_campaigns() {
         // Server-side discrimination: a block page over plain HTTP; over
         // HTTPS (the condition's pass) the site's own page, ok.
         ("captcha", ("blocked", "http.blockpage")),
+        // The store's own doing: listed in the control storefront only.
+        ("app-store-removed", ("blocked", "store.removed")),
     ]
     .into_iter()
     .collect();
@@ -1186,11 +1256,451 @@ fn every_condition_gets_its_verdict_through_campaigns() {
             "quic-sni-drop pass={pass}: want {status}"
         );
     }
-    // One verdict per inside input and pass of the catalogue (102 today).
+    // One verdict per inside input and pass of the catalogue (104 today).
     let want_rows: usize = plan::catalogue(20)
         .iter()
         .map(|c| c.inputs.len() + c.passes.len())
         .sum();
-    assert!(want_rows >= 102, "{want_rows}");
+    assert!(want_rows >= 104, "{want_rows}");
     assert!(rows.len() >= want_rows, "{} verdicts", rows.len());
+}
+
+/// A named TCP connect probe input.
+fn named_tcp(name: &str, host: &str, port: u32) -> ProbeInput {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "tcp": {"host": host, "port": port},
+    }))
+    .expect("tcp input")
+}
+
+fn now_us() -> i64 {
+    vantage_proto::now_us()
+}
+
+fn micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros() as i64
+}
+
+/// Sleeps until `t` (at once when it has passed).
+fn sleep_until(t: SystemTime) {
+    if let Ok(d) = t.duration_since(SystemTime::now()) {
+        std::thread::sleep(d);
+    }
+}
+
+/// Each run's id, by index.
+fn run_ids(fleet: &Fleet, campaign: &str) -> Vec<String> {
+    let st = fleet.status(campaign).expect("campaign status");
+    let mut runs = st.runs;
+    runs.sort_by_key(|r| r.index);
+    runs.into_iter().map(|r| r.run_id).collect()
+}
+
+/// Waits until run `index` is done, then checks that run `next` has not
+/// been dispatched yet: the moment between them belongs to no run.
+fn between_runs(fleet: &Fleet, campaign: &str, index: u32, next: u32, limit: Duration) {
+    let state = |i: u32| -> String {
+        let st = fleet.status(campaign).expect("campaign status");
+        st.runs
+            .iter()
+            .find(|r| r.index == i)
+            .map(|r| r.state.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        netns::poll(limit, || state(index) == "done"),
+        "run {index} of {campaign} not done after {limit:?}: the lab is too slow for this schedule"
+    );
+    assert_eq!(
+        state(next),
+        "scheduled",
+        "run {next} already dispatched before the switch"
+    );
+}
+
+/// Does `change` half an interval after run `run - 1` was due, once that
+/// run is done and before run `run` is dispatched; returns when (Unix µs).
+fn before_run(
+    fleet: &Fleet,
+    campaign: &str,
+    schedule: &Periodic,
+    run: u32,
+    change: impl FnOnce(),
+) -> i64 {
+    let half = schedule.every / 2;
+    sleep_until(schedule.due(run - 1) + half);
+    between_runs(fleet, campaign, run - 1, run, half - Duration::from_secs(1));
+    change();
+    now_us()
+}
+
+/// The inside (CN) verdicts of the target named `name`, as (run index,
+/// status, mechanism), in run order.
+fn inside_by_run<'v>(
+    verdicts: &'v [vantage_proto::v1::VerdictRow],
+    runs: &[String],
+    name: &str,
+) -> Vec<(usize, &'v str, &'v str)> {
+    let mut seen: Vec<(usize, &str, &str)> = verdicts
+        .iter()
+        .filter(|v| v.country == "CN" && v.name == name)
+        .map(|v| {
+            let i = runs.iter().position(|r| *r == v.run_id).expect("its run");
+            (i, v.status.as_str(), v.mechanism.as_str())
+        })
+        .collect();
+    seen.sort();
+    seen
+}
+
+/// `runs` runs of which those in `blocked` are blocked by `mechanism`,
+/// the rest ok: what [`inside_by_run`] should give.
+fn ok_except(
+    runs: usize,
+    blocked: std::ops::Range<u32>,
+    mechanism: &str,
+) -> Vec<(usize, &str, &str)> {
+    (0..runs)
+        .map(|i| match blocked.contains(&(i as u32)) {
+            true => (i, "blocked", mechanism),
+            false => (i, "ok", ""),
+        })
+        .collect()
+}
+
+/// The interval of the lab's periodic campaigns. The scheduler takes any
+/// positive one (the coordinator's own end-to-end test of change events
+/// runs every 3 s); 10 s leaves each run (well under a second here) room
+/// on a loaded machine.
+const EVERY: Duration = Duration::from_secs(10);
+
+/// Creates a periodic campaign of `runs` runs [`EVERY`] apart over
+/// `targets`, the first in 5 s, with an 8 s deadline per run.
+fn periodic_campaign(
+    fleet: &Fleet,
+    name: &str,
+    description: &str,
+    targets: &[ProbeInput],
+    runs: u32,
+) -> (String, Periodic) {
+    let schedule = Periodic::from_now(EVERY, runs, Duration::from_secs(5));
+    let id = fleet
+        .create_periodic_campaign(name, description, 8, targets, &schedule)
+        .expect("periodic campaign");
+    (id, schedule)
+}
+
+/// Waits for every run of the campaign; each run's id, by index.
+fn finished_runs(fleet: &Fleet, campaign: &str, schedule: &Periodic) -> Vec<String> {
+    fleet
+        .wait_done(&[campaign.to_string()], schedule.every * 2, |_, _| {})
+        .expect("every run done");
+    let runs = run_ids(fleet, campaign);
+    assert_eq!(runs.len(), schedule.runs as usize);
+    runs
+}
+
+/// The target names of change events, in order.
+fn event_names(events: &[serde_json::Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or(""))
+        .collect()
+}
+
+/// A change event a test expects: its states ("status:mechanism"), its
+/// kind, the first run with the new state and when the test made it.
+struct Expected<'a> {
+    from: &'a str,
+    to: &'a str,
+    change: &'a str,
+    after_run: u32,
+    at_us: i64,
+}
+
+/// Checks a change event of the HTTP API against `want`: the states, the
+/// two runs around the change, and an onset interval holding the moment
+/// the test made the change and lying within the gap between those runs.
+fn assert_event(e: &serde_json::Value, want: &Expected, runs: &[String], schedule: &Periodic) {
+    let state = |s: &str, m: &str| {
+        format!(
+            "{}:{}",
+            e[s].as_str().unwrap_or("?"),
+            e[m].as_str().unwrap_or("?")
+        )
+    };
+    assert_eq!(state("from_status", "from_mechanism"), want.from, "{e}");
+    assert_eq!(state("to_status", "to_mechanism"), want.to, "{e}");
+    assert_eq!(e["change"], want.change, "{e}");
+    assert_eq!(e["country"], "CN", "{e}");
+    let (before, after) = (want.after_run - 1, want.after_run);
+    assert_eq!(e["before_run_id"], runs[before as usize].as_str(), "{e}");
+    assert_eq!(e["after_run_id"], runs[after as usize].as_str(), "{e}");
+    let (b, f) = (
+        e["before_us"].as_i64().expect("before_us"),
+        e["after_us"].as_i64().expect("after_us"),
+    );
+    let at = want.at_us;
+    assert!(b <= at && at <= f, "change at {at} not in [{b}, {f}]: {e}");
+    assert!(b >= micros(schedule.due(before)), "{e}");
+    assert!(f < micros(schedule.due(after) + schedule.every / 2), "{e}");
+}
+
+/// A rule for a target's TCP port, switched on before run `on` and off
+/// before run `off` of a periodic campaign.
+struct Switch {
+    target: &'static str,
+    rule: censor::Rule,
+    on: u32,
+    off: u32,
+}
+
+/// A periodic campaign through the lab fleet while the censor changes its
+/// mind: target A is refused (a reset to its SYN) from run 3 to run 5 and
+/// B only in run 4. The coordinator's change events (HTTP API) must show
+/// exactly A's two changes (ok -> blocked, blocked -> ok), each onset
+/// interval holding the moment the rule was switched, and nothing for B's
+/// one-run flap (the default `change_after_runs`, 2).
+#[test]
+fn a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none() {
+    let name = "a_censor_switched_on_then_off_is_two_change_events_and_a_one_run_flap_none";
+    let t0 = std::time::Instant::now();
+    let Some(lab) = http_lab(name, "c") else {
+        return;
+    };
+    let fleet = lab.fleet();
+    let refuse = |port: u32| {
+        let port = port.to_string();
+        censor::forward(&["-d", plan::CLEAN_IP, "-p", "tcp", "--dport", &port, "--syn"])
+            .then(censor::RESET)
+    };
+    let (port_a, port_b) = (80, plan::ENCRYPTED_PORT);
+    let switches = [
+        Switch {
+            target: "A",
+            rule: refuse(port_a),
+            on: 3,
+            off: 6,
+        },
+        Switch {
+            target: "B",
+            rule: refuse(port_b),
+            on: 4,
+            off: 5,
+        },
+    ];
+    let targets = [
+        named_tcp("A", plan::CLEAN_IP, port_a),
+        named_tcp("B", plan::CLEAN_IP, port_b),
+    ];
+    let (id, schedule) = periodic_campaign(
+        &fleet,
+        "censor-switches",
+        "A refused in runs 3-5, B in run 4 only",
+        &targets,
+        8,
+    );
+    // Every switch in time order, between the runs around it.
+    let mut order: Vec<(u32, &Switch, bool)> = switches
+        .iter()
+        .flat_map(|s| [(s.on, s, true), (s.off, s, false)])
+        .collect();
+    order.sort_by_key(|(run, _, _)| *run);
+    let mut switched_at: BTreeMap<(&str, bool), i64> = BTreeMap::new();
+    for (run, s, on) in order {
+        let at = before_run(&fleet, &id, &schedule, run, || {
+            if on {
+                censor::add(&lab.prefix, &s.rule).expect("rule on");
+            } else {
+                censor::remove(&lab.prefix, &s.rule).expect("rule off");
+            }
+        });
+        switched_at.insert((s.target, on), at);
+    }
+    let runs = finished_runs(&fleet, &id, &schedule);
+
+    // The runs saw what the censor did: A blocked in 3-5, B in 4.
+    let verdicts = fleet.verdicts(&id).expect("verdicts");
+    for s in &switches {
+        assert_eq!(
+            inside_by_run(&verdicts, &runs, s.target),
+            ok_except(runs.len(), s.on..s.off, "tcp.refused"),
+            "inside verdicts of {} by run",
+            s.target
+        );
+    }
+
+    // The change events, as the HTTP API gives them: A's two, none for B.
+    let events = fleet.changes(&id).expect("changes");
+    assert_eq!(event_names(&events), ["A", "A"], "{events:?}");
+    let a = &switches[0];
+    let expected = [
+        Expected {
+            from: "ok:",
+            to: "blocked:tcp.refused",
+            change: "blocked",
+            after_run: a.on,
+            at_us: switched_at[&("A", true)],
+        },
+        Expected {
+            from: "blocked:tcp.refused",
+            to: "ok:",
+            change: "unblocked",
+            after_run: a.off,
+            at_us: switched_at[&("A", false)],
+        },
+    ];
+    for (e, want) in events.iter().zip(&expected) {
+        assert_event(e, want, &runs, &schedule);
+    }
+    eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
+}
+
+/// `GET` of the lab store's lookup for app `id` in storefront `cc`, from
+/// `side`'s namespace over `scheme` (HTTPS trusting the lab CA): status
+/// and the JSON body.
+fn store_lookup(lab: &Lab, side: &str, scheme: &str, query: &str) -> (u16, serde_json::Value) {
+    let url = format!("{scheme}://{}/lookup?{query}", plan::STORE_NAME);
+    let ns = format!("{}-{side}", lab.prefix);
+    let r = vantage_lab::sys::http_get(&ns, &url, &[], Some(&lab.ca_file()))
+        .unwrap_or_else(|e| panic!("GET {url} from {ns}: {e}"));
+    let body = serde_json::from_str(&r.body)
+        .unwrap_or_else(|e| panic!("GET {url} from {ns}: not JSON ({e}): {}", r.body));
+    (r.status, body)
+}
+
+/// The lab's app store (nginx, Apple's `lookup` format) from inside and
+/// outside, over HTTP and HTTPS: listed apps per storefront, the empty
+/// answer otherwise, 400 for arguments that fail its checks, and a
+/// removal (and the app's return) seen at the next lookup.
+#[test]
+fn the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect() {
+    let name = "the_app_store_answers_lookups_per_storefront_and_a_removal_takes_effect";
+    let t0 = std::time::Instant::now();
+    let Some(lab) = http_lab(name, "s") else {
+        return;
+    };
+    let (vpn, news) = (store::vpn_app(), store::news_app());
+    let listed = |app: &store::App| {
+        serde_json::from_str::<serde_json::Value>(&store::listed_body(app)).expect("JSON")
+    };
+    let unlisted = serde_json::json!({"resultCount": 0, "results": []});
+    let lookup = |app: &store::App, cc: &str| format!("id={}&country={cc}", app.track_id);
+    let by_bundle = |app: &store::App, cc: &str| format!("bundleId={}&country={cc}", app.bundle_id);
+    let every_way = |query: &str, want: (u16, &serde_json::Value)| {
+        for side in ["inside", "outside"] {
+            for scheme in ["http", "https"] {
+                let (status, body) = store_lookup(&lab, side, scheme, query);
+                assert_eq!((status, &body), want, "{side} {scheme} {query}");
+            }
+        }
+    };
+    for ask in [lookup, by_bundle] {
+        every_way(&ask(&vpn, "cn"), (200, &listed(&vpn)));
+        every_way(&ask(&vpn, "us"), (200, &listed(&vpn)));
+        every_way(&ask(&news, "us"), (200, &listed(&news)));
+        every_way(&ask(&news, "cn"), (200, &unlisted));
+    }
+    every_way("id=1999999999&country=cn", (200, &unlisted));
+    every_way("bundleId=example.lab.unknown&country=cn", (200, &unlisted));
+    // No country is the US storefront, as Apple's default.
+    every_way(&format!("id={}", news.track_id), (200, &listed(&news)));
+    every_way(
+        &format!("bundleId={}", news.bundle_id),
+        (200, &listed(&news)),
+    );
+    let vpn_body = listed(&vpn);
+    assert_eq!(vpn_body["results"][0]["trackId"], vpn.track_id);
+    assert_eq!(vpn_body["results"][0]["bundleId"], "example.lab.vpn");
+    for bad in [
+        "id=abc&country=cn",
+        "id=0123&country=cn",
+        "id=1000000001&country=chn",
+        "id=1000000001&country=CN",
+        "id=1000000001&country=..%2F",
+        "id=1000000001%2F..&country=cn",
+        "country=cn",
+        "id=1000000001&bundleId=example.lab.vpn&country=cn",
+        "bundleId=..&country=cn",
+        "bundleId=.lab.vpn&country=cn",
+        "bundleId=example%2F..%2F1000000001&country=cn",
+    ] {
+        let (status, body) = store_lookup(&lab, "inside", "http", bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["errorMessage"].is_string(), "{bad}: {body}");
+    }
+
+    let dir = lab.state_dir();
+    store::remove(&dir, "cn", &vpn).expect("remove from cn");
+    for ask in [lookup, by_bundle] {
+        every_way(&ask(&vpn, "cn"), (200, &unlisted));
+        every_way(&ask(&vpn, "us"), (200, &listed(&vpn)));
+    }
+    store::add(&dir, "cn", &vpn).expect("back in cn");
+    every_way(&lookup(&vpn, "cn"), (200, &listed(&vpn)));
+    every_way(&by_bundle(&vpn, "cn"), (200, &listed(&vpn)));
+    eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
+}
+
+/// A periodic `app_store` campaign through the fleet against the lab
+/// store: the VPN app is taken out of the `cn` storefront between runs 2
+/// and 3 (still listed in `us`). Its inside verdicts turn `blocked
+/// store.removed` from run 3, and the coordinator's change events (HTTP
+/// API) hold exactly one, ok -> blocked, whose onset interval holds the
+/// removal; none for the messenger app, left alone.
+#[test]
+fn an_app_removed_from_a_storefront_is_one_change_event_holding_the_removal() {
+    let name = "an_app_removed_from_a_storefront_is_one_change_event_holding_the_removal";
+    let t0 = std::time::Instant::now();
+    let Some(lab) = http_lab(name, "a") else {
+        return;
+    };
+    let fleet = lab.fleet();
+    let (vpn, messenger) = (store::vpn_app(), store::messenger_app());
+    let removed_before = 3;
+    let runs_total = 5;
+    let (id, schedule) = periodic_campaign(
+        &fleet,
+        "store-removal",
+        "the VPN app leaves the cn storefront before run 3",
+        &[store::probe_input(&vpn), store::probe_input(&messenger)],
+        runs_total,
+    );
+    let removed_at = before_run(&fleet, &id, &schedule, removed_before, || {
+        store::remove(&lab.state_dir(), "cn", &vpn).expect("removed from cn");
+    });
+    let runs = finished_runs(&fleet, &id, &schedule);
+
+    let verdicts = fleet.verdicts(&id).expect("verdicts");
+    let removed = removed_before..runs_total;
+    assert_eq!(
+        inside_by_run(&verdicts, &runs, &vpn.track_name),
+        ok_except(runs.len(), removed, "store.removed"),
+        "inside verdicts of the removed app by run"
+    );
+    assert_eq!(
+        inside_by_run(&verdicts, &runs, &messenger.track_name),
+        ok_except(runs.len(), 0..0, ""),
+        "inside verdicts of the app left alone by run"
+    );
+
+    let events = fleet.changes(&id).expect("changes");
+    assert_eq!(
+        event_names(&events),
+        [vpn.track_name.as_str()],
+        "{events:?}"
+    );
+    let want = Expected {
+        from: "ok:",
+        to: "blocked:store.removed",
+        change: "blocked",
+        after_run: removed_before,
+        at_us: removed_at,
+    };
+    assert_event(&events[0], &want, &runs, &schedule);
+    assert_eq!(events[0]["kind"], "app_store", "{}", events[0]);
+    eprintln!("{name}: {:.0} s", t0.elapsed().as_secs_f64());
 }
