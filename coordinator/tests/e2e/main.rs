@@ -5,6 +5,7 @@
 
 mod campaigns;
 mod changes;
+mod cross;
 mod dashboard;
 mod deploy;
 mod faults;
