@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Builds the two Debian packages: vantage-agent and vantage-coordinator
-# (with vantagectl). Release binaries, then shell completions and man pages
-# generated from the binaries' own clap definitions, then `cargo deb`.
+# Builds the Debian packages: vantage-agent for amd64, arm64 and armhf, and
+# vantage-coordinator (with vantagectl) for amd64. Release binaries, then
+# shell completions and man pages generated from the binaries' own clap
+# definitions, then `cargo deb`.
 #
 #   bash deploy/scripts/build-debs.sh            # .debs in target/debian/
-#   VANTAGE_DEB_PROFILE=dev-deb ...              # (not needed normally)
+#   VANTAGE_DEB_CROSS=0 bash deploy/scripts/build-debs.sh   # amd64 only
+#
+# The arm64 and armhf agents are the static binaries of
+# deploy/scripts/build-cross.sh (built here unless already built and up to
+# date); their completions and man page are the x86_64 binary's (the same
+# clap definition), and so are the unit and example config.
 #
 # Needs cargo-deb (`cargo install --locked cargo-deb`; the test-deps script
-# installs it when missing) and dpkg-dev for dependency detection.
+# installs it when missing), dpkg-dev for dependency detection, and for the
+# arm packages what build-cross.sh needs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -44,4 +51,18 @@ echo "== cargo deb"
 for pkg in vantage-agent vantage-coordinator; do
   cargo deb --locked --no-build --no-strip -p "$pkg" --output "$out" >/dev/null
 done
+
+if [ "${VANTAGE_DEB_CROSS:-1}" != "0" ]; then
+  # Debian architecture <- Rust target of the packaged agent.
+  cross=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
+  profile=${VANTAGE_CROSS_PROFILE:-release}
+  bash deploy/scripts/build-cross.sh "${cross[@]}"
+  for t in "${cross[@]}"; do
+    # cargo-deb reads the target/release/... assets from target/<triple>/<profile>/.
+    rm -rf "$target_dir/$t/$profile/gen"
+    cp -r "$gen" "$target_dir/$t/$profile/gen"
+    cargo deb --locked --no-build --no-strip -p vantage-agent --target "$t" --profile "$profile" \
+      --output "$out" >/dev/null
+  done
+fi
 ls -1 "$out"/*.deb

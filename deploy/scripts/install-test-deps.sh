@@ -2,12 +2,27 @@
 # Installs what the test suite needs: the Debian packages of real servers
 # used as probe targets in the network-namespace lab and the tools that build
 # it, cargo-deb, OONI's Python data library and Schemathesis (each in a virtual
-# environment).
+# environment), and the cross compilers, Rust targets and qemu emulators of
+# the arm agents (deploy/scripts/build-cross.sh, coordinator/tests/e2e/cross.rs).
 # Safe to re-run; does nothing when everything is present.
 set -euo pipefail
 
-PACKAGES=(iproute2 iptables curl nginx-light unbound dnsmasq-base openvpn tor openssl procps systemd dpkg-dev fakeroot bsdutils chromium prometheus clickhouse-server clickhouse-client zookeeper)
-BINARIES=(ip iptables curl nginx unbound dnsmasq openvpn tor openssl pkill systemd-analyze dpkg-shlibdeps fakeroot script chromium promtool clickhouse-server clickhouse-client /usr/share/zookeeper/bin/zkServer.sh)
+PACKAGES=(iproute2 iptables curl nginx-light unbound dnsmasq-base openvpn tor openssl procps systemd dpkg-dev fakeroot bsdutils chromium prometheus clickhouse-server clickhouse-client zookeeper
+  # The static arm64/armv7 agents (deploy/scripts/build-cross.sh) and their
+  # emulated test (coordinator/tests/e2e/cross.rs).
+  file gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static)
+BINARIES=(ip iptables curl nginx unbound dnsmasq openvpn tor openssl pkill systemd-analyze dpkg-shlibdeps fakeroot script chromium promtool clickhouse-server clickhouse-client /usr/share/zookeeper/bin/zkServer.sh
+  file aarch64-linux-gnu-gcc /usr/aarch64-linux-gnu/include/stdint.h arm-linux-gnueabihf-gcc /usr/arm-linux-gnueabihf/include/stdint.h qemu-aarch64-static qemu-arm-static)
+
+# Rust's standard library for the cross-built agents (build-cross.sh).
+CROSS_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
+have_targets=$(rustup target list --installed 2>/dev/null || true)
+for t in "${CROSS_TARGETS[@]}"; do
+  if ! grep -qx "$t" <<<"$have_targets"; then
+    echo "test dependencies: rustup target add $t"
+    rustup target add "$t"
+  fi
+done
 
 # cargo-deb builds the .deb packages (deploy/scripts/build-debs.sh).
 if ! command -v cargo-deb >/dev/null 2>&1 && ! [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then
@@ -52,7 +67,7 @@ venv_install schemathesis "$HOME/.cache/vantage/schemathesis-$SCHEMATHESIS_VERSI
 
 missing=()
 for b in "${BINARIES[@]}"; do
-  command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || missing+=("$b")
+  command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || [ -f "$b" ] || missing+=("$b")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "test dependencies: all present"

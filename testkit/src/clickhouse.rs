@@ -237,8 +237,10 @@ impl Cluster {
         )?;
         self.nodes[i].child = Some(child);
         let port = self.nodes[i].tcp_port;
+        // Generous: a CI run saw a node take over 60 s to answer while
+        // four test clusters started at once on a loaded 2-core machine.
         wait(
-            Duration::from_secs(60),
+            Duration::from_secs(180),
             &format!("clickhouse node {i}"),
             || query_port(port, "SELECT 1").is_ok(),
         )

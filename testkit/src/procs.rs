@@ -56,6 +56,10 @@ pub struct Bins {
     pub coordinator: PathBuf,
     pub vantagectl: PathBuf,
     pub agent: PathBuf,
+    /// Words run before the agent binary: an emulator such as
+    /// `qemu-aarch64-static` for an agent built for another architecture
+    /// ([`Bins::with_agent`]); empty for the workspace's own agent.
+    pub agent_runner: Vec<OsString>,
 }
 
 impl Bins {
@@ -82,6 +86,7 @@ impl Bins {
             coordinator: dir.join(COORDINATOR),
             vantagectl: dir.join(VANTAGECTL),
             agent: dir.join(AGENT),
+            agent_runner: Vec::new(),
         };
         exists(&bins.coordinator)?;
         Ok(bins)
@@ -91,6 +96,23 @@ impl Bins {
     /// panics when the coordinator is not built.
     pub fn here() -> Bins {
         must(Bins::find(None))
+    }
+
+    /// The same binaries, with the agent replaced by `agent` (a cross-built
+    /// one, say) run under `runner` (e.g. `["qemu-arm-static"]`; empty to
+    /// run it directly).
+    pub fn with_agent(self, agent: PathBuf, runner: &[&str]) -> Bins {
+        Bins {
+            agent,
+            agent_runner: runner.iter().map(OsString::from).collect(),
+            ..self
+        }
+    }
+
+    /// `vantage-agent ARGS` (under its runner, if any).
+    pub fn agent_argv(&self, args: &[&str]) -> Vec<OsString> {
+        let agent = std::iter::once(self.agent.as_os_str().to_owned());
+        self.under_runner(agent.chain(args.iter().map(OsString::from)).collect())
     }
 
     /// Fails unless all three binaries exist.
@@ -118,7 +140,7 @@ impl Bins {
 
     /// `vantage-agent enroll` into `dir` (consent accepted).
     pub fn enroll_argv(&self, dir: &Path, e: &Enrollment<'_>) -> Vec<OsString> {
-        argv(
+        self.under_runner(argv(
             &self.agent,
             ["enroll", "--accept-consent", "--data-dir"],
             dir,
@@ -132,12 +154,21 @@ impl Bins {
                 "--tags",
                 e.tags,
             ],
-        )
+        ))
     }
 
     /// `vantage-agent run` of `dir`.
     pub fn run_argv(&self, dir: &Path) -> Vec<OsString> {
-        argv(&self.agent, ["run", "--data-dir"], dir, [])
+        self.under_runner(argv(&self.agent, ["run", "--data-dir"], dir, []))
+    }
+
+    /// An agent command line with the agent's runner in front.
+    fn under_runner(&self, agent_argv: Vec<OsString>) -> Vec<OsString> {
+        self.agent_runner
+            .iter()
+            .cloned()
+            .chain(agent_argv)
+            .collect()
     }
 
     /// `vantagectl --data-dir DIR ARGS...`: the admin of the coordinator
@@ -820,8 +851,7 @@ impl Agent {
 
     /// Runs `vantage-agent ARGS --data-dir DIR` on this agent's data dir.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(&self.bins.agent)
-            .args(args)
+        command(&self.bins.agent_argv(args))
             .arg("--data-dir")
             .arg(&self.dir)
             .output()
@@ -884,6 +914,7 @@ mod tests {
             coordinator: "/b/vantage-coordinator".into(),
             vantagectl: "/b/vantagectl".into(),
             agent: "/b/vantage-agent".into(),
+            agent_runner: Vec::new(),
         };
         let dir = Path::new("/d");
         let words = |v: Vec<OsString>| -> Vec<String> {
@@ -921,6 +952,21 @@ mod tests {
             ]
         );
         assert!(enroll.windows(2).any(|w| w == ["--token", "T"]));
+        let emulated = bins.with_agent("/x/vantage-agent".into(), &["qemu-arm-static"]);
+        assert_eq!(
+            words(emulated.run_argv(dir)),
+            [
+                "qemu-arm-static",
+                "/x/vantage-agent",
+                "run",
+                "--data-dir",
+                "/d"
+            ]
+        );
+        assert_eq!(
+            words(emulated.agent_argv(&["--version"])),
+            ["qemu-arm-static", "/x/vantage-agent", "--version"]
+        );
         assert!(Bins::find(Some(Path::new("/nonexistent"))).is_err());
     }
 }

@@ -654,22 +654,26 @@ fn deb_dir() -> PathBuf {
         })
 }
 
-fn find_deb(name: &str) -> PathBuf {
+/// The newest `NAME_*_ARCH.deb` in [`deb_dir`].
+fn find_deb(name: &str, arch: &str) -> PathBuf {
     let dir = deb_dir();
     let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e} (run deploy/scripts/build-debs.sh)", dir.display()))
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{name}_")) && n.ends_with(".deb"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&format!("{name}_")) && n.ends_with(&format!("_{arch}.deb"))
+            })
         })
         .collect();
     found.sort();
-    found
-        .pop()
-        .unwrap_or_else(|| panic!("no {name}_*.deb in {}", dir.display()))
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "no {name}_*_{arch}.deb in {} (deploy/scripts/build-debs.sh builds it)",
+            dir.display()
+        )
+    })
 }
 
 /// The files of `deb`, asserting that it holds every one of `want`.
@@ -683,6 +687,28 @@ fn deb_holding(deb: &Path, want: &[&str]) -> Vec<String> {
         );
     }
     files
+}
+
+/// What every vantage-agent package holds, whatever its architecture.
+const AGENT_FILES: &[&str] = &[
+    "/usr/bin/vantage-agent",
+    "/etc/vantage-agent/agent.toml.example",
+    "/usr/share/man/man1/vantage-agent.1.gz",
+    "/usr/share/bash-completion/completions/vantage-agent",
+    "/usr/share/zsh/vendor-completions/_vantage-agent",
+    "/usr/share/fish/vendor_completions.d/vantage-agent.fish",
+];
+
+/// A control field of `deb` (`dpkg-deb -f`).
+fn deb_field(deb: &Path, field: &str) -> String {
+    let out = Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(deb)
+        .arg(field)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn deb_files(deb: &Path) -> Vec<String> {
@@ -736,19 +762,11 @@ fn deb_packages_contents_and_install_cycle() {
             deb_dir().display()
         );
     }
-    let agent = find_deb("vantage-agent");
-    let coord = find_deb("vantage-coordinator");
-    let af = deb_holding(
-        &agent,
-        &[
-            "/usr/bin/vantage-agent",
-            "/etc/vantage-agent/agent.toml.example",
-            "/usr/share/man/man1/vantage-agent.1.gz",
-            "/usr/share/bash-completion/completions/vantage-agent",
-            "/usr/share/zsh/vendor-completions/_vantage-agent",
-            "/usr/share/fish/vendor_completions.d/vantage-agent.fish",
-        ],
-    );
+    let agent = find_deb("vantage-agent", "amd64");
+    let coord = find_deb("vantage-coordinator", "amd64");
+    assert_eq!(deb_field(&agent, "Architecture"), "amd64");
+    assert_eq!(deb_field(&coord, "Architecture"), "amd64");
+    let af = deb_holding(&agent, AGENT_FILES);
     let agent_unit = unit_path(&af, "vantage-agent.service");
     let cf = deb_holding(
         &coord,
@@ -890,5 +908,124 @@ fn deb_packages_contents_and_install_cycle() {
     }
     for p in af.iter().chain(&cf).filter(|p| !p.ends_with('/')) {
         assert!(!Path::new(p).exists(), "{p} left behind after dpkg --purge");
+    }
+}
+
+/// The ELF machine (`e_machine`) of an executable, and whether it names an
+/// interpreter (a `PT_INTERP` program header: dynamically linked).
+fn elf_machine_and_interp(bytes: &[u8]) -> (u16, bool) {
+    assert_eq!(&bytes[..4], b"\x7fELF", "not an ELF file");
+    let is64 = bytes[4] == 2;
+    assert_eq!(bytes[5], 1, "little-endian");
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+    let machine = u16_at(18);
+    let (phoff, phentsize, phnum) = if is64 {
+        (
+            u64_at(32) as usize,
+            u16_at(54) as usize,
+            u16_at(56) as usize,
+        )
+    } else {
+        (
+            u32_at(28) as usize,
+            u16_at(42) as usize,
+            u16_at(44) as usize,
+        )
+    };
+    const PT_INTERP: u32 = 3;
+    let interp = (0..phnum).any(|i| u32_at(phoff + i * phentsize) == PT_INTERP);
+    (machine, interp)
+}
+
+/// The arm64 and armhf agent packages (deploy/scripts/build-debs.sh builds
+/// them from the static cross builds): the right Architecture, exactly the
+/// amd64 package's files, the same unit and example config, and a static
+/// binary for that machine, which runs under qemu when it is installed.
+#[test]
+fn arm_agent_debs_match_the_amd64_one() {
+    if !require("arm_agent_debs", &["dpkg-deb"]) {
+        return;
+    }
+    let present = |arch: &str| {
+        std::fs::read_dir(deb_dir())
+            .map(|d| {
+                d.flatten().any(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with("vantage-agent_") && n.ends_with(&format!("_{arch}.deb"))
+                })
+            })
+            .unwrap_or(false)
+    };
+    let missing: Vec<String> = ["amd64", "arm64", "armhf"]
+        .into_iter()
+        .filter(|a| !present(a))
+        .map(|a| format!("vantage-agent_*_{a}.deb in {}", deb_dir().display()))
+        .collect();
+    if !vantage_testkit::skip::require(
+        "arm_agent_debs",
+        &missing,
+        "bash deploy/scripts/build-debs.sh builds them (deploy/scripts/test.sh does)",
+    ) {
+        return;
+    }
+    let amd64 = find_deb("vantage-agent", "amd64");
+    let mut want = deb_files(&amd64);
+    want.sort();
+    let unit =
+        std::fs::read_to_string(repo().join("deploy/systemd/vantage-agent.service")).unwrap();
+    // e_machine: EM_AARCH64 183, EM_ARM 40.
+    for (arch, machine, qemu) in [
+        ("arm64", 183, "qemu-aarch64-static"),
+        ("armhf", 40, "qemu-arm-static"),
+    ] {
+        let deb = find_deb("vantage-agent", arch);
+        assert_eq!(deb_field(&deb, "Architecture"), arch, "{}", deb.display());
+        assert_eq!(deb_field(&deb, "Package"), "vantage-agent");
+        assert_eq!(
+            deb_field(&deb, "Version"),
+            deb_field(&amd64, "Version"),
+            "{arch}: the same version as amd64"
+        );
+        let mut files = deb_files(&deb);
+        files.sort();
+        assert_eq!(files, want, "{arch}: the amd64 package's paths");
+        let unit_in = unit_path(&files, "vantage-agent.service");
+
+        let x = tempfile::tempdir().unwrap();
+        let out = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(x.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let rel = |p: &str| x.path().join(p.trim_start_matches('/'));
+        assert_eq!(
+            std::fs::read_to_string(rel(&unit_in)).unwrap(),
+            unit,
+            "{arch}: the shipped unit"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rel("/etc/vantage-agent/agent.toml.example")).unwrap(),
+            vantage_agent::config::AgentConfig::default_file_text()
+        );
+        let bin = std::fs::read(rel("/usr/bin/vantage-agent")).unwrap();
+        let (m, interp) = elf_machine_and_interp(&bin);
+        assert_eq!(m, machine, "{arch}: ELF machine");
+        assert!(!interp, "{arch}: statically linked (no interpreter)");
+        if let Some(q) = vantage_testkit::skip::find_tool(&[qemu]) {
+            let out = Command::new(q)
+                .arg(rel("/usr/bin/vantage-agent"))
+                .arg("--version")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{arch}: {}", text(&out));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                format!("vantage-agent {}", env!("CARGO_PKG_VERSION"))
+            );
+        }
     }
 }

@@ -6,6 +6,7 @@
 mod app_store;
 mod campaigns;
 mod changes;
+mod cross;
 mod dashboard;
 mod deploy;
 mod faults;
