@@ -637,6 +637,252 @@ fn install_sh_checks_inputs_is_idempotent_and_uninstalls() {
     assert!(!root.join("var/lib/vantage-agent").exists(), "data purged");
 }
 
+/// install.sh with a fake `dpkg` and `uname` first on PATH (each given as
+/// what it prints; `None`: it fails, as on a machine without it).
+fn install_sh_on(dpkg: Option<&str>, uname: &str, args: &[&str]) -> Output {
+    let fake = tempfile::tempdir().unwrap();
+    let put = |name: &str, body: String| {
+        let p = fake.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    put(
+        "dpkg",
+        match dpkg {
+            Some(a) => format!("#!/bin/sh\n[ \"$1\" = --print-architecture ] && echo {a}\n"),
+            None => "#!/bin/sh\nexit 1\n".into(),
+        },
+    );
+    put("uname", format!("#!/bin/sh\necho {uname}\n"));
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .arg(repo().join("deploy/install.sh"))
+        .args(args)
+        .env("PATH", path)
+        .env_remove("VANTAGE_ARCH")
+        .env_remove("VANTAGE_DIST")
+        .output()
+        .expect("install.sh")
+}
+
+/// Asserts that install.sh failed, saying each of `wants`.
+fn refused(out: &Output, wants: &[&str]) {
+    let t = text(out);
+    assert!(!out.status.success(), "should have failed: {t}");
+    for w in wants {
+        assert!(t.contains(w), "{w:?} not said: {t}");
+    }
+}
+
+/// A stand-in for what build-cross.sh and build-debs.sh leave in the target
+/// directory: an agent per Rust target that tells which one it is, and
+/// empty .debs named as build-debs.sh names them.
+fn fake_dist(dir: &Path) {
+    for t in [
+        "x86_64-unknown-linux-musl",
+        "aarch64-unknown-linux-musl",
+        "armv7-unknown-linux-gnueabihf",
+    ] {
+        let p = dir.join(t).join("release/vantage-agent");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("#!/bin/sh\necho vantage-agent 9.9.9 {t}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("debian")).unwrap();
+    for deb in [
+        "vantage-agent_0.1.0_amd64.deb",
+        "vantage-agent_0.2.0_amd64.deb",
+        "vantage-agent_0.2.0_arm64.deb",
+        "vantage-coordinator_0.2.0_amd64.deb",
+    ] {
+        std::fs::write(dir.join("debian").join(deb), b"").unwrap();
+    }
+}
+
+#[test]
+fn install_sh_picks_the_agent_for_the_architecture() {
+    let d = tempfile::tempdir().unwrap();
+    let dist = d.path().join("target");
+    fake_dist(&dist);
+    let ds = dist.display().to_string();
+    let root = d.path().join("root");
+    let r = root.display().to_string();
+    let agent_for = |t: &str| format!("{ds}/{t}/release/vantage-agent as ");
+
+    // --arch takes dpkg's and uname's names alike.
+    for (given, triple, arch) in [
+        ("amd64", "x86_64-unknown-linux-musl", "amd64"),
+        ("x86_64", "x86_64-unknown-linux-musl", "amd64"),
+        ("arm64", "aarch64-unknown-linux-musl", "arm64"),
+        ("aarch64", "aarch64-unknown-linux-musl", "arm64"),
+        ("armhf", "armv7-unknown-linux-gnueabihf", "armhf"),
+        ("armv7l", "armv7-unknown-linux-gnueabihf", "armhf"),
+    ] {
+        let out = install_sh_on(
+            Some("amd64"),
+            "x86_64",
+            &["--dry-run", "--dist", &ds, "--arch", given, "agent"],
+        );
+        let t = text(&out);
+        assert!(out.status.success(), "--arch {given}: {t}");
+        assert!(
+            t.contains(&agent_for(triple)) && t.contains(&format!("({arch})")),
+            "--arch {given}: {t}"
+        );
+    }
+    // The machine's: dpkg's answer first, else uname's.
+    for (dpkg, uname, triple) in [
+        (Some("arm64"), "x86_64", "aarch64-unknown-linux-musl"),
+        (Some("armhf"), "aarch64", "armv7-unknown-linux-gnueabihf"),
+        (Some("amd64"), "aarch64", "x86_64-unknown-linux-musl"),
+        (None, "x86_64", "x86_64-unknown-linux-musl"),
+        (None, "aarch64", "aarch64-unknown-linux-musl"),
+        (None, "arm64", "aarch64-unknown-linux-musl"),
+        (None, "armv7l", "armv7-unknown-linux-gnueabihf"),
+    ] {
+        let out = install_sh_on(dpkg, uname, &["--dry-run", "--dist", &ds, "agent"]);
+        let t = text(&out);
+        assert!(out.status.success(), "{dpkg:?}/{uname}: {t}");
+        assert!(t.contains(&agent_for(triple)), "{dpkg:?}/{uname}: {t}");
+    }
+    // The environment variables, for tests and scripts.
+    let out = Command::new("bash")
+        .arg(repo().join("deploy/install.sh"))
+        .args(["--dry-run", "agent"])
+        .env("VANTAGE_ARCH", "aarch64")
+        .env("VANTAGE_DIST", &dist)
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains(&agent_for("aarch64-unknown-linux-musl")),
+        "{}",
+        text(&out)
+    );
+
+    // Unsupported: named, with the supported ones.
+    let out = install_sh_on(None, "riscv64", &["--dry-run", "--dist", &ds, "agent"]);
+    refused(
+        &out,
+        &["unsupported architecture 'riscv64'", "amd64, arm64, armhf"],
+    );
+    let out = install_sh_on(
+        Some("amd64"),
+        "x86_64",
+        &["--dry-run", "--dist", &ds, "--arch", "mips", "agent"],
+    );
+    refused(&out, &["unsupported architecture 'mips'"]);
+    // ... but a binary given by path needs no architecture (as before).
+    let out = install_sh_on(
+        None,
+        "riscv64",
+        &[
+            "--dry-run",
+            "--root",
+            &r,
+            "agent",
+            &agent_bin().display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Missing: refused, saying what was looked for and what builds it.
+    std::fs::remove_dir_all(dist.join("armv7-unknown-linux-gnueabihf")).unwrap();
+    let out = install_sh_on(None, "armv7l", &["--dist", &ds, "--root", &r, "agent"]);
+    refused(
+        &out,
+        &[
+            "no vantage-agent for armhf",
+            "armv7-unknown-linux-gnueabihf/release/vantage-agent",
+            "build-cross.sh",
+        ],
+    );
+    assert!(!root.exists() || !root.join("usr/local/bin/vantage-agent").exists());
+
+    // Installing (staged): this machine's agent is asked for its version;
+    // another architecture's (an image for a Pi) is only copied.
+    let out = install_sh_on(
+        Some("amd64"),
+        "x86_64",
+        &["--dist", &ds, "--root", &r, "agent"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("vantage-agent 9.9.9 is installed"),
+        "{}",
+        text(&out)
+    );
+    let installed = root.join("usr/local/bin/vantage-agent");
+    let got = std::fs::read_to_string(&installed).unwrap();
+    assert!(got.contains("x86_64-unknown-linux-musl"), "{got}");
+    let out = install_sh_on(
+        Some("amd64"),
+        "x86_64",
+        &["--dist", &ds, "--root", &r, "--arch", "arm64", "agent"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("for arm64 is installed"),
+        "{}",
+        text(&out)
+    );
+    let got = std::fs::read_to_string(&installed).unwrap();
+    assert!(got.contains("aarch64-unknown-linux-musl"), "{got}");
+
+    // --deb: the newest package for the architecture, or a clear refusal.
+    let debs = format!("{ds}/debian");
+    for (arch, want) in [
+        ("x86_64", "vantage-agent_0.2.0_amd64.deb"),
+        ("aarch64", "vantage-agent_0.2.0_arm64.deb"),
+    ] {
+        let out = install_sh_on(
+            Some("amd64"),
+            "x86_64",
+            &["--dry-run", "--deb", "--dist", &ds, "--arch", arch, "agent"],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("would install {debs}/{want}")),
+            "{}",
+            text(&out)
+        );
+    }
+    let out = install_sh_on(
+        Some("armhf"),
+        "armv7l",
+        &["--dry-run", "--deb", "--dist", &ds, "agent"],
+    );
+    refused(
+        &out,
+        &[
+            "no vantage-agent package for armhf",
+            "there are: amd64 arm64",
+            "build-debs.sh",
+        ],
+    );
+    let out = install_sh_on(
+        Some("arm64"),
+        "aarch64",
+        &["--dry-run", "--deb", "--dist", &ds, "coordinator"],
+    );
+    refused(&out, &["no vantage-coordinator package for arm64"]);
+    let out = install_sh_on(
+        Some("amd64"),
+        "x86_64",
+        &["--dry-run", "--root", &r, "--uninstall", "agent"],
+    );
+    assert!(
+        !out.status.success() && root.join("usr/local/bin/vantage-agent").exists(),
+        "--dry-run does not uninstall: {}",
+        text(&out)
+    );
+    let out = install_sh_on(Some("amd64"), "x86_64", &["--deb", "--root", &r, "agent"]);
+    refused(&out, &["--deb does not go with --root"]);
+}
+
 // ------------------------------------------------------------ .deb
 
 fn deb_dir() -> PathBuf {
