@@ -48,8 +48,8 @@ What the agent does
   whether websites and internet services can be reached from your network:
   DNS lookups, TCP connections, TLS and HTTP requests, QUIC, app store
   lookups, and - only if you enable them in agent.toml - VPN (OpenVPN,
-  WireGuard), Tor and fully-encrypted-proxy probes. It never probes your own local network
-  unless you set allow_private_targets = true.
+  WireGuard), Tor and fully-encrypted-proxy probes. It never probes your
+  own local network unless you set allow_private_targets = true.
 
 What others on your network can see
   Your internet provider, your employer or school network, and your

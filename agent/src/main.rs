@@ -292,6 +292,14 @@ fn show_status(data_dir: &std::path::Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Colour (ANSI escapes) in the logs only on a terminal, and never when
+/// NO_COLOR is set to anything non-empty (<https://no-color.org>): a serial
+/// console or a journal gets plain text.
+fn colour_on_stderr() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     vantage_proto::install_crypto_provider();
@@ -300,7 +308,7 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour_on_stderr())
         .with_writer(std::io::stderr);
     let _ = match cli.log_format {
         LogFormat::Text => fmt.try_init(),

@@ -213,6 +213,11 @@ fn enroll_requires_consent() {
         err.contains("--accept-consent") && err.contains("government"),
         "notice shown and the flag named: {err}"
     );
+    assert!(
+        !out.stderr.contains(&0x1b) && !out.stdout.contains(&0x1b),
+        "no escape codes on a pipe: {}",
+        text(&out)
+    );
     assert!(!d1.join("identity.json").exists() && !d1.join("consent.json").exists());
 
     // A terminal, answer "no": refused.
@@ -247,6 +252,85 @@ fn enroll_requires_consent() {
     let rec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d4.join("consent.json")).unwrap()).unwrap();
     assert_eq!(rec["method"], "flag");
+}
+
+/// The consent notice and `status` read well on a serial console: plain
+/// text (no ANSI escape codes) on a pipe, even with a terminal type set,
+/// and the notice's lines fit 80 columns.
+#[test]
+fn consent_notice_and_status_are_plain_text_on_a_pipe() {
+    let d = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(agent_bin())
+            .args(args)
+            .env("TERM", "xterm-256color")
+            .env_remove("CLICOLOR_FORCE")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .output()
+            .expect("vantage-agent")
+    };
+    let plain = |out: &Output| {
+        assert!(
+            !out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b),
+            "an escape code on a pipe: {}",
+            text(out)
+        );
+    };
+
+    let out = run(&["consent-notice"]);
+    assert!(out.status.success(), "{}", text(&out));
+    plain(&out);
+    let notice = String::from_utf8(out.stdout.clone()).expect("UTF-8");
+    assert!(notice.contains("government"), "{notice}");
+    for line in notice.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line:?}",
+            line.chars().count()
+        );
+    }
+
+    let dir = d.path().join("nobody").display().to_string();
+    for args in [
+        &["status", "--data-dir", &dir][..],
+        &["status", "--json", "--data-dir", &dir],
+        &["enroll", "--token", "not-a-token", "--data-dir", &dir],
+        &["no-such-command"],
+    ] {
+        let out = run(args);
+        plain(&out);
+    }
+    let out = run(&["status", "--data-dir", &dir]);
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("enrolled:        no"), "{}", text(&out));
+    for line in t.lines().filter(|l| !l.contains(&dir)) {
+        assert!(line.chars().count() <= 80, "over 80 columns: {line:?}");
+    }
+
+    // On a terminal (a pty from `script`) there is colour, unless NO_COLOR.
+    if !require("plain_text_no_color", &["script"]) {
+        return;
+    }
+    let on_tty = |no_color: bool| {
+        let cmdline = format!(
+            "{}'{}' no-such-command",
+            if no_color { "NO_COLOR=1 " } else { "" },
+            agent_bin().display()
+        );
+        let out = Command::new("script")
+            .args(["-q", "-e", "-c", &cmdline, "/dev/null"])
+            .env("TERM", "xterm-256color")
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        assert!(text(&out).contains("no-such-command"), "{}", text(&out));
+        out.stdout.contains(&0x1b)
+    };
+    assert!(on_tty(false), "colour on a terminal (the check sees it)");
+    assert!(!on_tty(true), "NO_COLOR=1: no colour on a terminal");
 }
 
 // ------------------------------------------------------------ status
@@ -303,6 +387,11 @@ fn status_reports_a_running_agent() {
         .arg(&a.dir)
         .output()
         .unwrap();
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b),
+        "no escape codes on a pipe: {}",
+        text(&out)
+    );
     let t = String::from_utf8_lossy(&out.stdout);
     for want in [
         "agent running:   yes",
