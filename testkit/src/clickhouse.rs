@@ -244,7 +244,18 @@ impl Cluster {
             &format!("clickhouse node {i}"),
             || query_port(port, "SELECT 1").is_ok(),
         )
-        .map_err(|e| format!("{e}; its log: {}", dir.join("error.log").display()))
+        .map_err(|e| {
+            // The directory goes with the test: say what the log said.
+            let log = dir.join("error.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!(
+                "{e}; the end of its log ({}):\n{}",
+                log.display(),
+                tail.join("\n")
+            )
+        })
     }
 
     /// Runs `sql` on node `i`; its output (TabSeparated).
