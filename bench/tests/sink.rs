@@ -170,8 +170,9 @@ fn keys_of(agents: &[&[BenchAgent]]) -> HashMap<String, VerifyingKey> {
 /// Two coordinators sink into one cluster; one is `kill -9`'d mid-sink and
 /// restarted, and a replica is `kill -9`'d while they sink and restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_coordinators_sink_each_result_once_through_kills() {
-    let Some(mut cluster) = cluster_or_skip("two_coordinators_sink_each_result_once_through_kills")
+async fn clickhouse_two_coordinators_sink_each_result_once_through_kills() {
+    let Some(mut cluster) =
+        cluster_or_skip("clickhouse_two_coordinators_sink_each_result_once_through_kills")
     else {
         return;
     };
@@ -254,9 +255,9 @@ async fn two_coordinators_sink_each_result_once_through_kills() {
 /// in stats, and the sink catches up when the cluster is back. A
 /// coordinator pointed at tables of the wrong shape says what is wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sink_waits_out_a_stopped_cluster_and_names_a_wrong_table() {
+async fn clickhouse_the_sink_waits_out_a_stopped_cluster_and_names_a_wrong_table() {
     let Some(mut cluster) =
-        cluster_or_skip("the_sink_waits_out_a_stopped_cluster_and_names_a_wrong_table")
+        cluster_or_skip("clickhouse_the_sink_waits_out_a_stopped_cluster_and_names_a_wrong_table")
     else {
         return;
     };
@@ -327,10 +328,10 @@ async fn the_sink_waits_out_a_stopped_cluster_and_names_a_wrong_table() {
 /// table drops; a batch cut differently lands again and collapses under
 /// `FINAL`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resent_batch_is_dropped_and_a_recut_one_collapses_under_final() {
-    let Some(cluster) =
-        cluster_or_skip("a_resent_batch_is_dropped_and_a_recut_one_collapses_under_final")
-    else {
+async fn clickhouse_a_resent_batch_is_dropped_and_a_recut_one_collapses_under_final() {
+    let Some(cluster) = cluster_or_skip(
+        "clickhouse_a_resent_batch_is_dropped_and_a_recut_one_collapses_under_final",
+    ) else {
         return;
     };
     // Only a full batch of 100 is sent.
@@ -406,9 +407,9 @@ async fn listing(c: &CoordinatorProc, req: ListResultsRequest) -> Vec<StoredResu
 /// results (what `vantagectl results` and `export` do) answers the same
 /// before and after, from sled, from ClickHouse, or from both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_removes_from_sled_only_what_clickhouse_holds() {
+async fn clickhouse_retention_removes_from_sled_only_what_clickhouse_holds() {
     let Some(mut cluster) =
-        cluster_or_skip("retention_removes_from_sled_only_what_clickhouse_holds")
+        cluster_or_skip("clickhouse_retention_removes_from_sled_only_what_clickhouse_holds")
     else {
         return;
     };

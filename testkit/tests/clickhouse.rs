@@ -14,8 +14,8 @@ fn count(c: &Cluster, node: usize, sql: &str) -> u64 {
 }
 
 #[test]
-fn a_two_by_two_cluster_deduplicates_retries_and_replaced_rows() {
-    let test = "a_two_by_two_cluster_deduplicates_retries_and_replaced_rows";
+fn clickhouse_a_two_by_two_cluster_deduplicates_retries_and_replaced_rows() {
+    let test = "clickhouse_a_two_by_two_cluster_deduplicates_retries_and_replaced_rows";
     if !vantage_testkit::skip::require(
         test,
         &missing(),
