@@ -180,9 +180,11 @@ fn settled(rec: &crate::store::CampaignRecord, run_id: &str) -> bool {
 pub(crate) fn revised(recorded: &[ChangeEvent], current: Vec<ChangeEvent>) -> Vec<ChangeEvent> {
     let by_id: HashMap<&str, &ChangeEvent> =
         recorded.iter().map(|e| (e.event_id.as_str(), e)).collect();
+    let now: std::collections::HashSet<&str> =
+        current.iter().map(|e| e.event_id.as_str()).collect();
     let mut out = Vec::new();
     for r in recorded {
-        if !r.withdrawn && !current.iter().any(|e| e.event_id == r.event_id) {
+        if !r.withdrawn && !now.contains(r.event_id.as_str()) {
             out.push(ChangeEvent {
                 withdrawn: true,
                 revision: r.revision + 1,

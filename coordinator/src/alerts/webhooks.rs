@@ -50,15 +50,20 @@ const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The `Vantage-Signature` value for `body` at unix time `t`.
 pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
+    format!(
+        "t={t},k={},v1={}",
+        key_id(secret),
+        hex::encode(mac(secret, t, body).finalize().into_bytes())
+    )
+}
+
+/// HMAC-SHA256 with `secret` over "<t>.<body>", not yet finalised.
+fn mac(secret: &[u8], t: i64, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!(
-        "t={t},k={},v1={}",
-        key_id(secret),
-        hex::encode(mac.finalize().into_bytes())
-    )
+    mac
 }
 
 /// A secret's id in signatures: the first 8 bytes of its SHA-256, hex.
@@ -84,11 +89,7 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now_s: i64, tolerance_s:
     if (now_s - t).abs() > tolerance_s {
         return false;
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&v1).is_ok()
+    mac(secret, t, body).verify_slice(&v1).is_ok()
 }
 
 /// How long to wait before attempt `attempts + 1`, with "equal jitter":
