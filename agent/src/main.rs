@@ -195,7 +195,7 @@ fn show_status(data_dir: &std::path::Path, json: bool) -> Result<()> {
     });
     let running = file.as_ref().is_some_and(|s| s.writer_alive());
     // Read the outbox directly only when no agent holds it and the data dir
-    // is ours (opening sled as another user, e.g. root against the
+    // is ours (opening the outbox as another user, e.g. root against the
     // service's directory, could leave files the service cannot write).
     let owner_ok = std::fs::metadata(data_dir)
         .map(|m| euid().is_none_or(|u| u == m.uid()))

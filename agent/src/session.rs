@@ -58,17 +58,19 @@ pub enum AgentError {
 }
 
 impl Agent {
-    pub fn open(dir: PathBuf) -> Result<Arc<Agent>, AgentError> {
-        Self::open_inner(dir, false)
-    }
-
-    /// As [`Agent::open`] for `run`: on a disk too full to open the outbox,
-    /// its reserve is released (see `outbox`).
+    /// As [`Agent::open`] for `run`.
     pub fn open_to_run(dir: PathBuf) -> Result<Arc<Agent>, AgentError> {
-        Self::open_inner(dir, true)
+        if let Some(old) = crate::outbox::legacy_outbox(&dir) {
+            tracing::warn!(
+                path = %old.display(),
+                "an outbox from an earlier version (sled) is here; this version does not read it: \
+                 results still in it are delivered only by running that version once (then remove it)"
+            );
+        }
+        Self::open(dir)
     }
 
-    fn open_inner(dir: PathBuf, release_reserve: bool) -> Result<Arc<Agent>, AgentError> {
+    pub fn open(dir: PathBuf) -> Result<Arc<Agent>, AgentError> {
         let identity = Identity::load(&dir)?;
         let key = identity::load_key(&dir)?;
         let config = AgentConfig::load(&dir)?;
@@ -76,12 +78,7 @@ impl Agent {
         // agent is not running yet: wait for it rather than fail.
         let mut tries = 0;
         let outbox = loop {
-            let opened = if release_reserve {
-                Outbox::open_releasing_reserve(&dir, config.limits.outbox_max_entries)
-            } else {
-                Outbox::open(&dir, config.limits.outbox_max_entries)
-            };
-            match opened {
+            match Outbox::open(&dir, config.limits.outbox_max_entries) {
                 Ok(o) => break o,
                 Err(e) if tries < 50 => {
                     tries += 1;
@@ -232,7 +229,6 @@ impl Agent {
                                 }
                             }
                             self.outbox.remove(&done).map_err(|e| e.to_string())?;
-                            self.outbox.note_delivered(a.accepted.len() as u64);
                             let (accepted, rejected) = (a.accepted.len() as u64, a.rejected.len() as u64);
                             crate::status::record(&self.dir, &self.outbox, crate::status::Event::Acked { accepted, rejected });
                             for k in &done {

@@ -1,6 +1,6 @@
 //! `status.json` in the data directory: what the running agent tells
 //! `vantage-agent status`, which cannot open the outbox while the agent holds
-//! sled's lock on it.
+//! the outbox's lock on it.
 //!
 //! The running agent rewrites the file on connect, disconnect, ack and
 //! heartbeat (write to a temporary file, then rename, so a reader never sees
