@@ -3,6 +3,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use vantage_agent::probes::{self, ProbeContext, TargetPolicy};
 use vantage_agent::{enroll, identity::Identity, session::Agent, status};
 use vantage_proto::v1::{Labels, Measurement, ProbeInput};
@@ -300,19 +302,20 @@ fn colour_on_stderr() -> bool {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-#[tokio::main]
+// One thread: an agent mostly waits, and a single-threaded runtime has
+// no workers to wake each other (idle wake-ups and RSS, BENCHMARKS.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     vantage_proto::install_crypto_provider();
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing::Level::TRACE)
         .with_ansi(colour_on_stderr())
         .with_writer(std::io::stderr);
+    let filter = vantage_agent::log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let _ = match cli.log_format {
-        LogFormat::Text => fmt.try_init(),
-        LogFormat::Json => fmt.json().try_init(),
+        LogFormat::Text => fmt.finish().with(filter).try_init(),
+        LogFormat::Json => fmt.json().finish().with(filter).try_init(),
     };
     match cli.cmd {
         Cmd::Enroll {

@@ -5,6 +5,7 @@
 //! machine's own limits (Ed25519 batch verification, sled group commit) so
 //! results are reported as ratios against limits measured in the same run.
 
+pub mod agent;
 pub mod sink;
 
 use std::path::Path;

@@ -110,6 +110,26 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         runs: usize,
     },
+    /// The agent's footprint: binary size, idle RSS and wake-ups, and peak
+    /// RSS with its concurrent web probes in flight, for the host build and
+    /// each cross build present (arm under qemu).
+    Agent {
+        /// `host` or a target triple; repeat. Default: host and every cross
+        /// build that exists.
+        #[arg(long = "build")]
+        builds: Vec<String>,
+        #[arg(long, default_value_t = 60.0)]
+        idle_seconds: f64,
+        #[arg(long, default_value_t = 256)]
+        web_tasks: usize,
+        /// The agent's limits.max_concurrency (its default is 32).
+        #[arg(long, default_value_t = 32)]
+        concurrency: u32,
+        #[arg(long, default_value_t = 500)]
+        server_delay_ms: u64,
+        #[arg(long, default_value_t = 64)]
+        page_kib: usize,
+    },
     /// N concurrent sessions with heartbeats: memory and idle CPU; then a
     /// campaign for all of them and the time until each has its task.
     Sessions {
@@ -298,6 +318,29 @@ async fn run(output: Output, cmd: &Cmd) -> Result<()> {
                 r.repeats, r.median_ms, r.rows_per_s
             );
         }
+        Cmd::Agent {
+            builds,
+            idle_seconds,
+            web_tasks,
+            concurrency,
+            server_delay_ms,
+            page_kib,
+        } => {
+            let r = vantage_bench::agent::agent(vantage_bench::agent::AgentOptions {
+                builds: builds.clone(),
+                idle_seconds: *idle_seconds,
+                web_tasks: *web_tasks,
+                concurrency: *concurrency,
+                server_delay_ms: *server_delay_ms,
+                page_kib: *page_kib,
+            })
+            .await?;
+            if output != Output::Table {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            print_agent(&r);
+        }
         Cmd::Sessions {
             agents,
             idle_seconds,
@@ -379,4 +422,49 @@ fn print_soak(r: &vantage_bench::SoakReport) {
         "ack latency p50 / p99 {:.1} / {:.1} ms; coordinator CPU {:.2} cores, peak RSS {:.0} MiB",
         r.ack_p50_ms, r.ack_p99_ms, r.coordinator_cpu_cores, r.coordinator_peak_rss_mib
     );
+}
+
+fn print_agent(r: &vantage_bench::agent::AgentReport) {
+    use vantage_bench::agent::*;
+    const MIB: f64 = 1024.0 * 1024.0;
+    println!(
+        "agent footprint: web probes with max_concurrency {}, each answer after {} ms, {} KiB pages",
+        r.concurrency, r.server_delay_ms, r.page_kib
+    );
+    println!(
+        "  {:<31} {:>12} {:>13} {:>13} {:>15} {:>14}",
+        "build", "binary MiB", "idle RSS MiB", "wake-ups/min", "web peak RSS", "web in flight"
+    );
+    for b in &r.builds {
+        let name = match &b.emulator {
+            Some(_) => format!("{} (qemu)", b.build),
+            None => b.build.clone(),
+        };
+        println!(
+            "  {:<31} {:>12.2} {:>13.2} {:>13.0} {:>11.2} MiB {:>14}",
+            name,
+            b.binary_bytes as f64 / MIB,
+            b.idle_rss_kib as f64 / 1024.0,
+            b.idle_wakeups_per_minute,
+            b.web_peak_rss_kib as f64 / 1024.0,
+            b.web_max_in_flight
+        );
+    }
+    println!("budgets (ratio = measured / budget; RSS under qemu includes the emulator):");
+    for b in &r.builds {
+        println!(
+            "  {:<31} binary {:.2}x of {BINARY_BUDGET_MIB} MiB, idle RSS {:.2}x of {IDLE_RSS_BUDGET_MIB} MiB, \
+             wake-ups {:.2}x of {WAKEUPS_BUDGET_PER_MIN}/min, web peak {:.2}x of {WEB_PEAK_BUDGET_MIB} MiB; \
+             {}/{} web results in {:.1} s, idle window {:.0} s",
+            b.build,
+            b.binary_bytes as f64 / MIB / BINARY_BUDGET_MIB,
+            b.idle_rss_kib as f64 / 1024.0 / IDLE_RSS_BUDGET_MIB,
+            b.idle_wakeups_per_minute / WAKEUPS_BUDGET_PER_MIN,
+            b.web_peak_rss_kib as f64 / 1024.0 / WEB_PEAK_BUDGET_MIB,
+            b.web_results,
+            b.web_tasks,
+            b.web_seconds,
+            b.idle_seconds
+        );
+    }
 }

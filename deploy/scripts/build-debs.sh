@@ -7,10 +7,11 @@
 #   bash deploy/scripts/build-debs.sh            # .debs in target/debian/
 #   VANTAGE_DEB_CROSS=0 bash deploy/scripts/build-debs.sh   # amd64 only
 #
-# The arm64 and armhf agents are the static binaries of
+# The agent packages (amd64, arm64, armhf) hold the static binaries of
 # deploy/scripts/build-cross.sh (built here unless already built and up to
-# date); their completions and man page are the x86_64 binary's (the same
-# clap definition), and so are the unit and example config.
+# date; optimised for size, see there); their completions and man page are
+# the host build's (the same clap definition), and so are the unit and
+# example config. The coordinator package holds the host release build.
 #
 # Needs cargo-deb (`cargo install --locked cargo-deb`; the test-deps script
 # installs it when missing), dpkg-dev for dependency detection, and for the
@@ -48,21 +49,20 @@ out="$target_dir/debian"
 mkdir -p "$out"
 echo "== cargo deb"
 # The release profile already strips; --no-build keeps the binaries just built.
-for pkg in vantage-agent vantage-coordinator; do
-  cargo deb --locked --no-build --no-strip -p "$pkg" --output "$out" >/dev/null
-done
+cargo deb --locked --no-build --no-strip -p vantage-coordinator --output "$out" >/dev/null
 
+# Debian architecture <- Rust target of the packaged agent.
+cross=(x86_64-unknown-linux-musl)
 if [ "${VANTAGE_DEB_CROSS:-1}" != "0" ]; then
-  # Debian architecture <- Rust target of the packaged agent.
-  cross=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
-  profile=${VANTAGE_CROSS_PROFILE:-release}
-  bash deploy/scripts/build-cross.sh "${cross[@]}"
-  for t in "${cross[@]}"; do
-    # cargo-deb reads the target/release/... assets from target/<triple>/<profile>/.
-    rm -rf "$target_dir/$t/$profile/gen"
-    cp -r "$gen" "$target_dir/$t/$profile/gen"
-    cargo deb --locked --no-build --no-strip -p vantage-agent --target "$t" --profile "$profile" \
-      --output "$out" >/dev/null
-  done
+  cross+=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
 fi
+profile=${VANTAGE_CROSS_PROFILE:-release}
+bash deploy/scripts/build-cross.sh "${cross[@]}"
+for t in "${cross[@]}"; do
+  # cargo-deb reads the target/release/... assets from target/<triple>/<profile>/.
+  rm -rf "$target_dir/$t/$profile/gen"
+  cp -r "$gen" "$target_dir/$t/$profile/gen"
+  cargo deb --locked --no-build --no-strip -p vantage-agent --target "$t" --profile "$profile" \
+    --output "$out" >/dev/null
+done
 ls -1 "$out"/*.deb

@@ -337,6 +337,27 @@ pub fn proc_rss(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Context switches of all of a process's threads so far (voluntary and
+/// not): each one is a wake-up. Threads that ended are not counted, so
+/// take differences over a window in which the thread set is stable.
+pub fn proc_context_switches(pid: u32) -> u64 {
+    let keys = ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"];
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            std::fs::read_to_string(e.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// Open file descriptors of a process (0 when unavailable).
 pub fn proc_fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -837,6 +858,12 @@ impl Agent {
 
     pub fn kill9(&mut self) {
         kill9(&mut self.child);
+    }
+
+    /// The running process's id (under a runner such as qemu, the
+    /// runner's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Sends a signal by name (`STOP`, `CONT`) to the running agent.

@@ -608,25 +608,6 @@ pub struct AgentBench {
     pub web_seconds: f64,
 }
 
-fn proc_status_sum(pid: u32, keys: &[&str]) -> u64 {
-    let read = |path: &Path| {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| keys.iter().any(|k| l.starts_with(k)))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum::<u64>()
-    };
-    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
-    match std::fs::read_dir(&tasks) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .map(|e| read(&e.path().join("status")))
-            .sum(),
-        Err(_) => 0,
-    }
-}
-
 impl Fleet {
     /// The agent budgets of DESIGN.md: the inside agent's idle RSS and
     /// wake-ups (over `idle`), the binary's size, and the `web` probe over
@@ -641,10 +622,9 @@ impl Fleet {
             }
             kib => kib,
         };
-        let switches = ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"];
-        let s0 = proc_status_sum(pid, &switches);
+        let s0 = vantage_testkit::procs::proc_context_switches(pid);
         std::thread::sleep(idle);
-        let s1 = proc_status_sum(pid, &switches);
+        let s1 = vantage_testkit::procs::proc_context_switches(pid);
         let wakeups = (s1.saturating_sub(s0) as f64 * 60.0 / idle.as_secs_f64()) as u64;
         let binary_bytes = std::fs::metadata(&self.bins.agent)
             .map(|m| m.len())
