@@ -44,9 +44,10 @@ pub const CROSS: &[(&str, Option<&str>)] = &[
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
-    /// Builds to measure: `host` (the agent beside this binary) or target
-    /// triples (`target/<triple>/release/vantage-agent`). Empty: `host`
-    /// and every cross build that exists.
+    /// Builds to measure: `host` (the agent beside this binary), target
+    /// triples (`target/<triple>/release/vantage-agent`), or paths to an
+    /// agent binary for this machine (containing a `/`). Empty: `host` and
+    /// every cross build that exists.
     pub builds: Vec<String>,
     pub idle_seconds: f64,
     pub web_tasks: usize,
@@ -113,6 +114,16 @@ fn resolve(
     };
     let mut out = Vec::new();
     for b in wanted {
+        if b.contains('/') {
+            // A binary by path (an older build, for before/after pairs),
+            // run natively.
+            let path = PathBuf::from(&b);
+            if !path.is_file() {
+                return Err(setup(format!("{} is not a file", path.display())));
+            }
+            out.push((b, path, None));
+            continue;
+        }
         if b == "host" {
             if !bins.agent.is_file() {
                 return Err(setup(format!(

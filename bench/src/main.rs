@@ -114,8 +114,8 @@ enum Cmd {
     /// RSS with its concurrent web probes in flight, for the host build and
     /// each cross build present (arm under qemu).
     Agent {
-        /// `host` or a target triple; repeat. Default: host and every cross
-        /// build that exists.
+        /// `host`, a target triple, or a path to an agent binary for this
+        /// machine; repeat. Default: host and every cross build that exists.
         #[arg(long = "build")]
         builds: Vec<String>,
         #[arg(long, default_value_t = 60.0)]
