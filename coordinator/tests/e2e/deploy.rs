@@ -1375,7 +1375,7 @@ const IMAGE_BINS: [&str; 3] = ["vantage-coordinator", "vantagectl", "vantage-age
 const IMAGE_USER: &str = "10001:10001";
 /// Size budgets of the two images (podman's uncompressed size).
 const COORDINATOR_IMAGE_BUDGET: u64 = 32_000_000;
-const AGENT_IMAGE_BUDGET: u64 = 14_000_000;
+const AGENT_IMAGE_BUDGET: u64 = 10_000_000;
 
 /// One instruction of a Containerfile: its keyword (upper case), its
 /// arguments (continuation lines joined) and the line it starts on.
