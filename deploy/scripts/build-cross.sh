@@ -4,6 +4,7 @@
 #
 #   bash deploy/scripts/build-cross.sh            # all three targets
 #   bash deploy/scripts/build-cross.sh aarch64-unknown-linux-musl
+#   bash deploy/scripts/build-cross.sh --coordinator   # + vantage-coordinator, vantagectl
 #
 # Binaries: target/<triple>/release/vantage-agent (the workspace's release
 # profile, thin LTO, stripped, but optimised for size: opt-level "s";
@@ -31,19 +32,35 @@
 # The Debian cross compilers build ring's C and assembly and drive the link;
 # Rust's musl targets bring their own musl C library and start files.
 #
+# `--coordinator` also builds `vantage-coordinator` and `vantagectl`, static
+# the same way, by default for x86_64-unknown-linux-musl only: the three
+# binaries the container images hold (deploy/Containerfile). They are built
+# in a cargo run of their own after the agent's, optimised for speed as the
+# host's release build is (the agent for size), and so that the agent's
+# features are not unified with the coordinator's: its binary stays the same.
+#
 # VANTAGE_CROSS_PROFILE picks another cargo profile (default: release).
-# `build-cross.sh --check [TARGET...]` only checks that all of it is there.
+# `build-cross.sh --check [--coordinator] [TARGET...]` only checks that all
+# of it is there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 profile=${VANTAGE_CROSS_PROFILE:-release}
 check_only=0
-if [ "${1:-}" = "--check" ]; then
-  check_only=1
+coordinator=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --check) check_only=1 ;;
+    --coordinator) coordinator=1 ;;
+    -*) echo "error: unknown option $1 (--check, --coordinator)" >&2; exit 2 ;;
+    *) break ;;
+  esac
   shift
-fi
+done
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then
+if [ ${#targets[@]} -eq 0 ] && [ "$coordinator" = 1 ]; then
+  targets=(x86_64-unknown-linux-musl)
+elif [ ${#targets[@]} -eq 0 ]; then
   targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
 fi
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
@@ -85,32 +102,58 @@ done
 command -v file >/dev/null 2>&1 || { echo "error: file is missing: apt-get install file" >&2; exit 1; }
 [ "$check_only" = 1 ] && exit 0
 
+# What to build: a cargo package and its binaries, one cargo run each.
+builds=("vantage-agent vantage-agent")
+if [ "$coordinator" = 1 ]; then
+  builds+=("vantage-coordinator vantage-coordinator vantagectl")
+fi
+
 for t in "${targets[@]}"; do
   cc=$(cross_cc "$t")
   upper=$(tr 'a-z-' 'A-Z_' <<<"$t")
   lower=${t//-/_}
-  echo "== $t ($profile, CC and linker $cc)"
-  start=$(date +%s)
-  # Per-target settings in the environment, not in a cargo config file:
-  # the host build (build scripts, proc macros) keeps the host's compiler.
-  # Optimised for size (opt-level "s"; VANTAGE_AGENT_OPT_LEVEL overrides):
-  # the cross targets have their own directories, so the host's release
-  # build (the coordinator's speed) is not touched.
-  env "CC_$lower=$cc" "AR_$lower=${cc%-gcc}-ar" \
-    "CARGO_TARGET_${upper}_LINKER=$cc" \
-    "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static" \
-    "CARGO_PROFILE_$(tr 'a-z-' 'A-Z_' <<<"$profile")_OPT_LEVEL=${VANTAGE_AGENT_OPT_LEVEL:-s}" \
-    cargo build --locked --profile "$profile" --target "$t" -p vantage-agent --bin vantage-agent
   dir=$profile
   [ "$profile" = dev ] && dir=debug
-  exe="$target_dir/$t/$dir/vantage-agent"
-  desc=$(file -b "$exe")
-  case "$desc" in
-    *"dynamically linked"* | *interpreter*)
-      echo "error: $exe is not static: $desc" >&2
-      exit 1
-      ;;
-  esac
-  echo "$exe: $(stat -c %s "$exe") bytes, built in $(($(date +%s) - start)) s"
-  echo "  $desc"
+  for build in "${builds[@]}"; do
+    read -r package bins <<<"$build"
+    bin_args=()
+    for b in $bins; do bin_args+=(--bin "$b"); done
+    # The agent is optimised for size (opt-level "s"; VANTAGE_AGENT_OPT_LEVEL
+    # overrides); the coordinator keeps the profile's optimisation for speed.
+    # Cargo keeps each one's artifacts apart, and the host's release build
+    # is not touched: the cross targets have their own directories.
+    opt=()
+    if [ "$package" = vantage-agent ]; then
+      opt=("CARGO_PROFILE_$(tr 'a-z-' 'A-Z_' <<<"$profile")_OPT_LEVEL=${VANTAGE_AGENT_OPT_LEVEL:-s}")
+    fi
+    echo "== $t: $bins ($profile, CC and linker $cc)"
+    start=$(date +%s)
+    # Per-target settings in the environment, not in a cargo config file:
+    # the host build (build scripts, proc macros) keeps the host's compiler.
+    env "CC_$lower=$cc" "AR_$lower=${cc%-gcc}-ar" \
+      "CARGO_TARGET_${upper}_LINKER=$cc" \
+      "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static" \
+      "${opt[@]}" \
+      cargo build --locked --profile "$profile" --target "$t" -p "$package" "${bin_args[@]}"
+    for b in $bins; do
+      exe="$target_dir/$t/$dir/$b"
+      desc=$(file -b "$exe")
+      # `file` says "statically linked", or "static-pie linked" for the
+      # position-independent static executables of the musl targets.
+      case "$desc" in
+        *"dynamically linked"* | *interpreter*)
+          echo "error: $exe is not static: $desc" >&2
+          exit 1
+          ;;
+        *"statically linked"* | *"static-pie linked"*) ;;
+        *)
+          echo "error: file does not call $exe static: $desc" >&2
+          exit 1
+          ;;
+      esac
+      echo "$exe: $(stat -c %s "$exe") bytes"
+      echo "  $desc"
+    done
+    echo "  built in $(($(date +%s) - start)) s"
+  done
 done

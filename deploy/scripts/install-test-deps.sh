@@ -2,17 +2,24 @@
 # Installs what the test suite needs: the Debian packages of real servers
 # used as probe targets in the network-namespace lab and the tools that build
 # it, cargo-deb, OONI's Python data library and Schemathesis (each in a virtual
-# environment), and the cross compilers, Rust targets and qemu emulators of
-# the arm agents (deploy/scripts/build-cross.sh, coordinator/tests/e2e/cross.rs).
+# environment), the cross compilers, Rust targets and qemu emulators of
+# the arm agents (deploy/scripts/build-cross.sh, coordinator/tests/e2e/cross.rs),
+# and podman for the container images.
 # Safe to re-run; does nothing when everything is present.
 set -euo pipefail
 
 PACKAGES=(iproute2 iptables curl nginx-light unbound dnsmasq-base openvpn tor openssl procps systemd dpkg-dev fakeroot bsdutils chromium prometheus clickhouse-server clickhouse-client zookeeper
   # The static arm64/armv7 agents (deploy/scripts/build-cross.sh) and their
   # emulated test (coordinator/tests/e2e/cross.rs).
-  file gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static)
+  file gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static
+  # The container images (deploy/Containerfile) and their test, e2e
+  # deploy::container_image_*: podman builds and runs them; runc, because
+  # crun refuses a host with cgroup v2 controllers beside cgroup v1;
+  # ca-certificates is the CA bundle the images hold.
+  podman runc netavark ca-certificates)
 BINARIES=(ip iptables curl nginx unbound dnsmasq openvpn tor openssl pkill systemd-analyze dpkg-shlibdeps fakeroot script chromium promtool clickhouse-server clickhouse-client /usr/share/zookeeper/bin/zkServer.sh
-  file aarch64-linux-gnu-gcc /usr/aarch64-linux-gnu/include/stdint.h arm-linux-gnueabihf-gcc /usr/arm-linux-gnueabihf/include/stdint.h qemu-aarch64-static qemu-arm-static)
+  file aarch64-linux-gnu-gcc /usr/aarch64-linux-gnu/include/stdint.h arm-linux-gnueabihf-gcc /usr/arm-linux-gnueabihf/include/stdint.h qemu-aarch64-static qemu-arm-static
+  podman runc /etc/ssl/certs/ca-certificates.crt)
 
 # Rust's standard library for the cross-built agents (build-cross.sh).
 CROSS_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)

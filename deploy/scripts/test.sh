@@ -22,13 +22,14 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build binaries (the end-to-end tests run them)"
 cargo build --workspace --bins --locked
-# The static agents and the Debian packages are release builds that only
-# the package tests (e2e `deploy::`, `cross::`) need. They are built in the
-# background at the lowest CPU priority while most other tests run: those
-# mostly wait on sockets and timers, and keep the CPU they need. The tests
-# that start ClickHouse clusters (named `clickhouse_*`, and e2e
-# `sink_reads::`) run after the builds, on a quiet machine: a loaded CI run
-# saw a ClickHouse node take minutes to start.
+# The static agents, the static coordinator of the container images and the
+# Debian packages are release builds that only the package tests (e2e
+# `deploy::`, `cross::`) need. They are built in the background at the
+# lowest CPU priority while most other tests run: those mostly wait on
+# sockets and timers, and keep the CPU they need. The tests that start
+# ClickHouse clusters (named `clickhouse_*`, and e2e `sink_reads::`) run
+# after the builds, on a quiet machine: a loaded CI run saw a ClickHouse
+# node take minutes to start.
 pkg_log=$(mktemp)
 (
   set -e
@@ -41,6 +42,8 @@ pkg_log=$(mktemp)
     export VANTAGE_DEB_CROSS=0
   else
     nice -n 19 bash deploy/scripts/build-cross.sh
+    echo "== static coordinator and vantagectl for x86_64 (the container images hold them; e2e test deploy::container_image_*)"
+    nice -n 19 bash deploy/scripts/build-cross.sh --coordinator
   fi
   echo "== Debian packages (the deploy tests check them file by file and install them)"
   if command -v cargo-deb >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deb" ]; then

@@ -1364,3 +1364,850 @@ fn arm_agent_debs_match_the_amd64_one() {
         }
     }
 }
+
+// ------------------------------------------------------------ container image
+
+/// The Rust target of the images' static binaries.
+const IMAGE_TRIPLE: &str = "x86_64-unknown-linux-musl";
+/// What `build-cross.sh --coordinator` builds, and the images hold.
+const IMAGE_BINS: [&str; 3] = ["vantage-coordinator", "vantagectl", "vantage-agent"];
+/// The images' user and group (a data directory owned by it is the volume).
+const IMAGE_USER: &str = "10001:10001";
+/// Size budgets of the two images (podman's uncompressed size).
+const COORDINATOR_IMAGE_BUDGET: u64 = 32_000_000;
+const AGENT_IMAGE_BUDGET: u64 = 10_000_000;
+
+/// One instruction of a Containerfile: its keyword (upper case), its
+/// arguments (continuation lines joined) and the line it starts on.
+#[derive(Debug)]
+struct Instruction {
+    line: usize,
+    keyword: String,
+    args: String,
+}
+
+/// One stage: what it is `FROM`, its name (`AS`), its instructions.
+#[derive(Debug)]
+struct Stage {
+    from: String,
+    name: String,
+    body: Vec<Instruction>,
+}
+
+fn parse_containerfile(text: &str) -> Vec<Stage> {
+    let mut instructions = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let (body, more) = match l.strip_suffix('\\') {
+            Some(b) => (b.trim_end(), true),
+            None => (l, false),
+        };
+        let p = pending.get_or_insert((i + 1, String::new()));
+        if !p.1.is_empty() {
+            p.1.push(' ');
+        }
+        p.1.push_str(body);
+        if !more {
+            let (line, all) = pending.take().expect("pending");
+            let (keyword, args) = all.split_once(' ').unwrap_or((&all, ""));
+            instructions.push(Instruction {
+                line,
+                keyword: keyword.to_ascii_uppercase(),
+                args: args.trim().to_string(),
+            });
+        }
+    }
+    assert!(
+        pending.is_none(),
+        "the Containerfile ends in a continuation"
+    );
+    let mut stages: Vec<Stage> = Vec::new();
+    for ins in instructions {
+        if ins.keyword == "FROM" {
+            let words: Vec<&str> = ins.args.split_whitespace().collect();
+            let (from, name) = match words[..] {
+                [from] => (from, ""),
+                [from, as_, name] if as_.eq_ignore_ascii_case("as") => (from, name),
+                _ => panic!("line {}: FROM {:?}", ins.line, ins.args),
+            };
+            stages.push(Stage {
+                from: from.to_string(),
+                name: name.to_string(),
+                body: Vec::new(),
+            });
+        } else {
+            stages
+                .last_mut()
+                .unwrap_or_else(|| panic!("line {}: {} before FROM", ins.line, ins.keyword))
+                .body
+                .push(ins);
+        }
+    }
+    stages
+}
+
+/// A stage and the stages it is built `FROM`, base first.
+fn stage_chain<'a>(stages: &'a [Stage], name: &str) -> Vec<&'a Stage> {
+    let mut chain = Vec::new();
+    let mut at = name;
+    while let Some(s) = stages.iter().find(|s| s.name == at) {
+        chain.insert(0, s);
+        at = &s.from;
+    }
+    assert!(!chain.is_empty(), "no stage {name}");
+    chain
+}
+
+/// The last `keyword` instruction in effect for `stage` (inherited from
+/// the stages it is built on).
+fn last_of<'a>(stages: &'a [Stage], stage: &str, keyword: &str) -> Option<&'a Instruction> {
+    stage_chain(stages, stage)
+        .into_iter()
+        .flat_map(|s| &s.body)
+        .rev()
+        .find(|i| i.keyword == keyword)
+}
+
+/// A JSON-array (exec form) instruction's words.
+fn exec_form(ins: &Instruction) -> Vec<String> {
+    serde_json::from_str(&ins.args).unwrap_or_else(|e| {
+        panic!(
+            "line {}: {} is not in exec form (a JSON array): {:?}: {e}",
+            ins.line, ins.keyword, ins.args
+        )
+    })
+}
+
+/// A COPY's flags (`--from=x` as ("from", "x")), sources and destination.
+fn copy_parts(ins: &Instruction) -> (Vec<(String, String)>, Vec<String>, String) {
+    let mut flags = Vec::new();
+    let mut paths = Vec::new();
+    for w in ins.args.split_whitespace() {
+        match w.strip_prefix("--").and_then(|f| f.split_once('=')) {
+            Some((k, v)) if paths.is_empty() => flags.push((k.to_string(), v.to_string())),
+            _ => paths.push(w.to_string()),
+        }
+    }
+    let dest = paths.pop().expect("a COPY destination");
+    assert!(
+        !paths.is_empty(),
+        "line {}: COPY without a source",
+        ins.line
+    );
+    (flags, paths, dest)
+}
+
+fn flag<'a>(flags: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    flags
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The instructions the images rely on, read from deploy/Containerfile
+/// without building it (no podman needed): registry-free `FROM scratch`,
+/// a numeric non-root user owning each image's data directory, which is
+/// its volume, exec-form entry points onto binaries the image copies,
+/// sources that exist (or that build-cross.sh builds) and that the build
+/// context (.dockerignore) keeps, and a usage comment that says so.
+#[test]
+fn containerfile_is_registry_free_and_non_root() {
+    let text = std::fs::read_to_string(repo().join("deploy/Containerfile")).unwrap();
+    let stages = parse_containerfile(&text);
+    let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        stages.last().map(|s| s.name.as_str()),
+        Some("coordinator"),
+        "the default (last) stage is the coordinator: {names:?}"
+    );
+    assert!(names.contains(&"agent"), "an agent stage: {names:?}");
+    for (i, s) in stages.iter().enumerate() {
+        assert!(
+            s.from == "scratch" || names[..i].contains(&s.from.as_str()),
+            "FROM {}: only scratch or an earlier stage (nothing from a registry)",
+            s.from
+        );
+        for ins in &s.body {
+            assert!(
+                !["RUN", "ADD"].contains(&ins.keyword.as_str()),
+                "line {}: {} (a scratch image has no shell; ADD may fetch URLs)",
+                ins.line,
+                ins.keyword
+            );
+        }
+    }
+    for l in text.lines() {
+        assert!(!l.contains(":latest"), "no `latest` tag: {l}");
+    }
+
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore"))
+        .expect(".dockerignore beside the workspace's Cargo.toml");
+    let kept: Vec<&str> = ignore
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('!'))
+        .collect();
+    assert!(
+        ignore.lines().any(|l| l.trim() == "*"),
+        ".dockerignore leaves out everything but what it names"
+    );
+    let build_cross =
+        std::fs::read_to_string(repo().join("deploy/scripts/build-cross.sh")).unwrap();
+    let passwd =
+        std::fs::read_to_string(repo().join("deploy/container/rootfs/etc/passwd")).unwrap();
+    let uid = IMAGE_USER.split(':').next().unwrap();
+    assert!(
+        passwd.lines().any(|l| l.split(':').nth(2) == Some(uid)),
+        "/etc/passwd names uid {uid}: {passwd}"
+    );
+
+    // Every COPY: the sources exist and the context keeps them.
+    let mut copied: Vec<(String, String)> = Vec::new(); // (stage, destination file)
+    for s in &stages {
+        for ins in s.body.iter().filter(|i| i.keyword == "COPY") {
+            let (flags, sources, dest) = copy_parts(ins);
+            if let Some(chown) = flag(&flags, "chown") {
+                assert_eq!(chown, IMAGE_USER, "line {}", ins.line);
+            }
+            if let Some(from) = flag(&flags, "from") {
+                assert_eq!(
+                    from, "certs",
+                    "line {}: only the CA bundle's context",
+                    ins.line
+                );
+                assert!(
+                    text.contains("--build-context certs=/etc/ssl/certs"),
+                    "the usage comment passes the certs context"
+                );
+                copied.push((s.name.clone(), dest.clone()));
+                continue;
+            }
+            for src in &sources {
+                let bare = src.trim_end_matches('/');
+                if let Some(bin) = bare.strip_prefix(&format!("target/{IMAGE_TRIPLE}/release/")) {
+                    assert!(IMAGE_BINS.contains(&bin), "line {}: {src}", ins.line);
+                    assert!(
+                        build_cross.contains(bin) && build_cross.contains("--coordinator"),
+                        "build-cross.sh --coordinator builds {bin}"
+                    );
+                } else {
+                    assert!(
+                        repo().join(bare).exists(),
+                        "line {}: COPY source {src} does not exist",
+                        ins.line
+                    );
+                }
+                assert!(
+                    kept.iter().any(|k| *k == bare
+                        || bare.starts_with(&format!("{}/", k.trim_end_matches('/')))),
+                    "line {}: .dockerignore leaves {src} out of the build context",
+                    ins.line
+                );
+                // A directory's contents go into the destination.
+                let name = bare.rsplit('/').next().unwrap();
+                let to = if repo().join(bare).is_dir() {
+                    dest.clone()
+                } else if dest.ends_with('/') {
+                    format!("{dest}{name}")
+                } else {
+                    dest.clone()
+                };
+                copied.push((s.name.clone(), to));
+            }
+        }
+    }
+
+    // Each image: user, data directory, volume, entry point.
+    for (stage, bin, data_env, cmd) in [
+        (
+            "coordinator",
+            "vantage-coordinator",
+            "VANTAGE_DATA_DIR",
+            &["serve", "--data-dir", "/var/lib/vantage-coordinator"][..],
+        ),
+        ("agent", "vantage-agent", "VANTAGE_AGENT_DIR", &["run"][..]),
+    ] {
+        let chain: Vec<String> = stage_chain(&stages, stage)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        let user = last_of(&stages, stage, "USER").expect("USER");
+        assert_eq!(user.args, IMAGE_USER, "{stage}: USER");
+        let (u, g) = user.args.split_once(':').expect("uid:gid");
+        for id in [u, g] {
+            let n: u32 = id
+                .parse()
+                .unwrap_or_else(|_| panic!("{stage}: numeric USER"));
+            assert!(n != 0, "{stage}: not root");
+        }
+        let entry = exec_form(last_of(&stages, stage, "ENTRYPOINT").expect("ENTRYPOINT"));
+        assert_eq!(entry, [format!("/usr/bin/{bin}")], "{stage}: ENTRYPOINT");
+        let has = |path: &str| {
+            copied
+                .iter()
+                .any(|(s, to)| chain.contains(s) && to.trim_end_matches('/') == path)
+        };
+        assert!(has(&entry[0]), "{stage}: {} is copied in", entry[0]);
+        assert!(
+            has("/etc/ssl/certs/ca-certificates.crt"),
+            "{stage}: CA roots"
+        );
+        assert_eq!(
+            exec_form(last_of(&stages, stage, "CMD").expect("CMD")),
+            cmd,
+            "{stage}: CMD"
+        );
+        assert_eq!(
+            last_of(&stages, stage, "STOPSIGNAL").map(|i| i.args.as_str()),
+            Some("SIGTERM")
+        );
+        let volume = last_of(&stages, stage, "VOLUME").expect("VOLUME");
+        let dir = volume.args.as_str();
+        assert!(
+            has(dir),
+            "{stage}: the volume {dir} is a directory the image copies in"
+        );
+        let owned = stage_chain(&stages, stage).iter().any(|s| {
+            s.body.iter().filter(|i| i.keyword == "COPY").any(|i| {
+                let (flags, _, dest) = copy_parts(i);
+                flag(&flags, "chown") == Some(IMAGE_USER) && dest.trim_end_matches('/') == dir
+            })
+        });
+        assert!(owned, "{stage}: {dir} is owned by {IMAGE_USER}");
+        let envs: Vec<&str> = stage_chain(&stages, stage)
+            .iter()
+            .flat_map(|s| &s.body)
+            .filter(|i| i.keyword == "ENV")
+            .map(|i| i.args.as_str())
+            .collect();
+        assert!(
+            envs.contains(&format!("{data_env}={dir}").as_str()),
+            "{stage}: ENV {data_env}={dir}: {envs:?}"
+        );
+        assert!(
+            text.contains(&format!(":{dir} ")) || text.contains(&format!(":{dir}\n")),
+            "the usage comment mounts a volume on {dir}"
+        );
+    }
+    assert_eq!(
+        last_of(&stages, "coordinator", "EXPOSE").map(|i| i.args.as_str()),
+        Some("7443")
+    );
+    assert!(
+        last_of(&stages, "agent", "EXPOSE").is_none(),
+        "the agent listens on nothing"
+    );
+    for words in [
+        "bash deploy/scripts/build-cross.sh --coordinator",
+        "-f deploy/Containerfile",
+        "--target agent",
+    ] {
+        assert!(text.contains(words), "the usage comment says {words:?}");
+    }
+}
+
+/// `podman` as the container test runs it, and what it made: the
+/// containers, images and volumes are removed when it drops, failed test
+/// or not (a failed test first prints the containers' logs).
+struct Podman {
+    exe: PathBuf,
+    /// `--ulimit`s for `run`: this test process's own limits.
+    ulimits: Vec<String>,
+    containers: Vec<String>,
+    images: Vec<String>,
+    volumes: Vec<String>,
+}
+
+impl Podman {
+    fn new(exe: PathBuf) -> Podman {
+        // Rootful podman gives containers RLIMIT_NOFILE and RLIMIT_NPROC of
+        // 1048576, which a host that denies CAP_SYS_RESOURCE refuses
+        // ("setrlimit `RLIMIT_NOFILE`: Operation not permitted"; podman's
+        // own NPROC limit was 32768 on such a host). Modest limits, never
+        // above this process's own hard ones, fit anywhere.
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let mut ulimits = Vec::new();
+        for (row, name, want) in [
+            ("Max open files", "nofile", 8192u64),
+            ("Max processes", "nproc", 4096),
+        ] {
+            let hard = limits
+                .lines()
+                .find(|l| l.starts_with(row))
+                .and_then(|l| l[row.len()..].split_whitespace().nth(1))
+                .and_then(|h| h.parse::<u64>().ok())
+                .unwrap_or(u64::MAX);
+            let n = want.min(hard);
+            ulimits.push("--ulimit".to_string());
+            ulimits.push(format!("{name}={n}:{n}"));
+        }
+        Podman {
+            exe,
+            ulimits,
+            containers: Vec::new(),
+            images: Vec::new(),
+            volumes: Vec::new(),
+        }
+    }
+
+    /// `podman ARGS` under runc: crun refuses hosts whose cgroup v2
+    /// hierarchy has controllers beside cgroup v1 ("cgroups in hybrid mode
+    /// not supported"); runc runs there and everywhere else.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.args(["--runtime", "runc"])
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn out(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run podman")
+    }
+
+    /// `podman ARGS`, asserting success: its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.out(args);
+        assert!(
+            out.status.success(),
+            "podman {}: {}",
+            args.join(" "),
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `podman run ARGS` with the limits above (`--network host` or
+    /// `none` given by the caller: never the default network).
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["run"];
+        all.extend(self.ulimits.iter().map(String::as_str));
+        all.extend_from_slice(args);
+        self.out(&all)
+    }
+
+    fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman run {}: {}",
+            args.join(" "),
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts a detached container `name` (removed on drop).
+    fn start(&mut self, name: &str, args: &[&str]) {
+        self.containers.push(name.to_string());
+        let mut all = vec!["-d", "--name", name];
+        all.extend_from_slice(args);
+        self.run_ok(&all);
+    }
+
+    fn inspect(&self, name: &str, format: &str) -> String {
+        self.ok(&["inspect", "--format", format, name])
+            .trim()
+            .to_string()
+    }
+
+    fn logs(&self, name: &str) -> String {
+        text(&self.out(&["logs", name]))
+    }
+
+    /// `podman stop` (SIGTERM, the images' STOPSIGNAL): how long it took
+    /// and the exit code.
+    fn stop(&self, name: &str) -> (Duration, i32) {
+        let start = std::time::Instant::now();
+        self.ok(&["stop", "-t", "30", name]);
+        let took = start.elapsed();
+        let code = self.inspect(name, "{{.State.ExitCode}}");
+        (took, code.parse().unwrap_or(-1))
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            if std::thread::panicking() {
+                let _ = writeln!(std::io::stderr(), "== podman logs {c}\n{}", self.logs(c));
+            }
+            let _ = self.out(&["rm", "-f", "-v", "-t", "0", c]);
+        }
+        for v in &self.volumes {
+            let _ = self.out(&["volume", "rm", "-f", v]);
+        }
+        for i in &self.images {
+            let _ = self.out(&["rmi", "-f", i]);
+        }
+    }
+}
+
+/// The static builds the images are made of, in the workspace's target
+/// dir (where deploy/Containerfile copies them from); the missing ones.
+fn missing_image_builds() -> Vec<String> {
+    IMAGE_BINS
+        .iter()
+        .map(|b| {
+            repo()
+                .join("target")
+                .join(IMAGE_TRIPLE)
+                .join("release")
+                .join(b)
+        })
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// A TCP listener on a loopback port that accepts and closes each
+/// connection until dropped: the campaign's target.
+struct TcpTarget {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TcpTarget {
+    fn open() -> TcpTarget {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => drop(c),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        TcpTarget { port, stop }
+    }
+}
+
+impl Drop for TcpTarget {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The images of deploy/Containerfile, built with podman from the static
+/// musl builds exactly as its usage comment says, within their size
+/// budgets, run as the operator and a volunteer would: the coordinator
+/// `init`s its volume and serves (host network, a free loopback port), the
+/// image's vantagectl makes a token and a campaign, the agent image enrolls
+/// and runs, probes a TCP listener of this test, and the coordinator stores
+/// its result, signed with the agent's key. Both stop on SIGTERM.
+#[test]
+fn container_image_runs_the_coordinator_and_an_agent() {
+    const TEST: &str = "container_image_runs_the_coordinator_and_an_agent";
+    let mut missing = Vec::new();
+    let podman = vantage_testkit::skip::find_tool(&["podman"]);
+    if podman.is_none() {
+        missing.push("`podman` (apt-get install podman)".to_string());
+    }
+    if vantage_testkit::skip::find_tool(&["runc"]).is_none() {
+        missing.push("`runc` (apt-get install runc)".to_string());
+    }
+    missing.extend(missing_image_builds());
+    if !vantage_testkit::skip::require(
+        TEST,
+        &missing,
+        "bash deploy/scripts/install-test-deps.sh installs podman and runc; \
+         bash deploy/scripts/build-cross.sh --coordinator builds the binaries",
+    ) {
+        return;
+    }
+    let mut pm = Podman::new(podman.unwrap());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let uniq = format!("{}-{nanos}", std::process::id());
+    let coord_image = format!("localhost/vantage-test-coordinator:{uniq}");
+    let agent_image = format!("localhost/vantage-test-agent:{uniq}");
+
+    // Build both images from the workspace root, as the usage comment does.
+    let repo_dir = repo();
+    let repo_s = repo_dir.display().to_string();
+    for (image, target) in [(&coord_image, None), (&agent_image, Some("agent"))] {
+        pm.images.push(image.clone());
+        let mut args = vec![
+            "build",
+            "--build-context",
+            "certs=/etc/ssl/certs",
+            "-f",
+            "deploy/Containerfile",
+            "-t",
+            image,
+        ];
+        if let Some(t) = target {
+            args.extend(["--target", t]);
+        }
+        args.push(&repo_s);
+        let start = std::time::Instant::now();
+        let out = pm.cmd(&args).current_dir(&repo_dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "podman {}: {}",
+            args.join(" "),
+            text(&out)
+        );
+        println!("built {image} in {:.1} s", start.elapsed().as_secs_f64());
+    }
+    for (image, budget) in [
+        (&coord_image, COORDINATOR_IMAGE_BUDGET),
+        (&agent_image, AGENT_IMAGE_BUDGET),
+    ] {
+        let size: u64 = pm
+            .ok(&["image", "inspect", "--format", "{{.Size}}", image])
+            .trim()
+            .parse()
+            .expect("a size");
+        println!("{image}: {size} bytes (budget {budget})");
+        assert!(
+            size <= budget,
+            "{image}: {size} bytes, over its budget of {budget}"
+        );
+        let user = pm.ok(&["image", "inspect", "--format", "{{.Config.User}}", image]);
+        assert_eq!(user.trim(), IMAGE_USER, "{image}: USER");
+    }
+
+    // The coordinator: init into a named volume, then serve from it.
+    let volume = format!("vantage-test-{uniq}");
+    pm.volumes.push(volume.clone());
+    pm.ok(&["volume", "create", &volume]);
+    let mount = format!("{volume}:/var/lib/vantage-coordinator");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let init = pm.run_ok(&[
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &mount,
+        &coord_image,
+        "init",
+        "--data-dir",
+        "/var/lib/vantage-coordinator",
+        "--listen",
+        &addr,
+    ]);
+    assert!(init.contains("CA fingerprint"), "{init}");
+    let data = PathBuf::from(
+        pm.ok(&["volume", "inspect", "--format", "{{.Mountpoint}}", &volume])
+            .trim(),
+    );
+    {
+        use std::os::unix::fs::MetadataExt;
+        for f in [".", "coordinator.toml", "ca.key", "admin.key"] {
+            let m = std::fs::metadata(data.join(f)).unwrap();
+            assert_eq!(
+                (m.uid(), m.gid()),
+                (10001, 10001),
+                "{f} owned by the image's user"
+            );
+        }
+        let mode = std::fs::metadata(data.join("ca.key")).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "ca.key");
+    }
+    let coord = format!("vantage-test-coordinator-{uniq}");
+    pm.start(
+        &coord,
+        &[
+            "--network",
+            "host",
+            "-v",
+            &mount,
+            "-e",
+            "RUST_LOG=info",
+            &coord_image,
+        ],
+    );
+    let up = poll(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+            || pm.inspect(&coord, "{{.State.Running}}") != "true"
+    });
+    assert!(
+        up && pm.inspect(&coord, "{{.State.Running}}") == "true",
+        "the coordinator container did not listen on {addr}: {}",
+        pm.logs(&coord)
+    );
+    let pid = pm.inspect(&coord, "{{.State.Pid}}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "10001"),
+        "the coordinator runs as uid 10001: {uid_line}"
+    );
+
+    // vantagectl in the running container (PATH and VANTAGE_DATA_DIR from
+    // the image): an enrollment token.
+    let token = pm.ok(&[
+        "exec",
+        &coord,
+        "vantagectl",
+        "token",
+        "create",
+        "--uses",
+        "1",
+        "--expires",
+        "1h",
+    ]);
+    let token = token.trim();
+    assert!(!token.is_empty());
+
+    // The agent: enroll into a host directory owned by the image's user,
+    // consent to tcp probes of loopback (lab settings), run.
+    let tmp = tempfile::tempdir().unwrap();
+    let agent_dir = tmp.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    std::os::unix::fs::chown(&agent_dir, Some(10001), Some(10001)).unwrap();
+    let agent_mount = format!("{}:/var/lib/vantage-agent", agent_dir.display());
+    pm.run_ok(&[
+        "--rm",
+        "--network",
+        "host",
+        "-v",
+        &agent_mount,
+        &agent_image,
+        "enroll",
+        "--accept-consent",
+        "--token",
+        token,
+        "--country",
+        "CN",
+        "--asn",
+        "4134",
+    ]);
+    std::fs::write(
+        agent_dir.join("agent.toml"),
+        "version = 1\nallow_private_targets = true\n[consent]\nkinds = [\"tcp\"]\n",
+    )
+    .unwrap();
+    let identity = vantage_agent::identity::Identity::load(&agent_dir).expect("enrolled");
+    let key = vantage_agent::identity::load_key(&agent_dir).expect("the agent's key");
+    let agent = format!("vantage-test-agent-{uniq}");
+    pm.start(
+        &agent,
+        &[
+            "--network",
+            "host",
+            "-v",
+            &agent_mount,
+            "-e",
+            "RUST_LOG=info",
+            &agent_image,
+        ],
+    );
+    let ctl_json = |args: &[&str]| -> String {
+        let mut all = vec!["exec", coord.as_str(), "vantagectl", "--output", "json"];
+        all.extend_from_slice(args);
+        pm.ok(&all)
+    };
+    let connected = poll(Duration::from_secs(30), || {
+        let v: serde_json::Value = serde_json::from_str(&ctl_json(&["agents"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["agent_id"] == identity.agent_id.as_str() && a["connected"] == true)
+    });
+    assert!(
+        connected,
+        "the agent container connected: {}",
+        pm.logs(&agent)
+    );
+
+    // A campaign (spec on vantagectl's stdin): tcp to this test's listener.
+    let target = TcpTarget::open();
+    let spec = campaign_spec(
+        "container",
+        "10s",
+        "",
+        &tcp_targets("127.0.0.1", &[target.port]),
+    );
+    let mut child = pm
+        .cmd(&[
+            "exec",
+            "-i",
+            &coord,
+            "vantagectl",
+            "campaign",
+            "create",
+            "-f",
+            "/dev/stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "campaign create: {}", text(&out));
+    let campaign = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    // The agent's signed result, stored.
+    let mut lines = String::new();
+    let stored = poll(Duration::from_secs(60), || {
+        lines = ctl_json(&["results", &campaign]);
+        !lines.trim().is_empty()
+    });
+    assert!(
+        stored,
+        "no result stored for campaign {campaign}: {}",
+        pm.logs(&agent)
+    );
+    let results: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 1, "{lines}");
+    let r = &results[0];
+    assert_eq!(r["agent_id"], identity.agent_id.as_str());
+    let b64 = |v: &serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64"))
+            .expect("base64")
+    };
+    let env = vantage_proto::v1::SignedResult {
+        measurement: b64(&r["envelope"]["measurement_b64"]).into(),
+        signature: b64(&r["envelope"]["signature_b64"]).into(),
+    };
+    vantage_proto::envelope::verify(&key.verifying_key(), &env)
+        .expect("signed with the agent's key");
+    let m = vantage_proto::envelope::decode(&env).unwrap();
+    assert_eq!(m.campaign_id, campaign);
+    match m.result {
+        Some(vantage_proto::v1::measurement::Result::Tcp(t)) => {
+            assert_eq!(t.failure, None, "the listener accepts");
+            assert_eq!((t.ip.as_str(), t.port), ("127.0.0.1", target.port as u32));
+        }
+        other => panic!("expected a tcp result, got {other:?}"),
+    }
+
+    // Both stop on SIGTERM (STOPSIGNAL), promptly and cleanly.
+    for name in [&agent, &coord] {
+        let (took, code) = pm.stop(name);
+        assert_eq!(
+            code,
+            0,
+            "{name} exited {code} on SIGTERM: {}",
+            pm.logs(name)
+        );
+        assert!(
+            took < Duration::from_secs(15),
+            "{name}: stopped in {took:?}"
+        );
+        println!("{name}: stopped in {:.1} s", took.as_secs_f64());
+    }
+}
