@@ -36,20 +36,30 @@ const REFRESH_PER_PASS: usize = 16;
 
 /// Every stored measurement of a campaign, decoded.
 pub(crate) fn results_of(s: &Shared, campaign_id: &str) -> Result<Vec<Measurement>, StoreError> {
-    let Some(key) = crate::store::uuid_key(campaign_id) else {
-        return Ok(Vec::new());
-    };
     let mut out = Vec::new();
+    each_result_of(s, campaign_id, |m| out.push(m))?;
+    Ok(out)
+}
+
+/// Calls `f` with each of a campaign's results in turn, keeping none.
+pub(crate) fn each_result_of(
+    s: &Shared,
+    campaign_id: &str,
+    mut f: impl FnMut(Measurement),
+) -> Result<(), StoreError> {
+    let Some(key) = crate::store::uuid_key(campaign_id) else {
+        return Ok(());
+    };
     for v in s.store.results(Some((b'c', key))) {
         let v = v?;
         let Ok(sr) = StoredResult::decode(v.as_ref()) else {
             continue;
         };
         if let Some(Ok(m)) = sr.envelope.as_ref().map(vantage_proto::envelope::decode) {
-            out.push(m);
+            f(m);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// (country, ASN) of every agent.
