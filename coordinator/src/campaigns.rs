@@ -715,6 +715,65 @@ mod tests {
     use super::*;
     use crate::store::AgentRecord;
 
+    /// `campaign status` puts each failure under the run whose result it is
+    /// (counted in one pass over the campaign, not one per run).
+    #[tokio::test]
+    async fn status_counts_each_runs_failures_under_that_run() {
+        use vantage_proto::v1::{measurement, Failure};
+        const C: &str = "0190a8b2-0000-7000-8000-0000000000c9";
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let runs = ["r1", "r2", "r3"];
+        crate::verdicts::tests::put_tcp_campaign(&s, C, &runs, RunState::Done);
+        // r1: none failed; r2: two timeouts; r3: one refused, one timeout.
+        let failed = [
+            ("r1", None),
+            ("r1", None),
+            ("r2", Some("generic_timeout_error")),
+            ("r2", Some("generic_timeout_error")),
+            ("r3", Some("connection_refused")),
+            ("r3", Some("generic_timeout_error")),
+        ];
+        let pending = failed
+            .iter()
+            .enumerate()
+            .map(|(i, (run, failure))| {
+                let id = format!("0190a8b2-0000-7000-8000-0000000003{i:02x}");
+                let mut m = crate::verdicts::tests::tcp(&id, "in", "");
+                m.campaign_id = C.into();
+                m.run_id = run.to_string();
+                if let (Some(f), Some(measurement::Result::Tcp(t))) = (failure, &mut m.result) {
+                    t.failure = Some(Failure {
+                        failure: f.to_string(),
+                        operation: "connect".into(),
+                    });
+                }
+                crate::verdicts::tests::pending(&m)
+            })
+            .collect();
+        s.commit.commit(pending).await.unwrap();
+        let st = status(&s, C).unwrap();
+        let of = |run: &str| -> Vec<(String, u64)> {
+            st.runs
+                .iter()
+                .find(|r| r.run_id == run)
+                .unwrap()
+                .failures
+                .iter()
+                .map(|c| (c.name.clone(), c.value))
+                .collect()
+        };
+        assert_eq!(of("r1"), vec![]);
+        assert_eq!(of("r2"), vec![("generic_timeout_error".into(), 2)]);
+        assert_eq!(
+            of("r3"),
+            vec![
+                ("connection_refused".into(), 1),
+                ("generic_timeout_error".into(), 1)
+            ]
+        );
+    }
+
     fn agent(n: u8, tag: &str) -> AgentRecord {
         AgentRecord {
             agent_id: format!("0190a8b2-0000-7000-8000-0000000000{n:02x}"),
