@@ -360,8 +360,22 @@ impl Cluster {
     }
 
     /// Starts node `i` again (same config and data) and waits for it.
+    ///
+    /// After a `kill -9` a replica may hold parts it wrote but never
+    /// registered in ZooKeeper; when they look like too many, ClickHouse
+    /// refuses to attach the table and the server exits ("The local set of
+    /// parts ... doesn't look like the set of parts in ZooKeeper", seen in
+    /// CI as a node that never came back). The flag
+    /// `flags/force_restore_data` is ClickHouse's documented recovery step
+    /// for that: unexpected parts are detached, missing ones fetched from
+    /// the other replica. Inserts the sink never saw confirmed are sent
+    /// again by it, so what the tests check still holds.
     pub fn restart(&mut self, i: usize) -> Result<(), String> {
         kill(&mut self.nodes[i].child);
+        let flags = self.nodes[i].dir.join("data").join("flags");
+        std::fs::create_dir_all(&flags)
+            .and_then(|()| std::fs::write(flags.join("force_restore_data"), b""))
+            .map_err(|e| format!("{}: {e}", flags.display()))?;
         self.start_node(i)
     }
 
