@@ -214,7 +214,9 @@ impl Outbox {
     /// Persists a signed result durably. Drops the oldest entries first if
     /// the bound is reached.
     pub fn push(&self, id: &str, env: &SignedResult) -> Result<(), OutboxError> {
-        self.push_many(std::slice::from_ref(&(id.to_string(), env.clone())))
+        let key =
+            vantage_proto::envelope::parse_id(id).ok_or_else(|| OutboxError::BadId(id.into()))?;
+        self.lock().append_results(&[(key, env)])
     }
 
     /// Persists many results with one sync (`fill-outbox`, tests and
