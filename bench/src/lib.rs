@@ -6,6 +6,7 @@
 //! results are reported as ratios against limits measured in the same run.
 
 pub mod agent;
+pub mod reads;
 pub mod sink;
 
 use std::path::Path;
@@ -134,6 +135,7 @@ pub fn commit_rate(
                             agent: [s as u8; 16],
                             task: campaign_shaped.then(|| *uuid::Uuid::now_v7().as_bytes()),
                             campaign: campaign_shaped.then_some([0xca; 16]),
+                            run: campaign_shaped.then_some([0xcb; 16]),
                             value: value.clone(),
                             measurement: Default::default(),
                         })

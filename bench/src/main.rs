@@ -110,6 +110,17 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         runs: usize,
     },
+    /// Reads of a large campaign (TARGETS x RUNS, an inside and a control
+    /// agent), filled through the commit path in this process: `campaign
+    /// status` and the verdicts, with the results each read decodes.
+    Reads {
+        #[arg(long, default_value_t = 1_000)]
+        targets: usize,
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
     /// The agent's footprint: binary size, idle RSS and wake-ups, and peak
     /// RSS with its concurrent web probes in flight, for the host build and
     /// each cross build present (arm under qemu).
@@ -316,6 +327,31 @@ async fn run(output: Output, cmd: &Cmd) -> Result<()> {
             println!(
                 "  derive, median of {}    {:.1} ms ({:.0} rows/s)",
                 r.repeats, r.median_ms, r.rows_per_s
+            );
+        }
+        Cmd::Reads {
+            targets,
+            runs,
+            repeats,
+        } => {
+            let r = vantage_bench::reads::reads(*targets, *runs, *repeats).await?;
+            if output != Output::Table {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "reads: a campaign of {} targets x {} runs, {} results (filled at {:.0}/s)",
+                r.targets, r.runs, r.results, r.fill_results_per_s
+            );
+            for x in &r.reads {
+                println!(
+                    "  {:<40} median of {}: {:>8.1} ms, {} results decoded, {} rows",
+                    x.name, x.repeats, x.median_ms, x.decoded_per_read, x.rows
+                );
+            }
+            println!(
+                "  RSS after the fill {:.0} MiB, after the reads {:.0} MiB",
+                r.rss_after_fill_mib, r.rss_after_reads_mib
             );
         }
         Cmd::Agent {

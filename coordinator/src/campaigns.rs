@@ -40,7 +40,7 @@ pub async fn create(
     };
     let spec = scheduler::parse_spec(&r.spec, format)
         .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-    let now = vantage_proto::now_us();
+    let now = s.store.new_campaign_time()?;
     let plans = scheduler::expand_runs(&spec, now, rand::random())
         .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
     let campaign_id = vantage_proto::envelope::new_id();
@@ -106,20 +106,17 @@ pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceErr
     for t in &rec.spec.targets {
         *targets_of.entry(t.kind_name()).or_default() += 1;
     }
-    let mut failures_of = failures_by_run(s, &rec.campaign_id)?;
+    let mut failures_of = crate::verdicts::failures_by_run(s, &rec)?;
     let mut runs = Vec::with_capacity(rec.runs.len());
     for run in &rec.runs {
         let mut groups = vec![
             progress(Group::Inside, &run.inside),
             progress(Group::Control, &run.control),
         ];
-        let inside: HashSet<&String> = run.inside.iter().collect();
+        let inside: HashSet<&str> = run.inside.iter().map(String::as_str).collect();
         let mut failures: BTreeMap<String, u64> = BTreeMap::new();
         for t in &run.tasks {
-            let Some(task) = s.store.task(t)? else {
-                continue;
-            };
-            for (agent, st) in &task.assignments {
+            s.store.each_task_assignment(t, |agent, st| {
                 let g = if inside.contains(agent) {
                     &mut groups[0]
                 } else {
@@ -138,7 +135,7 @@ pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceErr
                     }
                     TaskAssignment::Sent | TaskAssignment::Accepted => g.pending += 1,
                 }
-            }
+            })?;
         }
         for (f, n) in failures_of.remove(&run.run_id).unwrap_or_default() {
             *failures.entry(f).or_default() += n;
@@ -164,22 +161,6 @@ pub fn status(s: &Shared, id: &str) -> Result<CampaignStatusResponse, ServiceErr
         campaign: Some(info(&rec)),
         runs,
     })
-}
-
-/// Failures per run (run id -> failure -> results), in one pass over the
-/// campaign's results that keeps none of them. (It read the whole campaign
-/// once per run before: a 100-run campaign was decoded 100 times.)
-fn failures_by_run(
-    s: &Shared,
-    campaign_id: &str,
-) -> Result<HashMap<String, BTreeMap<String, u64>>, crate::store::StoreError> {
-    let mut out: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
-    crate::verdicts::each_result_of(s, campaign_id, |m| {
-        if let Some(f) = first_failure(&m) {
-            *out.entry(m.run_id).or_default().entry(f).or_default() += 1;
-        }
-    })?;
-    Ok(out)
 }
 
 /// A run's `skipped` entry for a task not given to `agent` of `group`
@@ -238,31 +219,6 @@ fn progress(group: Group, agents: &[String]) -> GroupProgress {
         agents: agents.len() as u32,
         ..Default::default()
     }
-}
-
-/// The first failure string found in a measurement's result, if any.
-fn first_failure(m: &Measurement) -> Option<String> {
-    let v = serde_json::to_value(m).ok()?;
-    fn walk(v: &serde_json::Value) -> Option<String> {
-        match v {
-            serde_json::Value::Object(o) => {
-                if let Some(serde_json::Value::Object(f)) = o.get("failure") {
-                    if let Some(serde_json::Value::String(s)) = f.get("failure") {
-                        if !s.is_empty() {
-                            return Some(s.clone());
-                        }
-                    }
-                }
-                o.values().find_map(walk)
-            }
-            serde_json::Value::Array(a) => a.iter().find_map(walk),
-            _ => None,
-        }
-    }
-    if let Some(measurement::Result::Refused(r)) = &m.result {
-        return Some(format!("refused: {}", r.reason));
-    }
-    walk(&v)
 }
 
 pub fn set_state(s: &Shared, id: &str, action: &str) -> Result<String, ServiceError> {
@@ -558,6 +514,7 @@ async fn dispatch_run(
     run.deadline_us = now + spec.deadline_us();
     let agents_by_id = agent_records(s)?;
     let mut sends = Vec::new();
+    let mut tasks = Vec::with_capacity(spec.targets.len());
     for input in &spec.targets {
         let kind = input.kind_name();
         let mut t = TaskRecord {
@@ -580,10 +537,11 @@ async fn dispatch_run(
                 }
             }
         }
-        s.store.put_task(&t)?;
         run.tasks.push(t.task_id.clone());
+        tasks.push(t);
     }
-    // All tasks are stored first, then pushed back to back.
+    // All tasks are stored first (one sync), then pushed back to back.
+    s.store.put_tasks(&tasks)?;
     for (agent, _) in dispatch::deliver(s, sends, dispatch::send_until(run.deadline_us)) {
         let group = run.group_of(&agent);
         run.skipped
@@ -715,8 +673,10 @@ mod tests {
     use super::*;
     use crate::store::AgentRecord;
 
-    /// `campaign status` puts each failure under the run whose result it is
-    /// (counted in one pass over the campaign, not one per run).
+    /// `campaign status` puts each failure under the run whose result it is:
+    /// counted from each dirty run's own results, read from the stored
+    /// summary once its verdicts are stored, and counted in one pass over a
+    /// campaign from before the run index.
     #[tokio::test]
     async fn status_counts_each_runs_failures_under_that_run() {
         use vantage_proto::v1::{measurement, Failure};
@@ -752,26 +712,45 @@ mod tests {
             })
             .collect();
         s.commit.commit(pending).await.unwrap();
-        let st = status(&s, C).unwrap();
-        let of = |run: &str| -> Vec<(String, u64)> {
-            st.runs
-                .iter()
-                .find(|r| r.run_id == run)
-                .unwrap()
-                .failures
-                .iter()
-                .map(|c| (c.name.clone(), c.value))
-                .collect()
+        let marked = || ["r1", "r2", "r3"].map(|r| (C.to_string(), r.to_string()));
+        let check = |why: &str| {
+            let st = status(&s, C).unwrap();
+            let of = |run: &str| -> Vec<(String, u64)> {
+                st.runs
+                    .iter()
+                    .find(|r| r.run_id == run)
+                    .unwrap()
+                    .failures
+                    .iter()
+                    .map(|c| (c.name.clone(), c.value))
+                    .collect()
+            };
+            assert_eq!(of("r1"), vec![], "{why}");
+            assert_eq!(of("r2"), vec![("generic_timeout_error".into(), 2)], "{why}");
+            assert_eq!(
+                of("r3"),
+                vec![
+                    ("connection_refused".into(), 1),
+                    ("generic_timeout_error".into(), 1)
+                ],
+                "{why}"
+            );
         };
-        assert_eq!(of("r1"), vec![]);
-        assert_eq!(of("r2"), vec![("generic_timeout_error".into(), 2)]);
-        assert_eq!(
-            of("r3"),
-            vec![
-                ("connection_refused".into(), 1),
-                ("generic_timeout_error".into(), 1)
-            ]
-        );
+        // Dirty, as ingest leaves them once the results are durable: each
+        // run's own results are read through the run index.
+        s.mark_runs_dirty(marked());
+        check("dirty runs");
+        // Stored with their verdicts: read from the runs' summaries.
+        crate::verdicts::refresh_all(&s).unwrap();
+        assert!(!s.is_dirty_run(C, "r2"));
+        check("stored summaries");
+        // A campaign from before the run index is read whole, once.
+        let mut rec = s.store.campaign(C).unwrap().unwrap();
+        rec.created_us = 0;
+        s.store.put_campaign(&rec).unwrap();
+        assert!(!s.store.runs_indexed(0).unwrap());
+        s.mark_runs_dirty(marked());
+        check("a campaign from before the run index");
     }
 
     fn agent(n: u8, tag: &str) -> AgentRecord {

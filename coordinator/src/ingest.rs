@@ -348,6 +348,7 @@ fn precheck(
             agent: agent.key16,
             task: uuid_key(&m.task_id),
             campaign: uuid_key(&m.campaign_id),
+            run: uuid_key(&m.campaign_id).map(|c| crate::store::run_owner(&c, &m.run_id)),
             value: stored.encode_to_vec(),
             measurement: env.measurement.clone(),
         },

@@ -21,7 +21,7 @@
 //! The dirty mark is cleared before the results are read, so a result that
 //! lands during a recomputation marks the run again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prost::Message;
 use vantage_proto::v1::{Measurement, StoredResult, VerdictRow};
@@ -34,6 +34,11 @@ use crate::store::{CampaignRecord, RunRecord, RunVerdicts, StoreError};
 /// Dirty runs the scheduler recomputes per pass, at most.
 const REFRESH_PER_PASS: usize = 16;
 
+/// Stored results decoded for verdicts and status so far, in this
+/// process: the reads benchmark (`vantage-bench reads`) reports what each
+/// read costs in decoded results.
+pub static RESULTS_DECODED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Every stored measurement of a campaign, decoded.
 pub(crate) fn results_of(s: &Shared, campaign_id: &str) -> Result<Vec<Measurement>, StoreError> {
     let mut out = Vec::new();
@@ -45,13 +50,23 @@ pub(crate) fn results_of(s: &Shared, campaign_id: &str) -> Result<Vec<Measuremen
 pub(crate) fn each_result_of(
     s: &Shared,
     campaign_id: &str,
+    f: impl FnMut(Measurement),
+) -> Result<(), StoreError> {
+    match crate::store::uuid_key(campaign_id) {
+        Some(key) => each_decoded(s, (b'c', key), f),
+        None => Ok(()),
+    }
+}
+
+/// Calls `f` with each decodable result one index holds.
+fn each_decoded(
+    s: &Shared,
+    index: (u8, [u8; 16]),
     mut f: impl FnMut(Measurement),
 ) -> Result<(), StoreError> {
-    let Some(key) = crate::store::uuid_key(campaign_id) else {
-        return Ok(());
-    };
-    for v in s.store.results(Some((b'c', key))) {
+    for v in s.store.results(Some(index)) {
         let v = v?;
+        RESULTS_DECODED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Ok(sr) = StoredResult::decode(v.as_ref()) else {
             continue;
         };
@@ -144,9 +159,53 @@ pub fn compute_run(
     (rows, inside.len() as u32, control.len() as u32)
 }
 
+/// Reads the results of a campaign's runs, one run at a time.
+struct RunResults {
+    /// Every result of the campaign is in the run index
+    /// ([`crate::store::Store::runs_indexed`]): a run reads its own.
+    indexed: bool,
+    /// A campaign from before the run index: all of its results, read
+    /// once for all of its runs.
+    whole: Option<Vec<Measurement>>,
+}
+
+impl RunResults {
+    fn new(s: &Shared, rec: &CampaignRecord) -> Result<RunResults, StoreError> {
+        Ok(RunResults {
+            indexed: s.store.runs_indexed(rec.created_us)?,
+            whole: None,
+        })
+    }
+
+    /// The results of one run of `rec`.
+    fn of(
+        &mut self,
+        s: &Shared,
+        rec: &CampaignRecord,
+        run_id: &str,
+    ) -> Result<Vec<Measurement>, StoreError> {
+        let mut out = Vec::new();
+        if self.indexed {
+            each_result_of_run(s, &rec.campaign_id, run_id, |m| out.push(m))?;
+            return Ok(out);
+        }
+        if self.whole.is_none() {
+            self.whole = Some(results_of(s, &rec.campaign_id)?);
+        }
+        out.extend(
+            self.whole
+                .iter()
+                .flatten()
+                .filter(|m| m.run_id == run_id)
+                .cloned(),
+        );
+        Ok(out)
+    }
+}
+
 /// Lazily loaded inputs of a campaign's recomputations.
 struct Inputs {
-    results: Vec<Measurement>,
+    results: RunResults,
     places: HashMap<String, (String, u32)>,
     names: HashMap<String, String>,
     fps: analysis::Fingerprints,
@@ -166,7 +225,7 @@ fn fingerprints_of(rec: &CampaignRecord) -> analysis::Fingerprints {
 impl Inputs {
     fn load(s: &Shared, rec: &CampaignRecord) -> Result<Inputs, StoreError> {
         Ok(Inputs {
-            results: results_of(s, &rec.campaign_id)?,
+            results: RunResults::new(s, rec)?,
             places: agent_places(s)?,
             names: target_names(rec),
             fps: fingerprints_of(rec),
@@ -174,21 +233,74 @@ impl Inputs {
     }
 }
 
-/// Computes one run's verdicts; the revision goes up only when the rows
-/// differ from the `previous` (stored) ones. Stores nothing.
+/// Calls `f` with each result of one run, through the run index (only
+/// results stored since the store keeps one: see
+/// [`crate::store::Store::runs_indexed`]).
+pub(crate) fn each_result_of_run(
+    s: &Shared,
+    campaign_id: &str,
+    run_id: &str,
+    mut f: impl FnMut(Measurement),
+) -> Result<(), StoreError> {
+    let Some(c16) = crate::store::uuid_key(campaign_id) else {
+        return Ok(());
+    };
+    let owner = crate::store::run_owner(&c16, run_id);
+    each_decoded(s, (b'u', owner), |m| {
+        // Another run hashing to the same owner is left out.
+        if m.run_id == run_id && m.campaign_id == campaign_id {
+            f(m);
+        }
+    })
+}
+
+/// The first failure string found in a measurement's result, if any: what
+/// `campaign status` counts a result under.
+pub(crate) fn first_failure(m: &Measurement) -> Option<String> {
+    if let Some(vantage_proto::v1::measurement::Result::Refused(r)) = &m.result {
+        return Some(format!("refused: {}", r.reason));
+    }
+    let v = serde_json::to_value(m).ok()?;
+    fn walk(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let Some(serde_json::Value::Object(f)) = o.get("failure") {
+                    if let Some(serde_json::Value::String(s)) = f.get("failure") {
+                        if !s.is_empty() {
+                            return Some(s.clone());
+                        }
+                    }
+                }
+                o.values().find_map(walk)
+            }
+            serde_json::Value::Array(a) => a.iter().find_map(walk),
+            _ => None,
+        }
+    }
+    walk(&v)
+}
+
+/// A run's results by their first failure ([`first_failure`]).
+pub(crate) fn failures_of(results: &[Measurement]) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for f in results.iter().filter_map(first_failure) {
+        *out.entry(f).or_default() += 1;
+    }
+    out
+}
+
+/// Computes one run's verdicts from its `results`; the revision goes up
+/// only when the rows differ from the `previous` (stored) ones. Stores
+/// nothing.
 fn compute(
     campaign_id: &str,
     run: &RunRecord,
+    results: &[Measurement],
     inputs: &Inputs,
     previous: Option<&RunVerdicts>,
 ) -> RunVerdicts {
-    let (rows, inside, control) = compute_run(
-        run,
-        &inputs.results,
-        &inputs.places,
-        &inputs.names,
-        &inputs.fps,
-    );
+    let (rows, inside, control) =
+        compute_run(run, results, &inputs.places, &inputs.names, &inputs.fps);
     let revision = match previous {
         Some(p) if p.verdicts == rows => p.revision,
         Some(p) => p.revision + 1,
@@ -201,6 +313,7 @@ fn compute(
         revision,
         inside_results: inside,
         control_results: control,
+        failures: failures_of(results),
         verdicts: rows,
     }
 }
@@ -240,10 +353,11 @@ fn current(
         if inputs.is_none() {
             inputs = Some(Inputs::load(s, rec)?);
         }
-        let Some(inp) = inputs.as_ref() else {
+        let Some(inp) = inputs.as_mut() else {
             continue;
         };
-        let now = compute(&rec.campaign_id, run, inp, stored.as_ref());
+        let results = inp.results.of(s, rec, &run.run_id)?;
+        let now = compute(&rec.campaign_id, run, &results, inp, stored.as_ref());
         each(Found::Computed {
             now,
             previous: stored,
@@ -296,6 +410,36 @@ fn refresh(s: &Shared, rec: &CampaignRecord) -> Result<(), StoreError> {
             })
         },
     )
+}
+
+/// Each run's results by their first failure (`campaign status`): the
+/// stored count where the run's verdicts are current, without reading a
+/// result; counted from the run's own results where results arrived
+/// since. A run neither stored nor dirty has no results yet.
+pub fn failures_by_run(
+    s: &Shared,
+    rec: &CampaignRecord,
+) -> Result<HashMap<String, BTreeMap<String, u64>>, StoreError> {
+    let mut out = HashMap::new();
+    let mut reader: Option<RunResults> = None;
+    for run in &rec.runs {
+        let dirty = s.is_dirty_run(&rec.campaign_id, &run.run_id)
+            && !s.store.run_sealed(&rec.campaign_id, &run.run_id)?;
+        if !dirty {
+            if let Some(v) = s.store.run_summary(&rec.campaign_id, &run.run_id)? {
+                out.insert(run.run_id.clone(), v.failures);
+            }
+            continue;
+        }
+        if reader.is_none() {
+            reader = Some(RunResults::new(s, rec)?);
+        }
+        if let Some(r) = reader.as_mut() {
+            let results = r.of(s, rec, &run.run_id)?;
+            out.insert(run.run_id.clone(), failures_of(&results));
+        }
+    }
+    Ok(out)
 }
 
 /// After a background recomputation that took `t`, the scheduler leaves
@@ -423,7 +567,7 @@ pub(crate) mod tests {
                 name: "c".into(),
                 description: String::new(),
                 state: Default::default(),
-                created_us: 0,
+                created_us: s.store.new_campaign_time().unwrap(),
                 spec,
                 runs: runs
                     .iter()
@@ -449,6 +593,8 @@ pub(crate) mod tests {
             agent: [m.agent_id.as_bytes().first().copied().unwrap_or(0); 16],
             task: None,
             campaign: vantage_proto::envelope::parse_id(&m.campaign_id),
+            run: vantage_proto::envelope::parse_id(&m.campaign_id)
+                .map(|c| crate::store::run_owner(&c, &m.run_id)),
             value: vantage_proto::v1::StoredResult {
                 envelope: Some(env.clone()),
                 agent_id: m.agent_id.clone(),
@@ -552,6 +698,7 @@ pub(crate) mod tests {
             revision: 3,
             inside_results: 1,
             control_results: 1,
+            failures: [("connection_reset".to_string(), 1)].into(),
             verdicts: vec![vantage_proto::v1::VerdictRow {
                 status: "blocked".into(),
                 ..Default::default()
@@ -601,5 +748,76 @@ pub(crate) mod tests {
         let stored = s.store.run_verdicts(campaign, "run").unwrap().unwrap();
         assert_eq!(stored.revision, 1);
         assert!(!s.is_dirty_run(campaign, "run"));
+    }
+
+    /// A run's results come from the run index, each run its own; the
+    /// verdicts of a campaign read that way equal the ones read from the
+    /// whole campaign (a campaign from before the index).
+    #[tokio::test]
+    async fn a_run_reads_its_own_results_through_the_run_index() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::server::test_state(d.path());
+        let campaign = "0190a8b2-0000-7000-8000-0000000000c5";
+        let runs = ["r1", "r2", "r3"];
+        put_tcp_campaign(&s, campaign, &runs, crate::store::RunState::Done);
+        let mut pendings = Vec::new();
+        for (i, run) in runs.iter().enumerate() {
+            // r1: 1 pair, r2: 2 pairs, r3: 3 pairs; the inside of r2 reset.
+            for j in 0..=i {
+                for agent in ["in", "ctl"] {
+                    let n = pendings.len();
+                    let mut m = tcp(
+                        &format!("0190a8b2-0000-7000-8000-0000000004{n:02x}"),
+                        agent,
+                        "",
+                    );
+                    m.campaign_id = campaign.into();
+                    m.run_id = run.to_string();
+                    m.input = Some(ProbeInput {
+                        kind: Some(Kind::Tcp(TcpInput {
+                            host: "192.0.2.1".into(),
+                            port: 443 + j as u32,
+                        })),
+                        name: String::new(),
+                    });
+                    if let (true, true, Some(measurement::Result::Tcp(t))) =
+                        (*run == "r2", agent == "in", &mut m.result)
+                    {
+                        t.failure = Some(vantage_proto::v1::Failure {
+                            failure: "connection_reset".into(),
+                            operation: "connect".into(),
+                        });
+                    }
+                    pendings.push(pending(&m));
+                }
+            }
+        }
+        s.commit.commit(pendings).await.unwrap();
+        let c16 = crate::store::uuid_key(campaign).unwrap();
+        for (i, run) in runs.iter().enumerate() {
+            let owner = crate::store::run_owner(&c16, run);
+            assert_eq!(s.store.indexed_results(b'u', owner), 2 * (i as u64 + 1));
+            let mut got = Vec::new();
+            each_result_of_run(&s, campaign, run, |m| got.push(m.run_id)).unwrap();
+            assert_eq!(got, vec![run.to_string(); 2 * (i + 1)]);
+        }
+        s.mark_runs_dirty(runs.map(|r| (campaign.to_string(), r.to_string())));
+        let mut rec = s.store.campaign(campaign).unwrap().unwrap();
+        let indexed = of_campaign(&s, &rec).unwrap();
+        assert_eq!(indexed.len(), 6);
+        let reset: Vec<_> = indexed.iter().filter(|r| r.status != "ok").collect();
+        assert_eq!(reset.len(), 2, "{indexed:?}");
+        assert!(reset.iter().all(|r| r.run_id == "r2"));
+        rec.created_us = 0;
+        let whole = of_campaign(&s, &rec).unwrap();
+        let strip = |rows: Vec<VerdictRow>| -> Vec<VerdictRow> {
+            rows.into_iter()
+                .map(|mut r| {
+                    r.computed_us = 0;
+                    r
+                })
+                .collect()
+        };
+        assert_eq!(strip(indexed), strip(whole));
     }
 }

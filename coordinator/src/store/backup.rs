@@ -531,6 +531,7 @@ mod tests {
                 agent: [1; 16],
                 task: Some([2; 16]),
                 campaign: None,
+                run: None,
                 value: format!("body {i}").repeat(40).into_bytes(),
                 measurement: Default::default(),
             })

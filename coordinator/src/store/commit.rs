@@ -22,6 +22,8 @@ pub struct PendingResult {
     pub agent: [u8; 16],
     pub task: Option<[u8; 16]>,
     pub campaign: Option<[u8; 16]>,
+    /// The run's index owner ([`super::run_owner`]): set with `campaign`.
+    pub run: Option<[u8; 16]>,
     /// prost-encoded `StoredResult`.
     pub value: Vec<u8>,
     /// The signed measurement bytes, to tell a redelivery from a conflict.
@@ -199,7 +201,12 @@ fn write_group(store: &Store, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, StoreEr
         let mut owners: HashMap<(u8, [u8; 16]), Vec<[u8; 16]>> = HashMap::new();
         for (r, p) in new.iter().zip(ptrs) {
             batch.insert(&result_key(&r.id)[..], &p.encode()[..]);
-            let tagged = [(b'a', Some(r.agent)), (b't', r.task), (b'c', r.campaign)];
+            let tagged = [
+                (b'a', Some(r.agent)),
+                (b't', r.task),
+                (b'c', r.campaign),
+                (b'u', r.run),
+            ];
             for (tag, owner) in tagged {
                 if let Some(owner) = owner {
                     owners.entry((tag, owner)).or_default().push(r.id);
@@ -282,6 +289,7 @@ mod tests {
             agent: [1; 16],
             task: None,
             campaign: None,
+            run: None,
             value,
             measurement,
         }

@@ -17,6 +17,10 @@
 //!     `A` agent16 first16 -> id16 id16 ... (`postings.rs`)
 //!   - `t` task16 id16     -> (), and `T` postings
 //!   - `c` campaign16 id16 -> (), and `C` postings
+//!   - `u` run16 id16      -> (), and `U` postings: a run's results, run16
+//!     being [`run_owner`] of its campaign and run id; a campaign
+//!     created after `meta` `run-index-since-us` has all of its results
+//!     here, one from before is read whole ([`Store::runs_indexed`])
 //!   - `m/count`           -> number of results (u64, big-endian)
 //! - `tasks`:   task id (16 bytes) -> [`TaskRecord`] (JSON).
 //! - `campaigns`: campaign id (16 bytes) -> [`CampaignRecord`] (JSON), with
@@ -112,6 +116,23 @@ fn id_string(b: &[u8]) -> String {
     }
 }
 
+/// The run index's owner for a run: the first 16 bytes of
+/// SHA-256(campaign16 || run id). A hash, so any run id has one; two runs
+/// sharing one would only make a run's read filter out the other's.
+pub fn run_owner(campaign: &[u8; 16], run_id: &str) -> [u8; 16] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(campaign);
+    h.update(run_id.as_bytes());
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
+/// `meta` key: when this store began indexing results by run (µs).
+const RUN_INDEX_SINCE: &[u8] = b"run-index-since-us";
+
 /// 16-byte key of a record's own id; a record is stored under a UUID.
 fn record_key(id: &str) -> Result<[u8; 16], StoreError> {
     uuid_key(id).ok_or_else(|| StoreError::NotFound(id.to_string()))
@@ -205,6 +226,31 @@ impl Store {
         };
         store.backfill_seq()?;
         Ok(store)
+    }
+
+    /// The creation time of a new campaign (now, µs). The first call on
+    /// a store records it as when the run index began (the commit path
+    /// indexes by run since this version; a store's older campaigns have
+    /// results outside it), so it is written before any campaign created
+    /// here and after every campaign from before.
+    pub fn new_campaign_time(&self) -> Result<i64, StoreError> {
+        if !self.meta.contains_key(RUN_INDEX_SINCE)? {
+            let now = vantage_proto::now_us();
+            self.meta.insert(RUN_INDEX_SINCE, &now.to_be_bytes()[..])?;
+            self.sync()?;
+        }
+        Ok(vantage_proto::now_us())
+    }
+
+    /// Whether every result of a campaign created at `created_us` is in
+    /// the run index: it was created by [`Store::new_campaign_time`] of
+    /// this version (none was before the index began: every campaign
+    /// then is older).
+    pub fn runs_indexed(&self, created_us: i64) -> Result<bool, StoreError> {
+        Ok(match self.meta.get(RUN_INDEX_SINCE)? {
+            Some(v) => created_us >= counter_value(Some(&v)) as i64,
+            None => false,
+        })
     }
 
     /// Where sled keeps its data.
@@ -315,8 +361,18 @@ impl Store {
     // ------------------------------------------------------------ tasks
 
     pub fn put_task(&self, rec: &TaskRecord) -> Result<(), StoreError> {
-        let key = record_key(&rec.task_id)?;
-        self.tasks.insert(key, records::to_json(rec))?;
+        self.put_tasks(std::slice::from_ref(rec))
+    }
+
+    /// Stores tasks durably in one batch and one sync: a run's tasks are
+    /// all stored before any is sent, and a sync per task made a
+    /// 1,000-target run wait for 1,000 fdatasyncs.
+    pub fn put_tasks(&self, recs: &[TaskRecord]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for rec in recs {
+            batch.insert(&record_key(&rec.task_id)?[..], records::to_json(rec));
+        }
+        self.tasks.apply_batch(batch)?;
         self.sync()
     }
 
@@ -355,6 +411,36 @@ impl Store {
         get_record(&self.tasks, "tasks", uuid_key(task_id))
     }
 
+    /// Calls `f` with each of a task's assignments; false when there is no
+    /// such task. `campaign status` reads every task of every run: the
+    /// input is skipped over and the agent ids are borrowed from the
+    /// stored bytes, not built.
+    pub fn each_task_assignment(
+        &self,
+        task_id: &str,
+        mut f: impl FnMut(&str, TaskAssignment),
+    ) -> Result<bool, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Assignments<'a> {
+            #[serde(borrow)]
+            assignments: std::collections::BTreeMap<std::borrow::Cow<'a, str>, TaskAssignment>,
+        }
+        let Some(key) = uuid_key(task_id) else {
+            return Ok(false);
+        };
+        let Some(v) = self.tasks.get(key)? else {
+            return Ok(false);
+        };
+        let a: Assignments = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+            tree: "tasks",
+            detail: e.to_string(),
+        })?;
+        for (agent, st) in a.assignments {
+            f(&agent, st);
+        }
+        Ok(true)
+    }
+
     // ------------------------------------------------------------ campaigns
 
     /// Stores a campaign durably.
@@ -373,7 +459,8 @@ impl Store {
     pub fn put_run_verdicts(&self, rec: &RunVerdicts, durable: bool) -> Result<(), StoreError> {
         let key = run_key(&rec.campaign_id, &rec.run_id)
             .ok_or_else(|| StoreError::NotFound(rec.campaign_id.clone()))?;
-        self.verdicts.insert(key, records::to_json(rec))?;
+        self.verdicts
+            .insert(key, records::encode_run_verdicts(rec))?;
         if durable && self.verdict_sink.load(std::sync::atomic::Ordering::Relaxed) {
             self.mark_verdicts_for_sink(&rec.campaign_id, &rec.run_id, rec.revision)?;
         }
@@ -389,7 +476,32 @@ impl Store {
         campaign_id: &str,
         run_id: &str,
     ) -> Result<Option<RunVerdicts>, StoreError> {
-        get_record(&self.verdicts, "verdicts", run_key(campaign_id, run_id))
+        self.read_run_verdicts(campaign_id, run_id, true)
+    }
+
+    /// A run's stored verdicts without their rows: revision, result
+    /// counts and failures, for `campaign status`.
+    pub fn run_summary(
+        &self,
+        campaign_id: &str,
+        run_id: &str,
+    ) -> Result<Option<RunVerdicts>, StoreError> {
+        self.read_run_verdicts(campaign_id, run_id, false)
+    }
+
+    fn read_run_verdicts(
+        &self,
+        campaign_id: &str,
+        run_id: &str,
+        rows: bool,
+    ) -> Result<Option<RunVerdicts>, StoreError> {
+        let Some(key) = run_key(campaign_id, run_id) else {
+            return Ok(None);
+        };
+        self.verdicts
+            .get(key)?
+            .map(|v| records::decode_run_verdicts(&v, rows))
+            .transpose()
     }
 
     pub fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError> {
@@ -421,7 +533,8 @@ impl Store {
     }
 
     /// Stored results (prost `StoredResult` bytes), oldest first, optionally
-    /// restricted to one index (`b'a'` agent, `b't'` task, `b'c'` campaign).
+    /// restricted to one index (`b'a'` agent, `b't'` task, `b'c'` campaign,
+    /// `b'u'` run: [`run_owner`]).
     pub fn results(
         &self,
         index: Option<(u8, [u8; 16])>,
@@ -508,6 +621,61 @@ mod tests {
         for _ in 0..20 {
             let r = Store::open(d.path()).unwrap();
             assert_eq!(r.meta.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        }
+    }
+
+    /// A run's verdicts as stored now (header, then prost rows) read back
+    /// whole and without rows; a record from before (JSON) still reads;
+    /// a cut record is corrupt, not a panic.
+    #[test]
+    fn run_verdicts_round_trip_and_read_without_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let c = "0190a8b2-0000-7000-8000-0000000000c1";
+        let rec = RunVerdicts {
+            campaign_id: c.into(),
+            run_id: "r1".into(),
+            computed_us: 5,
+            revision: 2,
+            inside_results: 3,
+            control_results: 1,
+            failures: [("connection_reset".to_string(), 2)].into(),
+            verdicts: (0..3)
+                .map(|i| vantage_proto::v1::VerdictRow {
+                    target: format!("t{i}"),
+                    status: "blocked".into(),
+                    evidence: vec![format!("e{i}")],
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        s.put_run_verdicts(&rec, true).unwrap();
+        assert_eq!(s.run_verdicts(c, "r1").unwrap().unwrap(), rec);
+        let head = s.run_summary(c, "r1").unwrap().unwrap();
+        assert!(head.verdicts.is_empty());
+        assert_eq!(head.failures, rec.failures);
+        assert_eq!(head.revision, 2);
+        // From before: JSON, without failures.
+        let mut old = rec.clone();
+        old.failures.clear();
+        let key = run_key(c, "r2").unwrap();
+        let mut json = serde_json::to_value(&old).unwrap();
+        json.as_object_mut().unwrap().remove("failures");
+        s.verdicts
+            .insert(&key, serde_json::to_vec(&json).unwrap())
+            .unwrap();
+        let mut want = old.clone();
+        want.run_id = "r1".into();
+        assert_eq!(s.run_verdicts(c, "r2").unwrap().unwrap(), want);
+        assert!(s.run_summary(c, "r2").unwrap().unwrap().verdicts.is_empty());
+        // Cut short.
+        let whole = records::encode_run_verdicts(&rec);
+        for cut in [1, 3, 20, whole.len() - 1] {
+            s.verdicts.insert(&key, &whole[..cut]).unwrap();
+            assert!(
+                matches!(s.run_verdicts(c, "r2"), Err(StoreError::Corrupt { .. })),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -99,6 +99,7 @@ mod tests {
                 agent: [1u8; 16],
                 task: None,
                 campaign: (n % 2 == 1).then_some(camp),
+                run: None,
                 value: vec![n],
                 measurement: Default::default(),
             })
@@ -145,6 +146,7 @@ mod tests {
                     agent,
                     task: Some(wide(n)),
                     campaign: Some(camp),
+                    run: None,
                     value: n.to_be_bytes().to_vec(),
                     measurement: Default::default(),
                 })

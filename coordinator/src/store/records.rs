@@ -215,7 +215,73 @@ pub struct RunVerdicts {
     /// How many inside and control results they rest on.
     pub inside_results: u32,
     pub control_results: u32,
+    /// The run's results by their first failure (`campaign status`),
+    /// counted in the same pass as the rows.
+    #[serde(default)]
+    pub failures: BTreeMap<String, u64>,
     pub verdicts: Vec<vantage_proto::v1::VerdictRow>,
+}
+
+/// First byte of a run's verdicts stored since the rows are prost: then a
+/// u32 (big-endian) header length, the header (the record without its
+/// rows, JSON), and the rows as a prost `VerdictsResponse`. A header reads
+/// without the rows (`campaign status`), and the rows decode several
+/// times faster than JSON. Records from before start with `{`: JSON.
+const RUN_VERDICTS_V1: u8 = 1;
+
+pub(super) fn encode_run_verdicts(rec: &RunVerdicts) -> Vec<u8> {
+    let header = to_json(&RunVerdicts {
+        campaign_id: rec.campaign_id.clone(),
+        run_id: rec.run_id.clone(),
+        computed_us: rec.computed_us,
+        revision: rec.revision,
+        inside_results: rec.inside_results,
+        control_results: rec.control_results,
+        failures: rec.failures.clone(),
+        verdicts: Vec::new(),
+    });
+    let mut out = Vec::with_capacity(5 + header.len() + 256 * rec.verdicts.len());
+    out.push(RUN_VERDICTS_V1);
+    out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    out.extend_from_slice(&header);
+    // The field encoding of `VerdictsResponse { verdicts }`, without
+    // cloning the rows into one.
+    for row in &rec.verdicts {
+        prost::encoding::message::encode(1, row, &mut out);
+    }
+    out
+}
+
+/// A run's stored verdicts; with `rows` false, everything but the rows.
+pub(super) fn decode_run_verdicts(b: &[u8], rows: bool) -> Result<RunVerdicts, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        tree: "verdicts",
+        detail,
+    };
+    if b.first() != Some(&RUN_VERDICTS_V1) {
+        let mut rec: RunVerdicts = from_json("verdicts", b)?;
+        if !rows {
+            rec.verdicts = Vec::new();
+        }
+        return Ok(rec);
+    }
+    let len = b
+        .get(1..5)
+        .and_then(|l| <[u8; 4]>::try_from(l).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| corrupt("run verdicts shorter than their header".into()))?
+        as usize;
+    let header = b
+        .get(5..5 + len)
+        .ok_or_else(|| corrupt(format!("run verdicts' header of {len} bytes cut short")))?;
+    let mut rec: RunVerdicts = from_json("verdicts", header)?;
+    if rows {
+        use prost::Message;
+        rec.verdicts = vantage_proto::v1::VerdictsResponse::decode(&b[5 + len..])
+            .map_err(|e| corrupt(format!("run verdicts' rows: {e}")))?
+            .verdicts;
+    }
+    Ok(rec)
 }
 
 pub(super) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {

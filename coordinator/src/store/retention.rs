@@ -153,7 +153,11 @@ impl Store {
                     runs.insert((m.campaign_id.clone(), m.run_id.clone()));
                 }
             }
-            for (tag, owner) in [(b'a', agent), (b't', task), (b'c', campaign)] {
+            let run = m
+                .as_ref()
+                .zip(campaign)
+                .map(|(m, c)| super::run_owner(&c, &m.run_id));
+            for (tag, owner) in [(b'a', agent), (b't', task), (b'c', campaign), (b'u', run)] {
                 if let Some(owner) = owner {
                     owners.entry((tag, owner)).or_default().push(id);
                 }
@@ -231,6 +235,7 @@ mod tests {
                     agent: uuid_key(AGENT).unwrap(),
                     task: None,
                     campaign: uuid_key(CAMPAIGN),
+                    run: uuid_key(CAMPAIGN).map(|c| crate::store::run_owner(&c, "run")),
                     value: StoredResult {
                         envelope: Some(env.clone()),
                         agent_id: AGENT.into(),

@@ -119,7 +119,7 @@ impl Store {
         }
         for kv in self.verdicts.iter() {
             let (_, v) = kv?;
-            let rec: super::RunVerdicts = super::records::from_json("verdicts", &v)?;
+            let rec = super::records::decode_run_verdicts(&v, false)?;
             self.mark_verdicts_for_sink(&rec.campaign_id, &rec.run_id, rec.revision)?;
         }
         self.meta.insert(VERDICTS_BACKFILLED, &[][..])?;
