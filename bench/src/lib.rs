@@ -495,6 +495,14 @@ pub struct IngestReport {
     pub fraction_of_commit_limit: f64,
     /// The load generator's own CPU (it shares the machine's cores).
     pub generator_cpu_cores: f64,
+    /// The signed envelopes sent, mean bytes each (prost-encoded).
+    pub envelope_bytes: f64,
+    /// The store's files after the runs, per stored result: the value log
+    /// (bodies) and sled (pointers, indexes, sequence, its own log).
+    pub store_value_log_bytes_per_result: f64,
+    pub store_sled_bytes_per_result: f64,
+    /// Both over the envelope (the budget: <= 1.2).
+    pub disk_over_envelope: f64,
 }
 
 /// Runs the ingest benchmark: `agents` concurrent mTLS sessions stream
@@ -550,6 +558,7 @@ pub async fn ingest(
     let ids = Arc::new(ids);
     let mut rates = Vec::new();
     let mut lat_ms: Vec<f64> = Vec::new();
+    let (mut envelope_bytes, mut envelopes) = (0u64, 0u64);
     let mut cpu_used = 0.0;
     let mut gen_cpu = 0.0;
     let mut wall = 0.0;
@@ -584,6 +593,13 @@ pub async fn ingest(
             .await
             .map_err(setup)?
         };
+        {
+            use prost::Message;
+            for e in batches.iter().flatten().flatten() {
+                envelope_bytes += e.encoded_len() as u64;
+                envelopes += 1;
+            }
+        }
         let cpu0 = c.cpu_seconds();
         let gen0 = proc_cpu_seconds(std::process::id());
         let start = Instant::now();
@@ -619,6 +635,10 @@ pub async fn ingest(
         rates.push(rate);
     }
     let (rss, hwm) = c.rss();
+    let store = c.dir.join("store");
+    let values = dir_bytes(&store.join("values"));
+    let sled_bytes = dir_bytes(&store).saturating_sub(values);
+    let per = |b: u64| b as f64 / envelopes.max(1) as f64;
     let mut r2 = rates.clone();
     let med = median(&mut r2);
     let verify_limit = verify * cores as f64;
@@ -647,6 +667,10 @@ pub async fn ingest(
         fraction_of_verify_machine: frac(verify_limit),
         fraction_of_commit_limit: frac(commit),
         generator_cpu_cores: if wall > 0.0 { gen_cpu / wall } else { 0.0 },
+        envelope_bytes: per(envelope_bytes),
+        store_value_log_bytes_per_result: per(values),
+        store_sled_bytes_per_result: per(sled_bytes),
+        disk_over_envelope: per(values + sled_bytes) / per(envelope_bytes).max(1.0),
     })
 }
 

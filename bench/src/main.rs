@@ -230,6 +230,13 @@ async fn run(output: Output, cmd: &Cmd) -> Result<()> {
                 "  ingest / smaller limit   {:.2}   (of verify per core and commit; budget >= 0.5)",
                 r.fraction_of_smaller_limit
             );
+            println!(
+                "  disk per stored result   {:.0} B value log + {:.0} B sled, {:.2}x the {:.0} B envelope (budget <= 1.2)",
+                r.store_value_log_bytes_per_result,
+                r.store_sled_bytes_per_result,
+                r.disk_over_envelope,
+                r.envelope_bytes
+            );
         }
         Cmd::Soak {
             rate,

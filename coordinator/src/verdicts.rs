@@ -205,6 +205,8 @@ impl RunResults {
 
 /// Lazily loaded inputs of a campaign's recomputations.
 struct Inputs {
+    /// The computed records will be stored (the writer's refresh).
+    store: bool,
     results: RunResults,
     places: HashMap<String, (String, u32)>,
     names: HashMap<String, String>,
@@ -223,8 +225,9 @@ fn fingerprints_of(rec: &CampaignRecord) -> analysis::Fingerprints {
 }
 
 impl Inputs {
-    fn load(s: &Shared, rec: &CampaignRecord) -> Result<Inputs, StoreError> {
+    fn load(s: &Shared, rec: &CampaignRecord, store: bool) -> Result<Inputs, StoreError> {
         Ok(Inputs {
+            store,
             results: RunResults::new(s, rec)?,
             places: agent_places(s)?,
             names: target_names(rec),
@@ -299,6 +302,14 @@ fn compute(
     inputs: &Inputs,
     previous: Option<&RunVerdicts>,
 ) -> RunVerdicts {
+    // Only a record about to be stored needs them (readers of verdicts
+    // never look; `campaign status` counts a dirty run's itself), and
+    // finding a result's first failure walks all of it.
+    let failures = if inputs.store {
+        failures_of(results)
+    } else {
+        BTreeMap::new()
+    };
     let (rows, inside, control) =
         compute_run(run, results, &inputs.places, &inputs.names, &inputs.fps);
     let revision = match previous {
@@ -313,7 +324,7 @@ fn compute(
         revision,
         inside_results: inside,
         control_results: control,
-        failures: failures_of(results),
+        failures,
         verdicts: rows,
     }
 }
@@ -331,10 +342,13 @@ enum Found {
 
 /// Every run of `rec` with its current verdicts: the stored record, or
 /// (when `dirty` says results arrived since) computed from the results. A
-/// run neither stored nor dirty has no results yet: no verdicts.
+/// run neither stored nor dirty has no results yet: no verdicts. The
+/// writer (`store`) is given the computed runs only, with their failure
+/// counts.
 fn current(
     s: &Shared,
     rec: &CampaignRecord,
+    store: bool,
     dirty: impl Fn(&RunRecord) -> bool,
     mut each: impl FnMut(Found) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
@@ -343,6 +357,9 @@ fn current(
         // A sealed run's results began to leave sled (store/retention.rs):
         // its stored verdicts are final.
         let dirty = dirty(run) && !s.store.run_sealed(&rec.campaign_id, &run.run_id)?;
+        if !dirty && store {
+            continue;
+        }
         let stored = s.store.run_verdicts(&rec.campaign_id, &run.run_id)?;
         if !dirty {
             if let Some(v) = stored {
@@ -351,7 +368,7 @@ fn current(
             continue;
         }
         if inputs.is_none() {
-            inputs = Some(Inputs::load(s, rec)?);
+            inputs = Some(Inputs::load(s, rec, store)?);
         }
         let Some(inp) = inputs.as_mut() else {
             continue;
@@ -374,6 +391,7 @@ pub fn of_campaign(s: &Shared, rec: &CampaignRecord) -> Result<Vec<VerdictRow>, 
     current(
         s,
         rec,
+        false,
         |run| s.is_dirty_run(&rec.campaign_id, &run.run_id),
         |found| {
             let (Found::Stored(v) | Found::Computed { now: v, .. }) = found;
@@ -395,6 +413,7 @@ fn refresh(s: &Shared, rec: &CampaignRecord) -> Result<(), StoreError> {
     current(
         s,
         rec,
+        true,
         |run| s.take_dirty_run(&rec.campaign_id, &run.run_id),
         |found| {
             let Found::Computed { now, previous } = found else {
