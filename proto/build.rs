@@ -35,6 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(["vantage/v1/vantage.proto"], ["proto"])?;
     let mut b = tonic_prost_build::configure()
+        // Small initial stream buffers (src/codec.rs).
+        .codec_path("crate::codec::SmallBufferCodec")
         .bytes(".vantage.v1.SignedResult")
         .message_attribute(
             ".",

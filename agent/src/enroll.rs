@@ -145,6 +145,7 @@ pub async fn enroll(dir: &Path, token: &str, labels: Labels) -> Result<Identity,
         ca_sha256: parsed.ca.clone(),
         identity: None,
         connect_timeout: Duration::from_secs(10),
+        bind: None,
     };
     let channel = connect_any(&parsed.addrs, &opts).await?;
     let resp = AgentServiceClient::new(channel)

@@ -109,6 +109,7 @@ impl Agent {
                 key_pem: identity::key_pem(&self.key),
             }),
             connect_timeout: Duration::from_secs(10),
+            bind: None,
         }
     }
 

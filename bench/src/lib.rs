@@ -200,6 +200,7 @@ impl CoordinatorProc {
             ca_sha256: self.try_ca_fingerprint()?,
             identity,
             connect_timeout: Duration::from_secs(30),
+            bind: None,
         })
     }
 
@@ -272,16 +273,33 @@ impl CoordinatorProc {
         ),
         BenchError,
     > {
+        self.session_from(a, kinds, None).await
+    }
+
+    /// [`CoordinatorProc::session`] dialled from the source address `bind`.
+    pub async fn session_from(
+        &self,
+        a: &BenchAgent,
+        kinds: &[&str],
+        bind: Option<std::net::IpAddr>,
+    ) -> Result<
+        (
+            mpsc::Sender<AgentMessage>,
+            tonic::Streaming<CoordinatorMessage>,
+        ),
+        BenchError,
+    > {
         use ed25519_dalek::pkcs8::EncodePrivateKey;
         let key_pem = a
             .key
             .to_pkcs8_pem(Default::default())
             .map_err(setup)?
             .to_string();
-        let opts = self.opts(Some(ClientIdentity {
+        let mut opts = self.opts(Some(ClientIdentity {
             cert_pem: a.cert_pem.clone(),
             key_pem,
         }))?;
+        opts.bind = bind;
         let ch = connect(&self.addr, &opts).await?;
         let (tx, rx) = mpsc::channel(16);
         tx.send(AgentMessage {
@@ -325,7 +343,12 @@ pub struct BenchAgent {
 
 /// Raises the open-file limit as far as the hard limit allows; returns it.
 pub fn raise_fd_limit(want: u64) -> u64 {
-    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    let (_, mut hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    // Root (CAP_SYS_RESOURCE) may raise the hard limit too, up to
+    // /proc/sys/fs/nr_open; others keep theirs.
+    if want > hard && rlimit::setrlimit(rlimit::Resource::NOFILE, want, want).is_ok() {
+        hard = want;
+    }
     let target = want.min(hard);
     let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, target, hard);
     rlimit::getrlimit(rlimit::Resource::NOFILE)
@@ -779,10 +802,31 @@ pub struct SessionsReport {
 
 /// Holds `n` sessions with heartbeats, measures memory and idle CPU, then
 /// creates a campaign for all of them and times the task's arrival.
-pub async fn sessions(n: usize, idle_s: f64) -> Result<SessionsReport, BenchError> {
+/// `keepalive_s` sets the coordinator's `http2_keepalive_interval_s`
+/// (None: its default), to measure what its PINGs cost an idle fleet.
+pub async fn sessions(
+    n: usize,
+    idle_s: f64,
+    keepalive_s: Option<u64>,
+) -> Result<SessionsReport, BenchError> {
     let fd_limit = raise_fd_limit(4 * n as u64 + 1024);
     eprintln!("file-descriptor limit raised to {fd_limit}");
-    let c = CoordinatorProc::start()?;
+    // The coordinator (which inherits this limit) holds one descriptor per
+    // session plus its store and listeners; this process one per session.
+    let need = n as u64 + 1 + 256;
+    if fd_limit < need {
+        return Err(setup(format!(
+            "{n} sessions need about {need} file descriptors per process, but the limit \
+             is {fd_limit} and its hard limit could not be raised (not root, or a \
+             container caps it): at most about {} sessions fit here",
+            fd_limit.saturating_sub(257)
+        )));
+    }
+    let c = CoordinatorProc::start_with(|c| {
+        if let Some(k) = keepalive_s {
+            c.set_config("http2_keepalive_interval_s", &k.to_string());
+        }
+    })?;
     eprintln!("enrolling {n} agents (+1 control) ...");
     let inside = c.enroll(n, &["bench"]).await?;
     let control = c.enroll(1, &["benchctl"]).await?;
@@ -792,18 +836,28 @@ pub async fn sessions(n: usize, idle_s: f64) -> Result<SessionsReport, BenchErro
     let c = Arc::new(c);
     let (got_tx, mut got_rx) = mpsc::unbounded_channel::<Instant>();
     let mut handles = Vec::with_capacity(n + 1);
-    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
-    for a in inside.into_iter().chain(control) {
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<(), String>>();
+    for (i, a) in inside.into_iter().chain(control).enumerate() {
+        // One loopback source address per 16,384 sessions: one source has
+        // ~28,000 ephemeral ports towards the coordinator's one address.
+        let bind = std::net::IpAddr::from([127, 0, 0, 1 + (i / 16_384) as u8]);
         let c = c.clone();
         let sem = sem.clone();
         let got_tx = got_tx.clone();
         let ready_tx = ready_tx.clone();
         handles.push(tokio::spawn(async move {
-            let (tx, mut inbound) = {
+            let opened = {
                 let _p = sem.acquire().await;
-                c.session(&a, &["tcp"]).await?
+                c.session_from(&a, &["tcp"], Some(bind)).await
             };
-            let _ = ready_tx.send(());
+            let (tx, mut inbound) = match opened {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return Err(e);
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
             // Heartbeat every 30 s, phase spread by the agent id.
             let phase = Duration::from_millis(u64::from(a.agent_id.as_bytes()[35]) * 117 % 30_000);
             let mut hb = tokio::time::interval_at(tokio::time::Instant::now() + phase, Duration::from_secs(30));
@@ -826,17 +880,28 @@ pub async fn sessions(n: usize, idle_s: f64) -> Result<SessionsReport, BenchErro
         }));
     }
     drop(ready_tx);
-    let mut ready = 0;
-    while ready < n + 1 {
-        if ready_rx.recv().await.is_none() {
-            break;
+    let (mut ready, mut failed, mut first_error) = (0, 0, None);
+    while ready + failed < n + 1 {
+        match ready_rx.recv().await {
+            None => break,
+            Some(Ok(())) => ready += 1,
+            Some(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
         }
-        ready += 1;
+        if (ready + failed) % 10_000 == 0 {
+            eprintln!("  {ready} connected, {failed} failed");
+        }
     }
     if ready < n + 1 {
+        for h in &handles {
+            h.abort();
+        }
         return Err(setup(format!(
-            "only {ready} of {} sessions connected",
-            n + 1
+            "only {ready} of {} sessions connected ({failed} failed; first: {})",
+            n + 1,
+            first_error.unwrap_or_default()
         )));
     }
     let connect_seconds = start.elapsed().as_secs_f64();

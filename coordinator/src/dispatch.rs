@@ -115,14 +115,19 @@ pub fn deliver(
             continue;
         };
         use tokio::sync::mpsc::error::TrySendError;
-        match tx.try_send(Ok(task_message(task))) {
+        match tx.try_send(Box::new(Ok(task_message(task)))) {
             Ok(()) => {}
-            Err(TrySendError::Full(Ok(m))) => {
-                backlogs.insert(agent, (tx, vec![m]));
+            Err(TrySendError::Full(m)) => {
+                if let Ok(m) = *m {
+                    backlogs.insert(agent, (tx, vec![m]));
+                }
             }
-            Err(TrySendError::Closed(Ok(m))) => failed.push((agent, task_of(m))),
-            // Only `Ok` messages are sent here.
-            Err(TrySendError::Full(Err(_)) | TrySendError::Closed(Err(_))) => {}
+            Err(TrySendError::Closed(m)) => {
+                // Only `Ok` messages are sent here.
+                if let Ok(m) = *m {
+                    failed.push((agent, task_of(m)));
+                }
+            }
         }
     }
     for (agent, (tx, backlog)) in backlogs {
@@ -132,7 +137,7 @@ pub fn deliver(
             let total = backlog.len();
             for (i, m) in backlog.into_iter().enumerate() {
                 if !matches!(
-                    tokio::time::timeout_at(until, tx.send(Ok(m))).await,
+                    tokio::time::timeout_at(until, tx.send(Box::new(Ok(m)))).await,
                     Ok(Ok(()))
                 ) {
                     let left = (total - i) as u64;

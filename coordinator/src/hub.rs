@@ -10,8 +10,11 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use vantage_proto::v1::CoordinatorMessage;
 
-/// The sending half of one agent's stream.
-pub type Outbound = mpsc::Sender<Result<CoordinatorMessage, Status>>;
+/// The sending half of one agent's stream. Messages are boxed: a tokio
+/// channel allocates its slots 32 at a time, and 32 unboxed messages with
+/// their `Status` are about 8 KiB held by every idle session (heaptrack,
+/// BENCHMARKS.md); 32 boxes are 256 bytes.
+pub type Outbound = mpsc::Sender<Box<Result<CoordinatorMessage, Status>>>;
 
 #[derive(Default)]
 pub struct Hub {
@@ -36,10 +39,10 @@ impl Hub {
             .unwrap_or_else(|p| p.into_inner())
             .insert(agent_id.to_string(), (serial, tx));
         if let Some((_, old)) = old {
-            let _ = old.try_send(Err(crate::errors::ServiceError::Aborted(
+            let _ = old.try_send(Box::new(Err(crate::errors::ServiceError::Aborted(
                 "replaced by a newer session".into(),
             )
-            .into()));
+            .into())));
         }
         self.arrivals
             .lock()
@@ -88,7 +91,7 @@ impl Hub {
             .unwrap_or_else(|p| p.into_inner())
             .remove(agent_id);
         if let Some((_, tx)) = removed {
-            let _ = tx.try_send(Err(status));
+            let _ = tx.try_send(Box::new(Err(status)));
         }
     }
 

@@ -203,6 +203,7 @@ async fn backup_live(data_dir: &Path, to: &Path, force: bool) -> Result<()> {
             key_pem: read("admin.key")?,
         }),
         connect_timeout: std::time::Duration::from_secs(10),
+        bind: None,
     };
     let ch = connect_any(&config.advertise, &opts)
         .await

@@ -42,6 +42,11 @@ pub struct ConnectOptions {
     pub ca_sha256: String,
     pub identity: Option<ClientIdentity>,
     pub connect_timeout: Duration,
+    /// Source address to dial from (None: the system picks). One source
+    /// address has one ephemeral port range (~28,000 ports on Debian) per
+    /// coordinator address, so the sessions benchmark spreads 50,000
+    /// sessions over several loopback sources.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 /// Accepts a server chain only if it carries the pinned CA and the end
@@ -137,12 +142,13 @@ pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Channel, Clien
         .keep_alive_timeout(Duration::from_secs(10));
     let dial = addr.to_string();
     let timeout = opts.connect_timeout;
+    let bind = opts.bind;
     let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
         let cfg = cfg.clone();
         let name = name.clone();
         let dial = dial.clone();
         async move {
-            let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&dial))
+            let tcp = tokio::time::timeout(timeout, dial_tcp(&dial, bind))
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             tcp.set_nodelay(true)?;
@@ -162,6 +168,33 @@ pub async fn connect(addr: &str, opts: &ConnectOptions) -> Result<Channel, Clien
             addr: addr.to_string(),
             source,
         })
+}
+
+/// Connects to `dial`, from `bind` when given (port chosen by the system).
+async fn dial_tcp(
+    dial: &str,
+    bind: Option<std::net::IpAddr>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(local) = bind else {
+        return tokio::net::TcpStream::connect(dial).await;
+    };
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for peer in tokio::net::lookup_host(dial).await? {
+        if peer.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let sock = if local.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        sock.bind(std::net::SocketAddr::new(local, 0))?;
+        match sock.connect(peer).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Tries each address in turn and returns the first channel that connects.

@@ -6,6 +6,7 @@
 //! task is run.
 
 pub mod client;
+pub mod codec;
 pub mod envelope;
 pub mod failure;
 pub mod ranges;

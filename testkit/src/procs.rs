@@ -700,6 +700,7 @@ impl Coordinator {
             ca_sha256: self.ca_fingerprint(),
             identity,
             connect_timeout: Duration::from_secs(5),
+            bind: None,
         }
     }
 

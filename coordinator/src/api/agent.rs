@@ -334,11 +334,13 @@ impl AgentService for AgentApi {
         }
         let (tx, rx) = mpsc::channel(1024);
         let _ = tx
-            .send(Ok(msg(coordinator_message::Msg::Welcome(Welcome {
-                agent_id: id.agent_id.clone(),
-                server_time_us: vantage_proto::now_us(),
-                heartbeat_interval_s: HEARTBEAT_INTERVAL_S,
-            }))))
+            .send(Box::new(Ok(msg(coordinator_message::Msg::Welcome(
+                Welcome {
+                    agent_id: id.agent_id.clone(),
+                    server_time_us: vantage_proto::now_us(),
+                    heartbeat_interval_s: HEARTBEAT_INTERVAL_S,
+                },
+            )))))
             .await;
         let serial = shared.hub.register(&id.agent_id, tx.clone());
         tracing::info!(agent = %id.agent_id, "session opened");
@@ -367,7 +369,7 @@ impl AgentService for AgentApi {
                         if let Err(e) = handle(&shared, &id, &tx, m, &mut bad_signatures).await {
                             tracing::warn!(agent = %id.agent_id, "session ended: {e}");
                             let why = e.to_string();
-                            let _ = tx.send(Err(e.into())).await;
+                            let _ = tx.send(Box::new(Err(e.into()))).await;
                             break why;
                         }
                     }
@@ -383,7 +385,7 @@ impl AgentService for AgentApi {
                         // from its length prefix, before buffering it.
                         tracing::warn!(agent = %id.agent_id, "message refused: {}", status.message());
                         shared.count("rejected/message_too_large");
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Box::new(Err(status))).await;
                         break "message too large".to_string();
                     }
                     Ok(Err(status)) => {
@@ -403,7 +405,10 @@ impl AgentService for AgentApi {
             });
             tracing::info!(agent = %id.agent_id, %ended, "session closed");
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            ReceiverStream::new(rx),
+            |m| *m,
+        ))))
     }
 }
 
@@ -482,10 +487,12 @@ async fn handle_message(
                 .store
                 .update_agent(&id.agent_id, |r| r.last_seen_us = vantage_proto::now_us())?;
             let _ = tx
-                .send(Ok(msg(coordinator_message::Msg::Heartbeat(Heartbeat {
-                    seq: h.seq,
-                    ..Default::default()
-                }))))
+                .send(Box::new(Ok(msg(coordinator_message::Msg::Heartbeat(
+                    Heartbeat {
+                        seq: h.seq,
+                        ..Default::default()
+                    },
+                )))))
                 .await;
         }
         Some(agent_message::Msg::TaskAck(a)) => {
@@ -502,7 +509,7 @@ async fn handle_message(
             let done = ingest(shared, id, batch.results).await?;
             bad_signatures = done.bad_signatures;
             let _ = tx
-                .send(Ok(msg(coordinator_message::Msg::Ack(done.ack))))
+                .send(Box::new(Ok(msg(coordinator_message::Msg::Ack(done.ack)))))
                 .await;
             crate::dispatch::queue_marks(shared, done.tasks, &id.agent_id, TaskAssignment::Done);
         }

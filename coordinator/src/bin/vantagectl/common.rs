@@ -46,6 +46,7 @@ pub(crate) async fn connect(
             key_pem: read(files::ADMIN_KEY)?,
         }),
         connect_timeout: Duration::from_secs(5),
+        bind: None,
     };
     connect_any(&addrs, &opts)
         .await
