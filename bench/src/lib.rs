@@ -813,13 +813,14 @@ pub async fn sessions(
     eprintln!("file-descriptor limit raised to {fd_limit}");
     // The coordinator (which inherits this limit) holds one descriptor per
     // session plus its store and listeners; this process one per session.
-    let need = n as u64 + 1 + 256;
+    const SPARE_FDS: u64 = 256;
+    let need = n as u64 + 1 + SPARE_FDS;
     if fd_limit < need {
         return Err(setup(format!(
             "{n} sessions need about {need} file descriptors per process, but the limit \
              is {fd_limit} and its hard limit could not be raised (not root, or a \
              container caps it): at most about {} sessions fit here",
-            fd_limit.saturating_sub(257)
+            fd_limit.saturating_sub(1 + SPARE_FDS)
         )));
     }
     let c = CoordinatorProc::start_with(|c| {

@@ -334,13 +334,11 @@ impl AgentService for AgentApi {
         }
         let (tx, rx) = mpsc::channel(1024);
         let _ = tx
-            .send(Box::new(Ok(msg(coordinator_message::Msg::Welcome(
-                Welcome {
-                    agent_id: id.agent_id.clone(),
-                    server_time_us: vantage_proto::now_us(),
-                    heartbeat_interval_s: HEARTBEAT_INTERVAL_S,
-                },
-            )))))
+            .send(msg(coordinator_message::Msg::Welcome(Welcome {
+                agent_id: id.agent_id.clone(),
+                server_time_us: vantage_proto::now_us(),
+                heartbeat_interval_s: HEARTBEAT_INTERVAL_S,
+            })))
             .await;
         let serial = shared.hub.register(&id.agent_id, tx.clone());
         tracing::info!(agent = %id.agent_id, "session opened");
@@ -424,8 +422,9 @@ fn session_end(stream_error: &str) -> String {
     }
 }
 
-fn msg(m: coordinator_message::Msg) -> CoordinatorMessage {
-    CoordinatorMessage { msg: Some(m) }
+/// `m` as sent down a session (`hub::Outbound`).
+fn msg(m: coordinator_message::Msg) -> Box<Result<CoordinatorMessage, Status>> {
+    Box::new(Ok(CoordinatorMessage { msg: Some(m) }))
 }
 
 /// Handles one message. `Err` ends the session with that status: the store
@@ -487,12 +486,10 @@ async fn handle_message(
                 .store
                 .update_agent(&id.agent_id, |r| r.last_seen_us = vantage_proto::now_us())?;
             let _ = tx
-                .send(Box::new(Ok(msg(coordinator_message::Msg::Heartbeat(
-                    Heartbeat {
-                        seq: h.seq,
-                        ..Default::default()
-                    },
-                )))))
+                .send(msg(coordinator_message::Msg::Heartbeat(Heartbeat {
+                    seq: h.seq,
+                    ..Default::default()
+                })))
                 .await;
         }
         Some(agent_message::Msg::TaskAck(a)) => {
@@ -508,9 +505,7 @@ async fn handle_message(
         Some(agent_message::Msg::Results(batch)) => {
             let done = ingest(shared, id, batch.results).await?;
             bad_signatures = done.bad_signatures;
-            let _ = tx
-                .send(Box::new(Ok(msg(coordinator_message::Msg::Ack(done.ack)))))
-                .await;
+            let _ = tx.send(msg(coordinator_message::Msg::Ack(done.ack))).await;
             crate::dispatch::queue_marks(shared, done.tasks, &id.agent_id, TaskAssignment::Done);
         }
         None => {
